@@ -1,0 +1,5 @@
+"""face_detector (embedded CPU profile): the ONNX network run by the engine named in config.pbtxt."""
+
+from pipeline.onnx_model import OnnxModel as TritonPythonModel
+
+__all__ = ["TritonPythonModel"]

@@ -1,0 +1,24 @@
+"""image_decoder: encoded image bytes -> BGR frame + SCRFD input (letterboxed blob)."""
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from pipeline.stages import decode_stage
+from pipeline.triton_glue import bytes_tensor, get, parameters, respond
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.det_size = int(parameters(args).get("det_size", "640"))
+
+    def _handle(self, request):
+        d = decode_stage(get(request, "image"), self.det_size)
+        return [
+            pb_utils.Tensor("image_bgr", d.image),
+            pb_utils.Tensor("det_blob", d.det_blob),
+            pb_utils.Tensor("det_scale", np.array([d.det_scale], np.float32)),
+            bytes_tensor("image_format", d.fmt.encode()),
+        ]
+
+    def execute(self, requests):
+        return respond(requests, self._handle)

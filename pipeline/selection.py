@@ -1,0 +1,127 @@
+"""Which target faces to swap: options of the ``face_swap`` ensemble and their validation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.codec import OUTPUT_FORMATS
+from pipeline.detection import Detections, box_areas
+from pipeline.embedding import cosine
+
+SELECTIONS = ("all", "largest", "index", "similar")
+
+
+class OptionsError(ValueError):
+    """Invalid swap options; the message names the option and the valid values."""
+
+
+@dataclass
+class SwapOptions:
+    """Options of one swap request (the ``options`` JSON tensor of ``face_swap``).
+
+    Attributes:
+        selection: "all" faces, the "largest" box, the face at "index" (detection order:
+            score descending, insightface's order), or the face most "similar" to the
+            reference embedding.
+        face_index: with selection "index", 0-based.
+        max_faces: at most this many faces are swapped (largest boxes first when capping);
+            the response's ``truncated`` flag says when faces were dropped. 0 = server cap.
+        output_format: "auto" (same as the input for jpeg/png/webp, else png), "jpeg",
+            "png" or "webp".
+        quality: 1-100, for jpeg and webp.
+        det_thresh: detection score threshold in (0, 1); 0 = the server's configured value.
+    """
+
+    selection: str = "all"
+    face_index: int = 0
+    max_faces: int = 0
+    output_format: str = "auto"
+    quality: int = 95
+    det_thresh: float = 0.0
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | None) -> "SwapOptions":
+        """Parse and validate; unknown keys and bad values raise :class:`OptionsError`."""
+        if raw is None or (isinstance(raw, (bytes, str)) and len(raw) == 0):
+            return cls()
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise OptionsError(f"options must be a JSON object: {exc}") from None
+        if not isinstance(data, dict):
+            raise OptionsError("options must be a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise OptionsError(f"unknown option(s) {unknown}: valid options are {sorted(known)}")
+        try:
+            opts = cls(**data)
+            opts.face_index, opts.max_faces, opts.quality = int(opts.face_index), int(opts.max_faces), int(opts.quality)
+            opts.det_thresh = float(opts.det_thresh)
+        except (TypeError, ValueError) as exc:
+            raise OptionsError(f"bad option value: {exc}") from None
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise OptionsError(f"selection {self.selection!r} is not one of {', '.join(SELECTIONS)}")
+        if self.output_format not in ("auto", *OUTPUT_FORMATS):
+            raise OptionsError(f"output_format {self.output_format!r} is not one of auto, {', '.join(OUTPUT_FORMATS)}")
+        if not 1 <= self.quality <= 100:
+            raise OptionsError(f"quality {self.quality} is outside 1..100")
+        if self.max_faces < 0:
+            raise OptionsError(f"max_faces {self.max_faces} must be >= 0")
+        if self.face_index < 0:
+            raise OptionsError(f"face_index {self.face_index} must be >= 0")
+        if not 0.0 <= self.det_thresh < 1.0:
+            raise OptionsError(f"det_thresh {self.det_thresh} is outside [0, 1)")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def select_faces(
+    dets: Detections,
+    opts: SwapOptions,
+    cap: int,
+    embeddings: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+) -> tuple[np.ndarray, bool]:
+    """Indices (into ``dets``) of the faces to swap, and whether faces were dropped by the cap.
+
+    Args:
+        dets: all faces found in the target.
+        opts: validated options.
+        cap: the server's maximum number of faces per image (``max_faces`` config parameter).
+        embeddings: float32 [N, 512] target embeddings, needed for selection "similar".
+        reference: float32 [512] or [1, 512] reference embedding, for selection "similar".
+
+    Raises:
+        OptionsError: face_index out of range (the message gives the valid range), or
+            "similar" without a reference embedding.
+    """
+    n = len(dets)
+    if n == 0:
+        return np.zeros((0,), np.int64), False
+    if opts.selection == "largest":
+        return np.array([int(np.argmax(box_areas(dets.boxes)))]), False
+    if opts.selection == "index":
+        if opts.face_index >= n:
+            raise OptionsError(
+                f"face_index {opts.face_index} is out of range: the target has {n} face(s), valid 0..{n - 1}"
+            )
+        return np.array([opts.face_index]), False
+    if opts.selection == "similar":
+        if reference is None or np.asarray(reference).size == 0 or embeddings is None:
+            raise OptionsError("selection 'similar' needs a reference embedding (reference_embeddings input)")
+        sims = cosine(embeddings, np.asarray(reference, np.float32).reshape(-1, embeddings.shape[1]))[:, 0]
+        return np.array([int(np.argmax(sims))]), False
+    limit = min(opts.max_faces or cap, cap)
+    if n <= limit:
+        return np.arange(n), False
+    largest = np.argsort(-box_areas(dets.boxes), kind="stable")[:limit]
+    return np.sort(largest), True

@@ -1,0 +1,1 @@
+"""Project tools: model download, stand-in generation, repository build, server control, demo, bench."""

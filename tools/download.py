@@ -1,0 +1,157 @@
+"""Download the real insightface models listed in ``tools/models.json``.
+
+For each model: try each URL (primary, then mirrors) with retries and exponential backoff;
+resume a partial ``.part`` file with an HTTP Range request; check size and SHA-256; rename
+atomically into place; delete a file that does not match. Offline, print one line per
+missing model saying how to provide it. Nothing is ever downloaded at request time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = Path(__file__).with_name("models.json")
+MODELS_DIR = ROOT / "models"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of the manifest: a real model file with its published size and SHA-256."""
+
+    name: str
+    file: str
+    role: str
+    size: int
+    sha256: str
+    urls: tuple[str, ...]
+
+
+def load_manifest(path: Path = MANIFEST) -> list[ModelEntry]:
+    """Parse ``models.json`` into entries (raises ValueError naming a malformed row)."""
+    data = json.loads(path.read_text())
+    out = []
+    for row in data["models"]:
+        try:
+            out.append(ModelEntry(row["name"], row["file"], row["role"], int(row["size"]), row["sha256"].lower(),
+                                  tuple(row["urls"])))
+        except KeyError as exc:
+            raise ValueError(f"{path}: model row {row.get('name', '?')} lacks {exc}") from None
+    return out
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(entry: ModelEntry, path: Path) -> bool:
+    """True when ``path`` has the entry's size and SHA-256."""
+    return path.is_file() and path.stat().st_size == entry.size and sha256_of(path) == entry.sha256
+
+
+class DownloadError(RuntimeError):
+    """Every URL of a model failed; the message lists why."""
+
+
+def _fetch(client: httpx.Client, url: str, part: Path, total: int, progress: bool) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with client.stream("GET", url, headers=headers, follow_redirects=True) as resp:
+        if resp.status_code == 416 and have == total:
+            return
+        resp.raise_for_status()
+        if have and resp.status_code != 206:
+            have = 0  # the server ignored Range: start over
+        mode = "ab" if have else "wb"
+        with part.open(mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                        desc=part.name, disable=not progress) as bar:
+            for block in resp.iter_bytes(1 << 20):
+                f.write(block)
+                bar.update(len(block))
+
+
+def download(entry: ModelEntry, dest_dir: Path = MODELS_DIR, retries: int = 4, timeout: float = 30.0,
+             progress: bool = True) -> Path:
+    """Fetch one model into ``dest_dir/entry.file``; return its path.
+
+    Raises:
+        DownloadError: no URL produced a file of the right size and SHA-256.
+    """
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / entry.file
+    if verify(entry, final):
+        return final
+    if final.exists():
+        log.warning("%s: existing file does not match the manifest checksum; deleting it", final)
+        final.unlink()
+    part = final.with_name(final.name + ".part")
+    errors = []
+    with httpx.Client(timeout=timeout) as client:
+        for url in entry.urls:
+            for attempt in range(retries):
+                try:
+                    _fetch(client, url, part, entry.size, progress)
+                    break
+                except (httpx.HTTPError, OSError) as exc:
+                    errors.append(f"{url} (try {attempt + 1}): {exc}")
+                    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (401, 403, 404):
+                        break
+                    time.sleep(min(2**attempt, 30))
+            if part.exists() and part.stat().st_size == entry.size:
+                if sha256_of(part) == entry.sha256:
+                    part.replace(final)
+                    return final
+                errors.append(f"{url}: SHA-256 mismatch, file deleted")
+                part.unlink()
+            elif part.exists() and part.stat().st_size > entry.size:
+                part.unlink()
+    raise DownloadError(f"{entry.name}: every source failed: " + "; ".join(errors[-4:]))
+
+
+def how_to_provide(entry: ModelEntry, dest_dir: Path = MODELS_DIR) -> str:
+    """One line telling a person how to put the model in place by hand."""
+    return (f"missing model {entry.name}: put {entry.file} ({entry.size} bytes, sha256 {entry.sha256[:12]}...) "
+            f"into {dest_dir}/ (from {entry.urls[0]}), or run `make models` where the network allows")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Download the real insightface models (size and SHA-256 checked).")
+    ap.add_argument("names", nargs="*", help="models to fetch (default: all in tools/models.json)")
+    ap.add_argument("--dest", type=Path, default=MODELS_DIR)
+    ap.add_argument("--retries", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=20.0, help="seconds per connection attempt")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    missing = 0
+    for entry in load_manifest():
+        if args.names and entry.name not in args.names:
+            continue
+        try:
+            path = download(entry, args.dest, args.retries, args.timeout)
+            print(f"ok       {entry.name}: {path}")
+        except DownloadError as exc:
+            missing += 1
+            log.debug("%s", exc)
+            print(how_to_provide(entry, args.dest))
+    if missing:
+        print(f"{missing} model(s) not downloaded: the pipeline will use the real detector from ../shared/models "
+              "where present and labelled stand-ins for the rest (python -m tools.standins)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

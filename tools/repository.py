@@ -1,0 +1,318 @@
+"""Build a Triton model repository from one description of every model, for two profiles.
+
+- ``cpu`` (embedded default): the three networks are Python models running ONNX Runtime
+  (the ``tritonserver`` in the nvidia-pytriton wheel has only the Python backend).
+- ``gpu`` : the networks on Triton's ``onnxruntime`` backend (TensorRT execution provider)
+  with dynamic batching and GPU instance groups; ``gpu-trt``: ``tensorrt_plan`` engines built
+  by ``tools/build_engines.sh``. The Python stages and the ensembles are the same in all.
+
+The tensor names of the networks come from the resolved ONNX graphs (the real SCRFD
+exports name their outputs with numbers that differ between det_10g and det_2.5g).
+Configs are written with Triton's own ModelConfig protobuf, so they always parse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf import text_format
+from onnx import numpy_helper
+from tritonclient.grpc import model_config_pb2 as mc
+
+from pipeline.detection import HEAD_NAMES
+from tools.resolve import ResolvedModel, resolve
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "model_repository"
+PROFILES = ("cpu", "gpu", "gpu-trt")
+ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 7: "TYPE_INT64", 6: "TYPE_INT32", 2: "TYPE_UINT8"}
+
+
+@dataclass
+class T:
+    """A tensor in a model config: name, Triton data type, dims (without the batch dim)."""
+
+    name: str
+    dtype: str
+    dims: list[int]
+    optional: bool = False
+
+
+@dataclass
+class Net:
+    """A network as read from its ONNX graph."""
+
+    role: str
+    model: ResolvedModel
+    inputs: list[T]
+    outputs: list[T]
+    max_batch_size: int
+
+
+@dataclass
+class Stage:
+    """A Python-backend stage: tensors, instances and tunable parameters."""
+
+    inputs: list[T]
+    outputs: list[T]
+    instances: int = 1
+    params: dict[str, str] = field(default_factory=dict)
+
+
+#: Batch limit given to networks whose graph has a symbolic batch dimension.
+NET_MAX_BATCH = {"detector": 0, "recognizer": 32, "swapper": 8}
+NET_MODEL = {"detector": "face_detector", "recognizer": "face_recognizer", "swapper": "face_swapper"}
+#: Tunables of the Python stages (config ``parameters``); keep in sync with README.
+DEFAULTS = {"det_size": "640", "det_thresh": "0.5", "nms_thresh": "0.4", "max_faces": "64"}
+
+
+def _dims(value_info) -> list[int]:
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in value_info.type.tensor_type.shape.dim]
+
+
+def read_net(role: str, model: ResolvedModel) -> Net:
+    """Read tensor names/shapes from the ONNX graph; batching when dim 0 is symbolic."""
+    g = onnx.load(model.path, load_external_data=False).graph
+    init_names = {i.name for i in g.initializer}
+    ins = [i for i in g.input if i.name not in init_names]
+    batchable = all(_dims(i)[0] == -1 for i in ins) and NET_MAX_BATCH[role] > 0
+    mbs = NET_MAX_BATCH[role] if batchable else 0
+
+    def conv(vis) -> list[T]:
+        out = []
+        for v in vis:
+            dims = _dims(v)
+            out.append(T(v.name, ONNX_TO_TRITON[v.type.tensor_type.elem_type], dims[1:] if mbs else dims))
+        return out
+
+    return Net(role, model, conv(ins), conv(g.output), mbs)
+
+
+def extract_emap(swapper_path: str) -> np.ndarray:
+    """inswapper's emap: the graph's last initializer, float32 [512, 512] (insightface inswapper.py)."""
+    g = onnx.load(swapper_path).graph
+    emap = numpy_helper.to_array(g.initializer[-1]).astype(np.float32)
+    if emap.shape != (512, 512):
+        raise ValueError(f"{swapper_path}: last initializer is {emap.shape}, expected the 512x512 emap")
+    return emap
+
+
+def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage]:
+    """The single description of the Python stages, wired to the networks' tensor names."""
+    det, rec, swp = nets["detector"], nets["recognizer"], nets["swapper"]
+    heads = [T(h, o.dtype, o.dims) for h, o in zip(HEAD_NAMES, det.outputs)]
+    rec_params = {"recognizer_model": NET_MODEL["recognizer"], "recognizer_input": rec.inputs[0].name,
+                  "recognizer_output": rec.outputs[0].name, "recognizer_max_batch": str(rec.max_batch_size)}
+    faces = [T("boxes", "TYPE_FP32", [-1, 4]), T("scores", "TYPE_FP32", [-1]), T("kps", "TYPE_FP32", [-1, 5, 2])]
+    image_bgr = T("image_bgr", "TYPE_UINT8", [-1, -1, 3])
+    options = T("options", "TYPE_STRING", [1])
+    stand = ",".join(stand_ins)
+    det_p = {k: DEFAULTS[k] for k in ("det_size", "det_thresh", "nms_thresh")}
+    return {
+        "image_decoder": Stage(
+            [T("image", "TYPE_UINT8", [-1])],
+            [image_bgr, T("det_blob", "TYPE_FP32", [1, 3, -1, -1]), T("det_scale", "TYPE_FP32", [1]),
+             T("image_format", "TYPE_STRING", [1])],
+            instances=2, params={"det_size": DEFAULTS["det_size"]}),
+        "face_aligner": Stage(
+            [*heads, T("det_scale", "TYPE_FP32", [1]), image_bgr, options,
+             T("reference_embeddings", "TYPE_FP32", [-1, 512], optional=True)],
+            [*faces, T("selected", "TYPE_INT32", [-1]), T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]),
+             T("affines", "TYPE_FP32", [-1, 2, 3]), T("align_info", "TYPE_STRING", [1])],
+            instances=2, params={**det_p, "max_faces": DEFAULTS["max_faces"], **rec_params}),
+        "face_paster": Stage(
+            [image_bgr, T("original", "TYPE_UINT8", [-1]), T("image_format", "TYPE_STRING", [1]),
+             T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]), T("affines", "TYPE_FP32", [-1, 2, 3]),
+             T("selected", "TYPE_INT32", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]), options,
+             T("align_info", "TYPE_STRING", [1])],
+            [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])],
+            instances=2, params={"swapper_model": NET_MODEL["swapper"], "swapper_target": swp.inputs[0].name,
+                                 "swapper_source": swp.inputs[1].name, "swapper_output": swp.outputs[0].name,
+                                 "swapper_max_batch": str(swp.max_batch_size), "stand_in_models": stand}),
+        "face_analyzer": Stage(
+            [*heads, T("det_scale", "TYPE_FP32", [1]), image_bgr],
+            [*faces, T("embeddings", "TYPE_FP32", [-1, 512]), T("latents", "TYPE_FP32", [-1, 512]),
+             T("info", "TYPE_STRING", [1])],
+            instances=1, params={**det_p, **rec_params, "emap_file": "emap.npy", "stand_in_models": stand}),
+    }
+
+
+def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
+    """face_embed and face_swap: inputs, outputs and steps (model, input_map, output_map)."""
+    det = nets["detector"]
+    det_in = det.inputs[0].name
+    head_map = {o.name: f"head_{h}" for o, h in zip(det.outputs, HEAD_NAMES)}
+    head_in = {h: f"head_{h}" for h in HEAD_NAMES}
+    decode = ("image_decoder", {"image": "image"},
+              {"image_bgr": "image_bgr", "det_blob": "det_blob", "det_scale": "det_scale",
+               "image_format": "image_format"})
+    detect = ("face_detector", {det_in: "det_blob"}, head_map)
+    face_outs = [T("boxes", "TYPE_FP32", [-1, 4]), T("scores", "TYPE_FP32", [-1]), T("kps", "TYPE_FP32", [-1, 5, 2])]
+    faces_map = {"boxes": "boxes", "scores": "scores", "kps": "kps"}
+    return {
+        "face_embed": {
+            "inputs": [T("image", "TYPE_UINT8", [-1])],
+            "outputs": [*face_outs, T("embeddings", "TYPE_FP32", [-1, 512]), T("latents", "TYPE_FP32", [-1, 512]),
+                        T("info", "TYPE_STRING", [1])],
+            "steps": [(decode[0], decode[1], {k: v for k, v in decode[2].items() if k != "image_format"}), detect,
+                      ("face_analyzer", {**head_in, "det_scale": "det_scale", "image_bgr": "image_bgr"},
+                       {**faces_map, "embeddings": "embeddings", "latents": "latents", "info": "info"})],
+        },
+        "face_swap": {
+            "inputs": [T("image", "TYPE_UINT8", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]),
+                       T("reference_embeddings", "TYPE_FP32", [-1, 512]), T("options", "TYPE_STRING", [1])],
+            "outputs": [T("output_image", "TYPE_UINT8", [-1]), *face_outs, T("selected", "TYPE_INT32", [-1]),
+                        T("result", "TYPE_STRING", [1])],
+            "steps": [decode, detect,
+                      ("face_aligner", {**head_in, "det_scale": "det_scale", "image_bgr": "image_bgr",
+                                        "options": "options", "reference_embeddings": "reference_embeddings"},
+                       {**faces_map, "selected": "selected", "aligned_crops": "aligned_crops",
+                        "affines": "affines", "align_info": "align_info"}),
+                      ("face_paster", {"image_bgr": "image_bgr", "original": "image", "image_format": "image_format",
+                                       "aligned_crops": "aligned_crops", "affines": "affines",
+                                       "selected": "selected", "source_latents": "source_latents",
+                                       "options": "options", "align_info": "align_info"},
+                       {"output_image": "output_image", "result": "result"})],
+        },
+    }
+
+
+def _tensors(field_, tensors: list[T]) -> None:
+    for t in tensors:
+        msg = field_.add(name=t.name, data_type=getattr(mc.DataType, t.dtype), dims=t.dims)
+        if t.optional:
+            msg.optional = True
+
+
+def _params(cfg: mc.ModelConfig, params: dict[str, str]) -> None:
+    for k, v in params.items():
+        cfg.parameters[k].string_value = v
+
+
+def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
+    """Config of one network for the given profile."""
+    cfg = mc.ModelConfig(name=NET_MODEL[net.role], max_batch_size=net.max_batch_size)
+    _tensors(cfg.input, net.inputs)
+    _tensors(cfg.output, net.outputs)
+    if profile == "cpu":
+        cfg.backend = "python"
+        cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+        _params(cfg, {"engine": "onnxruntime", "onnx_path": onnx_path, "intra_op_threads": "0",
+                      "stand_in": str(net.model.stand_in).lower()})
+    else:
+        cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
+        if profile == "gpu":
+            cfg.platform = "onnxruntime_onnx"
+            cfg.default_model_filename = "model.onnx"
+            acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+            # fp16 for the detector and ArcFace; the swapper stays fp32 (fp16 inswapper users
+            # report noisy faces; a parity test must pass before switching it).
+            acc.parameters["precision_mode"] = "FP32" if net.role == "swapper" else "FP16"
+            acc.parameters["max_workspace_size_bytes"] = str(4 << 30)
+            acc.parameters["trt_engine_cache_enable"] = "1"
+            acc.parameters["trt_engine_cache_path"] = "/engine_cache"
+        else:
+            cfg.platform = "tensorrt_plan"
+            cfg.default_model_filename = "model.plan"
+        _params(cfg, {"stand_in": str(net.model.stand_in).lower()})
+    if net.max_batch_size > 0:
+        cfg.dynamic_batching.max_queue_delay_microseconds = 2000
+    return cfg
+
+
+def stage_config(name: str, stage: Stage, profile: str) -> mc.ModelConfig:
+    cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
+    _tensors(cfg.input, stage.inputs)
+    _tensors(cfg.output, stage.outputs)
+    cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=stage.instances if profile == "cpu" else 4)
+    _params(cfg, stage.params)
+    return cfg
+
+
+def ensemble_config(name: str, desc: dict) -> mc.ModelConfig:
+    cfg = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=0)
+    _tensors(cfg.input, desc["inputs"])
+    _tensors(cfg.output, desc["outputs"])
+    for model_name, in_map, out_map in desc["steps"]:
+        step = cfg.ensemble_scheduling.step.add(model_name=model_name, model_version=-1)
+        step.input_map.update(in_map)
+        step.output_map.update(out_map)
+    return cfg
+
+
+def to_text(cfg: mc.ModelConfig) -> str:
+    return text_format.MessageToString(cfg)
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    try:
+        os.symlink(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] | None = None) -> dict:
+    """Write the repository for ``profile`` into ``out_dir`` (replaced); return a summary dict.
+
+    Raises:
+        ValueError: an unknown profile or a swapper without a 512x512 emap.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    models = models or resolve()
+    nets = {role: read_net(role, m) for role, m in models.items()}
+    stand_ins = [m.name for m in models.values() if m.stand_in]
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    configs: dict[str, mc.ModelConfig] = {}
+    for role, net in nets.items():
+        name = NET_MODEL[role]
+        configs[name] = net_config(net, profile, net.model.path)
+        if profile == "cpu":
+            _link(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py")
+        elif profile == "gpu":
+            _link(Path(net.model.path), out_dir / name / "1" / "model.onnx")
+        else:
+            (out_dir / name / "1").mkdir(parents=True, exist_ok=True)
+    for name, stage in python_stages(nets, stand_ins).items():
+        configs[name] = stage_config(name, stage, profile)
+        _link(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py")
+    for name, desc in ensembles(nets).items():
+        configs[name] = ensemble_config(name, desc)
+        (out_dir / name / "1").mkdir(parents=True, exist_ok=True)
+    for name, cfg in configs.items():
+        (out_dir / name).mkdir(parents=True, exist_ok=True)
+        (out_dir / name / "config.pbtxt").write_text(to_text(cfg))
+    np.save(out_dir / "face_analyzer" / "emap.npy", extract_emap(models["swapper"].path))
+    summary = {"profile": profile, "models": {r: vars(m) for r, m in models.items()}, "stand_ins": stand_ins}
+    (out_dir / "repository.json").write_text(json.dumps(summary, indent=2))
+    log.info("model repository (%s) written to %s", profile, out_dir)
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Generate a Triton model repository (config.pbtxt for every model).")
+    ap.add_argument("--profile", choices=PROFILES, default="cpu")
+    ap.add_argument("--out", type=Path, default=None, help="default: .run/model_repository (cpu) or build/<profile>")
+    ap.add_argument("--standin-size", choices=["tiny", "full"], default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = args.out or (ROOT / ".run" / "model_repository" if args.profile == "cpu" else ROOT / "build" / args.profile)
+    summary = build(out, args.profile, resolve(args.standin_size))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

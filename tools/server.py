@@ -1,0 +1,237 @@
+"""Start, wait for and stop the embedded ``tritonserver`` (nvidia-pytriton wheel), CPU only.
+
+The wheel ships a real Triton 2.51 binary with the Python backend. To run it outside
+pytriton we (see DESIGN.md): copy the Python backend into ``.run/backends/python`` with the
+stub built for this interpreter; put this interpreter's own ``libpython`` folder first on
+``LD_LIBRARY_PATH`` (so the stub and the virtual environment run one and the same Python),
+then the wheel's ``nvidia_pytriton.libs``; put the virtual environment's ``bin`` first on
+``PATH``; and put the project root on ``PYTHONPATH`` so the models import ``pipeline``.
+Everything listens on loopback only. ``make serve``/``make stop``, the demo and the tests
+all use this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / ".run"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports of one server: HTTP (KServe v2 REST), gRPC and Prometheus metrics."""
+
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+def _pytriton_dir() -> Path:
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise RuntimeError("nvidia-pytriton is not installed: run `make setup` (it ships tritonserver)") from exc
+    return Path(pytriton.__file__).resolve().parent
+
+
+def prepare_backends(run_dir: Path = RUN) -> Path:
+    """Copy the Python backend with this interpreter's stub into ``run_dir/backends``."""
+    pt = _pytriton_dir() / "tritonserver"
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = pt / "python_backend_stubs" / ver / "triton_python_backend_stub"
+    if not stub.exists():
+        raise RuntimeError(f"nvidia-pytriton has no Python backend stub for Python {ver}")
+    dst = run_dir / "backends" / "python"
+    if not (dst / "triton_python_backend_stub").exists():
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(pt / "backends" / "python", dst)
+        shutil.copy2(stub, dst / "triton_python_backend_stub")
+    return dst.parent
+
+
+def server_env() -> dict[str, str]:
+    """Environment for tritonserver and the Python stubs it starts."""
+    env = dict(os.environ)
+    pt = _pytriton_dir()
+    libs = [sysconfig.get_config_var("LIBDIR") or "", str(pt.parent / "nvidia_pytriton.libs")]
+    env["LD_LIBRARY_PATH"] = ":".join([p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")]).rstrip(":")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}".rstrip(":")
+    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    return env
+
+
+class TritonServer:
+    """One embedded tritonserver process on loopback.
+
+    Args:
+        repository: model repository folder (see ``tools.repository``).
+        ports: loopback ports.
+        log_file: where the server's stdout/stderr go.
+    """
+
+    def __init__(self, repository: Path, ports: Ports = Ports(), log_file: Path | None = None,
+                 run_dir: Path = RUN) -> None:
+        self.repository = Path(repository)
+        self.ports = ports
+        self.run_dir = run_dir
+        self.log_file = log_file or run_dir / f"triton_{ports.http}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    def command(self) -> list[str]:
+        binary = _pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
+        return [
+            str(binary), f"--model-repository={self.repository}",
+            f"--backend-directory={prepare_backends(self.run_dir)}",
+            "--http-address=127.0.0.1", f"--http-port={self.ports.http}",
+            "--grpc-address=127.0.0.1", f"--grpc-port={self.ports.grpc}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address=127.0.0.1",
+            f"--metrics-port={self.ports.metrics}",
+            "--backend-config=python,shm-default-byte-size=16777216",
+            "--backend-config=python,shm-growth-byte-size=67108864",
+            "--exit-timeout-secs=10", "--log-verbose=0",
+        ]
+
+    def start(self, timeout: float = 180.0) -> "TritonServer":
+        """Start the server and wait until it is ready.
+
+        Raises:
+            RuntimeError: the process exited or was not ready in time (the log's tail is included).
+        """
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log_file.open("wb")
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=server_env(),
+                                     start_new_session=True)
+        (self.run_dir / f"triton_{self.ports.http}.pid").write_text(str(self.proc.pid))
+        try:
+            self.wait_ready(timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def is_ready(self) -> bool:
+        try:
+            return httpx.get(f"http://{self.http_url}/v2/health/ready", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with code {self.proc.returncode}:\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the server (and its stubs); SIGKILL after ``timeout`` s."""
+        if self.proc is None:
+            return
+        _terminate(self.proc.pid, timeout)
+        self.proc = None
+        (self.run_dir / f"triton_{self.ports.http}.pid").unlink(missing_ok=True)
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop_from_pidfile(ports: Ports = Ports(), run_dir: Path = RUN) -> bool:
+    """Stop a server started by ``serve`` in another process; True if one was running."""
+    pidfile = run_dir / f"triton_{ports.http}.pid"
+    if not pidfile.exists():
+        return False
+    _terminate(int(pidfile.read_text()), 30.0)
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Run the embedded Triton server (CPU, loopback).")
+    ap.add_argument("action", choices=["start", "stop", "status"])
+    ap.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8000)))
+    ap.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8001)))
+    ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8002)))
+    ap.add_argument("--standin-size", choices=["tiny", "full"], default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
+    if args.action == "stop":
+        print("tritonserver stopped" if stop_from_pidfile(ports) else "no tritonserver was running")
+        return 0
+    server = TritonServer(RUN / "model_repository", ports)
+    if args.action == "status":
+        print("ready" if server.is_ready() else "not ready")
+        return 0 if server.is_ready() else 1
+    from tools.repository import build
+    from tools.resolve import resolve
+
+    models = resolve(args.standin_size)
+    for m in models.values():
+        print(m.describe())
+    build(RUN / "model_repository", "cpu", models)
+    server.start()
+    print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+          f"metrics 127.0.0.1:{ports.metrics}; log {server.log_file}; stop with `make stop`")
+    server.proc = None  # leave it running
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
