@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 log = logging.getLogger(__name__)
+logging.getLogger("httpx").setLevel(logging.WARNING)
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run"
 

@@ -1,0 +1,8 @@
+"""Python client of the face-swap Triton ensembles (sync and asyncio, HTTP and gRPC)."""
+
+from client.core import EmbedResult, Face, SwapResult
+from client.errors import FaceSwapError, InvalidInput, NoFaceError, RequestTimeout, ServerUnavailable
+from client.library import AsyncFaceSwapClient, FaceSwapClient
+
+__all__ = ["AsyncFaceSwapClient", "EmbedResult", "Face", "FaceSwapClient", "FaceSwapError", "InvalidInput",
+           "NoFaceError", "RequestTimeout", "ServerUnavailable", "SwapResult"]

@@ -1,0 +1,22 @@
+"""Typed errors of the client library; only the CLI turns them into exit codes."""
+
+
+class FaceSwapError(Exception):
+    """Base class of every error raised by the client library."""
+
+
+class ServerUnavailable(FaceSwapError):
+    """Triton cannot be reached, is not live/ready, or a model is not ready (retry later)."""
+
+
+class InvalidInput(FaceSwapError):
+    """The server rejected the request: corrupt image, unsupported format, bad option (HTTP 400 /
+    gRPC INVALID_ARGUMENT). The message is the server's, meant for a person."""
+
+
+class NoFaceError(InvalidInput):
+    """The source image has no face to take the identity from."""
+
+
+class RequestTimeout(FaceSwapError):
+    """The server did not answer within the client's timeout."""

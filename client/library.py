@@ -1,0 +1,184 @@
+"""Sync and asyncio clients of the face-swap ensembles, over HTTP or gRPC (KServe v2)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from client.core import (EMBED_MODEL, EMBED_OUTPUTS, SWAP_MODEL, SWAP_OUTPUTS, EmbedResult, ImageLike,
+                         SwapResult, build_inputs, embed_arrays, map_error, options_json, parse_embed, parse_swap,
+                         swap_arrays)
+from client.errors import InvalidInput, NoFaceError
+
+#: The models a ready deployment serves (ensembles and every stage they call).
+REQUIRED_MODELS = ("face_embed", "face_swap", "image_decoder", "face_detector", "face_aligner", "face_analyzer",
+                   "face_recognizer", "face_swapper", "face_paster")
+PROTOCOLS = ("http", "grpc")
+
+
+def _module(protocol: str, aio: bool) -> Any:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return importlib.import_module(f"tritonclient.{protocol}{'.aio' if aio else ''}")
+
+
+def default_url(protocol: str) -> str:
+    return "127.0.0.1:8001" if protocol == "grpc" else "127.0.0.1:8000"
+
+
+def _swap_request(target: ImageLike, source_latent: np.ndarray, reference_embedding: np.ndarray | None,
+                  opts: dict) -> dict[str, np.ndarray]:
+    if opts.get("selection") == "similar" and reference_embedding is None:
+        raise InvalidInput("selection 'similar' needs reference_embedding")
+    return swap_arrays(target, source_latent, reference_embedding, options_json(**opts))
+
+
+def _source_latent(res: EmbedResult, source_face: str | int) -> np.ndarray:
+    if not res.faces:
+        raise NoFaceError("no face found in the source image")
+    if source_face == "largest":
+        return res.largest().latent
+    idx = int(source_face)
+    if not 0 <= idx < len(res.faces):
+        raise InvalidInput(f"source face {idx} is out of range: the source has {len(res.faces)} face(s)")
+    return res.faces[idx].latent
+
+
+class FaceSwapClient:
+    """Blocking client.
+
+    Args:
+        url: "host:port" of Triton (HTTP 8000 / gRPC 8001 by default).
+        protocol: "http" or "grpc".
+        timeout: seconds to wait for one inference (HTTP network timeout / gRPC deadline).
+
+    Every method raises the typed errors of :mod:`client.errors`.
+    """
+
+    def __init__(self, url: str | None = None, protocol: str = "http", timeout: float = 120.0) -> None:
+        self.protocol = protocol
+        self._mod = _module(protocol, aio=False)
+        self.url = url or default_url(protocol)
+        self.timeout = timeout
+        if protocol == "http":
+            self._client = self._mod.InferenceServerClient(self.url, connection_timeout=timeout,
+                                                           network_timeout=timeout)
+        else:
+            self._client = self._mod.InferenceServerClient(self.url)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "FaceSwapClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        try:
+            res = self._client.infer(model, build_inputs(self._mod, arrays),
+                                     outputs=[self._mod.InferRequestedOutput(o) for o in outputs], **kwargs)
+        except Exception as exc:  # tritonclient raises several transport types; map them all
+            raise map_error(exc) from exc
+        return {o: res.as_numpy(o) for o in outputs}
+
+    def health(self) -> dict:
+        """{"live": bool, "ready": bool, "models": {name: ready}} (never raises for a down server)."""
+        try:
+            live = self._client.is_server_live()
+            ready = self._client.is_server_ready()
+            models = {m: bool(self._client.is_model_ready(m)) for m in REQUIRED_MODELS}
+        except Exception as exc:
+            return {"live": False, "ready": False, "models": {}, "error": str(map_error(exc))}
+        return {"live": bool(live), "ready": bool(ready) and all(models.values()), "models": models}
+
+    def embed(self, image: ImageLike) -> EmbedResult:
+        """Faces, normed embeddings and swap latents of an image (bytes or path)."""
+        return parse_embed(self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS))
+
+    def swap(self, target: ImageLike, source_latent: np.ndarray, *, reference_embedding: np.ndarray | None = None,
+             **opts: Any) -> SwapResult:
+        """Swap faces of ``target`` with the identity ``source_latent`` (float32 [512]).
+
+        Options (see pipeline.selection.SwapOptions): selection ("all", "largest", "index",
+        "similar"), face_index, max_faces, output_format ("auto", "jpeg", "png", "webp"),
+        quality, det_thresh.
+        """
+        return parse_swap(self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding, opts),
+                                      SWAP_OUTPUTS))
+
+    def swap_images(self, source: ImageLike, target: ImageLike, source_face: str | int = "largest",
+                    **opts: Any) -> SwapResult:
+        """Embed the source face (the largest, or the given index), then swap it into the target.
+
+        Raises:
+            NoFaceError: the source image has no face.
+        """
+        return self.swap(target, _source_latent(self.embed(source), source_face), **opts)
+
+    def statistics(self) -> dict[str, dict]:
+        """Triton's per-model inference statistics ({model name: stats dict})."""
+        try:
+            stats = (self._client.get_inference_statistics(as_json=True) if self.protocol == "grpc"
+                     else self._client.get_inference_statistics())
+        except Exception as exc:
+            raise map_error(exc) from exc
+        return {s["name"]: s for s in stats.get("model_stats", [])}
+
+
+class AsyncFaceSwapClient:
+    """asyncio client with the same methods as :class:`FaceSwapClient` (awaitable)."""
+
+    def __init__(self, url: str | None = None, protocol: str = "http", timeout: float = 120.0) -> None:
+        self.protocol = protocol
+        self._mod = _module(protocol, aio=True)
+        self.url = url or default_url(protocol)
+        self.timeout = timeout
+        if protocol == "http":
+            self._client = self._mod.InferenceServerClient(self.url, conn_timeout=timeout)
+        else:
+            self._client = self._mod.InferenceServerClient(self.url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "AsyncFaceSwapClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: tuple[str, ...]
+                     ) -> dict[str, np.ndarray]:
+        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {"timeout": int(self.timeout)}
+        try:
+            res = await self._client.infer(model, build_inputs(self._mod, arrays),
+                                           outputs=[self._mod.InferRequestedOutput(o) for o in outputs], **kwargs)
+        except Exception as exc:
+            raise map_error(exc) from exc
+        return {o: res.as_numpy(o) for o in outputs}
+
+    async def health(self) -> dict:
+        try:
+            live = await self._client.is_server_live()
+            ready = await self._client.is_server_ready()
+            models = {m: bool(await self._client.is_model_ready(m)) for m in REQUIRED_MODELS}
+        except Exception as exc:
+            return {"live": False, "ready": False, "models": {}, "error": str(map_error(exc))}
+        return {"live": bool(live), "ready": bool(ready) and all(models.values()), "models": models}
+
+    async def embed(self, image: ImageLike) -> EmbedResult:
+        return parse_embed(await self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS))
+
+    async def swap(self, target: ImageLike, source_latent: np.ndarray, *,
+                   reference_embedding: np.ndarray | None = None, **opts: Any) -> SwapResult:
+        return parse_swap(await self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding,
+                                                                      opts), SWAP_OUTPUTS))
+
+    async def swap_images(self, source: ImageLike, target: ImageLike, source_face: str | int = "largest",
+                          **opts: Any) -> SwapResult:
+        return await self.swap(target, _source_latent(await self.embed(source), source_face), **opts)
