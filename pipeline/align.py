@@ -25,10 +25,13 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         src, dst: float [N, 2] corresponding points.
 
     Returns:
-        float64 [3, 3] homogeneous matrix T with dst ~ T @ [src, 1].
+        float64 [3, 3] homogeneous matrix T with dst ~ T @ [src, 1] (scikit-image's
+        ``_umeyama`` with ``estimate_scale=True``).
     """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
+    # Arithmetic stays in the inputs' dtype (float32 key points) exactly as scikit-image does;
+    # casting to float64 moves M by ~1e-4 px, enough to flip OpenCV's fixed-point rounding.
+    src = np.asarray(src)
+    dst = np.asarray(dst)
     num, dim = src.shape
     src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
     src_d, dst_d = src - src_mean, dst - dst_mean

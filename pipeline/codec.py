@@ -39,6 +39,16 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def _jpeg_truncated(buf: np.ndarray) -> bool:
+    """True when no end-of-image marker (FFD9) follows the last start-of-scan (FFDA).
+
+    libjpeg decodes a cut file to a grey-bottomed picture with only a warning; we refuse it.
+    The last scan is the main image's (an EXIF thumbnail's markers come earlier).
+    """
+    data = buf.tobytes()
+    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+
+
 def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
     """Decode encoded image bytes to BGR uint8 [H, W, 3] with EXIF orientation applied.
 
@@ -51,6 +61,8 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> tupl
     fmt = sniff_format(buf[:16].tobytes())
     if fmt is None:
         raise ImageError(f"unsupported image format: expected one of {', '.join(SUPPORTED_INPUT)}")
+    if fmt == "jpeg" and _jpeg_truncated(buf):
+        raise ImageError("corrupt image: the jpeg data ends before the image does (truncated file)")
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
         raise ImageError(f"corrupt image: the {fmt} data could not be decoded")

@@ -253,14 +253,18 @@ def to_text(cfg: mc.ModelConfig) -> str:
     return text_format.MessageToString(cfg)
 
 
-def _link(src: Path, dst: Path) -> None:
+def _place(src: Path, dst: Path, link: bool) -> None:
+    """Symlink (embedded profile, same machine) or copy (GPU profiles, mounted into a container)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.is_symlink() or dst.exists():
         dst.unlink()
-    try:
-        os.symlink(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    if link:
+        try:
+            os.symlink(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
 
 
 def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] | None = None) -> dict:
@@ -276,19 +280,20 @@ def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] 
     stand_ins = [m.name for m in models.values() if m.stand_in]
     if out_dir.exists():
         shutil.rmtree(out_dir)
+    link = profile == "cpu"
     configs: dict[str, mc.ModelConfig] = {}
     for role, net in nets.items():
         name = NET_MODEL[role]
         configs[name] = net_config(net, profile, net.model.path)
         if profile == "cpu":
-            _link(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py")
+            _place(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py", link)
         elif profile == "gpu":
-            _link(Path(net.model.path), out_dir / name / "1" / "model.onnx")
+            _place(Path(net.model.path), out_dir / name / "1" / "model.onnx", link)
         else:
             (out_dir / name / "1").mkdir(parents=True, exist_ok=True)
     for name, stage in python_stages(nets, stand_ins).items():
         configs[name] = stage_config(name, stage, profile)
-        _link(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py")
+        _place(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py", link)
     for name, desc in ensembles(nets).items():
         configs[name] = ensemble_config(name, desc)
         (out_dir / name / "1").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""FastAPI gateway (REST face of the service): filled by its own issue."""

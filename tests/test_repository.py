@@ -1,0 +1,70 @@
+"""Config generation: both profiles parse with Triton's ModelConfig protobuf and stay wired."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tools.repository import PROFILES, build
+
+
+@pytest.fixture(scope="module", params=PROFILES)
+def repo(request, models, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param) / "model_repository"
+    build(out, request.param, models)
+    configs = {}
+    for path in sorted(out.glob("*/config.pbtxt")):
+        cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
+        assert cfg.name == path.parent.name
+        configs[cfg.name] = cfg
+    return request.param, out, configs
+
+
+def test_every_model_has_a_parsable_config(repo):
+    profile, out, configs = repo
+    assert set(configs) == {"face_embed", "face_swap", "image_decoder", "face_detector", "face_aligner",
+                            "face_analyzer", "face_recognizer", "face_swapper", "face_paster"}
+    for name, cfg in configs.items():
+        assert (out / name / "1").is_dir()
+
+
+def test_network_backends_per_profile(repo):
+    profile, out, configs = repo
+    for name in ("face_detector", "face_recognizer", "face_swapper"):
+        cfg = configs[name]
+        if profile == "cpu":
+            assert cfg.backend == "python" and cfg.parameters["engine"].string_value == "onnxruntime"
+            assert (out / name / "1" / "model.py").exists()
+        elif profile == "gpu":
+            assert cfg.platform == "onnxruntime_onnx" and (out / name / "1" / "model.onnx").exists()
+            assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+        else:
+            assert cfg.platform == "tensorrt_plan" and cfg.default_model_filename == "model.plan"
+    for name in ("face_recognizer", "face_swapper"):
+        assert configs[name].max_batch_size > 0 and configs[name].HasField("dynamic_batching")
+
+
+def test_ensemble_steps_reference_existing_models_and_tensors(repo):
+    _, _, configs = repo
+    for ens in ("face_embed", "face_swap"):
+        cfg = configs[ens]
+        produced = {i.name for i in cfg.input}
+        for step in cfg.ensemble_scheduling.step:
+            model = configs[step.model_name]
+            inputs = {i.name for i in model.input}
+            outputs = {o.name for o in model.output}
+            assert set(step.input_map) <= inputs
+            required = {i.name for i in model.input if not i.optional}
+            assert required <= set(step.input_map), f"{ens}/{step.model_name} misses inputs"
+            assert set(step.input_map.values()) <= produced, f"{ens}/{step.model_name} reads an unproduced tensor"
+            assert set(step.output_map) <= outputs
+            produced |= set(step.output_map.values())
+        assert {o.name for o in cfg.output} <= produced
+
+
+def test_python_stage_parameters_are_typed_defaults(repo):
+    _, _, configs = repo
+    p = configs["face_aligner"].parameters
+    assert float(p["det_thresh"].string_value) == 0.5 and int(p["max_faces"].string_value) == 64
+    assert configs["face_paster"].parameters["stand_in_models"].string_value == "w600k_r50,inswapper_128"
