@@ -10,10 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
+from tools.resolve import shared_dir
+
 os.environ.setdefault("FACESWAP_STANDIN_SIZE", "tiny")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FACESWAP_SHARED", ROOT.parent / "shared"))
+SHARED = shared_dir()
 IMAGES = Path(os.environ.get("FACESWAP_SHARED_IMAGES", SHARED / "images"))
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from client import FaceSwapClient, FaceSwapError
 from tools.repository import build
-from tools.resolve import resolve
+from tools.resolve import resolve, shared_dir
 from tools.server import RUN, Ports, TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_IMAGES = Path(os.environ.get("FACESWAP_SHARED_IMAGES", ROOT.parent / "shared" / "images"))
+SHARED_IMAGES = Path(os.environ.get("FACESWAP_SHARED_IMAGES", shared_dir() / "images"))
 
 
 def default_images() -> tuple[Path, Path]:

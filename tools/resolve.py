@@ -48,8 +48,20 @@ class ResolvedModel:
         return f"{self.role:10s} {self.name:14s} {kind:48s} {self.source} {self.detail} {self.path}"
 
 
+def shared_dir() -> Path:
+    """The read-only shared folder (real photos and detectors): ``FACESWAP_SHARED``, else
+    ``../shared`` beside the checkout, else ``/work/shared`` (this workplace's fixed place)."""
+    env = os.environ.get("FACESWAP_SHARED")
+    if env:
+        return Path(env)
+    for cand in (ROOT.parent / "shared", Path("/work/shared")):
+        if cand.is_dir():
+            return cand
+    return ROOT.parent / "shared"
+
+
 def shared_models_dir() -> Path:
-    return Path(os.environ.get("FACESWAP_SHARED_MODELS", ROOT.parent / "shared" / "models"))
+    return Path(os.environ.get("FACESWAP_SHARED_MODELS", shared_dir() / "models"))
 
 
 def resolve(standin_size: str | None = None, models_dir: Path = MODELS_DIR) -> dict[str, ResolvedModel]:
