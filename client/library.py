@@ -7,9 +7,22 @@ from typing import Any
 
 import numpy as np
 
-from client.core import (EMBED_MODEL, EMBED_OUTPUTS, SWAP_MODEL, SWAP_OUTPUTS, EmbedResult, ImageLike,
-                         SwapResult, build_inputs, embed_arrays, map_error, options_json, parse_embed, parse_swap,
-                         swap_arrays)
+from client.core import (
+    EMBED_MODEL,
+    EMBED_OUTPUTS,
+    SWAP_MODEL,
+    SWAP_OUTPUTS,
+    EmbedResult,
+    ImageLike,
+    SwapResult,
+    build_inputs,
+    embed_arrays,
+    map_error,
+    options_json,
+    parse_embed,
+    parse_swap,
+    swap_arrays,
+)
 from client.errors import InvalidInput, NoFaceError
 
 #: The models a ready deployment serves (ensembles and every stage they call).

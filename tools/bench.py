@@ -112,7 +112,8 @@ def main() -> int:
             ref = bench_reference(size, image, source, max(n // 4, 2))
             r["reference_images_per_s"] = ref["images_per_s"]
             r["speedup_vs_insightface"] = r["images_per_s"] / ref["images_per_s"]
-            line += f"\n{size:5s} insightface {ref['images_per_s']:5.2f} images/s  -> ratio {r['speedup_vs_insightface']:.2f}x"
+            line += (f"\n{size:5s} insightface {ref['images_per_s']:5.2f} images/s"
+                     f"  -> ratio {r['speedup_vs_insightface']:.2f}x")
         print(line, flush=True)
         rows.append(r)
     if args.json:

@@ -109,7 +109,7 @@ class TritonServer:
             f"--backend-directory={prepare_backends(self.run_dir)}",
             "--http-address=127.0.0.1", f"--http-port={self.ports.http}",
             "--grpc-address=127.0.0.1", f"--grpc-port={self.ports.grpc}",
-            "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address=127.0.0.1",
+            "--allow-metrics=true", "--allow-gpu-metrics=false", "--metrics-address=127.0.0.1",
             f"--metrics-port={self.ports.metrics}",
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=67108864",

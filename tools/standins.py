@@ -76,7 +76,8 @@ class _Graph:
 
     def model(self, inputs: list, outputs: list, name: str) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="faceswap-standin")
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="faceswap-standin")
         model.ir_version = 8
         onnx.checker.check_model(model)
         return model
@@ -239,7 +240,8 @@ def main() -> None:
     out = args.out or Path(__file__).resolve().parents[1] / "models" / "standin" / args.size
     for name, info in generate(out, args.size).items():
         ratio = info["gflop"] / info["published_gflop"]
-        print(f"{name:14s} {info['gflop']:8.2f} GFLOP (published {info['published_gflop']}, ratio {ratio:.2f})  {info['path']}")
+        print(f"{name:14s} {info['gflop']:8.2f} GFLOP (published {info['published_gflop']}, "
+              f"ratio {ratio:.2f})  {info['path']}")
 
 
 if __name__ == "__main__":

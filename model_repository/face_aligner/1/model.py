@@ -25,9 +25,11 @@ class TritonPythonModel:
         image = get(request, "image_bgr")
         heads = [get(request, n) for n in HEAD_NAMES]
         det_scale = float(get(request, "det_scale").reshape(-1)[0])
-        dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, opts.det_thresh or self.det_thresh, self.nms_thresh)
+        thresh = opts.det_thresh or self.det_thresh
+        dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, thresh, self.nms_thresh)
         ref = get(request, "reference_embeddings", np.zeros((0, 512), np.float32))
-        a = align_stage(image, dets, opts, self.cap, self.embed_fn, self.embed_batch, ref if ref.size else None)
+        a = align_stage(image, dets, opts, self.cap, self.embed_fn, self.embed_batch,
+                        ref if ref.size else None)
         return [
             pb_utils.Tensor("boxes", dets.boxes),
             pb_utils.Tensor("scores", dets.scores),
