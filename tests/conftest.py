@@ -13,6 +13,7 @@ import pytest
 from tools.resolve import shared_dir
 
 os.environ.setdefault("FACESWAP_STANDIN_SIZE", "tiny")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over the network
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = shared_dir()

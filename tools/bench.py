@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -59,6 +60,8 @@ def bench_server(size: str, image: bytes, source: Path, n: int, concurrency: int
 
 def bench_reference(size: str, image: bytes, source: Path, n: int) -> dict:
     import onnxruntime as ort
+
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # insightface imports albumentations
     from insightface.app.common import Face
     from insightface.model_zoo import get_model
 
