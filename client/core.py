@@ -24,7 +24,7 @@ from client.errors import FaceSwapError, InvalidInput, RequestTimeout, ServerUna
 
 EMBED_MODEL = "face_embed"
 SWAP_MODEL = "face_swap"
-EMBED_OUTPUTS = ("boxes", "scores", "kps", "embeddings", "latents", "info")
+EMBED_OUTPUTS = ("boxes", "scores", "kps", "embeddings", "latents", "aligned_faces", "info")
 SWAP_OUTPUTS = ("output_image", "boxes", "scores", "kps", "selected", "result")
 ImageLike = bytes | bytearray | str | Path
 
@@ -39,6 +39,7 @@ class Face:
         kps: float32 [5, 2] eyes, nose, mouth corners.
         embedding: float32 [512] L2-normed ArcFace embedding (face_embed only).
         latent: float32 [512] inswapper source latent (face_embed only).
+        aligned: uint8 [112, 112, 3] BGR face aligned to the ArcFace template (face_embed only).
     """
 
     box: np.ndarray
@@ -46,6 +47,7 @@ class Face:
     kps: np.ndarray
     embedding: np.ndarray | None = None
     latent: np.ndarray | None = None
+    aligned: np.ndarray | None = None
 
     @property
     def area(self) -> float:
@@ -103,11 +105,11 @@ def read_image(image: ImageLike) -> bytes:
         raise InvalidInput(f"cannot read image file {path}: {exc.strerror}") from None
 
 
-def options_json(selection: str = "all", face_index: int = 0, max_faces: int = 0, output_format: str = "auto",
-                 quality: int = 95, det_thresh: float = 0.0) -> bytes:
-    """The ``options`` tensor's JSON (validated by the server; see pipeline.selection.SwapOptions)."""
-    return json.dumps({"selection": selection, "face_index": face_index, "max_faces": max_faces,
-                       "output_format": output_format, "quality": quality, "det_thresh": det_thresh}).encode()
+def options_json(**opts: Any) -> bytes:
+    """The ``options`` tensor's JSON. Keys and values are validated by the server
+    (pipeline.selection.SwapOptions): selection, face_index, max_faces, output_format, quality,
+    det_thresh, threshold; an unknown key is an InvalidInput naming the valid ones."""
+    return json.dumps(opts).encode()
 
 
 def build_inputs(mod: Any, arrays: dict[str, np.ndarray]) -> list:
@@ -141,7 +143,8 @@ def _faces(out: dict[str, np.ndarray], with_embeddings: bool) -> list[Face]:
     for i in range(out["boxes"].shape[0]):
         faces.append(Face(out["boxes"][i], float(out["scores"][i]), out["kps"][i],
                           out["embeddings"][i] if with_embeddings else None,
-                          out["latents"][i] if with_embeddings else None))
+                          out["latents"][i] if with_embeddings else None,
+                          out["aligned_faces"][i] if with_embeddings else None))
     return faces
 
 

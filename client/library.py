@@ -43,8 +43,8 @@ def default_url(protocol: str) -> str:
 
 def _swap_request(target: ImageLike, source_latent: np.ndarray, reference_embedding: np.ndarray | None,
                   opts: dict) -> dict[str, np.ndarray]:
-    if opts.get("selection") == "similar" and reference_embedding is None:
-        raise InvalidInput("selection 'similar' needs reference_embedding")
+    if opts.get("selection") in ("similar", "pairs") and reference_embedding is None:
+        raise InvalidInput(f"selection {opts['selection']!r} needs reference_embedding")
     return swap_arrays(target, source_latent, reference_embedding, options_json(**opts))
 
 

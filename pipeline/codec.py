@@ -7,6 +7,8 @@ always BGR uint8; grey and 16-bit inputs are converted by OpenCV to 8-bit BGR.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -49,8 +51,41 @@ def _jpeg_truncated(buf: np.ndarray) -> bool:
     return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
 
 
-def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
-    """Decode encoded image bytes to BGR uint8 [H, W, 3] with EXIF orientation applied.
+@dataclass
+class DecodedImage:
+    """A decoded image.
+
+    Attributes:
+        bgr: uint8 [H, W, 3] BGR, EXIF orientation applied; grey, palette, 16-bit and CMYK
+            inputs converted to 8-bit BGR by OpenCV.
+        fmt: container format judged from the bytes ("jpeg", "png", "webp", "bmp", "tiff").
+        alpha: uint8 [H, W] alpha channel of PNG/WebP/TIFF inputs that have one, else None.
+        grey: True when the input has no colour (1-channel, or R=G=B within 2 levels).
+    """
+
+    bgr: np.ndarray
+    fmt: str
+    alpha: np.ndarray | None = None
+    grey: bool = False
+
+
+def _png_has_alpha(data: bytes) -> bool:
+    color_type = data[25] if len(data) > 25 else 0
+    head = data[: data.find(b"IDAT")] if b"IDAT" in data else data[:4096]
+    return color_type in (4, 6) or b"tRNS" in head
+
+
+def _webp_has_alpha(data: bytes) -> bool:
+    return data[12:16] == b"VP8X" and len(data) > 20 and bool(data[20] & 0x10)
+
+
+def _is_grey(img: np.ndarray) -> bool:
+    sample = img[:: max(img.shape[0] // 64, 1), :: max(img.shape[1] // 64, 1)].astype(np.int16)
+    return bool(np.abs(sample[..., 0] - sample[..., 1]).max() <= 2 and np.abs(sample[..., 1] - sample[..., 2]).max() <= 2)
+
+
+def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode encoded image bytes (see :class:`DecodedImage`).
 
     Raises:
         ImageError: empty input, an unknown format, too many pixels, or corrupt bytes.
@@ -68,15 +103,29 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> tupl
         raise ImageError(f"corrupt image: the {fmt} data could not be decoded")
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageError(f"image too large: {img.shape[1]}x{img.shape[0]} exceeds {max_pixels} pixels")
-    return img, fmt
+    raw = buf[:65536].tobytes()
+    alpha = None
+    if (fmt == "png" and _png_has_alpha(raw)) or (fmt == "webp" and _webp_has_alpha(raw)) or fmt == "tiff":
+        full = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        if full is not None and full.ndim == 3 and full.shape[2] == 4 and full.shape[:2] == img.shape[:2]:
+            a = full[..., 3]
+            alpha = (a >> 8).astype(np.uint8) if a.dtype == np.uint16 else a.astype(np.uint8)
+    return DecodedImage(img, fmt, alpha, _is_grey(img))
 
 
-def encode_image(img_bgr: np.ndarray, fmt: str = "jpeg", quality: int = 95) -> bytes:
+def encode_image(img_bgr: np.ndarray, fmt: str = "jpeg", quality: int = 95, alpha: np.ndarray | None = None) -> bytes:
     """Encode BGR uint8 [H, W, 3] as jpeg / png / webp; quality 1-100 for the lossy ones.
+
+    ``alpha`` (uint8 [H, W]) is attached for png and webp (lossless then, to keep it exact);
+    jpeg cannot hold it and drops it.
 
     Raises:
         ValueError: an unknown format.
     """
+    if alpha is not None and fmt in ("png", "webp"):
+        img_bgr = np.dstack([img_bgr, alpha])
+        if fmt == "webp":
+            quality = 101  # OpenCV: quality above 100 selects lossless WebP
     if fmt == "jpeg":
         ok, out = cv2.imencode(".jpg", img_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     elif fmt == "png":

@@ -11,7 +11,9 @@ from pipeline.codec import OUTPUT_FORMATS
 from pipeline.detection import Detections, box_areas
 from pipeline.embedding import cosine
 
-SELECTIONS = ("all", "largest", "index", "similar")
+SELECTIONS = ("all", "largest", "index", "similar", "pairs")
+#: Default cosine similarity a target face needs to its reference for selection "pairs".
+PAIR_THRESHOLD = 0.3
 
 
 class OptionsError(ValueError):
@@ -24,8 +26,10 @@ class SwapOptions:
 
     Attributes:
         selection: "all" faces, the "largest" box, the face at "index" (detection order:
-            score descending, insightface's order), or the face most "similar" to the
-            reference embedding.
+            score descending, insightface's order), the face most "similar" to the
+            (first) reference embedding, or "pairs": each face whose best-matching reference
+            embedding k has cosine >= ``threshold`` gets source latent k (many-to-many);
+            faces that match no reference are left alone.
         face_index: with selection "index", 0-based.
         max_faces: at most this many faces are swapped (largest boxes first when capping);
             the response's ``truncated`` flag says when faces were dropped. 0 = server cap.
@@ -33,6 +37,7 @@ class SwapOptions:
             "png" or "webp".
         quality: 1-100, for jpeg and webp.
         det_thresh: detection score threshold in (0, 1); 0 = the server's configured value.
+        threshold: minimum cosine similarity for selection "pairs", in [-1, 1].
     """
 
     selection: str = "all"
@@ -41,6 +46,7 @@ class SwapOptions:
     output_format: str = "auto"
     quality: int = 95
     det_thresh: float = 0.0
+    threshold: float = PAIR_THRESHOLD
 
     @classmethod
     def from_json(cls, raw: bytes | str | None) -> "SwapOptions":
@@ -60,7 +66,7 @@ class SwapOptions:
         try:
             opts = cls(**data)
             opts.face_index, opts.max_faces, opts.quality = int(opts.face_index), int(opts.max_faces), int(opts.quality)
-            opts.det_thresh = float(opts.det_thresh)
+            opts.det_thresh, opts.threshold = float(opts.det_thresh), float(opts.threshold)
         except (TypeError, ValueError) as exc:
             raise OptionsError(f"bad option value: {exc}") from None
         opts.validate()
@@ -79,9 +85,32 @@ class SwapOptions:
             raise OptionsError(f"face_index {self.face_index} must be >= 0")
         if not 0.0 <= self.det_thresh < 1.0:
             raise OptionsError(f"det_thresh {self.det_thresh} is outside [0, 1)")
+        if not -1.0 <= self.threshold <= 1.0:
+            raise OptionsError(f"threshold {self.threshold} is outside [-1, 1]")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+
+@dataclass
+class Selection:
+    """Faces chosen for swapping.
+
+    Attributes:
+        indices: int64 [M] indices into the detections, in swap order.
+        latent_index: int64 [M] which source latent each chosen face gets (0 unless "pairs").
+        truncated: True when faces beyond the cap were left alone.
+    """
+
+    indices: np.ndarray
+    latent_index: np.ndarray
+    truncated: bool = False
+
+    @staticmethod
+    def of(indices, truncated: bool = False, latent_index=None) -> "Selection":
+        idx = np.asarray(indices, np.int64).reshape(-1)
+        lat = np.zeros_like(idx) if latent_index is None else np.asarray(latent_index, np.int64).reshape(-1)
+        return Selection(idx, lat, truncated)
 
 
 def select_faces(
@@ -90,38 +119,43 @@ def select_faces(
     cap: int,
     embeddings: np.ndarray | None = None,
     reference: np.ndarray | None = None,
-) -> tuple[np.ndarray, bool]:
-    """Indices (into ``dets``) of the faces to swap, and whether faces were dropped by the cap.
+) -> Selection:
+    """Choose the faces to swap (see :class:`SwapOptions` for the policies).
 
     Args:
         dets: all faces found in the target.
         opts: validated options.
         cap: the server's maximum number of faces per image (``max_faces`` config parameter).
-        embeddings: float32 [N, 512] target embeddings, needed for selection "similar".
-        reference: float32 [512] or [1, 512] reference embedding, for selection "similar".
+        embeddings: float32 [N, 512] normed target embeddings, for "similar" and "pairs".
+        reference: float32 [K, 512] reference embeddings, for "similar" and "pairs".
 
     Raises:
         OptionsError: face_index out of range (the message gives the valid range), or
-            "similar" without a reference embedding.
+            "similar"/"pairs" without reference embeddings.
     """
     n = len(dets)
     if n == 0:
-        return np.zeros((0,), np.int64), False
+        return Selection.of([])
     if opts.selection == "largest":
-        return np.array([int(np.argmax(box_areas(dets.boxes)))]), False
+        return Selection.of([int(np.argmax(box_areas(dets.boxes)))])
     if opts.selection == "index":
         if opts.face_index >= n:
             raise OptionsError(
                 f"face_index {opts.face_index} is out of range: the target has {n} face(s), valid 0..{n - 1}"
             )
-        return np.array([opts.face_index]), False
-    if opts.selection == "similar":
+        return Selection.of([opts.face_index])
+    if opts.selection in ("similar", "pairs"):
         if reference is None or np.asarray(reference).size == 0 or embeddings is None:
-            raise OptionsError("selection 'similar' needs a reference embedding (reference_embeddings input)")
-        sims = cosine(embeddings, np.asarray(reference, np.float32).reshape(-1, embeddings.shape[1]))[:, 0]
-        return np.array([int(np.argmax(sims))]), False
+            raise OptionsError(f"selection {opts.selection!r} needs reference embeddings (reference_embeddings input)")
+        sims = cosine(embeddings, np.asarray(reference, np.float32).reshape(-1, embeddings.shape[1]))
+        if opts.selection == "similar":
+            return Selection.of([int(np.argmax(sims[:, 0]))])
+        best = sims.argmax(axis=1)
+        matched = np.where(sims[np.arange(n), best] >= opts.threshold)[0]
+        limit = min(opts.max_faces or cap, cap)
+        return Selection.of(matched[:limit], matched.size > limit, best[matched[:limit]])
     limit = min(opts.max_faces or cap, cap)
     if n <= limit:
-        return np.arange(n), False
+        return Selection.of(np.arange(n))
     largest = np.argsort(-box_areas(dets.boxes), kind="stable")[:limit]
-    return np.sort(largest), True
+    return Selection.of(np.sort(largest), True)

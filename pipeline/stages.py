@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from pipeline.align import crops_to_blob, norm_crop
@@ -46,14 +47,16 @@ class Decoded:
     image: np.ndarray  # uint8 [H, W, 3] BGR, EXIF orientation applied
     det_blob: np.ndarray  # float32 [1, 3, det_h, det_w]
     det_scale: float
-    fmt: str  # "jpeg", "png", ...
+    info: dict  # {"format": "jpeg"|"png"|..., "grey": bool}
+    alpha: np.ndarray  # uint8 [H, W], or [0, 0] when the input has no alpha
 
 
 def decode_stage(data: bytes | np.ndarray, det_size: int = 640) -> Decoded:
     """Decode image bytes and build the SCRFD input (raises ``codec.ImageError``)."""
-    img, fmt = decode_image(data)
-    det_img, det_scale = letterbox(img, (det_size, det_size))
-    return Decoded(img, detector_blob(det_img), det_scale, fmt)
+    d = decode_image(data)
+    det_img, det_scale = letterbox(d.bgr, (det_size, det_size))
+    alpha = d.alpha if d.alpha is not None else np.zeros((0, 0), np.uint8)
+    return Decoded(d.bgr, detector_blob(det_img), det_scale, {"format": d.fmt, "grey": d.grey}, alpha)
 
 
 def detect_stage(heads: list[np.ndarray], det_blob_hw: tuple[int, int], det_scale: float, det_thresh: float,
@@ -77,6 +80,7 @@ class Aligned:
 
     dets: Detections  # every face found
     selected: np.ndarray  # int64 [M] indices into dets
+    latent_index: np.ndarray  # int64 [M] source latent of each selected face
     crops: np.ndarray  # uint8 [M, 128, 128, 3] BGR
     affines: np.ndarray  # float32 [M, 2, 3]
     truncated: bool  # faces beyond the cap were left alone
@@ -91,17 +95,17 @@ def align_stage(image: np.ndarray, dets: Detections, opts: SwapOptions, cap: int
         selection.OptionsError: face_index out of range, or "similar" without a reference.
     """
     embeddings = None
-    if opts.selection == "similar" and len(dets) and embed_fn is not None:
+    if opts.selection in ("similar", "pairs") and len(dets) and embed_fn is not None:
         embeddings = embed_faces(image, dets, embed_fn, embed_batch)
-    selected, truncated = select_faces(dets, opts, cap, embeddings, reference)
+    sel = select_faces(dets, opts, cap, embeddings, reference)
     crops, affines = [], []
-    for i in selected:
+    for i in sel.indices:
         crop, m = norm_crop(image, dets.kps[i], SWAP_SIZE)
         crops.append(crop)
         affines.append(m)
     crops_a = np.stack(crops) if crops else np.zeros((0, SWAP_SIZE, SWAP_SIZE, 3), np.uint8)
     aff_a = np.asarray(affines, np.float32).reshape(-1, 2, 3)
-    return Aligned(dets, selected.astype(np.int64), crops_a, aff_a, truncated)
+    return Aligned(dets, sel.indices, sel.latent_index, crops_a, aff_a, sel.truncated)
 
 
 def swap_crops(crops: np.ndarray, latents: np.ndarray, swap_fn: SwapFn, batch: int) -> np.ndarray:
@@ -120,37 +124,55 @@ def output_format(opts: SwapOptions, input_fmt: str) -> str:
     return input_fmt if input_fmt in ("jpeg", "png", "webp") else "png"
 
 
-def paste_stage(image: np.ndarray, original: bytes, input_fmt: str, aligned_crops: np.ndarray, affines: np.ndarray,
-                latents: np.ndarray, opts: SwapOptions, swap_fn: SwapFn, batch: int) -> tuple[bytes, str, int]:
+def paste_stage(image: np.ndarray, original: bytes, info: dict, aligned_crops: np.ndarray, affines: np.ndarray,
+                latents: np.ndarray, opts: SwapOptions, swap_fn: SwapFn, batch: int,
+                alpha: np.ndarray | None = None) -> tuple[bytes, str, int]:
     """Swap the aligned crops, paste them back and encode.
 
     With no face to swap and an output format equal to the input's, the original bytes come
-    back untouched (pixel-identical, metadata kept).
+    back untouched (pixel-identical, metadata kept). A grey input gives a grey output (the
+    swapped faces are converted), and an input alpha channel is kept in png/webp output.
+
+    Args:
+        info: the decode stage's {"format": ..., "grey": ...}.
+        latents: float32 [M, 512], one source latent per crop.
+        alpha: uint8 [H, W] input alpha, or None / an empty array.
 
     Returns:
         (encoded image, its format, faces swapped).
     """
+    input_fmt = info.get("format", "")
     fmt = output_format(opts, input_fmt)
+    keep_alpha = alpha if alpha is not None and alpha.size else None
     n = aligned_crops.shape[0]
     if n == 0:
         if fmt == input_fmt:
             return bytes(original), fmt, 0
-        return encode_image(image, fmt, opts.quality), fmt, 0
+        return encode_image(image, fmt, opts.quality, keep_alpha), fmt, 0
     fakes = swap_crops(aligned_crops, latents, swap_fn, batch)
     frame = image.copy()
     for fake, m in zip(fakes, affines):
         paste_back(frame, fake, m)
-    return encode_image(frame, fmt, opts.quality), fmt, n
+    if info.get("grey"):
+        frame = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    return encode_image(frame, fmt, opts.quality, keep_alpha), fmt, n
 
 
-def latents_for(selected: int, source_latents: np.ndarray) -> np.ndarray:
-    """One source latent per selected face: float32 [M, 512] from [1, 512] (or [M, 512])."""
+def latents_for(latent_index: np.ndarray, source_latents: np.ndarray) -> np.ndarray:
+    """One source latent per selected face, float32 [M, 512]: ``source_latents[latent_index]``.
+
+    Raises:
+        ValueError: no source latent, or an index past the last one (pairs need one source
+            latent per reference embedding).
+    """
     src = np.asarray(source_latents, np.float32).reshape(-1, 512)
+    idx = np.asarray(latent_index, np.int64).reshape(-1)
     if src.shape[0] == 0:
         raise ValueError("source_latents is empty: embed a source face first (face_embed)")
-    if src.shape[0] == 1 or src.shape[0] != selected:
-        return np.repeat(src[:1], selected, axis=0)
-    return src
+    if idx.size and idx.max() >= src.shape[0]:
+        raise ValueError(f"pairs need one source latent per reference embedding: got {src.shape[0]} source "
+                         f"latent(s) for reference {int(idx.max())}")
+    return src[idx]
 
 
 def result_json(**fields) -> bytes:
@@ -159,9 +181,12 @@ def result_json(**fields) -> bytes:
 
 
 def analyze_stage(image: np.ndarray, dets: Detections, embed_fn: EmbedFn, batch: int,
-                  emap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normed embeddings and swap latents (both float32 [N, 512]) of every face."""
-    emb = embed_faces(image, dets, embed_fn, batch)
-    if emb.shape[0] == 0:
-        return emb, emb.copy()
-    return emb, swap_latents(emb, emap)
+                  emap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normed embeddings and swap latents (float32 [N, 512]) and the aligned 112x112 BGR
+    crops (uint8 [N, 112, 112, 3], usable as thumbnails) of every face."""
+    if len(dets) == 0:
+        z = np.zeros((0, 512), np.float32)
+        return z, z.copy(), np.zeros((0, EMBED_SIZE, EMBED_SIZE, 3), np.uint8)
+    crops = np.stack([norm_crop(image, k, EMBED_SIZE)[0] for k in dets.kps])
+    emb = normed(chunked(embed_fn, batch, crops_to_blob(crops, ARCFACE_MEAN, ARCFACE_STD)))
+    return emb, swap_latents(emb, emap), crops

@@ -32,10 +32,18 @@ def test_letterbox_tiny_panorama_keeps_one_row():
 
 def test_select_all_cap_largest_first():
     d = dets(5)
-    idx, truncated = select_faces(d, SwapOptions(max_faces=2), cap=64)
-    assert truncated and idx.tolist() == [3, 4]
-    idx, truncated = select_faces(d, SwapOptions(), cap=3)
-    assert truncated and idx.tolist() == [2, 3, 4]
+    sel = select_faces(d, SwapOptions(max_faces=2), cap=64)
+    assert sel.truncated and sel.indices.tolist() == [3, 4] and sel.latent_index.tolist() == [0, 0]
+    sel = select_faces(d, SwapOptions(), cap=3)
+    assert sel.truncated and sel.indices.tolist() == [2, 3, 4]
+
+
+def test_select_pairs_matches_each_face_to_its_reference():
+    d = dets(3)
+    emb = np.eye(3, 512, dtype=np.float32)
+    refs = np.stack([emb[2], emb[0]])  # reference 0 is face 2, reference 1 is face 0; face 1 matches none
+    sel = select_faces(d, SwapOptions(selection="pairs", threshold=0.5), 64, emb, refs)
+    assert sel.indices.tolist() == [0, 2] and sel.latent_index.tolist() == [1, 0] and not sel.truncated
 
 
 def test_select_index_out_of_range_message():

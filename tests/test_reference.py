@@ -89,7 +89,7 @@ def test_latents_match_insightface_cosine(ref, sessions):
     det, rec, swp = ref
     img = load("group_insightface_t1.jpg")
     ours = our_detect(sessions["detector"], img)
-    emb, lat = analyze_stage(img, ours, embed_fn(sessions["recognizer"]), 32, swp.emap)
+    emb, lat, _ = analyze_stage(img, ours, embed_fn(sessions["recognizer"]), 32, swp.emap)
     boxes, kpss = det.detect(img, max_num=0, metric="default")
     from insightface.app.common import Face
 
@@ -123,7 +123,7 @@ def test_swapped_image_psnr_against_inswapper_get(ref, sessions, name):
     opts = SwapOptions(output_format="png")
     a = align_stage(img, dets, opts, cap=64)
     lat = np.repeat(latent.astype(np.float32), len(a.selected), axis=0)
-    data, fmt, n = paste_stage(img, b"", "jpeg", a.crops, a.affines, lat, opts, swap_fn(sessions["swapper"]), 8)
+    data, fmt, n = paste_stage(img, b"", {"format": "jpeg"}, a.crops, a.affines, lat, opts, swap_fn(sessions["swapper"]), 8)
     ours = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert n == boxes.shape[0] > 0 and fmt == "png"
     assert ours.shape == expected.shape

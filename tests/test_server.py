@@ -196,3 +196,38 @@ def test_result_json_names_stand_ins(client, source_latent):
     res = client.swap(image_path("portrait_obama_small_320x240.jpg"), source_latent)
     assert set(res.stand_in_models) == {"w600k_r50", "inswapper_128"}
     json.dumps(res.stand_in_models)
+
+
+def test_pairs_swap_only_faces_matching_a_reference(client, source_latent):
+    target = image_path("two_obama_biden.jpg")
+    faces = client.embed(target).faces
+    refs = np.stack([faces[1].embedding])
+    # The stand-in ArcFace does not tell people apart: only a face's own embedding passes 0.999.
+    res = client.swap(target, np.stack([source_latent]), reference_embedding=refs, selection="pairs",
+                      threshold=0.999)
+    assert res.selected == [1] and res.faces_swapped == 1
+
+
+def test_rgba_png_keeps_alpha_exactly(client, source_latent):
+    img = load("portrait_biden_official.jpg")
+    h, w = img.shape[:2]
+    alpha = np.zeros((h, w), np.uint8)
+    cv2.circle(alpha, (w // 2, h // 2), min(h, w) // 2, 255, -1)
+    alpha[: h // 8] = 77
+    res = client.swap(cv2.imencode(".png", np.dstack([img, alpha]))[1].tobytes(), source_latent)
+    out = cv2.imdecode(np.frombuffer(res.image, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert res.faces_swapped == 1 and res.format == "png" and out.shape == (h, w, 4)
+    np.testing.assert_array_equal(out[..., 3], alpha)
+
+
+def test_grey_input_gives_grey_output(client, source_latent):
+    grey = cv2.cvtColor(load("portrait_biden_official.jpg"), cv2.COLOR_BGR2GRAY)
+    res = client.swap(cv2.imencode(".jpg", grey)[1].tobytes(), source_latent)
+    out = decode(res.image).astype(int)
+    assert res.faces_swapped == 1
+    assert np.abs(out[..., 0] - out[..., 1]).max() <= 3 and np.abs(out[..., 1] - out[..., 2]).max() <= 3
+
+
+def test_embed_returns_aligned_faces(client):
+    res = client.embed(image_path("portrait_obama_official.jpg"))
+    assert res.faces[0].aligned.shape == (112, 112, 3) and res.faces[0].aligned.std() > 10

@@ -121,16 +121,17 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
         "image_decoder": Stage(
             [T("image", "TYPE_UINT8", [-1])],
             [image_bgr, T("det_blob", "TYPE_FP32", [1, 3, -1, -1]), T("det_scale", "TYPE_FP32", [1]),
-             T("image_format", "TYPE_STRING", [1])],
+             T("image_info", "TYPE_STRING", [1]), T("alpha", "TYPE_UINT8", [-1, -1])],
             instances=2, params={"det_size": DEFAULTS["det_size"]}),
         "face_aligner": Stage(
             [*heads, T("det_scale", "TYPE_FP32", [1]), image_bgr, options,
              T("reference_embeddings", "TYPE_FP32", [-1, 512], optional=True)],
-            [*faces, T("selected", "TYPE_INT32", [-1]), T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]),
+            [*faces, T("selected", "TYPE_INT32", [-1]), T("latent_index", "TYPE_INT32", [-1]), T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]),
              T("affines", "TYPE_FP32", [-1, 2, 3]), T("align_info", "TYPE_STRING", [1])],
             instances=2, params={**det_p, "max_faces": DEFAULTS["max_faces"], **rec_params}),
         "face_paster": Stage(
-            [image_bgr, T("original", "TYPE_UINT8", [-1]), T("image_format", "TYPE_STRING", [1]),
+            [image_bgr, T("original", "TYPE_UINT8", [-1]), T("image_info", "TYPE_STRING", [1]),
+             T("alpha", "TYPE_UINT8", [-1, -1]), T("latent_index", "TYPE_INT32", [-1]),
              T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]), T("affines", "TYPE_FP32", [-1, 2, 3]),
              T("selected", "TYPE_INT32", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]), options,
              T("align_info", "TYPE_STRING", [1])],
@@ -141,7 +142,7 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
         "face_analyzer": Stage(
             [*heads, T("det_scale", "TYPE_FP32", [1]), image_bgr],
             [*faces, T("embeddings", "TYPE_FP32", [-1, 512]), T("latents", "TYPE_FP32", [-1, 512]),
-             T("info", "TYPE_STRING", [1])],
+             T("aligned_faces", "TYPE_UINT8", [-1, 112, 112, 3]), T("info", "TYPE_STRING", [1])],
             instances=1, params={**det_p, **rec_params, "emap_file": "emap.npy", "stand_in_models": stand}),
     }
 
@@ -154,7 +155,7 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
     head_in = {h: f"head_{h}" for h in HEAD_NAMES}
     decode = ("image_decoder", {"image": "image"},
               {"image_bgr": "image_bgr", "det_blob": "det_blob", "det_scale": "det_scale",
-               "image_format": "image_format"})
+               "image_info": "image_info", "alpha": "alpha"})
     detect = ("face_detector", {det_in: "det_blob"}, head_map)
     face_outs = [T("boxes", "TYPE_FP32", [-1, 4]), T("scores", "TYPE_FP32", [-1]), T("kps", "TYPE_FP32", [-1, 5, 2])]
     faces_map = {"boxes": "boxes", "scores": "scores", "kps": "kps"}
@@ -162,10 +163,11 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
         "face_embed": {
             "inputs": [T("image", "TYPE_UINT8", [-1])],
             "outputs": [*face_outs, T("embeddings", "TYPE_FP32", [-1, 512]), T("latents", "TYPE_FP32", [-1, 512]),
-                        T("info", "TYPE_STRING", [1])],
-            "steps": [(decode[0], decode[1], {k: v for k, v in decode[2].items() if k != "image_format"}), detect,
+                        T("aligned_faces", "TYPE_UINT8", [-1, 112, 112, 3]), T("info", "TYPE_STRING", [1])],
+            "steps": [(decode[0], decode[1], {k: v for k, v in decode[2].items() if k not in ("image_info", "alpha")}), detect,
                       ("face_analyzer", {**head_in, "det_scale": "det_scale", "image_bgr": "image_bgr"},
-                       {**faces_map, "embeddings": "embeddings", "latents": "latents", "info": "info"})],
+                       {**faces_map, "embeddings": "embeddings", "latents": "latents",
+                        "aligned_faces": "aligned_faces", "info": "info"})],
         },
         "face_swap": {
             "inputs": [T("image", "TYPE_UINT8", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]),
@@ -175,9 +177,11 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
             "steps": [decode, detect,
                       ("face_aligner", {**head_in, "det_scale": "det_scale", "image_bgr": "image_bgr",
                                         "options": "options", "reference_embeddings": "reference_embeddings"},
-                       {**faces_map, "selected": "selected", "aligned_crops": "aligned_crops",
+                       {**faces_map, "selected": "selected", "latent_index": "latent_index",
+                        "aligned_crops": "aligned_crops",
                         "affines": "affines", "align_info": "align_info"}),
-                      ("face_paster", {"image_bgr": "image_bgr", "original": "image", "image_format": "image_format",
+                      ("face_paster", {"image_bgr": "image_bgr", "original": "image", "image_info": "image_info",
+                                       "alpha": "alpha", "latent_index": "latent_index",
                                        "aligned_crops": "aligned_crops", "affines": "affines",
                                        "selected": "selected", "source_latents": "source_latents",
                                        "options": "options", "align_info": "align_info"},

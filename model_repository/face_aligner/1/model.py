@@ -35,6 +35,7 @@ class TritonPythonModel:
             pb_utils.Tensor("scores", dets.scores),
             pb_utils.Tensor("kps", dets.kps),
             pb_utils.Tensor("selected", a.selected.astype(np.int32)),
+            pb_utils.Tensor("latent_index", a.latent_index.astype(np.int32)),
             pb_utils.Tensor("aligned_crops", a.crops),
             pb_utils.Tensor("affines", a.affines),
             bytes_tensor("align_info", result_json(faces_detected=len(dets), truncated=a.truncated)),

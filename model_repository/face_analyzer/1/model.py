@@ -27,13 +27,14 @@ class TritonPythonModel:
         heads = [get(request, n) for n in HEAD_NAMES]
         det_scale = float(get(request, "det_scale").reshape(-1)[0])
         dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, self.det_thresh, self.nms_thresh)
-        emb, lat = analyze_stage(get(request, "image_bgr"), dets, self.embed_fn, self.embed_batch, self.emap)
+        emb, lat, crops = analyze_stage(get(request, "image_bgr"), dets, self.embed_fn, self.embed_batch, self.emap)
         return [
             pb_utils.Tensor("boxes", dets.boxes),
             pb_utils.Tensor("scores", dets.scores),
             pb_utils.Tensor("kps", dets.kps),
             pb_utils.Tensor("embeddings", emb),
             pb_utils.Tensor("latents", lat),
+            pb_utils.Tensor("aligned_faces", crops),
             bytes_tensor("info", result_json(faces_detected=len(dets), stand_in_models=self.stand_ins)),
         ]
 

@@ -27,12 +27,13 @@ class TritonPythonModel:
         info = json.loads(get_bytes(request, "align_info", b"{}"))
         crops = get(request, "aligned_crops")
         selected = get(request, "selected").reshape(-1)
-        latents = (latents_for(crops.shape[0], get(request, "source_latents")) if crops.shape[0]
+        latents = (latents_for(get(request, "latent_index"), get(request, "source_latents")) if crops.shape[0]
                    else np.zeros((0, 512), np.float32))
         image = get(request, "image_bgr")
         data, fmt, n = paste_stage(image, get(request, "original").tobytes(),
-                                   get_bytes(request, "image_format").decode(), crops, get(request, "affines"),
-                                   latents, opts, self.swap_fn, self.swap_batch)
+                                   json.loads(get_bytes(request, "image_info", b"{}")), crops,
+                                   get(request, "affines"), latents, opts, self.swap_fn, self.swap_batch,
+                                   get(request, "alpha"))
         summary = result_json(faces_detected=info.get("faces_detected", 0), faces_swapped=n,
                               truncated=info.get("truncated", False), selected=selected.tolist(), format=fmt,
                               width=int(image.shape[1]), height=int(image.shape[0]), stand_in_models=self.stand_ins)

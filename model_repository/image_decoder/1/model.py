@@ -1,5 +1,7 @@
 """image_decoder: encoded image bytes -> BGR frame + SCRFD input (letterboxed blob)."""
 
+import json
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -17,7 +19,8 @@ class TritonPythonModel:
             pb_utils.Tensor("image_bgr", d.image),
             pb_utils.Tensor("det_blob", d.det_blob),
             pb_utils.Tensor("det_scale", np.array([d.det_scale], np.float32)),
-            bytes_tensor("image_format", d.fmt.encode()),
+            bytes_tensor("image_info", json.dumps(d.info).encode()),
+            pb_utils.Tensor("alpha", d.alpha),
         ]
 
     def execute(self, requests):
