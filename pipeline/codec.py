@@ -81,7 +81,8 @@ def _webp_has_alpha(data: bytes) -> bool:
 
 def _is_grey(img: np.ndarray) -> bool:
     sample = img[:: max(img.shape[0] // 64, 1), :: max(img.shape[1] // 64, 1)].astype(np.int16)
-    return bool(np.abs(sample[..., 0] - sample[..., 1]).max() <= 2 and np.abs(sample[..., 1] - sample[..., 2]).max() <= 2)
+    return bool(np.abs(sample[..., 0] - sample[..., 1]).max() <= 2
+                and np.abs(sample[..., 1] - sample[..., 2]).max() <= 2)
 
 
 def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> DecodedImage:

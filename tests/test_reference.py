@@ -123,7 +123,8 @@ def test_swapped_image_psnr_against_inswapper_get(ref, sessions, name):
     opts = SwapOptions(output_format="png")
     a = align_stage(img, dets, opts, cap=64)
     lat = np.repeat(latent.astype(np.float32), len(a.selected), axis=0)
-    data, fmt, n = paste_stage(img, b"", {"format": "jpeg"}, a.crops, a.affines, lat, opts, swap_fn(sessions["swapper"]), 8)
+    data, fmt, n = paste_stage(img, b"", {"format": "jpeg"}, a.crops, a.affines, lat, opts,
+                               swap_fn(sessions["swapper"]), 8)
     ours = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert n == boxes.shape[0] > 0 and fmt == "png"
     assert ours.shape == expected.shape

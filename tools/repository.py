@@ -126,7 +126,8 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
         "face_aligner": Stage(
             [*heads, T("det_scale", "TYPE_FP32", [1]), image_bgr, options,
              T("reference_embeddings", "TYPE_FP32", [-1, 512], optional=True)],
-            [*faces, T("selected", "TYPE_INT32", [-1]), T("latent_index", "TYPE_INT32", [-1]), T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]),
+            [*faces, T("selected", "TYPE_INT32", [-1]), T("latent_index", "TYPE_INT32", [-1]),
+             T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]),
              T("affines", "TYPE_FP32", [-1, 2, 3]), T("align_info", "TYPE_STRING", [1])],
             instances=2, params={**det_p, "max_faces": DEFAULTS["max_faces"], **rec_params}),
         "face_paster": Stage(
@@ -164,7 +165,8 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
             "inputs": [T("image", "TYPE_UINT8", [-1])],
             "outputs": [*face_outs, T("embeddings", "TYPE_FP32", [-1, 512]), T("latents", "TYPE_FP32", [-1, 512]),
                         T("aligned_faces", "TYPE_UINT8", [-1, 112, 112, 3]), T("info", "TYPE_STRING", [1])],
-            "steps": [(decode[0], decode[1], {k: v for k, v in decode[2].items() if k not in ("image_info", "alpha")}), detect,
+            "steps": [(decode[0], decode[1],
+                       {k: v for k, v in decode[2].items() if k not in ("image_info", "alpha")}), detect,
                       ("face_analyzer", {**head_in, "det_scale": "det_scale", "image_bgr": "image_bgr"},
                        {**faces_map, "embeddings": "embeddings", "latents": "latents",
                         "aligned_faces": "aligned_faces", "info": "info"})],
