@@ -184,6 +184,29 @@ class AsyncFaceSwapClient:
             return {"live": False, "ready": False, "models": {}, "error": str(map_error(exc))}
         return {"live": bool(live), "ready": bool(ready) and all(models.values()), "models": models}
 
+    async def model_parameters(self, model: str) -> dict[str, str]:
+        """The ``parameters`` of a model's config.pbtxt as {key: string_value}."""
+        try:
+            cfg = await self._client.get_model_config(model, **({"as_json": True} if self.protocol == "grpc" else {}))
+        except Exception as exc:
+            raise map_error(exc) from exc
+        cfg = cfg.get("config", cfg)
+        return {k: v.get("string_value", v.get("stringValue", "")) for k, v in cfg.get("parameters", {}).items()}
+
+    async def probe_networks(self, models: tuple[str, ...] = ("face_recognizer", "face_swapper")) -> None:
+        """Run each network once on zeros of its declared shape (batch 1); raises on failure."""
+        for model in models:
+            try:
+                meta = await self._client.get_model_metadata(model, **({"as_json": True} if self.protocol == "grpc"
+                                                                       else {}))
+            except Exception as exc:
+                raise map_error(exc) from exc
+            arrays = {}
+            for inp in meta["inputs"]:
+                shape = [1 if int(d) < 0 else int(d) for d in inp["shape"]]
+                arrays[inp["name"]] = np.zeros(shape, np.float32)
+            await self._infer(model, arrays, tuple(o["name"] for o in meta["outputs"]))
+
     async def embed(self, image: ImageLike) -> EmbedResult:
         return parse_embed(await self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS))
 

@@ -1,0 +1,125 @@
+"""/v1/swap: swap faces of a target image with a source face (or many-to-many pairs)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from client import AsyncFaceSwapClient, NoFaceError
+from gateway.api import deps
+from gateway.core.config import Settings
+from gateway.core.errors import APIError
+from gateway.core.images import inspect_image
+from gateway.core.metrics import Metrics
+from gateway.core.store import FaceStore
+
+router = APIRouter(prefix="/v1", tags=["swap"])
+MEDIA = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+class Pair(BaseModel):
+    """Target faces most similar to ``reference_face_id`` get the identity of ``source_face_id``."""
+
+    reference_face_id: str
+    source_face_id: str
+
+
+class SwapFace(BaseModel):
+    box: list[float] = Field(description="x1, y1, x2, y2 pixels")
+    score: float
+    swapped: bool
+
+
+class SwapJSON(BaseModel):
+    """The JSON answer (send ``Accept: application/json``)."""
+
+    faces: list[SwapFace]
+    faces_detected: int
+    faces_swapped: int
+    truncated: bool = Field(description="faces beyond max_faces / the server cap were left alone")
+    format: str
+    width: int
+    height: int
+    stand_in_models: list[str]
+    image: str = Field(description="base64 of the encoded image")
+
+
+def _face(store: FaceStore, face_id: str):
+    face = store.get(face_id)
+    if face is None:
+        raise APIError(404, "face_not_found", f"No face {face_id!r}: unknown, deleted or expired.")
+    return face
+
+
+@router.post("/swap", summary="Swap faces", responses={
+    200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}, "application/json": {
+        "schema": SwapJSON.model_json_schema()}},
+        "description": "The image (per-face results in X-Faces-* headers), or JSON with Accept: application/json"},
+    422: {"description": "no_face_in_source, face_index_out_of_range, corrupt_image, invalid_option"}})
+async def swap(
+    request: Request,
+    target: Annotated[UploadFile, File(description="Image whose faces are replaced")],
+    source: Annotated[UploadFile | None, File(description="Photo of the wanted face (its largest face)")] = None,
+    source_face_id: Annotated[str | None, Form(description="A face registered with POST /v1/faces")] = None,
+    pairs: Annotated[str | None, Form(description='JSON list of {"reference_face_id", "source_face_id"}',
+                                      examples=['[{"reference_face_id": "ab..", "source_face_id": "cd.."}]'])] = None,
+    selection: Annotated[Literal["all", "largest", "index"], Form()] = "all",
+    face_index: Annotated[int, Form(ge=0, description="with selection=index; detection order")] = 0,
+    max_faces: Annotated[int, Form(ge=0, description="0 = server cap")] = 0,
+    output_format: Annotated[Literal["auto", "jpeg", "png", "webp"], Form()] = "auto",
+    quality: Annotated[int, Form(ge=1, le=100)] = 95,
+    threshold: Annotated[float, Form(ge=-1, le=1, description="min cosine similarity for pairs")] = 0.3,
+    triton: AsyncFaceSwapClient = Depends(deps.triton),
+    store: FaceStore = Depends(deps.store),
+    settings: Settings = Depends(deps.settings),
+    metrics: Metrics = Depends(deps.metrics),
+) -> Response:
+    """Swap the target's faces with one source (image or registered face), or many-to-many pairs."""
+    target_bytes = await target.read()
+    inspect_image(target_bytes, settings.max_pixels, "target")
+    reference = None
+    opts = {"selection": selection, "face_index": face_index, "max_faces": max_faces,
+            "output_format": output_format, "quality": quality}
+    given = [x is not None for x in (source, source_face_id, pairs)]
+    if sum(given) != 1:
+        raise APIError(422, "missing_source", "Send exactly one of: a source image, source_face_id, or pairs.")
+    if pairs is not None:
+        try:
+            plist = [Pair.model_validate(p) for p in json.loads(pairs)]
+        except (ValueError, TypeError, ValidationError) as exc:
+            raise APIError(422, "invalid_option", f"pairs must be a JSON list of pair objects: {exc}") from None
+        if not plist:
+            raise APIError(422, "invalid_option", "pairs is empty.")
+        latents = np.stack([_face(store, p.source_face_id).latent for p in plist])
+        reference = np.stack([_face(store, p.reference_face_id).embedding for p in plist])
+        opts.update(selection="pairs", threshold=threshold)
+    elif source_face_id is not None:
+        latents = _face(store, source_face_id).latent[None]
+    else:
+        src = await source.read()
+        inspect_image(src, settings.max_pixels, "source")
+        faces = (await triton.embed(src)).faces
+        if not faces:
+            raise NoFaceError("no face found in the source image")
+        latents = max(faces, key=lambda f: f.area).latent[None]
+    res = await triton.swap(target_bytes, latents, reference_embedding=reference, **opts)
+    metrics.faces_swapped.inc(res.faces_swapped)
+    chosen = set(res.selected)
+    faces = [SwapFace(box=[round(float(v), 2) for v in f.box], score=round(f.score, 4), swapped=i in chosen)
+             for i, f in enumerate(res.faces)]
+    if "application/json" in request.headers.get("accept", ""):
+        body = SwapJSON(faces=faces, faces_detected=len(faces), faces_swapped=res.faces_swapped,
+                        truncated=res.truncated, format=res.format, width=res.width, height=res.height,
+                        stand_in_models=res.stand_in_models, image=base64.b64encode(res.image).decode())
+        return JSONResponse(body.model_dump())
+    headers = {"X-Faces-Detected": str(len(faces)), "X-Faces-Swapped": str(res.faces_swapped),
+               "X-Truncated": str(res.truncated).lower(),
+               "X-Faces": json.dumps([f.model_dump() for f in faces], separators=(",", ":")),
+               "X-Stand-In-Models": ",".join(res.stand_in_models)}
+    return Response(res.image, media_type=MEDIA[res.format], headers=headers)

@@ -1,0 +1,82 @@
+"""Error bodies: every error is JSON ``{"code": <machine-readable>, "message": <a sentence>}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from client.errors import FaceSwapError, InvalidInput, NoFaceError, RequestTimeout, ServerUnavailable
+
+log = logging.getLogger("gateway")
+
+
+class APIError(Exception):
+    """A known failure: HTTP status, machine-readable code and a sentence for a person."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def from_triton(exc: FaceSwapError, retry_after: int) -> APIError:
+    """Map the client library's typed errors (from Triton) to HTTP."""
+    msg = str(exc)
+    if isinstance(exc, NoFaceError):
+        return APIError(422, "no_face_in_source", "No face was found in the source image.")
+    if isinstance(exc, InvalidInput):
+        low = msg.lower()
+        if "unsupported image format" in low:
+            return APIError(415, "unsupported_media_type", msg)
+        if "too large" in low:
+            return APIError(413, "image_too_large", msg)
+        if "corrupt" in low or "empty image" in low:
+            return APIError(422, "corrupt_image", msg)
+        if "face_index" in low:
+            return APIError(422, "face_index_out_of_range", msg)
+        return APIError(422, "invalid_option", msg)
+    if isinstance(exc, ServerUnavailable):
+        return APIError(503, "triton_unavailable", "The inference server is not available; retry shortly.",
+                        {"Retry-After": str(retry_after)})
+    if isinstance(exc, RequestTimeout):
+        return APIError(504, "triton_timeout", "The inference server took too long to answer.")
+    return APIError(502, "triton_error", f"The inference server failed: {msg}")
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers (known errors; validation; HTTP; the last-resort 500)."""
+
+    @app.exception_handler(APIError)
+    async def _api(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(FaceSwapError)
+    async def _triton(request: Request, exc: FaceSwapError) -> JSONResponse:
+        err = from_triton(exc, request.app.state.settings.retry_after_s)
+        request.app.state.metrics.triton_errors.labels(err.code).inc()
+        return error_response(err.status, err.code, err.message, err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
+            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+        return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", "An unexpected error occurred; it has been logged.")

@@ -1,0 +1,100 @@
+"""Face store: registered faces (embedding, swap latent, thumbnail) in a SQLite file with expiry."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS faces (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    box TEXT NOT NULL,
+    score REAL NOT NULL,
+    embedding BLOB NOT NULL,
+    latent BLOB NOT NULL,
+    thumbnail BLOB NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    stand_in INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faces_expiry ON faces (expires_at);
+"""
+
+
+@dataclass
+class StoredFace:
+    """One registered face.
+
+    Attributes:
+        id: opaque id (32 hex characters).
+        box: [x1, y1, x2, y2] pixels in the image it came from.
+        embedding: float32 [512] L2-normed ArcFace embedding.
+        latent: float32 [512] inswapper source latent.
+        thumbnail: JPEG bytes of the aligned face.
+        created_at, expires_at: Unix seconds.
+        stand_in: True when computed with stand-in models.
+    """
+
+    id: str
+    box: list[float]
+    score: float
+    embedding: np.ndarray
+    latent: np.ndarray
+    thumbnail: bytes
+    image_sha256: str
+    created_at: float
+    expires_at: float
+    stand_in: bool
+
+
+class FaceStore:
+    """Thread-safe SQLite store; expired faces are invisible and purged on writes."""
+
+    def __init__(self, path: Path, ttl_s: int) -> None:
+        self.path, self.ttl_s = Path(path), ttl_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add(self, box: list[float], score: float, embedding: np.ndarray, latent: np.ndarray, thumbnail: bytes,
+            image_sha256: str, stand_in: bool) -> StoredFace:
+        now = time.time()
+        face = StoredFace(uuid.uuid4().hex, [float(v) for v in box], float(score),
+                          np.asarray(embedding, np.float32), np.asarray(latent, np.float32), thumbnail,
+                          image_sha256, now, now + self.ttl_s, stand_in)
+        with self._lock:
+            self._db.execute("DELETE FROM faces WHERE expires_at < ?", (now,))
+            self._db.execute(
+                "INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (face.id, face.created_at, face.expires_at, json.dumps(face.box), face.score,
+                 face.embedding.tobytes(), face.latent.tobytes(), face.thumbnail, image_sha256, int(stand_in)))
+        return face
+
+    def get(self, face_id: str) -> StoredFace | None:
+        with self._lock:
+            row = self._db.execute("SELECT id, box, score, embedding, latent, thumbnail, image_sha256, created_at, "
+                                   "expires_at, stand_in FROM faces WHERE id = ? AND expires_at >= ?",
+                                   (face_id, time.time())).fetchone()
+        if row is None:
+            return None
+        return StoredFace(row[0], json.loads(row[1]), row[2], np.frombuffer(row[3], np.float32),
+                          np.frombuffer(row[4], np.float32), row[5], row[6], row[7], row[8], bool(row[9]))
+
+    def delete(self, face_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
+        return cur.rowcount > 0
