@@ -16,8 +16,10 @@ import typer
 from client.errors import FaceSwapError, InvalidInput, RequestTimeout, ServerUnavailable
 from client.library import FaceSwapClient
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+EXIT_CODES = "Exit codes: 0 ok, 2 bad input, 3 server unavailable or not ready, 4 timeout, 1 other."
+app = typer.Typer(add_completion=False, no_args_is_help=True, epilog=EXIT_CODES,
                   help="Face swap through the Triton ensembles (insightface inswapper pipeline).")
+EXT_FORMAT = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
 
 
 class Protocol(str, Enum):
@@ -29,6 +31,7 @@ class Selection(str, Enum):
     all = "all"
     largest = "largest"
     index = "index"
+    similar = "similar"
 
 
 class Format(str, Enum):
@@ -57,36 +60,59 @@ def _warn_stand_ins(models: list[str]) -> None:
                     fg=typer.colors.YELLOW, err=True)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def swap(
-    source: Path = typer.Option(..., "--source", "-s", help="Photo of the person whose face is wanted."),
-    target: Path = typer.Option(..., "--target", "-t", help="Photo whose faces are replaced."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write the result."),
-    selection: Selection = typer.Option(Selection.all, help="Which target faces: all, the largest, or --face-index."),
-    face_index: int = typer.Option(0, help="With --selection index: 0-based, in detection (score) order."),
-    max_faces: int = typer.Option(0, help="Swap at most this many faces (largest first); 0 = server cap."),
-    fmt: Format = typer.Option(Format.auto, "--format", help="Output format; auto = same as the target."),
+    source: Path = typer.Option(..., "--source", "-s", show_default=False,
+                                help="Photo of the person whose face is wanted."),
+    target: Path = typer.Option(..., "--target", "-t", show_default=False, help="Photo whose faces are replaced."),
+    output: Path = typer.Option(..., "--output", "-o", show_default=False,
+                                help="Where to write the result (its folder must exist)."),
+    selection: Selection = typer.Option(
+        Selection.all, help="Which target faces: all, the largest, the one at --face-index, or the one most "
+                            "similar to --reference."),
+    face_index: int = typer.Option(None, show_default=False,
+                                   help="0-based, in detection (score) order; implies --selection index."),
+    reference: Path = typer.Option(None, show_default=False,
+                                   help="A photo of the target person to swap; implies --selection similar."),
+    source_face: int = typer.Option(None, show_default=False,
+                                    help="Which face of SOURCE to use (detection order); default: its largest."),
+    max_faces: int = typer.Option(0, help="Swap at most this many faces (largest first); 0 = the server's cap "
+                                           "(max_faces in face_aligner's config, 64 by default)."),
+    fmt: Format = typer.Option(Format.auto, "--format",
+                               help="Output format; auto = from OUTPUT's extension (.jpg/.png/.webp), "
+                                    "else the target's."),
     quality: int = typer.Option(95, min=1, max=100, help="JPEG/WebP quality."),
     url: str = URL, protocol: Protocol = PROTO, timeout: float = TIMEOUT,
 ) -> None:
     """Put the largest face of SOURCE onto the faces of TARGET and write OUTPUT."""
+    if output.is_dir():
+        _fail(InvalidInput(f"{output} is a directory: give a file name, e.g. {output / 'swapped.jpg'}"))
+    if not output.parent.is_dir():
+        _fail(InvalidInput(f"the folder {output.parent} does not exist"))
+    out_fmt = fmt.value if fmt != Format.auto else EXT_FORMAT.get(output.suffix.lower(), "auto")
+    sel = "index" if face_index is not None else "similar" if reference is not None else selection.value
     try:
         with FaceSwapClient(url, protocol.value, timeout) as c:
-            res = c.swap_images(source, target, selection=selection.value, face_index=face_index,
-                                max_faces=max_faces, output_format=fmt.value, quality=quality)
+            ref = c.embed(reference).largest().embedding if reference is not None else None
+            res = c.swap_images(source, target, "largest" if source_face is None else source_face,
+                                selection=sel, face_index=face_index or 0, max_faces=max_faces,
+                                output_format=out_fmt, quality=quality, reference_embedding=ref)
     except FaceSwapError as exc:
         _fail(exc)
-    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".part")
-    tmp.write_bytes(res.image)
-    os.replace(tmp, output)
+    try:
+        tmp.write_bytes(res.image)
+        os.replace(tmp, output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(InvalidInput(f"cannot write {output}: {exc.strerror}"))
     _warn_stand_ins(res.stand_in_models)
     trunc = " (truncated: more faces than the cap)" if res.truncated else ""
     typer.echo(f"{len(res.faces)} face(s) found, {res.faces_swapped} swapped{trunc}; wrote {output} "
                f"({res.width}x{res.height} {res.format})")
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def embed(
     image: Path = typer.Argument(..., help="Image file."),
     full: bool = typer.Option(False, "--full", help="Include the 512-d embeddings and latents in the JSON."),

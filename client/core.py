@@ -128,12 +128,22 @@ def embed_arrays(image: ImageLike) -> dict[str, np.ndarray]:
     return {"image": np.frombuffer(read_image(image), dtype=np.uint8)}
 
 
+def _rows512(value: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(value, np.float32)
+    if arr.size % 512 or (arr.ndim > 1 and arr.shape[-1] != 512):
+        raise InvalidInput(f"{name} must be float32 [512] or [K, 512], got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr.reshape(-1, 512))
+    if not np.isfinite(arr).all():
+        raise InvalidInput(f"{name} holds NaN or infinite values")
+    return arr
+
+
 def swap_arrays(image: ImageLike, source_latents: np.ndarray, reference: np.ndarray | None, options: bytes
                 ) -> dict[str, np.ndarray]:
-    lat = np.ascontiguousarray(np.asarray(source_latents, np.float32).reshape(-1, 512))
+    lat = _rows512(source_latents, "source latent")
     if lat.shape[0] == 0:
         raise InvalidInput("no source latent: embed a source face first")
-    ref = np.zeros((0, 512), np.float32) if reference is None else np.asarray(reference, np.float32).reshape(-1, 512)
+    ref = np.zeros((0, 512), np.float32) if reference is None else _rows512(reference, "reference embedding")
     return {"image": np.frombuffer(read_image(image), dtype=np.uint8), "source_latents": lat,
             "reference_embeddings": np.ascontiguousarray(ref), "options": np.array([options], dtype=np.object_)}
 
@@ -164,8 +174,9 @@ def parse_swap(out: dict[str, np.ndarray]) -> SwapResult:
                       list(res["selected"]), res["faces_swapped"], res["truncated"], res.get("stand_in_models", []))
 
 
-def map_error(exc: Exception) -> FaceSwapError:
+def map_error(exc: Exception, url: str = "") -> FaceSwapError:
     """Translate tritonclient / transport errors into the library's typed errors."""
+    at = f" at {url}" if url else ""
     if isinstance(exc, FaceSwapError):
         return exc
     if isinstance(exc, InferenceServerException):
@@ -178,10 +189,14 @@ def map_error(exc: Exception) -> FaceSwapError:
         if "DEADLINE" in status or "timed out" in msg.lower():
             return RequestTimeout(msg)
         if status in ("StatusCode.UNAVAILABLE", "503") or "unavailable" in msg.lower() or "not ready" in msg.lower():
-            return ServerUnavailable(msg)
+            return ServerUnavailable(f"cannot reach Triton{at} ({msg.splitlines()[0][:200]}); is it running? "
+                                     "`make serve` starts one")
         return FaceSwapError(f"{status} {msg}".strip())
     if isinstance(exc, (ConnectionError, OSError)):
-        return ServerUnavailable(f"cannot reach Triton: {exc}")
+        return ServerUnavailable(f"cannot reach Triton{at}: {exc} (is it running? `make serve` starts one)")
+    if "Expected HTTP/" in str(exc):
+        return ServerUnavailable(f"{url or 'the server'} did not answer HTTP (is it the gRPC port? "
+                                 "use --protocol grpc, or the HTTP port)")
     if isinstance(exc, TimeoutError):
         return RequestTimeout(str(exc))
     return FaceSwapError(str(exc))

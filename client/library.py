@@ -96,7 +96,7 @@ class FaceSwapClient:
             res = self._client.infer(model, build_inputs(self._mod, arrays),
                                      outputs=[self._mod.InferRequestedOutput(o) for o in outputs], **kwargs)
         except Exception as exc:  # tritonclient raises several transport types; map them all
-            raise map_error(exc) from exc
+            raise map_error(exc, self.url) from exc
         return {o: res.as_numpy(o) for o in outputs}
 
     def health(self) -> dict:
@@ -106,7 +106,7 @@ class FaceSwapClient:
             ready = self._client.is_server_ready()
             models = {m: bool(self._client.is_model_ready(m)) for m in REQUIRED_MODELS}
         except Exception as exc:
-            return {"live": False, "ready": False, "models": {}, "error": str(map_error(exc))}
+            return {"live": False, "ready": False, "models": {}, "error": str(map_error(exc, self.url))}
         return {"live": bool(live), "ready": bool(ready) and all(models.values()), "models": models}
 
     def embed(self, image: ImageLike) -> EmbedResult:
@@ -139,7 +139,7 @@ class FaceSwapClient:
             stats = (self._client.get_inference_statistics(as_json=True) if self.protocol == "grpc"
                      else self._client.get_inference_statistics())
         except Exception as exc:
-            raise map_error(exc) from exc
+            raise map_error(exc, self.url) from exc
         return {s["name"]: s for s in stats.get("model_stats", [])}
 
 
@@ -172,7 +172,7 @@ class AsyncFaceSwapClient:
             res = await self._client.infer(model, build_inputs(self._mod, arrays),
                                            outputs=[self._mod.InferRequestedOutput(o) for o in outputs], **kwargs)
         except Exception as exc:
-            raise map_error(exc) from exc
+            raise map_error(exc, self.url) from exc
         return {o: res.as_numpy(o) for o in outputs}
 
     async def health(self) -> dict:
@@ -181,7 +181,7 @@ class AsyncFaceSwapClient:
             ready = await self._client.is_server_ready()
             models = {m: bool(await self._client.is_model_ready(m)) for m in REQUIRED_MODELS}
         except Exception as exc:
-            return {"live": False, "ready": False, "models": {}, "error": str(map_error(exc))}
+            return {"live": False, "ready": False, "models": {}, "error": str(map_error(exc, self.url))}
         return {"live": bool(live), "ready": bool(ready) and all(models.values()), "models": models}
 
     async def model_parameters(self, model: str) -> dict[str, str]:
@@ -189,7 +189,7 @@ class AsyncFaceSwapClient:
         try:
             cfg = await self._client.get_model_config(model, **({"as_json": True} if self.protocol == "grpc" else {}))
         except Exception as exc:
-            raise map_error(exc) from exc
+            raise map_error(exc, self.url) from exc
         cfg = cfg.get("config", cfg)
         return {k: v.get("string_value", v.get("stringValue", "")) for k, v in cfg.get("parameters", {}).items()}
 
@@ -200,7 +200,7 @@ class AsyncFaceSwapClient:
                 meta = await self._client.get_model_metadata(model, **({"as_json": True} if self.protocol == "grpc"
                                                                        else {}))
             except Exception as exc:
-                raise map_error(exc) from exc
+                raise map_error(exc, self.url) from exc
             arrays = {}
             for inp in meta["inputs"]:
                 shape = [1 if int(d) < 0 else int(d) for d in inp["shape"]]

@@ -7,10 +7,14 @@ always BGR uint8; grey and 16-bit inputs are converted by OpenCV to 8-bit BGR.
 
 from __future__ import annotations
 
+import io
+import re
+import warnings
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 #: Magic numbers of the formats we accept, checked before decoding.
 _SIGNATURES = (
@@ -85,6 +89,24 @@ def _is_grey(img: np.ndarray) -> bool:
                 and np.abs(sample[..., 1] - sample[..., 2]).max() <= 2)
 
 
+def header_size(buf: np.ndarray) -> tuple[int, int]:
+    """(width, height) declared by the image header, read without decoding the pixels (Pillow).
+
+    Raises:
+        ImageError: the header cannot be read (corrupt).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(buf.tobytes())) as im:
+                return int(im.size[0]), int(im.size[1])
+    except Image.DecompressionBombError as exc:
+        size = re.findall(r"\d+", str(exc))
+        return (int(size[0]), 1) if size else (1 << 31, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"corrupt image: the header cannot be read ({exc})") from None
+
+
 def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Decode encoded image bytes (see :class:`DecodedImage`).
 
@@ -99,11 +121,15 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> Deco
         raise ImageError(f"unsupported image format: expected one of {', '.join(SUPPORTED_INPUT)}")
     if fmt == "jpeg" and _jpeg_truncated(buf):
         raise ImageError("corrupt image: the jpeg data ends before the image does (truncated file)")
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    width, height = header_size(buf)
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {width}x{height} exceeds {max_pixels} pixels")
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ImageError(f"corrupt image: the {fmt} data could not be decoded ({exc.err})") from None
     if img is None:
         raise ImageError(f"corrupt image: the {fmt} data could not be decoded")
-    if img.shape[0] * img.shape[1] > max_pixels:
-        raise ImageError(f"image too large: {img.shape[1]}x{img.shape[0]} exceeds {max_pixels} pixels")
     raw = buf[:65536].tobytes()
     alpha = None
     if (fmt == "png" and _png_has_alpha(raw)) or (fmt == "webp" and _webp_has_alpha(raw)) or fmt == "tiff":

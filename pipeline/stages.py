@@ -162,13 +162,15 @@ def latents_for(latent_index: np.ndarray, source_latents: np.ndarray) -> np.ndar
     """One source latent per selected face, float32 [M, 512]: ``source_latents[latent_index]``.
 
     Raises:
-        ValueError: no source latent, or an index past the last one (pairs need one source
-            latent per reference embedding).
+        ValueError: no source latent, a non-finite one, or an index past the last one (pairs
+            need one source latent per reference embedding).
     """
     src = np.asarray(source_latents, np.float32).reshape(-1, 512)
     idx = np.asarray(latent_index, np.int64).reshape(-1)
     if src.shape[0] == 0:
         raise ValueError("source_latents is empty: embed a source face first (face_embed)")
+    if not np.isfinite(src).all():
+        raise ValueError("source_latents holds NaN or infinite values")
     if idx.size and idx.max() >= src.shape[0]:
         raise ValueError(f"pairs need one source latent per reference embedding: got {src.shape[0]} source "
                          f"latent(s) for reference {int(idx.max())}")

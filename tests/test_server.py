@@ -231,3 +231,52 @@ def test_grey_input_gives_grey_output(client, source_latent):
 def test_embed_returns_aligned_faces(client):
     res = client.embed(image_path("portrait_obama_official.jpg"))
     assert res.faces[0].aligned.shape == (112, 112, 3) and res.faces[0].aligned.std() > 10
+
+
+def test_header_bombs_are_refused_before_decoding(client, source_latent):
+    import struct
+
+    from tests.test_gateway import _solid_png
+
+    raw = bytearray(jpg(load("portrait_obama_small_320x240.jpg")))
+    i = raw.find(b"\xff\xc0")
+    raw[i + 5:i + 9] = struct.pack(">HH", 65000, 65000)
+    for data in (bytes(raw), _solid_png(20000, 20000)):
+        with pytest.raises(InvalidInput, match="too large"):
+            client.swap(data, source_latent)
+    assert client.health()["ready"]
+
+
+@pytest.mark.parametrize("latent", [np.full(512, np.nan, np.float32), np.zeros(100, np.float32)])
+def test_bad_latents_are_invalid_input(client, latent):
+    with pytest.raises(InvalidInput):
+        client.swap(image_path("group_insightface_t1.jpg"), latent)
+
+
+def test_server_refuses_a_busy_port(triton, tmp_path):
+    from tools.server import Ports, TritonServer
+
+    other = TritonServer(triton.repository, Ports(triton.ports.http, triton.ports.grpc, triton.ports.metrics),
+                         run_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="already in use"):
+        other.start(timeout=30)
+    assert triton.is_ready()
+
+
+def test_cli_swap_writes_format_of_extension_and_rejects_directories(triton, tmp_path):
+    from typer.testing import CliRunner
+
+    from client.cli import app
+
+    runner = CliRunner()
+    args = ["swap", "-s", str(image_path("portrait_obama_official.jpg")), "--url", triton.http_url,
+            "-t", str(image_path("portrait_biden_official.jpg"))]
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "out.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = runner.invoke(app, [*args, "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "is a directory" in res.output
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "x.jpg"), "--face-index", "3"])
+    assert res.exit_code == 2 and "valid 0..0" in res.output
+    res = runner.invoke(app, ["health", "--url", "127.0.0.1:9"])
+    assert res.exit_code == 3

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -122,6 +123,10 @@ class TritonServer:
         Raises:
             RuntimeError: the process exited or was not ready in time (the log's tail is included).
         """
+        busy = [p for p in (self.ports.http, self.ports.grpc, self.ports.metrics) if not port_free(p)]
+        if busy:
+            raise RuntimeError(f"loopback port(s) {busy} already in use (another tritonserver? `make stop`, "
+                               "or choose other ports)")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = self.log_file.open("wb")
         self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=server_env(),
@@ -146,6 +151,9 @@ class TritonServer:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"tritonserver exited with code {self.proc.returncode}:\n{self.log_tail()}")
             if self.is_ready():
+                time.sleep(0.2)
+                if self.proc is not None and self.proc.poll() is not None:
+                    continue  # exited: reported at the top of the loop
                 return
             time.sleep(0.5)
         raise RuntimeError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
@@ -171,7 +179,19 @@ class TritonServer:
         self.stop()
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM the process group (tritonserver and its Python stubs), wait, then SIGKILL the
+    group so that no stub outlives the server."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -181,12 +201,17 @@ def _terminate(pid: int, timeout: float) -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
+            _kill_group(pid)  # stubs may survive their server
             return
         try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
         time.sleep(0.2)
+    _kill_group(pid)
+
+
+def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -1,0 +1,342 @@
+"""The FastAPI gateway under uvicorn on loopback, against a real embedded Triton server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from gateway.core.guard import sign
+from tests.conftest import ROOT, free_port_block, image_path, load
+
+pytestmark = pytest.mark.server
+SECRET = "test-secret-0123456789"
+
+
+class Gateway:
+    """``python -m gateway`` in a subprocess; restartable."""
+
+    def __init__(self, triton_grpc: str, store: Path, secret: str | None = None) -> None:
+        self.port = free_port_block(1)
+        self.env = {**os.environ, "FACESWAP_GATEWAY_PORT": str(self.port), "FACESWAP_GATEWAY_TRITON_URL": triton_grpc,
+                    "FACESWAP_GATEWAY_STORE_PATH": str(store), "FACESWAP_GATEWAY_TRITON_TIMEOUT_S": "60",
+                    "FACESWAP_GATEWAY_MAX_UPLOAD_BYTES": str(12 * 1024 * 1024),
+                    "FACESWAP_GATEWAY_MAX_PIXELS": str(30_000_000)}
+        self.env.pop("FACESWAP_GATEWAY_HMAC_SECRET", None)
+        if secret:
+            self.env["FACESWAP_GATEWAY_HMAC_SECRET"] = secret
+        self.log = store.with_suffix(f".{self.port}.log")
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Gateway":
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=self.env,
+                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(self.log.read_text())
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(20)
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def gw_triton(models, tmp_path_factory):
+    """A Triton server of this module's own, so that a test can stop and restart it."""
+    from tools.repository import build
+    from tools.server import Ports, TritonServer
+
+    run = tmp_path_factory.mktemp("gw_triton")
+    build(run / "model_repository", "cpu", models)
+    base = free_port_block(3)
+    server = TritonServer(run / "model_repository", Ports(base, base + 1, base + 2), run_dir=run).start(240)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(gw_triton, tmp_path_factory):
+    g = Gateway(gw_triton.grpc_url, tmp_path_factory.mktemp("gw") / "faces.sqlite3").start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture(scope="module")
+def http(gw):
+    with httpx.Client(base_url=gw.url, timeout=120) as c:
+        yield c
+
+
+def files(**kw) -> dict:
+    out = {}
+    for k, v in kw.items():
+        data = v.read_bytes() if isinstance(v, Path) else v
+        out[k] = (f"{k}.bin", data, "application/octet-stream")
+    return out
+
+
+def swap(http, target, source=None, accept=None, **form):
+    f = files(target=target, **({"source": source} if source is not None else {}))
+    headers = {"Accept": accept} if accept else {}
+    return http.post("/v1/swap", files=f, data={k: str(v) for k, v in form.items()}, headers=headers)
+
+
+OBAMA = image_path("portrait_obama_official.jpg")
+GROUP = image_path("group_insightface_t1.jpg")
+
+
+def test_healthz_and_readyz(http):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    r = http.get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+    assert set(r.json()["stand_ins"]) == {"w600k_r50", "inswapper_128"}
+    deep = http.get("/readyz", params={"deep": 1}).json()["deep"]
+    assert deep["ok"] and not deep.get("cached")
+    assert http.get("/readyz", params={"deep": 1}).json()["deep"]["cached"]
+
+
+def test_register_read_delete_face(http):
+    r = http.post("/v1/faces", files=files(image=GROUP))
+    assert r.status_code == 200
+    faces = r.json()["faces"]
+    assert len(faces) == 6 and all(f["thumbnail"].startswith("data:image/jpeg;base64,") for f in faces)
+    fid = faces[0]["id"]
+    assert http.get(f"/v1/faces/{fid}").json()["box"] == faces[0]["box"]
+    assert http.delete(f"/v1/faces/{fid}").status_code == 204
+    r = http.get(f"/v1/faces/{fid}")
+    assert r.status_code == 404 and r.json()["code"] == "face_not_found"
+    assert http.delete(f"/v1/faces/{fid}").status_code == 404
+
+
+def test_swap_returns_image_with_per_face_headers(http):
+    r = swap(http, GROUP, OBAMA)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert r.headers["x-faces-detected"] == "6" and r.headers["x-faces-swapped"] == "6"
+    assert len(json.loads(r.headers["x-faces"])) == 6 and "inswapper_128" in r.headers["x-stand-in-models"]
+    assert cv2.imdecode(np.frombuffer(r.content, np.uint8), 1).shape == (886, 1280, 3)
+
+
+def test_swap_json_when_asked(http):
+    r = swap(http, image_path("two_obama_biden.jpg"), OBAMA, accept="application/json", selection="largest")
+    body = r.json()
+    assert r.status_code == 200 and body["faces_swapped"] == 1 and body["faces_detected"] == 2
+    assert sum(f["swapped"] for f in body["faces"]) == 1
+    import base64
+
+    assert base64.b64decode(body["image"])[:3] == b"\xff\xd8\xff"
+
+
+def test_swap_with_registered_face_and_pairs(http):
+    src = http.post("/v1/faces", files=files(image=OBAMA)).json()["faces"][0]["id"]
+    r = swap(http, GROUP, source_face_id=src)
+    assert r.status_code == 200 and r.headers["x-faces-swapped"] == "6"
+    target = image_path("two_obama_biden.jpg")
+    refs = http.post("/v1/faces", files=files(image=target)).json()["faces"]
+    pairs = json.dumps([{"reference_face_id": refs[1]["id"], "source_face_id": src}])
+    r = swap(http, target, pairs=pairs, threshold=0.999, accept="application/json")
+    body = r.json()
+    assert r.status_code == 200 and body["faces_swapped"] == 1 and [f["swapped"] for f in body["faces"]] == [
+        False, True]
+
+
+def test_source_without_face_is_422(http):
+    r = swap(http, GROUP, image_path("noface_cat_chelsea.png"))
+    assert r.status_code == 422 and r.json()["code"] == "no_face_in_source"
+
+
+def test_face_index_out_of_range_is_422_naming_range(http):
+    r = swap(http, GROUP, OBAMA, selection="index", face_index=6)
+    assert r.status_code == 422 and r.json()["code"] == "face_index_out_of_range"
+    assert "valid 0..5" in r.json()["message"]
+
+
+def test_target_without_face_comes_back_unchanged(http):
+    data = image_path("noface_coffee.png").read_bytes()
+    r = swap(http, data, OBAMA)
+    assert r.status_code == 200 and r.headers["x-faces-detected"] == "0" and r.content == data
+
+
+@pytest.mark.parametrize("case,status,code", [
+    ("empty", 400, "empty_file"), ("text.jpg", 415, "unsupported_media_type"), ("pdf", 415, "unsupported_media_type"),
+    ("half-jpeg", 422, "corrupt_image"), ("bad-crc-png", 422, "corrupt_image"),
+    ("bomb-png", 413, "image_too_large"), ("huge-jpeg-header", 413, "image_too_large")])
+def test_bad_targets(http, case, status, code):
+    if case == "empty":
+        data = b""
+    elif case == "text.jpg":
+        data = b"hello, I am not a picture\n"
+    elif case == "pdf":
+        data = b"%PDF-1.4\n1 0 obj << >> endobj\n"
+    elif case == "half-jpeg":
+        raw = OBAMA.read_bytes()
+        data = raw[: len(raw) // 2]
+    elif case == "bad-crc-png":
+        raw = bytearray(cv2.imencode(".png", load("portrait_obama_small_320x240.jpg"))[1].tobytes())
+        raw[29] ^= 0xFF  # a byte of IHDR's CRC
+        data = bytes(raw)
+    elif case == "bomb-png":
+        data = _solid_png(20000, 20000)
+        assert len(data) < 2_000_000
+    else:
+        raw = bytearray(cv2.imencode(".jpg", load("portrait_obama_small_320x240.jpg"))[1].tobytes())
+        i = raw.find(b"\xff\xc0")
+        raw[i + 5:i + 9] = struct.pack(">HH", 65000, 65000)
+        data = bytes(raw)
+    r = swap(http, data, OBAMA)
+    assert (r.status_code, r.json()["code"]) == (status, code), r.text
+    assert r.json()["message"] and "Traceback" not in r.text
+    assert http.get("/readyz").status_code == 200
+
+
+def _solid_png(w: int, h: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + b"\x00" * w
+    comp = zlib.compressobj(9)
+    body = b"".join(comp.compress(row) for _ in range(h)) + comp.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def test_upload_over_limit_is_413_before_reading(http):
+    r = http.post("/v1/swap", content=b"x" * (13 * 1024 * 1024), headers={"Content-Type": "multipart/form-data"})
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
+def test_missing_source_and_unknown_face(http):
+    r = swap(http, GROUP)
+    assert r.status_code == 422 and r.json()["code"] == "missing_source"
+    r = swap(http, GROUP, source_face_id="0" * 32)
+    assert r.status_code == 404 and r.json()["code"] == "face_not_found"
+    r = swap(http, GROUP, OBAMA, output_format="gif")
+    assert r.status_code == 422 and r.json()["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "I;16", "P", "L"])
+def test_unusual_colour_modes_decode_to_right_colours(http, mode):
+    rgb = cv2.cvtColor(load("noface_coffee.png"), cv2.COLOR_BGR2RGB)
+    im = Image.fromarray(rgb)
+    buf = io.BytesIO()
+    if mode == "CMYK":
+        im.convert("CMYK").save(buf, "JPEG", quality=95)
+    elif mode == "I;16":
+        arr = np.asarray(im.convert("L")).astype(np.uint16) * 257
+        cv2_buf = cv2.imencode(".png", arr)[1].tobytes()
+        buf.write(cv2_buf)
+        rgb = np.dstack([np.asarray(im.convert("L"))] * 3)
+    elif mode == "P":
+        im.convert("P", palette=Image.ADAPTIVE).save(buf, "PNG")
+        rgb = np.asarray(im.convert("P", palette=Image.ADAPTIVE).convert("RGB"))
+    else:
+        im.convert("L").save(buf, "JPEG", quality=95)
+        rgb = np.dstack([np.asarray(im.convert("L"))] * 3)
+    r = swap(http, buf.getvalue(), OBAMA, output_format="png")
+    assert r.status_code == 200, r.text
+    out = cv2.cvtColor(cv2.imdecode(np.frombuffer(r.content, np.uint8), 1), cv2.COLOR_BGR2LAB).astype(float)
+    ref = cv2.cvtColor(np.ascontiguousarray(rgb[..., ::-1]), cv2.COLOR_BGR2LAB).astype(float)
+    assert np.abs(out.mean(axis=(0, 1)) - ref.mean(axis=(0, 1))).max() < 5
+
+
+def test_metrics_count_requests_and_faces(http):
+    text = http.get("/metrics").text
+    assert 'gateway_requests_total{method="POST",route="/v1/swap",status="200"}' in text
+    assert "gateway_faces_swapped_total" in text and "gateway_request_seconds_bucket" in text
+
+
+def test_face_store_survives_gateway_restart(gw, http):
+    fid = http.post("/v1/faces", files=files(image=OBAMA)).json()["faces"][0]["id"]
+    gw.stop()
+    gw.start()
+    with httpx.Client(base_url=gw.url, timeout=120) as c:
+        assert c.get(f"/v1/faces/{fid}").status_code == 200
+        assert swap(c, GROUP, source_face_id=fid).status_code == 200
+
+
+def test_triton_down_is_503_then_served_again_without_restart(gw, gw_triton):
+    gw_triton.stop()
+    with httpx.Client(base_url=gw.url, timeout=120) as c:
+        r = swap(c, GROUP, OBAMA)
+        assert r.status_code == 503 and r.json()["code"] == "triton_unavailable" and r.headers["retry-after"]
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "degraded"
+        gw_triton.start(240)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and c.get("/readyz").status_code != 200:
+            time.sleep(0.5)
+        r = swap(c, GROUP, OBAMA)
+        assert r.status_code == 200 and r.headers["x-faces-swapped"] == "6"
+
+
+@pytest.fixture(scope="module")
+def signed_gw(gw_triton, tmp_path_factory):
+    g = Gateway(gw_triton.grpc_url, tmp_path_factory.mktemp("gws") / "faces.sqlite3", secret=SECRET).start()
+    yield g
+    g.stop()
+
+
+def _signed(url: str, path: str, body: bytes, ts: float | None = None, secret: str = SECRET) -> httpx.Response:
+    ts_s = str(int(ts if ts is not None else time.time()))
+    headers = {"X-Faceswap-Timestamp": ts_s, "X-Faceswap-Signature": sign(secret, "GET", path, ts_s, body)}
+    return httpx.get(url + path, headers=headers, timeout=30)
+
+
+def test_hmac_good_bad_stale_replayed(signed_gw):
+    url, path = signed_gw.url, "/v1/faces/" + "0" * 32
+    assert httpx.get(url + path).json()["code"] == "missing_signature"
+    ts = str(int(time.time()))
+    good = {"X-Faceswap-Timestamp": ts, "X-Faceswap-Signature": sign(SECRET, "GET", path, ts, b"")}
+    r = httpx.get(url + path, headers=good)
+    assert r.status_code == 404  # authenticated, and the face does not exist
+    r = httpx.get(url + path, headers=good)
+    assert (r.status_code, r.json()["code"]) == (401, "replayed_signature")
+    r = _signed(url, path, b"", secret="wrong-secret")
+    assert (r.status_code, r.json()["code"]) == (401, "bad_signature")
+    r = _signed(url, path, b"", ts=time.time() - 301)
+    assert (r.status_code, r.json()["code"]) == (401, "stale_signature")
+    assert httpx.get(url + "/healthz").status_code == 200
+
+
+def test_signed_post_with_body(signed_gw):
+    req = httpx.Request("POST", signed_gw.url + "/v1/faces", files=files(image=OBAMA))
+    body = req.read()
+    ctype = req.headers["content-type"]
+    ts = str(int(time.time()))
+    headers = {"Content-Type": ctype, "X-Faceswap-Timestamp": ts,
+               "X-Faceswap-Signature": sign(SECRET, "POST", "/v1/faces", ts, body)}
+    r = httpx.post(signed_gw.url + "/v1/faces", content=body, headers=headers, timeout=60)
+    assert r.status_code == 200 and len(r.json()["faces"]) == 1
+    ts = str(int(time.time()) - 1)
+    headers.update({"X-Faceswap-Timestamp": ts, "X-Faceswap-Signature": sign(SECRET, "POST", "/v1/faces", ts, body)})
+    tampered = body.replace(b"image", b"imagf", 1)  # signed body, different body sent
+    r = httpx.post(signed_gw.url + "/v1/faces", content=tampered, headers=headers)
+    assert (r.status_code, r.json()["code"]) == (401, "bad_signature")
+
+
+def test_refuses_public_address_without_secret(tmp_path):
+    env = {**os.environ, "FACESWAP_GATEWAY_HOST": "0.0.0.0", "FACESWAP_GATEWAY_PORT": str(free_port_block(1))}
+    env.pop("FACESWAP_GATEWAY_HMAC_SECRET", None)
+    p = subprocess.run([sys.executable, "-m", "gateway"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2 and "without FACESWAP_GATEWAY_HMAC_SECRET" in p.stderr
