@@ -29,10 +29,10 @@ repository: setup        ## write the CPU and GPU model repositories (config.pbt
 	$(VPY) -m tools.repository --profile gpu
 	$(VPY) -m tools.repository --profile gpu-trt
 
-serve: setup             ## start the embedded tritonserver on loopback (8000 HTTP, 8001 gRPC, 8002 metrics)
+serve: setup             ## Triton (HTTP 8000, gRPC 8001, metrics 8002) and the gateway (8080), loopback
 	FACESWAP_STANDIN_SIZE=$${FACESWAP_STANDIN_SIZE:-full} $(VPY) -m tools.server start
 
-stop:                    ## stop what `make serve` started
+stop:                    ## stop what `make serve` started (gateway and Triton)
 	@test -x $(VPY) && $(VPY) -m tools.server stop || true
 
 demo: setup              ## real photos through a real Triton server, end to end
@@ -41,8 +41,9 @@ demo: setup              ## real photos through a real Triton server, end to end
 test: setup              ## the whole test suite (starts its own servers on free loopback ports)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
-bench: setup             ## face_swap throughput, tiny and full stand-ins, and insightface reference ratio
+bench: setup             ## face_swap throughput (tiny, full) vs insightface, and the gateway's added latency
 	$(VPY) -m tools.bench
+	$(VPY) -m tools.bench_gateway
 
 lint: setup
 	$(VPY) -m pip install -q ruff==0.8.4

@@ -228,9 +228,47 @@ def stop_from_pidfile(ports: Ports = Ports(), run_dir: Path = RUN) -> bool:
     return True
 
 
+def start_gateway(port: int, triton_grpc: str, run_dir: Path = RUN, timeout: float = 60.0) -> int:
+    """Start ``python -m gateway`` in the background on loopback; return its pid.
+
+    Raises:
+        RuntimeError: the port is busy or the gateway did not answer /healthz in time.
+    """
+    if not port_free(port):
+        raise RuntimeError(f"gateway port {port} already in use (`make stop`, or FACESWAP_GATEWAY_PORT)")
+    env = {**os.environ, "FACESWAP_GATEWAY_PORT": str(port), "FACESWAP_GATEWAY_TRITON_URL": triton_grpc}
+    env.setdefault("FACESWAP_GATEWAY_HOST", "127.0.0.1")
+    log_file = run_dir / f"gateway_{port}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=env, stdout=log_file.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with code {proc.returncode}; see {log_file}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                (run_dir / f"gateway_{port}.pid").write_text(str(proc.pid))
+                return proc.pid
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    _terminate(proc.pid, 5)
+    raise RuntimeError(f"gateway not answering after {timeout:.0f} s; see {log_file}")
+
+
+def stop_gateway(port: int, run_dir: Path = RUN) -> bool:
+    pidfile = run_dir / f"gateway_{port}.pid"
+    if not pidfile.exists():
+        return False
+    _terminate(int(pidfile.read_text()), 15.0)
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description="Run the embedded Triton server (CPU, loopback).")
+    ap = argparse.ArgumentParser(description="Run the embedded Triton server (CPU, loopback) and the gateway.")
     ap.add_argument("action", choices=["start", "stop", "status"])
+    ap.add_argument("--gateway-port", type=int, default=int(os.environ.get("FACESWAP_GATEWAY_PORT", 8080)))
+    ap.add_argument("--no-gateway", action="store_true", help="start Triton only")
     ap.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8000)))
     ap.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8001)))
     ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8002)))
@@ -239,6 +277,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     if args.action == "stop":
+        print("gateway stopped" if stop_gateway(args.gateway_port) else "no gateway was running")
         print("tritonserver stopped" if stop_from_pidfile(ports) else "no tritonserver was running")
         return 0
     server = TritonServer(RUN / "model_repository", ports)
@@ -252,9 +291,23 @@ def main() -> int:
     for m in models.values():
         print(m.describe())
     build(RUN / "model_repository", "cpu", models)
-    server.start()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 1
     print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, "
-          f"metrics 127.0.0.1:{ports.metrics}; log {server.log_file}; stop with `make stop`")
+          f"metrics 127.0.0.1:{ports.metrics}; log {server.log_file}")
+    if not args.no_gateway:
+        try:
+            start_gateway(args.gateway_port, server.grpc_url)
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            server.stop()
+            return 1
+        print(f"gateway ready: http://127.0.0.1:{args.gateway_port} (OpenAPI at /docs); "
+              f"log {RUN / f'gateway_{args.gateway_port}.log'}")
+    print("stop with `make stop`")
     server.proc = None  # leave it running
     return 0
 
