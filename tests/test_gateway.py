@@ -340,3 +340,16 @@ def test_refuses_public_address_without_secret(tmp_path):
     p = subprocess.run([sys.executable, "-m", "gateway"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 2 and "without FACESWAP_GATEWAY_HMAC_SECRET" in p.stderr
+
+
+def test_slow_triton_is_504(gw_triton, tmp_path):
+    g = Gateway(gw_triton.grpc_url, tmp_path / "faces.sqlite3")
+    g.env["FACESWAP_GATEWAY_TRITON_TIMEOUT_S"] = "0.005"
+    g.start()
+    try:
+        with httpx.Client(base_url=g.url, timeout=60) as c:
+            r = swap(c, GROUP, OBAMA)
+            assert (r.status_code, r.json()["code"]) == (504, "triton_timeout")
+            assert c.get("/healthz").status_code == 200
+    finally:
+        g.stop()
