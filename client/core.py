@@ -26,6 +26,8 @@ EMBED_MODEL = "face_embed"
 SWAP_MODEL = "face_swap"
 EMBED_OUTPUTS = ("boxes", "scores", "kps", "embeddings", "latents", "aligned_faces", "info")
 SWAP_OUTPUTS = ("output_image", "boxes", "scores", "kps", "selected", "result")
+SWAP_KPS_MODEL = "face_swap_kps"
+SWAP_KPS_OUTPUTS = ("output_image", "result")
 ImageLike = bytes | bytearray | str | Path
 
 
@@ -146,6 +148,24 @@ def swap_arrays(image: ImageLike, source_latents: np.ndarray, reference: np.ndar
     ref = np.zeros((0, 512), np.float32) if reference is None else _rows512(reference, "reference embedding")
     return {"image": np.frombuffer(read_image(image), dtype=np.uint8), "source_latents": lat,
             "reference_embeddings": np.ascontiguousarray(ref), "options": np.array([options], dtype=np.object_)}
+
+
+def swap_kps_arrays(image: ImageLike, source_latent: np.ndarray, kps: np.ndarray, options: bytes
+                    ) -> dict[str, np.ndarray]:
+    k = np.ascontiguousarray(np.asarray(kps, np.float32).reshape(-1, 5, 2))
+    if not np.isfinite(k).all():
+        raise InvalidInput("face key points hold NaN or infinite values")
+    return {"image": np.frombuffer(read_image(image), dtype=np.uint8),
+            "source_latents": _rows512(source_latent, "source latent")[:1], "face_kps": k,
+            "options": np.array([options], dtype=np.object_)}
+
+
+def parse_swap_kps(out: dict[str, np.ndarray], kps: np.ndarray) -> SwapResult:
+    res = _json(out["result"])
+    k = np.asarray(kps, np.float32).reshape(-1, 5, 2)
+    faces = [Face(np.concatenate([p.min(axis=0), p.max(axis=0)]), 1.0, p) for p in k]
+    return SwapResult(out["output_image"].tobytes(), res["format"], res["width"], res["height"], faces,
+                      list(res["selected"]), res["faces_swapped"], res["truncated"], res.get("stand_in_models", []))
 
 
 def _faces(out: dict[str, np.ndarray], with_embeddings: bool) -> list[Face]:

@@ -10,6 +10,8 @@ import numpy as np
 from client.core import (
     EMBED_MODEL,
     EMBED_OUTPUTS,
+    SWAP_KPS_MODEL,
+    SWAP_KPS_OUTPUTS,
     SWAP_MODEL,
     SWAP_OUTPUTS,
     EmbedResult,
@@ -21,12 +23,15 @@ from client.core import (
     options_json,
     parse_embed,
     parse_swap,
+    parse_swap_kps,
     swap_arrays,
+    swap_kps_arrays,
 )
 from client.errors import InvalidInput, NoFaceError
 
 #: The models a ready deployment serves (ensembles and every stage they call).
-REQUIRED_MODELS = ("face_embed", "face_swap", "image_decoder", "face_detector", "face_aligner", "face_analyzer",
+REQUIRED_MODELS = ("face_embed", "face_swap", "face_swap_kps", "landmark_aligner", "image_decoder", "face_detector",
+                   "face_aligner", "face_analyzer",
                    "face_recognizer", "face_swapper", "face_paster")
 PROTOCOLS = ("http", "grpc")
 
@@ -124,6 +129,13 @@ class FaceSwapClient:
         return parse_swap(self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding, opts),
                                       SWAP_OUTPUTS))
 
+    def swap_at(self, target: ImageLike, source_latent: np.ndarray, kps: np.ndarray, **opts: Any) -> SwapResult:
+        """Swap the faces whose 5 key points (float32 [M, 5, 2], pixels) the caller gives, skipping
+        detection (``face_swap_kps``; video uses it with key points smoothed across frames)."""
+        return parse_swap_kps(self._infer(SWAP_KPS_MODEL, swap_kps_arrays(target, source_latent, kps,
+                                                                           options_json(**opts)),
+                                          SWAP_KPS_OUTPUTS), kps)
+
     def swap_images(self, source: ImageLike, target: ImageLike, source_face: str | int = "largest",
                     **opts: Any) -> SwapResult:
         """Embed the source face (the largest, or the given index), then swap it into the target.
@@ -214,6 +226,12 @@ class AsyncFaceSwapClient:
                    reference_embedding: np.ndarray | None = None, **opts: Any) -> SwapResult:
         return parse_swap(await self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding,
                                                                       opts), SWAP_OUTPUTS))
+
+    async def swap_at(self, target: ImageLike, source_latent: np.ndarray, kps: np.ndarray,
+                      **opts: Any) -> SwapResult:
+        return parse_swap_kps(await self._infer(SWAP_KPS_MODEL, swap_kps_arrays(target, source_latent, kps,
+                                                                                 options_json(**opts)),
+                                                SWAP_KPS_OUTPUTS), kps)
 
     async def swap_images(self, source: ImageLike, target: ImageLike, source_face: str | int = "largest",
                           **opts: Any) -> SwapResult:

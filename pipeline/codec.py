@@ -25,7 +25,8 @@ _SIGNATURES = (
     (b"MM\x00*", "tiff"),
 )
 SUPPORTED_INPUT = ("jpeg", "png", "webp", "bmp", "tiff")
-OUTPUT_FORMATS = ("jpeg", "png", "webp")
+#: "bmp" is uncompressed: the video path uses it to move frames without loss or codec cost.
+OUTPUT_FORMATS = ("jpeg", "png", "webp", "bmp")
 #: Largest image we decode, in pixels (width * height): 8K x 8K.
 MAX_PIXELS = 64_000_000
 
@@ -157,6 +158,8 @@ def encode_image(img_bgr: np.ndarray, fmt: str = "jpeg", quality: int = 95, alph
         ok, out = cv2.imencode(".jpg", img_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     elif fmt == "png":
         ok, out = cv2.imencode(".png", img_bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    elif fmt == "bmp":
+        ok, out = cv2.imencode(".bmp", img_bgr)
     elif fmt == "webp":
         ok, out = cv2.imencode(".webp", img_bgr, [cv2.IMWRITE_WEBP_QUALITY, int(quality)])
     else:

@@ -108,6 +108,25 @@ def align_stage(image: np.ndarray, dets: Detections, opts: SwapOptions, cap: int
     return Aligned(dets, sel.indices, sel.latent_index, crops_a, aff_a, sel.truncated)
 
 
+def place_stage(image: np.ndarray, kps: np.ndarray) -> Aligned:
+    """Crops for faces whose key points the caller supplies (float32 [M, 5, 2], e.g. smoothed
+    across video frames); every given face is swapped with source latent 0."""
+    kps = np.asarray(kps, np.float32).reshape(-1, 5, 2)
+    if not np.isfinite(kps).all():
+        raise ValueError("face_kps holds NaN or infinite values")
+    m = kps.shape[0]
+    boxes = np.concatenate([kps.min(axis=1), kps.max(axis=1)], axis=1) if m else np.zeros((0, 4), np.float32)
+    dets = Detections(boxes.astype(np.float32), np.ones((m,), np.float32), kps)
+    crops, affines = [], []
+    for k in kps:
+        crop, mat = norm_crop(image, k, SWAP_SIZE)
+        crops.append(crop)
+        affines.append(mat)
+    crops_a = np.stack(crops) if crops else np.zeros((0, SWAP_SIZE, SWAP_SIZE, 3), np.uint8)
+    idx = np.arange(m, dtype=np.int64)
+    return Aligned(dets, idx, np.zeros_like(idx), crops_a, np.asarray(affines, np.float32).reshape(-1, 2, 3), False)
+
+
 def swap_crops(crops: np.ndarray, latents: np.ndarray, swap_fn: SwapFn, batch: int) -> np.ndarray:
     """uint8 [M, 128, 128, 3] BGR swapped crops; ``latents`` float32 [M, 512] (one per crop)."""
     if crops.shape[0] == 0:

@@ -23,7 +23,8 @@ def repo(request, models, tmp_path_factory):
 
 def test_every_model_has_a_parsable_config(repo):
     profile, out, configs = repo
-    assert set(configs) == {"face_embed", "face_swap", "image_decoder", "face_detector", "face_aligner",
+    assert set(configs) == {"face_embed", "face_swap", "face_swap_kps", "landmark_aligner", "image_decoder",
+                            "face_detector", "face_aligner",
                             "face_analyzer", "face_recognizer", "face_swapper", "face_paster"}
     for name in configs:
         assert (out / name / "1").is_dir()
@@ -47,7 +48,7 @@ def test_network_backends_per_profile(repo):
 
 def test_ensemble_steps_reference_existing_models_and_tensors(repo):
     _, _, configs = repo
-    for ens in ("face_embed", "face_swap"):
+    for ens in ("face_embed", "face_swap", "face_swap_kps"):
         cfg = configs[ens]
         produced = {i.name for i in cfg.input}
         for step in cfg.ensemble_scheduling.step:

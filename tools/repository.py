@@ -140,6 +140,12 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
             instances=2, params={"swapper_model": NET_MODEL["swapper"], "swapper_target": swp.inputs[0].name,
                                  "swapper_source": swp.inputs[1].name, "swapper_output": swp.outputs[0].name,
                                  "swapper_max_batch": str(swp.max_batch_size), "stand_in_models": stand}),
+        "landmark_aligner": Stage(
+            [image_bgr, T("face_kps", "TYPE_FP32", [-1, 5, 2])],
+            [T("selected", "TYPE_INT32", [-1]), T("latent_index", "TYPE_INT32", [-1]),
+             T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]), T("affines", "TYPE_FP32", [-1, 2, 3]),
+             T("align_info", "TYPE_STRING", [1])],
+            instances=2),
         "face_analyzer": Stage(
             [*heads, T("det_scale", "TYPE_FP32", [1]), image_bgr],
             [*faces, T("embeddings", "TYPE_FP32", [-1, 512]), T("latents", "TYPE_FP32", [-1, 512]),
@@ -149,7 +155,8 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
 
 
 def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
-    """face_embed and face_swap: inputs, outputs and steps (model, input_map, output_map)."""
+    """face_embed, face_swap and face_swap_kps (key points given by the caller, for video):
+    inputs, outputs and steps (model, input_map, output_map)."""
     det = nets["detector"]
     det_in = det.inputs[0].name
     head_map = {o.name: f"head_{h}" for o, h in zip(det.outputs, HEAD_NAMES)}
@@ -158,6 +165,11 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
               {"image_bgr": "image_bgr", "det_blob": "det_blob", "det_scale": "det_scale",
                "image_info": "image_info", "alpha": "alpha"})
     detect = ("face_detector", {det_in: "det_blob"}, head_map)
+    paste = ("face_paster", {"image_bgr": "image_bgr", "original": "image", "image_info": "image_info",
+                             "alpha": "alpha", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
+                             "affines": "affines", "selected": "selected", "source_latents": "source_latents",
+                             "options": "options", "align_info": "align_info"},
+             {"output_image": "output_image", "result": "result"})
     face_outs = [T("boxes", "TYPE_FP32", [-1, 4]), T("scores", "TYPE_FP32", [-1]), T("kps", "TYPE_FP32", [-1, 5, 2])]
     faces_map = {"boxes": "boxes", "scores": "scores", "kps": "kps"}
     return {
@@ -182,12 +194,18 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
                        {**faces_map, "selected": "selected", "latent_index": "latent_index",
                         "aligned_crops": "aligned_crops",
                         "affines": "affines", "align_info": "align_info"}),
-                      ("face_paster", {"image_bgr": "image_bgr", "original": "image", "image_info": "image_info",
-                                       "alpha": "alpha", "latent_index": "latent_index",
-                                       "aligned_crops": "aligned_crops", "affines": "affines",
-                                       "selected": "selected", "source_latents": "source_latents",
-                                       "options": "options", "align_info": "align_info"},
-                       {"output_image": "output_image", "result": "result"})],
+                      paste],
+        },
+        "face_swap_kps": {
+            "inputs": [T("image", "TYPE_UINT8", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]),
+                       T("face_kps", "TYPE_FP32", [-1, 5, 2]), T("options", "TYPE_STRING", [1])],
+            "outputs": [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])],
+            "steps": [(decode[0], decode[1],
+                       {k: v for k, v in decode[2].items() if k not in ("det_blob", "det_scale")}),
+                      ("landmark_aligner", {"image_bgr": "image_bgr", "face_kps": "face_kps"},
+                       {"selected": "selected", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
+                        "affines": "affines", "align_info": "align_info"}),
+                      paste],
         },
     }
 

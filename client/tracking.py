@@ -1,0 +1,172 @@
+"""Face tracks across video frames: association, identity, and One-Euro key-point smoothing.
+
+Against flicker: each face keeps a track (greedy IoU association between frames) whose 5 key
+points pass through a One-Euro filter (Casiez, Roussel, Vogel, CHI 2012): a low-pass filter
+whose cut-off rises with speed, so a still face stops jittering and a moving one does not lag.
+
+Which face is swapped stays the same person: with selection "largest" the identity is the
+largest face of the first frame that has one; with a reference embedding it is the face most
+similar to it. While that track is lost (face gone or covered), nothing is swapped; when a
+*new* track appears whose embedding matches the identity (cosine >= ``reid_threshold``) it
+becomes the target. Tracks that existed while the target was visible (other people) are never
+promoted, so the choice does not flip to a bystander.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from client.core import Face
+
+
+class OneEuro:
+    """One-Euro filter over an array signal (here [5, 2] key points, pixels).
+
+    Args:
+        min_cutoff: cut-off frequency at rest, Hz (lower = smoother when still).
+        beta: speed coefficient (higher = less lag when moving).
+        d_cutoff: cut-off for the derivative, Hz.
+    """
+
+    def __init__(self, min_cutoff: float = 1.5, beta: float = 0.02, d_cutoff: float = 1.0) -> None:
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.x: np.ndarray | None = None
+        self.dx: np.ndarray | None = None
+        self.t: float | None = None
+
+    @staticmethod
+    def _alpha(cutoff: float, dt: float) -> float:
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self.x is None or self.t is None or t <= self.t:
+            self.x, self.dx, self.t = x, np.zeros_like(x), t
+            return x.astype(np.float32)
+        dt = t - self.t
+        dx = (x - self.x) / dt
+        a_d = self._alpha(self.d_cutoff, dt)
+        self.dx = a_d * dx + (1 - a_d) * self.dx
+        cutoff = self.min_cutoff + self.beta * np.abs(self.dx)
+        tau = 1.0 / (2 * math.pi * cutoff)
+        a = 1.0 / (1.0 + tau / dt)
+        self.x = a * x + (1 - a) * self.x
+        self.t = t
+        return self.x.astype(np.float32)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    id: int
+    box: np.ndarray
+    embedding: np.ndarray | None
+    filter: OneEuro
+    born: int
+    last_seen: int
+    kps: np.ndarray = field(default_factory=lambda: np.zeros((5, 2), np.float32))
+
+
+class FaceTracker:
+    """Chooses, per frame, the faces to swap and their (smoothed) key points.
+
+    Args:
+        selection: "largest" (one identity, see module docstring), "similar" (needs
+            ``reference``), or "all" (every face, each smoothed on its own track).
+        reference: float32 [512] normed embedding of the person to swap ("similar").
+        smoothing: apply the One-Euro filter (on by default for video).
+        iou_threshold: minimum IoU to continue a track from the previous frames.
+        max_gap: frames a track may be unseen before it is dropped.
+        reid_threshold: cosine a new track needs to take over a lost identity.
+    """
+
+    def __init__(self, selection: str = "largest", reference: np.ndarray | None = None, smoothing: bool = True,
+                 iou_threshold: float = 0.3, max_gap: int = 15, reid_threshold: float = 0.5,
+                 min_cutoff: float = 1.5, beta: float = 0.02) -> None:
+        if selection not in ("largest", "similar", "all"):
+            raise ValueError(f"video selection must be largest, similar or all, not {selection!r}")
+        if selection == "similar" and reference is None:
+            raise ValueError("selection 'similar' needs a reference embedding")
+        self.selection, self.smoothing = selection, smoothing
+        self.identity = None if reference is None else np.asarray(reference, np.float32).reshape(-1)
+        self.iou_threshold, self.max_gap, self.reid_threshold = iou_threshold, max_gap, reid_threshold
+        self.filter_args = (min_cutoff, beta)
+        self.tracks: list[Track] = []
+        self.target: int | None = None
+        self.frame = -1
+        self._next_id = 0
+
+    def _associate(self, faces: list[Face]) -> list[Track]:
+        live = [t for t in self.tracks if self.frame - t.last_seen <= self.max_gap]
+        pairs = sorted(((iou(t.box, f.box), ti, fi) for ti, t in enumerate(live) for fi, f in enumerate(faces)),
+                       reverse=True)
+        used_t, used_f, matched = set(), set(), {}
+        for score, ti, fi in pairs:
+            if score < self.iou_threshold or ti in used_t or fi in used_f:
+                continue
+            used_t.add(ti)
+            used_f.add(fi)
+            matched[fi] = live[ti]
+        out = []
+        for fi, f in enumerate(faces):
+            track = matched.get(fi)
+            if track is None:
+                track = Track(self._next_id, f.box, f.embedding, OneEuro(*self.filter_args), self.frame, self.frame)
+                self._next_id += 1
+                live.append(track)
+            elif self.frame - track.last_seen > 1:
+                track.filter = OneEuro(*self.filter_args)  # re-appeared: do not smooth across the gap
+            track.box, track.last_seen = f.box, self.frame
+            if f.embedding is not None:
+                track.embedding = f.embedding
+            out.append(track)
+        self.tracks = live
+        return out
+
+    def _smooth(self, track: Track, face: Face, t: float) -> np.ndarray:
+        track.kps = track.filter(face.kps, t) if self.smoothing else np.asarray(face.kps, np.float32)
+        return track.kps
+
+    def update(self, t: float, faces: list[Face]) -> list[np.ndarray]:
+        """Feed the faces of the next frame (time ``t`` seconds); returns the key points
+        (float32 [5, 2] each) of the faces to swap in it, possibly none."""
+        self.frame += 1
+        tracks = self._associate(faces)
+        smoothed = [self._smooth(tr, f, t) for tr, f in zip(tracks, faces)]
+        if self.selection == "all":
+            return smoothed
+        if not faces:
+            return []
+        ids = [tr.id for tr in tracks]
+        if self.target in ids:
+            return [smoothed[ids.index(self.target)]]
+        if self.identity is None:  # "largest", first frame with a face: fix the identity
+            i = int(np.argmax([f.area for f in faces]))
+            self.target, self.identity = tracks[i].id, faces[i].embedding
+            return [smoothed[i]]
+        candidates = [i for i, tr in enumerate(tracks)
+                      if (self.target is None or tr.born == self.frame) and tr.embedding is not None]
+        if self.target is None and self.selection == "similar":
+            candidates = list(range(len(tracks)))
+        best, best_sim = None, -1.0
+        for i in candidates:
+            e = tracks[i].embedding
+            sim = float(np.dot(e, self.identity) / (np.linalg.norm(e) * np.linalg.norm(self.identity) + 1e-12))
+            if sim > best_sim:
+                best, best_sim = i, sim
+        threshold = -1.0 if (self.target is None and self.selection == "similar") else self.reid_threshold
+        if best is not None and best_sim >= threshold:
+            self.target = tracks[best].id
+            return [smoothed[best]]
+        return []

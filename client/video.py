@@ -1,0 +1,267 @@
+"""Video face swap: PyAV decode -> Triton (bounded asyncio gRPC) -> H.264, timestamps and audio kept.
+
+- Frames are decoded with PyAV, turned upright according to the stream's display rotation
+  (so that detection sees faces upright), sent losslessly (BMP) to ``face_embed`` to find the
+  faces, tracked and smoothed (``client.tracking``), and sent to ``face_swap_kps`` with the
+  smoothed key points; frames where no face is chosen pass through untouched (no call).
+- At most ``in_flight`` requests are outstanding; results are written in frame order.
+- The output is H.264 (libx264, yuv420p) with every input frame's exact timestamp (variable
+  frame rate is kept; the frame count is the decodable input frames'), the stored orientation
+  and the display rotation of the input. Odd widths/heights are padded by one pixel (edge
+  replicated) on the right/bottom, because 4:2:0 H.264 needs even sizes.
+- Every audio stream is copied packet for packet; where the output container cannot hold its
+  codec (e.g. PCM in MP4) it is re-encoded as AAC, and a warning says so.
+- Undecodable packets (damaged bytes) are skipped with a warning; the job completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from client.library import AsyncFaceSwapClient
+from client.tracking import FaceTracker
+
+#: Audio codecs each output container takes as they are (others are re-encoded to AAC).
+COPYABLE_AUDIO = {
+    "mp4": {"aac", "mp3", "opus", "alac", "flac", "ac3", "eac3"},
+    "mov": {"aac", "mp3", "alac", "pcm_s16le", "pcm_s24le", "pcm_f32le", "ac3"},
+    "matroska": {"aac", "mp3", "opus", "vorbis", "flac", "pcm_s16le", "pcm_s24le", "pcm_f32le", "ac3", "eac3"},
+}
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+Progress = Callable[[int, int, float], None]
+
+
+class VideoError(ValueError):
+    """The input cannot be processed as a video (no video stream, unreadable container)."""
+
+
+@dataclass
+class VideoOptions:
+    """Options of a video job.
+
+    Attributes:
+        selection: "largest" (one person, tracked), "similar" (the person of
+            ``reference``), or "all" faces.
+        smoothing: One-Euro smoothing of key points across frames (against flicker).
+        in_flight: requests outstanding to Triton at most.
+        crf, preset: libx264 quality (lower crf = better) and speed.
+    """
+
+    selection: str = "largest"
+    smoothing: bool = True
+    in_flight: int = 8
+    crf: int = 18
+    preset: str = "veryfast"
+
+
+@dataclass
+class VideoReport:
+    frames: int = 0
+    frames_swapped: int = 0
+    audio_streams: int = 0
+    audio_reencoded: int = 0
+    rotation: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    stand_in_models: list[str] = field(default_factory=list)
+
+
+def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(img, k)) if k else img
+
+
+def _stored(img: np.ndarray, rotation: int) -> np.ndarray:
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(img, -k)) if k else img
+
+
+def _pad_even(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return img
+    return cv2.copyMakeBorder(img, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+
+
+def _frame_total(stream) -> int:
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration and stream.average_rate:
+        return int(float(stream.duration * stream.time_base) * float(stream.average_rate))
+    return 0
+
+
+async def swap_video(client: AsyncFaceSwapClient, source_latent: np.ndarray, src: Path, dst: Path,
+                     opts: VideoOptions | None = None, reference: np.ndarray | None = None,
+                     progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> VideoReport:
+    """Swap the faces of video ``src`` with ``source_latent`` (float32 [512]) into ``dst``.
+
+    The container of ``dst`` comes from its extension (.mp4, .mov, .mkv). ``dst`` is written
+    to ``dst.part`` and renamed when complete.
+
+    Raises:
+        VideoError: the input has no video stream or cannot be opened.
+        client.errors.FaceSwapError: Triton failed (typed, see client.errors).
+        asyncio.CancelledError: ``cancelled()`` became true.
+    """
+    opts = opts or VideoOptions()
+    fmt = CONTAINERS.get(dst.suffix.lower())
+    if fmt is None:
+        raise VideoError(f"output must end in one of {', '.join(CONTAINERS)}, not {dst.suffix!r}")
+    try:
+        inp = av.open(str(src))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise VideoError(f"cannot open {src.name} as a video: {exc}") from None
+    report = VideoReport()
+    t0 = time.perf_counter()
+    tmp = dst.with_name(dst.name + ".part")
+    try:
+        if not inp.streams.video:
+            raise VideoError(f"{src.name} has no video stream")
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        out = av.open(str(tmp), "w", format=fmt)
+        try:
+            await _transcode(client, source_latent, inp, vin, out, fmt, opts, reference, report, progress, cancelled)
+        finally:
+            out.close()
+        os.replace(tmp, dst)
+    finally:
+        inp.close()
+        if tmp.exists():
+            tmp.unlink()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _first_frame(path: str):
+    """Size and display rotation of the first decodable frame (all streams must exist before
+    the first packet is written, so the video stream is set up from this peek)."""
+    with av.open(path) as c:
+        try:
+            for frame in c.decode(video=0):
+                return frame.width, frame.height, int(getattr(frame, "rotation", 0) or 0)
+        except av.error.FFmpegError:
+            pass
+    raise VideoError("no decodable video frame in the input")
+
+
+async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference, report, progress, cancelled):
+    total = _frame_total(vin)
+    width, height, rotation = _first_frame(inp.name)
+    report.rotation = rotation
+    vout = out.add_stream("libx264", rate=vin.average_rate or Fraction(30, 1))
+    vout.width, vout.height = width + width % 2, height + height % 2
+    vout.pix_fmt = "yuv420p"
+    vout.time_base = vin.time_base
+    vout.codec_context.time_base = vin.time_base
+    vout.options = {"crf": str(opts.crf), "preset": opts.preset}
+    if rotation:
+        vout.set_display_rotation(rotation)
+    audio_map: dict[int, tuple] = {}
+    for a in inp.streams.audio:
+        name = a.codec_context.name
+        if name in COPYABLE_AUDIO.get(fmt, set()):
+            audio_map[a.index] = (out.add_stream_from_template(a), None)
+        else:
+            enc = out.add_stream("aac", rate=a.codec_context.sample_rate or 48000)
+            enc.layout = a.codec_context.layout.name if a.codec_context.layout else "stereo"
+            audio_map[a.index] = (enc, av.AudioResampler(format="fltp", layout=enc.layout, rate=enc.rate))
+            report.audio_reencoded += 1
+            report.warnings.append(f"audio stream {a.index} ({name}) cannot go into {fmt} as it is: re-encoded as AAC")
+    report.audio_streams = len(audio_map)
+    tracker = FaceTracker(opts.selection, reference, opts.smoothing)
+    pending: list = []
+    bad_packets = 0
+    sem = asyncio.Semaphore(max(opts.in_flight, 1))
+    t_start = time.perf_counter()
+
+    async def embed(data: bytes):
+        async with sem:
+            return await client.embed(data)
+
+    async def swap_at(data: bytes, kps: np.ndarray):
+        async with sem:
+            return await client.swap_at(data, source_latent, np.stack(kps), output_format="bmp")
+
+    async def flush(chunk: list) -> None:
+        frames_bgr = [_upright(f.to_ndarray(format="bgr24"), rotation) for f in chunk]
+        blobs = [cv2.imencode(".bmp", img)[1].tobytes() for img in frames_bgr]
+        found = await asyncio.gather(*(embed(b) for b in blobs))
+        tb = float(vin.time_base)
+        chosen = [tracker.update((f.pts or 0) * tb, r.faces) for f, r in zip(chunk, found)]
+        jobs = [swap_at(b, k) if k else None for b, k in zip(blobs, chosen)]
+        results = await asyncio.gather(*(j for j in jobs if j is not None))
+        it = iter(results)
+        for frame, img, job in zip(chunk, frames_bgr, jobs):
+            if job is not None:
+                res = next(it)
+                report.frames_swapped += 1
+                report.stand_in_models = res.stand_in_models
+                img = cv2.imdecode(np.frombuffer(res.image, np.uint8), cv2.IMREAD_COLOR)
+            new = av.VideoFrame.from_ndarray(_pad_even(_stored(img, rotation)), format="bgr24")
+            new.pts, new.time_base = frame.pts, frame.time_base
+            for pkt in vout.encode(new):
+                out.mux(pkt)
+            report.frames += 1
+        if progress:
+            elapsed = time.perf_counter() - t_start
+            progress(report.frames, max(total, report.frames), report.frames / elapsed if elapsed else 0.0)
+
+    streams = [vin, *[s for s in inp.streams.audio if s.index in audio_map]]
+    for packet in inp.demux(*streams):
+        if cancelled and cancelled():
+            raise asyncio.CancelledError
+        if packet.stream.index in audio_map:
+            if packet.dts is None:
+                continue
+            ostream, resampler = audio_map[packet.stream.index]
+            if resampler is None:
+                packet.stream = ostream
+                out.mux(packet)
+            else:
+                try:
+                    for af in packet.decode():
+                        for rf in resampler.resample(af):
+                            for p in ostream.encode(rf):
+                                out.mux(p)
+                except av.error.FFmpegError:
+                    bad_packets += 1
+            continue
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            bad_packets += 1
+            continue
+        for frame in frames:
+            pending.append(frame)
+            if len(pending) >= opts.in_flight:
+                await flush(pending)
+                pending = []
+    try:
+        for frame in vin.codec_context.decode(None):  # demux's final empty packet usually flushed already
+            pending.append(frame)
+    except av.error.EOFError:
+        pass
+    except av.error.FFmpegError:
+        bad_packets += 1
+    if pending:
+        await flush(pending)
+    for pkt in vout.encode(None):
+        out.mux(pkt)
+    for ostream, resampler in audio_map.values():
+        if resampler is not None:
+            for p in ostream.encode(None):
+                out.mux(p)
+    if bad_packets:
+        report.warnings.append(f"{bad_packets} damaged packet(s) could not be decoded and were skipped")
