@@ -11,6 +11,7 @@ import os
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from client.errors import FaceSwapError, InvalidInput, RequestTimeout, ServerUnavailable
@@ -110,6 +111,120 @@ def swap(
     trunc = " (truncated: more faces than the cap)" if res.truncated else ""
     typer.echo(f"{len(res.faces)} face(s) found, {res.faces_swapped} swapped{trunc}; wrote {output} "
                f"({res.width}x{res.height} {res.format})")
+
+
+def _source_latent(c: FaceSwapClient, source: Path) -> np.ndarray:
+    return c.embed(source).largest().latent
+
+
+@app.command(epilog=EXIT_CODES)
+def video(
+    source: Path = typer.Option(..., "--source", "-s", show_default=False, help="Photo of the wanted face."),
+    target: Path = typer.Option(..., "--target", "-t", show_default=False, help="Input video."),
+    output: Path = typer.Option(..., "--output", "-o", show_default=False,
+                                help="Output video (.mp4, .mov or .mkv): H.264, same timestamps, audio kept."),
+    selection: str = typer.Option("largest", help="largest: one person, tracked (the largest face of the first "
+                                                  "frame with a face); all: every face; or give --reference."),
+    reference: Path = typer.Option(None, show_default=False,
+                                   help="A photo of the person to swap in the video (most similar face)."),
+    smoothing: bool = typer.Option(True, help="Smooth key points across frames (One-Euro) against flicker."),
+    in_flight: int = typer.Option(8, min=1, help="Requests outstanding to Triton."),
+    crf: int = typer.Option(18, min=0, max=51, help="H.264 quality (lower is better)."),
+    url: str = URL, timeout: float = TIMEOUT,
+) -> None:
+    """Swap the face of SOURCE into a video. Frames without the chosen face pass through
+    untouched; the frame count, every timestamp (variable frame rate too), the display rotation
+    and every audio stream are kept. Odd widths/heights are padded by one pixel (H.264 4:2:0
+    needs even sizes)."""
+    import asyncio
+
+    from tqdm import tqdm
+
+    from client.library import AsyncFaceSwapClient
+    from client.video import VideoError, VideoOptions, swap_video
+
+    if output.is_dir() or not output.parent.is_dir():
+        _fail(InvalidInput(f"{output}: give a file name in an existing folder"))
+    try:
+        with FaceSwapClient(url or "127.0.0.1:8001", "grpc", timeout) as c:
+            latent = _source_latent(c, source)
+            ref = c.embed(reference).largest().embedding if reference is not None else None
+    except FaceSwapError as exc:
+        _fail(exc)
+    sel = "similar" if reference is not None else selection
+    bar = tqdm(total=0, unit="frame", desc="swap", dynamic_ncols=True)
+
+    def progress(done: int, total: int, fps: float) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix(fps=f"{fps:.1f}")
+        bar.refresh()
+
+    async def run():
+        async with AsyncFaceSwapClient(url or "127.0.0.1:8001", "grpc", timeout) as ac:
+            return await swap_video(ac, latent, target, output, VideoOptions(sel, smoothing, in_flight, crf),
+                                    reference=ref, progress=progress)
+
+    try:
+        rep = asyncio.run(run())
+    except (FaceSwapError, VideoError, ValueError) as exc:
+        bar.close()
+        _fail(exc if isinstance(exc, FaceSwapError) else InvalidInput(str(exc)))
+    bar.close()
+    for w in rep.warnings:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW, err=True)
+    _warn_stand_ins(rep.stand_in_models)
+    typer.echo(f"{rep.frames} frames ({rep.frames_swapped} swapped), {rep.audio_streams} audio stream(s), "
+               f"{rep.frames / max(rep.seconds, 1e-9):.1f} frames/s; wrote {output}")
+
+
+@app.command(epilog=EXIT_CODES)
+def batch(
+    source: Path = typer.Option(..., "--source", "-s", show_default=False, help="Photo of the wanted face."),
+    targets: Path = typer.Option(..., "--targets", "-t", show_default=False, help="A folder or a .zip of images."),
+    output: Path = typer.Option(..., "--output", "-o", show_default=False, help="Output folder."),
+    fmt: Format = typer.Option(Format.auto, "--format", help="Output format; auto = each input's."),
+    in_flight: int = typer.Option(4, min=1, help="Requests outstanding to Triton."),
+    url: str = URL, protocol: Protocol = PROTO, timeout: float = TIMEOUT,
+) -> None:
+    """Swap every image of a folder or zip; one result per file. A bad file does not stop the
+    batch: it is listed with its error in OUTPUT/batch_report.json (exit code 2 if any failed)."""
+    import asyncio
+
+    from tqdm import tqdm
+
+    from client.batch import swap_batch
+    from client.library import AsyncFaceSwapClient
+
+    try:
+        with FaceSwapClient(url, protocol.value, timeout) as c:
+            latent = _source_latent(c, source)
+    except FaceSwapError as exc:
+        _fail(exc)
+    bar = tqdm(total=0, unit="image", desc="batch", dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    async def run():
+        async with AsyncFaceSwapClient(url, protocol.value, timeout) as ac:
+            return await swap_batch(ac, latent, targets, output, in_flight, progress, output_format=fmt.value)
+
+    try:
+        rep = asyncio.run(run())
+    except ValueError as exc:
+        bar.close()
+        _fail(InvalidInput(str(exc)))
+    bar.close()
+    for item in rep.items:
+        if item.error:
+            typer.secho(f"failed: {item.name}: {item.error}", fg=typer.colors.RED, err=True)
+    _warn_stand_ins(rep.stand_in_models)
+    typer.echo(f"{len(rep.items) - rep.failed}/{len(rep.items)} image(s) swapped into {output} "
+               f"(report: {output / 'batch_report.json'})")
+    if rep.failed:
+        raise typer.Exit(2)
 
 
 @app.command(epilog=EXIT_CODES)

@@ -9,7 +9,8 @@
   frame rate is kept; the frame count is the decodable input frames'), the stored orientation
   and the display rotation of the input. Odd widths/heights are padded by one pixel (edge
   replicated) on the right/bottom, because 4:2:0 H.264 needs even sizes.
-- Every audio stream is copied packet for packet; where the output container cannot hold its
+- Every audio stream is copied packet for packet (each packet test-decoded, damaged ones
+  dropped with a warning); where the output container cannot hold its
   codec (e.g. PCM in MP4) it is re-encoded as AAC, and a warning says so.
 - Undecodable packets (damaged bytes) are skipped with a warning; the job completes.
 """
@@ -227,6 +228,11 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
                 continue
             ostream, resampler = audio_map[packet.stream.index]
             if resampler is None:
+                try:
+                    packet.decode()  # a damaged packet would make the output undecodable: drop it
+                except av.error.FFmpegError:
+                    bad_packets += 1
+                    continue
                 packet.stream = ostream
                 out.mux(packet)
             else:

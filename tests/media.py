@@ -93,14 +93,10 @@ def probe(path: Path) -> dict:
         times.append(float(f.pts * f.time_base))
         rotation = int(getattr(f, "rotation", 0) or 0)
     audio = []
-    for a in c.streams.audio:
-        c2 = av.open(str(path))
-        samples, sr = 0, a.codec_context.sample_rate
-        for af in c2.decode(c2.streams.audio[a.index - len(c.streams.video) if False else
-                                             [s.index for s in c2.streams.audio].index(a.index)]):
-            samples += af.samples
-        c2.close()
-        audio.append({"codec": a.codec_context.name, "seconds": samples / sr})
+    for k, a in enumerate(c.streams.audio):
+        with av.open(str(path)) as c2:
+            samples = sum(af.samples for af in c2.decode(c2.streams.audio[k]))
+        audio.append({"codec": a.codec_context.name, "seconds": samples / a.codec_context.sample_rate})
     info = {"frames": len(times), "times": times, "rotation": rotation, "width": v.codec_context.width,
             "height": v.codec_context.height, "audio": audio,
             "duration": float(c.duration / av.time_base) if c.duration else None}
