@@ -353,3 +353,97 @@ def test_slow_triton_is_504(gw_triton, tmp_path):
             assert c.get("/healthz").status_code == 200
     finally:
         g.stop()
+
+
+def _wait_job(c: httpx.Client, job_id: str, states=("done", "failed", "cancelled"), timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        j = c.get(f"/v1/jobs/{job_id}").json()
+        if j["status"] in states:
+            return j
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} stuck: {j}")
+
+
+def _clip(tmp_path: Path, n: int = 24, size=(480, 270)) -> bytes:
+    from tests.media import moving_face_frames, write_clip
+
+    p = tmp_path / f"clip_{n}.mp4"
+    write_clip(p, moving_face_frames(load("portrait_obama_official.jpg"), size, n), audio=[("aac", 48000, n / 30)])
+    return p.read_bytes()
+
+
+def test_video_job_end_to_end(gw, http, tmp_path):
+    r = http.post("/v1/jobs", files=files(video=_clip(tmp_path), source=OBAMA))
+    assert r.status_code == 202 and r.headers["location"].endswith(r.json()["id"])
+    job_id = r.json()["id"]
+    early = http.get(f"/v1/jobs/{job_id}/result")
+    assert early.status_code in (200, 409)
+    j = _wait_job(http, job_id)
+    assert j["status"] == "done" and j["progress"] == 1.0 and j["done"] == 24, j
+    res = http.get(f"/v1/jobs/{job_id}/result")
+    assert res.status_code == 200 and res.headers["content-type"] == "video/mp4"
+    out = tmp_path / "result.mp4"
+    out.write_bytes(res.content)
+    from tests.media import probe
+
+    info = probe(out)
+    assert info["frames"] == 24 and len(info["audio"]) == 1
+    assert http.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert http.get(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_batch_job_lists_bad_files(http, tmp_path):
+    f = [("images", ("a.jpg", image_path("portrait_biden_official.jpg").read_bytes(), "image/jpeg")),
+         ("images", ("../../b.png", b"not an image", "image/png")),
+         ("source", ("s.jpg", OBAMA.read_bytes(), "image/jpeg"))]
+    job_id = http.post("/v1/jobs", files=f).json()["id"]
+    j = _wait_job(http, job_id)
+    assert j["status"] == "done" and len(j["warnings"]) == 1 and "unsupported" in j["warnings"][0]
+    res = http.get(f"/v1/jobs/{job_id}/result")
+    import zipfile as zf
+
+    with zf.ZipFile(io.BytesIO(res.content)) as z:
+        names = z.namelist()
+        report = json.loads(z.read("batch_report.json"))
+    assert len(names) == 2 and report["failed"] == 1 and all("/" not in n for n in names)
+
+
+def test_job_errors(http, tmp_path):
+    r = http.post("/v1/jobs", files=files(video=b"definitely not a video", source=OBAMA))
+    assert (r.status_code, r.json()["code"]) == (415, "unsupported_media_type")
+    r = http.post("/v1/jobs", files=files(video=_clip(tmp_path, 6), source=image_path("noface_rocket.jpg")))
+    assert (r.status_code, r.json()["code"]) == (422, "no_face_in_source")
+    r = http.post("/v1/jobs", files=files(source=OBAMA))
+    assert (r.status_code, r.json()["code"]) == (422, "missing_media")
+    assert http.get("/v1/jobs/" + "0" * 32).json()["code"] == "job_not_found"
+
+
+def test_cancel_a_running_job(http, tmp_path):
+    job_id = http.post("/v1/jobs", files=files(video=_clip(tmp_path, 150), source=OBAMA)).json()["id"]
+    _wait_job(http, job_id, states=("running", "done"))
+    r = http.delete(f"/v1/jobs/{job_id}")
+    assert r.status_code in (202, 204)
+    j = _wait_job(http, job_id, states=("cancelled", "done"))
+    assert j["status"] == "cancelled"
+    assert http.get(f"/v1/jobs/{job_id}/result").status_code == 409
+
+
+def test_job_survives_gateway_restart_while_running(gw, tmp_path):
+    with httpx.Client(base_url=gw.url, timeout=120) as c:
+        job_id = c.post("/v1/jobs", files=files(video=_clip(tmp_path, 150), source=OBAMA)).json()["id"]
+        deadline = time.monotonic() + 120
+        while c.get(f"/v1/jobs/{job_id}").json()["done"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+    gw.stop()
+    gw.start()
+    with httpx.Client(base_url=gw.url, timeout=120) as c:
+        j = _wait_job(c, job_id)
+        assert j["status"] == "done" and j["restarts"] == 1 and j["done"] == 150, j
+        assert any("restarted" in w for w in j["warnings"])
+        from tests.media import probe
+
+        out = tmp_path / "r.mp4"
+        out.write_bytes(c.get(f"/v1/jobs/{job_id}/result").content)
+        assert probe(out)["frames"] == 150

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     models_dir: Path = Field(ROOT / "models", description="Where the real models are expected (shown by /readyz).")
     deep_check_ttl_s: float = Field(10.0, description="Seconds a /readyz?deep=1 result is cached.")
     thumbnail_size: int = Field(64, description="Side of face thumbnails in pixels (from the 112x112 aligned crop).")
+    jobs_dir: Path = Field(ROOT / ".run" / "jobs", description="Inputs and results of video/batch jobs.")
+    max_job_upload_bytes: int = Field(500 * 1024 * 1024, description="Largest POST /v1/jobs body; more is 413.")
+    max_concurrent_jobs: int = Field(1, description="Jobs processed at once; the others wait queued.")
+    job_in_flight: int = Field(8, description="Triton requests outstanding per job.")
 
 
 @lru_cache

@@ -43,8 +43,10 @@ class _TooLarge(Exception):
 class RequestGuard:
     """Body limit + HMAC check (see module docstring)."""
 
-    def __init__(self, app: ASGIApp, max_body: int, secret: str | None, max_age_s: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, secret: str | None, max_age_s: int,
+                 large_bodies: dict[str, int] | None = None) -> None:
         self.app, self.max_body, self.secret, self.max_age_s = app, max_body, secret, max_age_s
+        self.large_bodies = large_bodies or {}
         self._seen: OrderedDict[str, float] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -52,16 +54,17 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        limit = self.large_bodies.get(scope["path"], self.max_body)
         declared = headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
+        if declared and declared.isdigit() and int(declared) > limit:
             await self._reject(scope, receive, send, 413, "payload_too_large",
-                               f"The request body is {int(declared)} bytes; the limit is {self.max_body} bytes.")
+                               f"The request body is {int(declared)} bytes; the limit is {limit} bytes.")
             return
         try:
-            body = await self._read(receive)
+            body = await self._read(receive, limit)
         except _TooLarge:
             await self._reject(scope, receive, send, 413, "payload_too_large",
-                               f"The request body exceeds the limit of {self.max_body} bytes.")
+                               f"The request body exceeds the limit of {limit} bytes.")
             return
         path = scope["path"]
         if path not in OPEN_PATHS:
@@ -81,7 +84,7 @@ class RequestGuard:
 
         await self.app(scope, replay, send)
 
-    async def _read(self, receive: Receive) -> bytes:
+    async def _read(self, receive: Receive, limit: int) -> bytes:
         chunks, total = [], 0
         while True:
             msg = await receive()
@@ -89,7 +92,7 @@ class RequestGuard:
                 break
             chunk = msg.get("body", b"")
             total += len(chunk)
-            if total > self.max_body:
+            if total > limit:
                 raise _TooLarge
             chunks.append(chunk)
             if not msg.get("more_body", False):

@@ -1,0 +1,241 @@
+"""Video and batch jobs: kept in the gateway's SQLite file, run by a bounded pool of workers.
+
+A job is ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled``. Inputs and results
+live under ``jobs_dir/<id>/``. Each worker thread runs the job with its own asyncio loop and
+gRPC client (``client.video`` / ``client.batch``), writing progress to the store.
+
+Restarts: at shutdown, running jobs are interrupted and left ``running``; at start, every
+``queued`` or ``running`` job is queued again (a running one restarts from its first frame,
+with a warning saying so). No job is silently lost; one whose input is gone is ``failed``
+with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from client import AsyncFaceSwapClient, FaceSwapError
+from client.batch import swap_batch
+from client.video import VideoError, VideoOptions, swap_video
+
+log = logging.getLogger("gateway.jobs")
+ACTIVE = ("queued", "running")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,
+    updated_at REAL NOT NULL, progress REAL NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0, eta_s REAL, warnings TEXT NOT NULL DEFAULT '[]', error TEXT,
+    input TEXT NOT NULL, result TEXT, latent BLOB NOT NULL, reference BLOB, options TEXT NOT NULL,
+    restarts INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass
+class Job:
+    """A job's row. ``done``/``total`` count frames (video) or files (batch)."""
+
+    id: str
+    kind: str
+    status: str
+    created_at: float
+    updated_at: float
+    progress: float = 0.0
+    done: int = 0
+    total: int = 0
+    eta_s: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    input: str = ""
+    result: str | None = None
+    options: dict = field(default_factory=dict)
+    restarts: int = 0
+
+    def public(self) -> dict:
+        d = asdict(self)
+        d.pop("input")
+        d["result_ready"] = self.status == "done" and self.result is not None
+        d.pop("result")
+        return d
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def create(self, kind: str, input_path: str, latent: np.ndarray, reference: np.ndarray | None, options: dict,
+               job_id: str) -> Job:
+        now = time.time()
+        with self._lock:
+            self._db.execute("INSERT INTO jobs (id, kind, status, created_at, updated_at, input, latent, reference, "
+                             "options) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                             (job_id, kind, now, now, input_path, np.asarray(latent, np.float32).tobytes(),
+                              None if reference is None else np.asarray(reference, np.float32).tobytes(),
+                              json.dumps(options)))
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT id, kind, status, created_at, updated_at, progress, done, total, eta_s, "
+                                   "warnings, error, input, result, options, restarts FROM jobs WHERE id = ?",
+                                   (job_id,)).fetchone()
+        if row is None:
+            return None
+        return Job(*row[:9], json.loads(row[9]), row[10], row[11], row[12], json.loads(row[13]), row[14])
+
+    def vectors(self, job_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        with self._lock:
+            lat, ref = self._db.execute("SELECT latent, reference FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return np.frombuffer(lat, np.float32), None if ref is None else np.frombuffer(ref, np.float32)
+
+    def update(self, job_id: str, **fields) -> None:
+        if "warnings" in fields:
+            fields["warnings"] = json.dumps(fields["warnings"])
+        fields["updated_at"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+
+    def active(self) -> list[Job]:
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE status IN ('queued', 'running') "
+                                                   "ORDER BY created_at")]
+        return [j for j in (self.get(i) for i in ids) if j is not None]
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class JobRunner:
+    """Runs jobs on ``workers`` threads; ``cancel`` stops one, ``shutdown`` interrupts all."""
+
+    def __init__(self, store: JobStore, jobs_dir: Path, triton_url: str, timeout_s: float, workers: int,
+                 in_flight: int) -> None:
+        self.store, self.jobs_dir, self.triton_url = store, Path(jobs_dir), triton_url
+        self.timeout_s, self.in_flight = timeout_s, in_flight
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="job")
+        self._cancel: dict[str, str] = {}
+        self._stopping = False
+
+    def new_dir(self) -> tuple[str, Path]:
+        job_id = uuid.uuid4().hex
+        d = self.jobs_dir / job_id
+        d.mkdir(parents=True)
+        return job_id, d
+
+    def submit(self, job_id: str) -> None:
+        self._pool.submit(self._run, job_id)
+
+    def recover(self) -> int:
+        """Queue again every job left queued or running by an earlier process; returns how many."""
+        jobs = self.store.active()
+        for job in jobs:
+            if job.status == "running":
+                warnings = [*job.warnings, "the gateway restarted while this job ran: it was started again "
+                                           "from the beginning"]
+                self.store.update(job.id, status="queued", warnings=warnings, restarts=job.restarts + 1,
+                                  progress=0.0, done=0)
+            self.submit(job.id)
+        return len(jobs)
+
+    def cancel(self, job_id: str) -> None:
+        self._cancel[job_id] = "cancelled"
+        job = self.store.get(job_id)
+        if job is not None and job.status == "queued":
+            self.store.update(job_id, status="cancelled")
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _stop_reason(self, job_id: str) -> str | None:
+        return "shutdown" if self._stopping else self._cancel.get(job_id)
+
+    def _run(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job is None or job.status not in ACTIVE or self._stop_reason(job_id):
+            return
+        self.store.update(job_id, status="running", error=None)
+        try:
+            warnings, result = asyncio.run(self._run_async(job))
+            self.store.update(job_id, status="done", progress=1.0, eta_s=0.0, result=result,
+                              warnings=[*job.warnings, *warnings])
+        except _Interrupted:
+            if self._stop_reason(job_id) == "cancelled":
+                self.store.update(job_id, status="cancelled")
+            # shutdown: left "running" so that the next start queues it again
+        except (FaceSwapError, VideoError, ValueError, OSError, zipfile.BadZipFile) as exc:
+            self.store.update(job_id, status="failed", error=str(exc))
+            log.warning("job %s failed: %s", job_id, exc)
+        except Exception as exc:  # a job must end in a state, whatever broke
+            log.exception("job %s crashed", job_id)
+            self.store.update(job_id, status="failed", error=f"internal error: {exc}")
+
+    async def _run_async(self, job: Job) -> tuple[list[str], str]:
+        latent, reference = self.store.vectors(job.id)
+        d = Path(job.input).parent
+        t0, last = time.monotonic(), [0.0]
+
+        def stop() -> bool:
+            return self._stop_reason(job.id) is not None
+
+        def progress(done: int, total: int, fps: float | None = None) -> None:
+            now = time.monotonic()
+            if now - last[0] < 0.5 and done < total:
+                return
+            last[0] = now
+            rate = fps if fps else done / max(now - t0, 1e-6)
+            eta = (total - done) / rate if rate > 0 and total >= done else None
+            self.store.update(job.id, done=done, total=total, progress=min(done / total, 1.0) if total else 0.0,
+                              eta_s=eta)
+
+        async with AsyncFaceSwapClient(self.triton_url, "grpc", timeout=self.timeout_s) as client:
+            try:
+                if job.kind == "video":
+                    out = d / "result.mp4"
+                    opts = VideoOptions(job.options.get("selection", "largest"), job.options.get("smoothing", True),
+                                        self.in_flight)
+                    rep = await swap_video(client, latent, Path(job.input), out, opts, reference, progress, stop)
+                    return rep.warnings + ([f"stand-in models used: {', '.join(rep.stand_in_models)}"]
+                                           if rep.stand_in_models else []), str(out)
+                out_dir = d / "results"
+                if out_dir.exists():
+                    shutil.rmtree(out_dir)
+                rep = await swap_batch(client, latent, Path(job.input), out_dir, self.in_flight, progress, stop,
+                                       output_format=job.options.get("output_format", "auto"))
+                if stop():
+                    raise _Interrupted
+                zpath = d / "result.zip"
+                with zipfile.ZipFile(zpath, "w") as z:
+                    for p in sorted(out_dir.iterdir()):
+                        z.write(p, p.name)
+                warnings = [f"{i.name}: {i.error}" for i in rep.items if i.error]
+                return warnings, str(zpath)
+            except asyncio.CancelledError:
+                raise _Interrupted from None
