@@ -41,9 +41,10 @@ demo: setup              ## real photos through a real Triton server, end to end
 test: setup              ## the whole test suite (starts its own servers on free loopback ports)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
-bench: setup             ## face_swap throughput (tiny, full) vs insightface, and the gateway's added latency
+bench: setup             ## face_swap images/s vs insightface, gateway added latency, 720p video frames/s
 	$(VPY) -m tools.bench
 	$(VPY) -m tools.bench_gateway
+	$(VPY) -m tools.bench_video
 
 lint: setup
 	$(VPY) -m pip install -q ruff==0.8.4

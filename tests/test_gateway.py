@@ -366,7 +366,7 @@ def _wait_job(c: httpx.Client, job_id: str, states=("done", "failed", "cancelled
 
 
 def _clip(tmp_path: Path, n: int = 24, size=(480, 270)) -> bytes:
-    from tests.media import moving_face_frames, write_clip
+    from tools.media import moving_face_frames, write_clip
 
     p = tmp_path / f"clip_{n}.mp4"
     write_clip(p, moving_face_frames(load("portrait_obama_official.jpg"), size, n), audio=[("aac", 48000, n / 30)])
@@ -385,7 +385,7 @@ def test_video_job_end_to_end(gw, http, tmp_path):
     assert res.status_code == 200 and res.headers["content-type"] == "video/mp4"
     out = tmp_path / "result.mp4"
     out.write_bytes(res.content)
-    from tests.media import probe
+    from tools.media import probe
 
     info = probe(out)
     assert info["frames"] == 24 and len(info["audio"]) == 1
@@ -442,7 +442,7 @@ def test_job_survives_gateway_restart_while_running(gw, tmp_path):
         j = _wait_job(c, job_id)
         assert j["status"] == "done" and j["restarts"] == 1 and j["done"] == 150, j
         assert any("restarted" in w for w in j["warnings"])
-        from tests.media import probe
+        from tools.media import probe
 
         out = tmp_path / "r.mp4"
         out.write_bytes(c.get(f"/v1/jobs/{job_id}/result").content)

@@ -17,7 +17,7 @@ from client.batch import swap_batch
 from client.tracking import FaceTracker, OneEuro
 from client.video import VideoOptions, swap_video
 from tests.conftest import image_path, load
-from tests.media import moving_face_frames, probe, write_clip
+from tools.media import moving_face_frames, probe, write_clip
 
 pytestmark = pytest.mark.server
 

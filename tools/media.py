@@ -1,4 +1,4 @@
-"""Test media made from real photos: a face moving across frames, tones as audio (PyAV)."""
+"""Media for tests and benchmarks, made from real photos: a face moving across frames, tones as audio (PyAV)."""
 
 from __future__ import annotations
 
