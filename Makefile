@@ -5,7 +5,12 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup models standins repository serve stop demo test bench lint clean
+.PHONY: setup setup-web models standins repository serve stop web demo test test-py test-web bench lint clean
+
+# The Worker's tools must not phone home (see ../shared/WORKER.md).
+export WRANGLER_SEND_METRICS = false
+export CLOUDFLARE_CF_FETCH_ENABLED = false
+WEB_STAMP := worker/node_modules/.installed
 
 setup: $(STAMP)
 
@@ -16,6 +21,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VPY) -m pip install -q --no-deps insightface==0.7.3
 	$(VPY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+setup-web: $(WEB_STAMP)   ## Node packages of the Worker (npm ci) and Debian Chromium for the browser test
+
+$(WEB_STAMP): worker/package-lock.json worker/package.json
+	cd worker && npm ci --no-audit --no-fund
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian chromium (browser end-to-end test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	touch $(WEB_STAMP)
 
 models: setup            ## download the real models (size + SHA-256 checked); offline: says what is missing
 	$(VPY) -m tools.download
@@ -32,14 +47,30 @@ repository: setup        ## write the CPU and GPU model repositories (config.pbt
 serve: setup             ## Triton (HTTP 8000, gRPC 8001, metrics 8002) and the gateway (8080), loopback
 	FACESWAP_STANDIN_SIZE=$${FACESWAP_STANDIN_SIZE:-full} $(VPY) -m tools.server start
 
-stop:                    ## stop what `make serve` started (gateway and Triton)
+stop:                    ## stop what `make serve` / `make web` started
 	@test -x $(VPY) && $(VPY) -m tools.server stop || true
+	@test -f .run/wrangler.pid && { kill -- -$$(cat .run/wrangler.pid) 2>/dev/null; rm -f .run/wrangler.pid; echo "worker stopped"; } || true
+
+web: setup setup-web     ## Triton + gateway (signed) + the Worker with local R2 on http://127.0.0.1:8787
+	@mkdir -p .run && test -s .run/web_secret || $(VPY) -c "import secrets; print(secrets.token_hex(32))" > .run/web_secret
+	FACESWAP_STANDIN_SIZE=$${FACESWAP_STANDIN_SIZE:-full} FACESWAP_GATEWAY_HMAC_SECRET=$$(cat .run/web_secret) \
+	  $(VPY) -m tools.server start
+	cd worker && setsid npx wrangler dev --local --ip 127.0.0.1 --port 8787 --persist-to ../.run/wrangler \
+	  --var GATEWAY_URL:http://127.0.0.1:8080 --var GATEWAY_SECRET:$$(cat ../.run/web_secret) \
+	  --show-interactive-dev-session=false > ../.run/wrangler.log 2>&1 & echo $$! > .run/wrangler.pid
+	@for i in $$(seq 60); do curl -fs http://127.0.0.1:8787/ >/dev/null && break; sleep 0.5; done
+	@echo "web page: http://127.0.0.1:8787 (R2 kept in .run/wrangler; log .run/wrangler.log); stop with make stop"
 
 demo: setup              ## real photos through a real Triton server, end to end
 	$(VPY) -m tools.demo
 
-test: setup              ## the whole test suite (starts its own servers on free loopback ports)
+test: test-py test-web   ## the whole test suite (starts its own servers on free loopback ports)
+
+test-py: setup
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+test-web: setup setup-web ## Worker: typecheck, vitest on the Workers runtime, browser end to end
+	cd worker && npm test
 
 bench: setup             ## face_swap images/s vs insightface, gateway added latency, 720p video frames/s
 	$(VPY) -m tools.bench

@@ -1,0 +1,51 @@
+import type { AppEnv } from "./env";
+
+const hex = (buf: ArrayBuffer) => [...new Uint8Array(buf)].map((x) => x.toString(16).padStart(2, "0")).join("");
+
+/**
+ * Call the gateway, signed: X-Faceswap-Signature = hex HMAC-SHA256(secret,
+ * METHOD \n PATH[?QUERY] \n TIMESTAMP \n hex SHA-256(body)), as gateway/core/guard.py checks.
+ */
+export async function callGateway(env: AppEnv, method: string, path: string, body?: FormData,
+                                  accept = "application/json"): Promise<Response> {
+  let bytes = new Uint8Array();
+  const headers = new Headers({ Accept: accept });
+  if (body) {
+    const req = new Request("http://form.local/", { method: "POST", body });
+    bytes = new Uint8Array(await req.arrayBuffer());
+    headers.set("Content-Type", req.headers.get("Content-Type") ?? "multipart/form-data");
+  }
+  if (env.GATEWAY_SECRET) {
+    const ts = String(Math.floor(Date.now() / 1000));
+    const bodyHash = hex(await crypto.subtle.digest("SHA-256", bytes));
+    const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(env.GATEWAY_SECRET),
+      { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    const msg = new TextEncoder().encode(`${method}\n${path}\n${ts}\n${bodyHash}`);
+    headers.set("X-Faceswap-Timestamp", ts);
+    headers.set("X-Faceswap-Signature", hex(await crypto.subtle.sign("HMAC", key, msg)));
+  }
+  return fetch(env.GATEWAY_URL.replace(/\/$/, "") + path, {
+    method, headers, body: body ? bytes : undefined,
+  });
+}
+
+/** Turn a failed gateway answer into the Worker's answer: 4xx pass through with their JSON
+ * body; 503 stays 503 (service not ready); anything else is 502. */
+export async function gatewayFailure(res: Response): Promise<Response> {
+  let body: { code?: string; message?: string } = {};
+  try {
+    body = await res.json();
+  } catch {
+    body = {};
+  }
+  if (res.status >= 400 && res.status < 500) {
+    return Response.json({ code: body.code ?? "bad_request", message: body.message ?? "The request was refused." },
+      { status: res.status });
+  }
+  if (res.status === 503) {
+    return Response.json({ code: "service_not_ready", message: "The face-swap service is not ready; try again shortly." },
+      { status: 503, headers: { "Retry-After": res.headers.get("Retry-After") ?? "5" } });
+  }
+  return Response.json({ code: "gateway_error", message: `The face-swap service failed (${res.status}).` },
+    { status: 502 });
+}

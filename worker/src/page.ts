@@ -1,0 +1,133 @@
+/** The web page: choose or drop a source photo and a target photo or video, swap, see the result. */
+export const PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Face swap</title>
+<style>
+  :root { font-family: system-ui, sans-serif; color: #1d2330; background: #f4f6fa; }
+  body { margin: 0 auto; max-width: 980px; padding: 1rem; }
+  h1 { font-size: 1.5rem; }
+  .pickers { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
+  @media (max-width: 640px) { .pickers { grid-template-columns: 1fr; } }
+  .drop { border: 2px dashed #8a94a8; border-radius: 12px; padding: 1rem; background: #fff; min-height: 12rem;
+          display: flex; flex-direction: column; gap: .5rem; }
+  .drop.over { border-color: #2f6fed; background: #eef3ff; }
+  .drop img, .drop video, #result img, #result video { max-width: 100%; max-height: 18rem; object-fit: contain; }
+  label { font-weight: 600; }
+  input[type=file]:focus-visible, button:focus-visible, a:focus-visible { outline: 3px solid #2f6fed; outline-offset: 2px; }
+  button { font-size: 1.1rem; padding: .6rem 1.6rem; border-radius: 8px; border: 0; background: #2f6fed; color: #fff;
+           margin: 1rem 0; cursor: pointer; }
+  button:disabled { background: #9aa7c2; cursor: progress; }
+  #status { min-height: 1.5rem; }
+  #status.error { color: #b00020; font-weight: 600; }
+  progress { width: 100%; }
+  #result { background: #fff; border-radius: 12px; padding: 1rem; }
+  #result[hidden] { display: none; }
+</style>
+</head>
+<body>
+<main>
+  <h1>Face swap</h1>
+  <p>Choose (or drop) a photo of the face you want, and a photo or video to put it into.</p>
+  <form id="form">
+    <div class="pickers">
+      <div class="drop" id="drop-source">
+        <label for="source">Source photo (the face you want)</label>
+        <input id="source" name="source" type="file" accept="image/jpeg,image/png,image/webp" required>
+        <div class="preview" id="preview-source" aria-live="polite"></div>
+      </div>
+      <div class="drop" id="drop-target">
+        <label for="target">Target photo or video</label>
+        <input id="target" name="target" type="file" accept="image/jpeg,image/png,image/webp,video/mp4,video/x-matroska" required>
+        <div class="preview" id="preview-target" aria-live="polite"></div>
+      </div>
+    </div>
+    <button id="swap" type="submit">Swap</button>
+  </form>
+  <div id="status" role="status" aria-live="polite"></div>
+  <progress id="progress" max="1" value="0" hidden aria-label="Progress"></progress>
+  <section id="result" hidden aria-label="Result">
+    <h2>Result</h2>
+    <div id="result-media"></div>
+    <p><a id="download" href="#" download>Download the result</a></p>
+  </section>
+</main>
+<script>
+const MESSAGES = {
+  no_face_in_source: "No face was found in the source photo: choose a photo where the face is clearly visible.",
+  payload_too_large: "That file is too big.",
+  image_too_large: "That image has too many pixels.",
+  unsupported_media_type: "That file type is not supported: use a JPEG, PNG or WebP photo (or an MP4 video).",
+  corrupt_image: "That image file is damaged and cannot be read.",
+  service_not_ready: "The face-swap service is not ready yet; please try again in a minute.",
+  gateway_unreachable: "The face-swap service cannot be reached right now; please try again later.",
+  gateway_error: "The face-swap service failed; please try again.",
+  missing_file: "Choose both a source photo and a target.",
+};
+const $ = (id) => document.getElementById(id);
+function say(text, error = false) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
+function explain(body, status) {
+  const base = MESSAGES[body.code] || body.message || ("The request failed (" + status + ").");
+  return body.code === "payload_too_large" && body.message ? base + " " + body.message : base;
+}
+function preview(input, box) {
+  const f = input.files[0]; box.textContent = "";
+  if (!f) return;
+  const url = URL.createObjectURL(f);
+  const el = document.createElement(f.type.startsWith("video/") ? "video" : "img");
+  el.src = url; if (el.tagName === "VIDEO") { el.controls = true; el.muted = true; } else { el.alt = "Preview of " + f.name; }
+  box.appendChild(el);
+}
+for (const role of ["source", "target"]) {
+  const input = $(role), drop = $("drop-" + role), box = $("preview-" + role);
+  input.addEventListener("change", () => preview(input, box));
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+    if (e.dataTransfer.files.length) { input.files = e.dataTransfer.files; preview(input, box); }
+  });
+}
+function show(url, isVideo) {
+  const media = $("result-media"); media.textContent = "";
+  const el = document.createElement(isVideo ? "video" : "img");
+  el.src = url; if (isVideo) el.controls = true; else { el.alt = "Swapped result"; el.id = "result-image"; }
+  media.appendChild(el); $("download").href = url; $("result").hidden = false;
+}
+async function poll(path) {
+  for (;;) {
+    const r = await fetch(path); const j = await r.json();
+    if (!r.ok) throw new Error(explain(j, r.status));
+    if (j.status === "done") return j;
+    if (j.status === "failed" || j.status === "cancelled") throw new Error("The video job " + j.status + ": " + (j.error || ""));
+    $("progress").value = j.progress || 0;
+    say("Working: " + (j.done || 0) + " of " + (j.total || "?") + " frames" + (j.eta_s ? ", about " + Math.ceil(j.eta_s) + " s left" : "") + "...");
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+}
+$("form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const source = $("source").files[0], target = $("target").files[0];
+  if (!source || !target) { say(MESSAGES.missing_file, true); return; }
+  const isVideo = target.type.startsWith("video/");
+  const fd = new FormData(); fd.append("source", source); fd.append(isVideo ? "video" : "target", target);
+  $("swap").disabled = true; $("result").hidden = true; $("progress").hidden = false; $("progress").removeAttribute("value");
+  say(isVideo ? "Uploading the video..." : "Swapping faces...");
+  try {
+    const r = await fetch(isVideo ? "/api/jobs" : "/api/swap", { method: "POST", body: fd });
+    const j = await r.json();
+    if (!r.ok) throw new Error(explain(j, r.status));
+    if (isVideo) { const done = await poll(j.poll); show(done.result, true); say("Done."); }
+    else {
+      show(j.result, false);
+      say(j.facesDetected === 0 ? "No face was found in the target: it is shown unchanged." :
+          "Done: " + j.facesSwapped + " face(s) swapped." + (j.standInModels.length ? " (Stand-in models: not a real swap.)" : ""));
+    }
+  } catch (err) { say(err.message, true); }
+  finally { $("swap").disabled = false; $("progress").hidden = true; }
+});
+</script>
+</body>
+</html>`;

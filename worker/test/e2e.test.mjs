@@ -1,0 +1,119 @@
+// End to end in a real browser: Triton + gateway (Python, loopback) + the Worker (wrangler dev
+// --local) + Debian Chromium driven by playwright-core. Uploads two real photos, waits for the
+// swapped image, checks its size and that pixels changed only around the faces, saves a screenshot.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, "..", "..");
+const PY = join(ROOT, ".venv", "bin", "python");
+const SHARED = process.env.FACESWAP_SHARED_IMAGES ?? [resolve(ROOT, "..", "shared", "images"), "/work/shared/images"]
+  .find((p) => existsSync(p));
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const BASE = 20000 + Math.floor(Math.random() * 20000);
+const PORTS = { http: BASE, grpc: BASE + 1, metrics: BASE + 2, gateway: BASE + 3, worker: BASE + 4 };
+const SECRET = "e2e-secret-" + BASE;
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false",
+  FACESWAP_STANDIN_SIZE: "tiny", FACESWAP_GATEWAY_HMAC_SECRET: SECRET,
+  FACESWAP_GATEWAY_STORE_PATH: join(mkdtempSync(join(tmpdir(), "fs-e2e-")), "faces.sqlite3") };
+delete env.CLOUDFLARE_API_TOKEN;
+const serverArgs = ["-m", "tools.server", "--http-port", String(PORTS.http), "--grpc-port", String(PORTS.grpc),
+  "--metrics-port", String(PORTS.metrics), "--gateway-port", String(PORTS.gateway)];
+let wrangler;
+
+async function waitFor(url, ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try { if ((await fetch(url)).ok) return; } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  throw new Error(`${url} did not answer in ${ms} ms`);
+}
+
+before(async () => {
+  assert.ok(SHARED, "real photos are needed: provide ../shared/images or set FACESWAP_SHARED_IMAGES");
+  assert.ok(existsSync(CHROMIUM), `Chromium is needed at ${CHROMIUM}: apt-get install chromium (make setup-web does)`);
+  assert.ok(existsSync(PY), "the Python environment is needed: run `make setup` first");
+  const started = spawnSync(PY, [...serverArgs.slice(0, 2), "start", ...serverArgs.slice(2)],
+    { cwd: ROOT, env, encoding: "utf8", timeout: 300_000 });
+  assert.equal(started.status, 0, `Triton/gateway did not start:\n${started.stdout}\n${started.stderr}`);
+  const persist = mkdtempSync(join(tmpdir(), "fs-r2-"));
+  wrangler = spawn("npx", ["wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", String(PORTS.worker),
+    "--persist-to", persist, "--var", `GATEWAY_URL:http://127.0.0.1:${PORTS.gateway}`, "--var", `GATEWAY_SECRET:${SECRET}`,
+    "--show-interactive-dev-session=false"], { cwd: join(ROOT, "worker"), env, stdio: "ignore", detached: true });
+  await waitFor(`http://127.0.0.1:${PORTS.worker}/`, 60_000);
+});
+
+after(() => {
+  if (wrangler) try { process.kill(-wrangler.pid, "SIGTERM"); } catch { /* gone */ }
+  spawnSync(PY, [...serverArgs.slice(0, 2), "stop", ...serverArgs.slice(2)], { cwd: ROOT, env, timeout: 120_000 });
+});
+
+test("a swap in the browser: the result has the target's size and changes only around faces", async () => {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--headless", "--no-sandbox", "--disable-gpu",
+    "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-quic", "--no-first-run", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"] });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1100, height: 1300 } });
+    await page.goto(`http://127.0.0.1:${PORTS.worker}/`);
+    const target = join(SHARED, "two_obama_biden.jpg");
+    await page.setInputFiles("#source", join(SHARED, "portrait_obama_official.jpg"));
+    await page.setInputFiles("#target", target);
+    const answer = page.waitForResponse((r) => r.url().endsWith("/api/swap"));
+    await page.keyboard.press("Tab"); // keyboard reachable
+    await page.click("#swap");
+    const swap = await (await answer).json();
+    assert.ok(swap.facesSwapped >= 1, JSON.stringify(swap));
+    await page.waitForSelector("#result-image", { state: "visible", timeout: 120_000 });
+    await page.waitForFunction(() => document.getElementById("result-image").complete);
+    const check = await page.evaluate(async ({ faces }) => {
+      const load = (src) => new Promise((ok, bad) => { const i = new Image(); i.onload = () => ok(i); i.onerror = bad; i.src = src; });
+      const res = document.getElementById("result-image");
+      const tgt = await load(document.querySelector("#preview-target img").src);
+      const pixels = (img) => { const c = document.createElement("canvas"); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext("2d"); g.drawImage(img, 0, 0); return g.getImageData(0, 0, c.width, c.height).data; };
+      const a = pixels(res), b = pixels(tgt), w = res.naturalWidth, h = res.naturalHeight;
+      let changed = 0, outside = 0;
+      const inside = (x, y) => faces.some((f) => { const [x1, y1, x2, y2] = f.box; const mw = (x2 - x1) * 0.5, mh = (y2 - y1) * 0.5;
+        return x >= x1 - mw && x <= x2 + mw && y >= y1 - mh && y <= y2 + mh; });
+      for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+        const i = 4 * (y * w + x);
+        if (Math.abs(a[i] - b[i]) + Math.abs(a[i + 1] - b[i + 1]) + Math.abs(a[i + 2] - b[i + 2]) > 60) {
+          changed++; if (!inside(x, y)) outside++;
+        }
+      }
+      return { w, h, tw: tgt.naturalWidth, th: tgt.naturalHeight, changed, outside };
+    }, { faces: swap.faces.filter((f) => f.swapped) });
+    assert.equal(check.w, check.tw);
+    assert.equal(check.h, check.th);
+    assert.ok(check.changed > 100, `too few pixels changed: ${JSON.stringify(check)}`);
+    assert.ok(check.outside <= 0.001 * check.w * check.h, `pixels changed away from the faces: ${JSON.stringify(check)}`);
+    assert.match(await page.textContent("#status"), /face\(s\) swapped/);
+    mkdirSync(join(ROOT, "out"), { recursive: true });
+    await page.screenshot({ path: join(ROOT, "out", "worker_e2e.png"), fullPage: true });
+  } finally {
+    await browser.close();
+  }
+});
+
+test("a face-less source gets a clear sentence", async () => {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--headless", "--no-sandbox", "--disable-gpu",
+    "--disable-background-networking", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"] });
+  try {
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 } }); // a narrow screen
+    await page.goto(`http://127.0.0.1:${PORTS.worker}/`);
+    await page.setInputFiles("#source", join(SHARED, "noface_cat_chelsea.png"));
+    await page.setInputFiles("#target", join(SHARED, "two_obama_biden.jpg"));
+    await page.click("#swap");
+    await page.waitForSelector("#status.error", { timeout: 60_000 });
+    assert.match(await page.textContent("#status"), /No face was found in the source photo/);
+  } finally {
+    await browser.close();
+  }
+});
