@@ -122,13 +122,14 @@ async def swap_video(client: AsyncFaceSwapClient, source_latent: np.ndarray, src
     try:
         inp = av.open(str(src))
     except (av.error.FFmpegError, OSError) as exc:
-        raise VideoError(f"cannot open {src.name} as a video: {exc}") from None
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise VideoError(f"the video cannot be opened (corrupt, truncated or not a video): {reason}") from None
     report = VideoReport()
     t0 = time.perf_counter()
     tmp = dst.with_name(dst.name + ".part")
     try:
         if not inp.streams.video:
-            raise VideoError(f"{src.name} has no video stream")
+            raise VideoError("the file has no video stream")
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"
         out = av.open(str(tmp), "w", format=fmt)

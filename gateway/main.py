@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         t = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
+        name = getattr(route, "path", None) or (request.url.path if response.status_code < 400 else "unmatched")
         app.state.metrics.requests.labels(name, request.method, str(response.status_code)).inc()
         app.state.metrics.latency.labels(name).observe(time.perf_counter() - t)
         return response

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from pipeline.align import crops_to_blob, norm_crop
-from pipeline.codec import decode_image, encode_image
+from pipeline.codec import MAX_PIXELS, decode_image, encode_image
 from pipeline.detection import Detections, decode_scrfd, detector_blob, letterbox
 from pipeline.embedding import ARCFACE_MEAN, ARCFACE_STD, SWAP_MEAN, SWAP_STD, normed, swap_latents
 from pipeline.paste import paste_back, swapper_output_to_bgr
@@ -51,9 +51,9 @@ class Decoded:
     alpha: np.ndarray  # uint8 [H, W], or [0, 0] when the input has no alpha
 
 
-def decode_stage(data: bytes | np.ndarray, det_size: int = 640) -> Decoded:
+def decode_stage(data: bytes | np.ndarray, det_size: int = 640, max_pixels: int = MAX_PIXELS) -> Decoded:
     """Decode image bytes and build the SCRFD input (raises ``codec.ImageError``)."""
-    d = decode_image(data)
+    d = decode_image(data, max_pixels)
     det_img, det_scale = letterbox(d.bgr, (det_size, det_size))
     alpha = d.alpha if d.alpha is not None else np.zeros((0, 0), np.uint8)
     return Decoded(d.bgr, detector_blob(det_img), det_scale, {"format": d.fmt, "grey": d.grey}, alpha)

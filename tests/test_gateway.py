@@ -160,6 +160,26 @@ def test_swap_with_registered_face_and_pairs(http):
         False, True]
 
 
+def test_face_index_implies_index_and_pairs_errors_are_plain(http):
+    r = swap(http, image_path("two_obama_biden.jpg"), OBAMA, face_index=1, accept="application/json")
+    assert r.status_code == 200 and [f["swapped"] for f in r.json()["faces"]] == [False, True]
+    r = swap(http, GROUP, pairs='{"a": 1}')
+    assert (r.status_code, r.json()["code"]) == (422, "invalid_option")
+    assert "pydantic" not in r.text and "reference_face_id" in r.json()["message"]
+
+
+def test_openapi_documents_error_bodies_and_resolves(http):
+    import re
+
+    spec = http.get("/openapi.json").json()
+    text = json.dumps(spec)
+    names = set(spec["components"]["schemas"])
+    assert all(ref.split("/")[-1] in names for ref in re.findall(r'"\$ref": "([^"]+)"', text))
+    swap_responses = spec["paths"]["/v1/swap"]["post"]["responses"]
+    assert {"200", "413", "415", "422", "503", "504"} <= set(swap_responses)
+    assert "image/png" in swap_responses["200"]["content"]
+
+
 def test_source_without_face_is_422(http):
     r = swap(http, GROUP, image_path("noface_cat_chelsea.png"))
     assert r.status_code == 422 and r.json()["code"] == "no_face_in_source"
@@ -416,6 +436,12 @@ def test_job_errors(http, tmp_path):
     assert (r.status_code, r.json()["code"]) == (422, "no_face_in_source")
     r = http.post("/v1/jobs", files=files(source=OBAMA))
     assert (r.status_code, r.json()["code"]) == (422, "missing_media")
+    r = http.post("/v1/jobs", files=files(video=b"", source=OBAMA))
+    assert (r.status_code, r.json()["code"]) == (400, "empty_file")
+    clip = _clip(tmp_path, 6)
+    r = http.post("/v1/jobs", files=files(video=clip[: len(clip) // 3], source=OBAMA))
+    assert (r.status_code, r.json()["code"]) == (422, "corrupt_video"), r.text
+    assert "/" not in r.json()["message"]  # no server paths in messages
     assert http.get("/v1/jobs/" + "0" * 32).json()["code"] == "job_not_found"
 
 
@@ -426,7 +452,8 @@ def test_cancel_a_running_job(http, tmp_path):
     assert r.status_code in (202, 204)
     j = _wait_job(http, job_id, states=("cancelled", "done"))
     assert j["status"] == "cancelled"
-    assert http.get(f"/v1/jobs/{job_id}/result").status_code == 409
+    r = http.get(f"/v1/jobs/{job_id}/result")
+    assert (r.status_code, r.json()["code"]) == (409, "job_cancelled")
 
 
 def test_job_survives_gateway_restart_while_running(gw, tmp_path):

@@ -72,7 +72,7 @@ class Stage:
 NET_MAX_BATCH = {"detector": 0, "recognizer": 32, "swapper": 8}
 NET_MODEL = {"detector": "face_detector", "recognizer": "face_recognizer", "swapper": "face_swapper"}
 #: Tunables of the Python stages (config ``parameters``); keep in sync with README.
-DEFAULTS = {"det_size": "640", "det_thresh": "0.5", "nms_thresh": "0.4", "max_faces": "64"}
+DEFAULTS = {"det_size": "640", "det_thresh": "0.5", "nms_thresh": "0.4", "max_faces": "64", "max_pixels": "40000000"}
 
 
 def _dims(value_info) -> list[int]:
@@ -122,7 +122,7 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
             [T("image", "TYPE_UINT8", [-1])],
             [image_bgr, T("det_blob", "TYPE_FP32", [1, 3, -1, -1]), T("det_scale", "TYPE_FP32", [1]),
              T("image_info", "TYPE_STRING", [1]), T("alpha", "TYPE_UINT8", [-1, -1])],
-            instances=2, params={"det_size": DEFAULTS["det_size"]}),
+            instances=2, params={"det_size": DEFAULTS["det_size"], "max_pixels": DEFAULTS["max_pixels"]}),
         "face_aligner": Stage(
             [*heads, T("det_scale", "TYPE_FP32", [1]), image_bgr, options,
              T("reference_embeddings", "TYPE_FP32", [-1, 512], optional=True)],

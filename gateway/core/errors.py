@@ -7,11 +7,30 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client.errors import FaceSwapError, InvalidInput, NoFaceError, RequestTimeout, ServerUnavailable
 
 log = logging.getLogger("gateway")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    code: str = Field(description="machine-readable", examples=["no_face_in_source"])
+    message: str = Field(description="a sentence for a person", examples=["No face was found in the source image."])
+
+
+def errors(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for the given error statuses."""
+    text = {400: "empty_file, bad request", 401: "missing/bad/stale/replayed signature", 403: "non-loopback caller "
+            "without a configured secret", 404: "face_not_found / job_not_found", 409: "job_not_done / job_failed / "
+            "job_cancelled", 413: "payload_too_large / image_too_large", 415: "unsupported_media_type",
+            422: "corrupt_image, corrupt_video, no_face_in_source, face_index_out_of_range, invalid_option, "
+            "missing_source, missing_media, invalid_request", 502: "triton_error", 503: "triton_unavailable "
+            "(with Retry-After)", 504: "triton_timeout"}
+    return {s: {"model": ErrorBody, "description": text.get(s, "error")} for s in statuses}
 
 
 class APIError(Exception):
@@ -60,7 +79,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(FaceSwapError)
     async def _triton(request: Request, exc: FaceSwapError) -> JSONResponse:
         err = from_triton(exc, request.app.state.settings.retry_after_s)
-        request.app.state.metrics.triton_errors.labels(err.code).inc()
+        if err.status >= 500:  # the service failed; 4xx are the caller's input (counted by status)
+            request.app.state.metrics.triton_errors.labels(err.code).inc()
         return error_response(err.status, err.code, err.message, err.headers)
 
     @app.exception_handler(RequestValidationError)

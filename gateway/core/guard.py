@@ -2,7 +2,8 @@
 
 Size: a declared ``Content-Length`` over the limit is refused with 413 before a byte of the
 body is read; a chunked body is counted while it streams and refused as soon as it passes
-the limit. The body is then handed to the app from memory.
+the limit. The body is spooled (memory up to 1 MiB, then a temporary file) while its SHA-256
+is computed, then handed to the app in 1 MiB chunks: memory stays bounded for large uploads.
 
 Signatures (when ``hmac_secret`` is set): the caller sends ``X-Faceswap-Timestamp`` (Unix
 seconds) and ``X-Faceswap-Signature`` = hex HMAC-SHA256 of
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import tempfile
 import time
 from collections import OrderedDict
 
@@ -26,13 +28,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.core.errors import error_response
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+SPOOL_BYTES = 1 << 20
 TS_HEADER = "x-faceswap-timestamp"
 SIG_HEADER = "x-faceswap-signature"
 
 
 def sign(secret: str, method: str, path: str, timestamp: str, body: bytes) -> str:
     """The signature a caller must send (hex HMAC-SHA256; see the module docstring)."""
-    msg = f"{method.upper()}\n{path}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}".encode()
+    return sign_digest(secret, method, path, timestamp, hashlib.sha256(body).hexdigest())
+
+
+def sign_digest(secret: str, method: str, path: str, timestamp: str, body_sha256: str) -> str:
+    msg = f"{method.upper()}\n{path}\n{timestamp}\n{body_sha256}".encode()
     return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
 
 
@@ -60,32 +67,37 @@ class RequestGuard:
             await self._reject(scope, receive, send, 413, "payload_too_large",
                                f"The request body is {int(declared)} bytes; the limit is {limit} bytes.")
             return
-        try:
-            body = await self._read(receive, limit)
-        except _TooLarge:
-            await self._reject(scope, receive, send, 413, "payload_too_large",
-                               f"The request body exceeds the limit of {limit} bytes.")
-            return
-        path = scope["path"]
-        if path not in OPEN_PATHS:
-            problem = self._check_caller(scope, headers, body)
-            if problem is not None:
-                status, code, message = problem
-                await self._reject(scope, receive, send, status, code, message)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            try:
+                digest = await self._read(receive, limit, spool)
+            except _TooLarge:
+                await self._reject(scope, receive, send, 413, "payload_too_large",
+                                   f"The request body exceeds the limit of {limit} bytes.")
                 return
-        sent = False
+            path = scope["path"]
+            if path not in OPEN_PATHS:
+                problem = self._check_caller(scope, headers, digest)
+                if problem is not None:
+                    status, code, message = problem
+                    await self._reject(scope, receive, send, status, code, message)
+                    return
+            spool.seek(0)
+            finished = False
 
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            async def replay() -> Message:
+                nonlocal finished
+                if finished:
+                    return await receive()
+                chunk = spool.read(SPOOL_BYTES)
+                more = len(chunk) == SPOOL_BYTES
+                finished = not more
+                return {"type": "http.request", "body": chunk, "more_body": more}
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
 
-    async def _read(self, receive: Receive, limit: int) -> bytes:
-        chunks, total = [], 0
+    async def _read(self, receive: Receive, limit: int, spool) -> str:
+        """Copy the body into ``spool``; return its hex SHA-256 (raises _TooLarge past ``limit``)."""
+        h, total = hashlib.sha256(), 0
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
@@ -94,12 +106,14 @@ class RequestGuard:
             total += len(chunk)
             if total > limit:
                 raise _TooLarge
-            chunks.append(chunk)
+            h.update(chunk)
+            spool.write(chunk)
             if not msg.get("more_body", False):
                 break
-        return b"".join(chunks)
+        return h.hexdigest()
 
-    def _check_caller(self, scope: Scope, headers: dict[str, str], body: bytes) -> tuple[int, str, str] | None:
+    def _check_caller(self, scope: Scope, headers: dict[str, str], body_sha256: str
+                      ) -> tuple[int, str, str] | None:
         if not self.secret:
             host = (scope.get("client") or ("", 0))[0]
             try:
@@ -117,7 +131,7 @@ class RequestGuard:
         except ValueError:
             return 401, "bad_signature", f"{TS_HEADER} must be Unix seconds."
         path = scope["path"] + (f"?{scope['query_string'].decode()}" if scope.get("query_string") else "")
-        expected = sign(self.secret, scope["method"], path, ts, body)
+        expected = sign_digest(self.secret, scope["method"], path, ts, body_sha256)
         if not hmac.compare_digest(expected, sig.lower()):
             return 401, "bad_signature", "The request signature does not match."
         if age > self.max_age_s:

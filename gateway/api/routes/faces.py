@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from client import AsyncFaceSwapClient
 from gateway.api import deps
 from gateway.core.config import Settings
-from gateway.core.errors import APIError
+from gateway.core.errors import APIError, errors
 from gateway.core.images import inspect_image
 from gateway.core.store import FaceStore, StoredFace
 
@@ -44,7 +44,8 @@ def face_out(f: StoredFace) -> FaceOut:
                    stand_in=f.stand_in, thumbnail="data:image/jpeg;base64," + base64.b64encode(f.thumbnail).decode())
 
 
-@router.post("", response_model=FacesOut, summary="Register every face of an image")
+@router.post("", response_model=FacesOut, summary="Register every face of an image",
+             responses=errors(400, 401, 413, 415, 422, 503, 504))
 async def register_faces(
     image: Annotated[UploadFile, File(description="A photo (jpeg, png, webp, bmp, tiff)")],
     triton: AsyncFaceSwapClient = Depends(deps.triton),
@@ -64,7 +65,7 @@ async def register_faces(
     return FacesOut(faces=[face_out(f) for f in stored], stand_in_models=res.stand_in_models)
 
 
-@router.get("/{face_id}", response_model=FaceOut, summary="Read a registered face")
+@router.get("/{face_id}", response_model=FaceOut, summary="Read a registered face", responses=errors(401, 404))
 async def get_face(face_id: str, store: FaceStore = Depends(deps.store)) -> FaceOut:
     """A registered face (404 when unknown or expired)."""
     face = store.get(face_id)
@@ -73,7 +74,7 @@ async def get_face(face_id: str, store: FaceStore = Depends(deps.store)) -> Face
     return face_out(face)
 
 
-@router.delete("/{face_id}", status_code=204, summary="Delete a registered face")
+@router.delete("/{face_id}", status_code=204, summary="Delete a registered face", responses=errors(401, 404))
 async def delete_face(face_id: str, store: FaceStore = Depends(deps.store)) -> Response:
     """Forget a registered face (404 when unknown)."""
     if not store.delete(face_id):

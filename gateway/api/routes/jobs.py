@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import warnings
+import zipfile
+from pathlib import Path
 from typing import Annotated, Literal
 
+import av
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from client import AsyncFaceSwapClient, NoFaceError
-from client.batch import safe_stem
 from gateway.api import deps
 from gateway.core.config import Settings
-from gateway.core.errors import APIError
+from gateway.core.errors import APIError, errors
 from gateway.core.images import inspect_image
 from gateway.core.store import FaceStore
 
@@ -31,6 +35,50 @@ def sniff_video(head: bytes) -> str | None:
     return None
 
 
+async def _head(upload: UploadFile, what: str) -> bytes:
+    """The first 16 bytes of an upload (400 for an empty one); the file is rewound."""
+    head = await upload.read(16)
+    await upload.seek(0)
+    if not head:
+        raise APIError(400, "empty_file", f"The {what} file is empty (0 bytes).")
+    return head
+
+
+async def _save(upload: UploadFile, path: Path) -> None:
+    """Copy an upload to disk in chunks (never whole in memory)."""
+    def copy() -> None:
+        with path.open("wb") as out:
+            shutil.copyfileobj(upload.file, out, 1 << 20)
+
+    await run_in_threadpool(copy)
+
+
+def _zip_uploads(images: list[UploadFile], path: Path) -> None:
+    """Several uploaded images become one zip; entry names are the client's names (reported back,
+    never used as paths)."""
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as z:
+        warnings.simplefilter("ignore", UserWarning)  # two uploads may share a name: both are kept
+        for up in images:
+            up.file.seek(0)
+            with z.open(zipfile.ZipInfo(up.filename or "image"), "w") as out:
+                shutil.copyfileobj(up.file, out, 1 << 20)
+
+
+def probe_video(path: Path) -> str | None:
+    """None when PyAV can open the container and decode a first video frame; else why not
+    (a sentence without server paths)."""
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                return "The file has no video stream."
+            for _ in c.decode(video=0):
+                return None
+    except (av.error.FFmpegError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        return f"The video cannot be read (corrupt or truncated): {reason}."
+    return "The video has no decodable frame."
+
+
 def _job_or_404(request: Request, job_id: str):
     job = request.app.state.jobs.store.get(job_id)
     if job is None:
@@ -38,7 +86,8 @@ def _job_or_404(request: Request, job_id: str):
     return job
 
 
-@router.post("", status_code=202, summary="Start a video or batch job")
+@router.post("", status_code=202, summary="Start a video or batch job",
+             responses=errors(400, 401, 404, 413, 415, 422, 503, 504))
 async def create_job(
     request: Request,
     video: Annotated[UploadFile | None, File(description=f"A video ({VIDEO_FORMATS})")] = None,
@@ -80,26 +129,29 @@ async def create_job(
             raise APIError(404, "face_not_found", f"No face {reference_face_id!r}: unknown, deleted or expired.")
         reference = ref.embedding
     runner = request.app.state.jobs
-    job_id, d = runner.new_dir()
     if video is not None:
-        data = await video.read()
-        kind_fmt = sniff_video(data[:16])
+        head = await _head(video, "video")
+        kind_fmt = sniff_video(head)
         if kind_fmt is None:
             raise APIError(415, "unsupported_media_type", f"The video is not a supported container: send one of "
                                                           f"{VIDEO_FORMATS} (judged from the bytes).")
+        job_id, d = runner.new_dir()
         path, kind = d / f"input.{kind_fmt}", "video"
-        path.write_bytes(data)
+        await _save(video, path)
+        problem = await run_in_threadpool(probe_video, path)
+        if problem:
+            shutil.rmtree(d, ignore_errors=True)
+            raise APIError(422, "corrupt_video", problem)
     elif archive is not None:
-        data = await archive.read()
-        if data[:4] != b"PK\x03\x04":
+        if (await _head(archive, "archive"))[:4] != b"PK\x03\x04":
             raise APIError(415, "unsupported_media_type", "The archive is not a zip file (judged from the bytes).")
+        job_id, d = runner.new_dir()
         path, kind = d / "input.zip", "batch"
-        path.write_bytes(data)
+        await _save(archive, path)
     else:
-        path, kind = d / "inputs", "batch"
-        path.mkdir()
-        for i, up in enumerate(images):
-            (path / f"{i:04d}_{safe_stem(up.filename or 'image')}").write_bytes(await up.read())
+        job_id, d = runner.new_dir()
+        path, kind = d / "input.zip", "batch"
+        await run_in_threadpool(_zip_uploads, images, path)
     opts = {"selection": "similar" if reference is not None else selection, "smoothing": smoothing,
             "output_format": output_format}
     job = runner.store.create(kind, str(path), latent, reference, opts, job_id)
@@ -107,24 +159,29 @@ async def create_job(
     return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
 
 
-@router.get("/{job_id}", summary="A job's status and progress")
+@router.get("/{job_id}", summary="A job's status and progress", responses=errors(401, 404))
 async def get_job(request: Request, job_id: str) -> dict:
     """status (queued / running / done / failed / cancelled), progress 0..1, done/total frames or
     files, eta_s, warnings, error."""
     return _job_or_404(request, job_id).public()
 
 
-@router.get("/{job_id}/result", summary="The result: a video, or a zip of images with batch_report.json")
+@router.get("/{job_id}/result", summary="The result: a video, or a zip of images with batch_report.json",
+            responses={200: {"content": {"video/mp4": {}, "application/zip": {}}}, **errors(401, 404, 409)})
 async def job_result(request: Request, job_id: str) -> Response:
     job = _job_or_404(request, job_id)
+    if job.status in ("failed", "cancelled"):
+        raise APIError(409, f"job_{job.status}", f"The job {job.status}; it has no result."
+                       + (f" Reason: {job.error}" if job.error else ""))
     if job.status != "done" or not job.result:
-        raise APIError(409, "job_not_done", f"The job is {job.status}; its result is not available.")
+        raise APIError(409, "job_not_done", f"The job is {job.status}; its result is not ready yet.")
     media = "video/mp4" if job.kind == "video" else "application/zip"
     name = f"faceswap_{job_id}.{'mp4' if job.kind == 'video' else 'zip'}"
     return FileResponse(job.result, media_type=media, filename=name)
 
 
-@router.delete("/{job_id}", summary="Cancel a queued or running job; delete a finished one")
+@router.delete("/{job_id}", summary="Cancel a queued or running job; delete a finished one", status_code=204,
+               responses={202: {"description": "cancelled (the job's JSON)"}, **errors(401, 404)})
 async def delete_job(request: Request, job_id: str) -> Response:
     job = _job_or_404(request, job_id)
     runner = request.app.state.jobs

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 from client import AsyncFaceSwapClient, NoFaceError
 from gateway.api import deps
 from gateway.core.config import Settings
-from gateway.core.errors import APIError
+from gateway.core.errors import APIError, errors
 from gateway.core.images import inspect_image
 from gateway.core.metrics import Metrics
 from gateway.core.store import FaceStore
@@ -58,10 +58,10 @@ def _face(store: FaceStore, face_id: str):
 
 
 @router.post("/swap", summary="Swap faces", responses={
-    200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}, "application/json": {
-        "schema": SwapJSON.model_json_schema()}},
-        "description": "The image (per-face results in X-Faces-* headers), or JSON with Accept: application/json"},
-    422: {"description": "no_face_in_source, face_index_out_of_range, corrupt_image, invalid_option"}})
+    200: {"model": SwapJSON, "content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}},
+          "description": "The image (X-Faces-Detected, X-Faces-Swapped, X-Truncated, X-Faces, X-Stand-In-Models "
+                         "headers), or JSON with Accept: application/json"},
+    **errors(400, 401, 404, 413, 415, 422, 502, 503, 504)})
 async def swap(
     request: Request,
     target: Annotated[UploadFile, File(description="Image whose faces are replaced")],
@@ -70,7 +70,8 @@ async def swap(
     pairs: Annotated[str | None, Form(description='JSON list of {"reference_face_id", "source_face_id"}',
                                       examples=['[{"reference_face_id": "ab..", "source_face_id": "cd.."}]'])] = None,
     selection: Annotated[Literal["all", "largest", "index"], Form()] = "all",
-    face_index: Annotated[int, Form(ge=0, description="with selection=index; detection order")] = 0,
+    face_index: Annotated[int | None, Form(ge=0, description="detection order (score); implies selection=index")
+                          ] = None,
     max_faces: Annotated[int, Form(ge=0, description="0 = server cap")] = 0,
     output_format: Annotated[Literal["auto", "jpeg", "png", "webp"], Form()] = "auto",
     quality: Annotated[int, Form(ge=1, le=100)] = 95,
@@ -84,16 +85,24 @@ async def swap(
     target_bytes = await target.read()
     inspect_image(target_bytes, settings.max_pixels, "target")
     reference = None
-    opts = {"selection": selection, "face_index": face_index, "max_faces": max_faces,
+    if face_index is not None and selection not in ("all", "index"):
+        raise APIError(422, "invalid_option", f"face_index goes with selection=index, not selection={selection}.")
+    if face_index is not None:
+        selection = "index"
+    opts = {"selection": selection, "face_index": face_index or 0, "max_faces": max_faces,
             "output_format": output_format, "quality": quality}
     given = [x is not None for x in (source, source_face_id, pairs)]
     if sum(given) != 1:
         raise APIError(422, "missing_source", "Send exactly one of: a source image, source_face_id, or pairs.")
     if pairs is not None:
         try:
-            plist = [Pair.model_validate(p) for p in json.loads(pairs)]
-        except (ValueError, TypeError, ValidationError) as exc:
-            raise APIError(422, "invalid_option", f"pairs must be a JSON list of pair objects: {exc}") from None
+            raw = json.loads(pairs)
+            if not isinstance(raw, list):
+                raise TypeError
+            plist = [Pair.model_validate(p) for p in raw]
+        except (ValueError, TypeError, ValidationError):
+            raise APIError(422, "invalid_option", 'pairs must be a JSON list of objects like '
+                           '{"reference_face_id": "...", "source_face_id": "..."}.') from None
         if not plist:
             raise APIError(422, "invalid_option", "pairs is empty.")
         latents = np.stack([_face(store, p.source_face_id).latent for p in plist])

@@ -11,10 +11,12 @@ from pipeline.triton_glue import bytes_tensor, get, parameters, respond
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.det_size = int(parameters(args).get("det_size", "640"))
+        p = parameters(args)
+        self.det_size = int(p.get("det_size", "640"))
+        self.max_pixels = int(p.get("max_pixels", "40000000"))
 
     def _handle(self, request):
-        d = decode_stage(get(request, "image"), self.det_size)
+        d = decode_stage(get(request, "image"), self.det_size, self.max_pixels)
         return [
             pb_utils.Tensor("image_bgr", d.image),
             pb_utils.Tensor("det_blob", d.det_blob),
