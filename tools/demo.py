@@ -96,8 +96,13 @@ def main() -> int:
           f"{' (truncated)' if res.truncated else ''}, {res.width}x{res.height}")
     print(f"== time: face_embed {1000 * (t2 - t1):.0f} ms, face_swap {1000 * (t3 - t2):.0f} ms (client side)")
     print("== time per stage (Triton statistics: compute input+infer+output, mean per execution)")
-    for name, calls, ms in sorted(stage_times(before, after), key=lambda r: r[0]):
+    rows = {name: (calls, ms) for name, calls, ms in stage_times(before, after)}
+    for name, (calls, ms) in sorted(rows.items()):
         print(f"   {name:16s} {calls:3d} execution(s) {ms:9.1f} ms")
+    if "face_paster" in rows and "face_swapper" in rows:
+        own = rows["face_paster"][1] - rows["face_swapper"][0] * rows["face_swapper"][1]
+        print(f"   (face_paster's own work, paste-back of {res.faces_swapped} face(s) + encoding: {own:.1f} ms; "
+              "the rest is its BLS calls to face_swapper)")
     if res.stand_in_models:
         print(f"!! STAND-IN models used: {', '.join(res.stand_in_models)}. The faces in the output are NOT a real "
               "swap (the stand-ins have random weights); put the real models in models/ (make models) for one.")
