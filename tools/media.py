@@ -37,13 +37,14 @@ def moving_face_frames(face: np.ndarray, size: tuple[int, int], n: int, missing:
 
 def write_clip(path: Path, frames: list[np.ndarray], rate: Fraction = Fraction(30), pts: list[int] | None = None,
                time_base: Fraction | None = None, audio: list[tuple[str, int, float]] = (), rotation: int = 0,
-               container: str | None = None) -> None:
+               container: str | None = None, pix_fmt: str = "yuv420p") -> None:
     """Write H.264 video (optionally VFR via ``pts`` in ``time_base``, display ``rotation``) and
-    audio tracks given as (codec, sample rate, seconds) of a 440/660 Hz tone."""
+    audio tracks given as (codec, sample rate, seconds) of a 440/660 Hz tone. Odd sizes need
+    ``pix_fmt="yuv444p"`` (4:2:0 has no odd sizes)."""
     out = av.open(str(path), "w", format=container)
     h, w = frames[0].shape[:2]
     v = out.add_stream("libx264", rate=rate)
-    v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+    v.width, v.height, v.pix_fmt = w, h, pix_fmt
     tb = time_base or Fraction(1, int(rate * 1000) if rate.denominator == 1 else rate.numerator)
     v.time_base = tb
     v.codec_context.time_base = tb
