@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-web models standins repository serve stop web demo test test-py test-web bench lint clean
+.PHONY: setup setup-web models standins repository serve stop web demo test test-py test-web bench perf lint clean
 
 # The Worker's tools must not phone home (see ../shared/WORKER.md).
 export WRANGLER_SEND_METRICS = false
@@ -76,6 +76,11 @@ bench: setup             ## face_swap images/s vs insightface, gateway added lat
 	$(VPY) -m tools.bench
 	$(VPY) -m tools.bench_gateway
 	$(VPY) -m tools.bench_video
+
+perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) against face_swap on `make serve`
+	@ldconfig -p | grep -q libb64.so.0d || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libb64-0d >/dev/null; }
+	$(VPY) -m tools.perf_analyzer $(PERF_ARGS)
 
 lint: setup
 	$(VPY) -m pip install -q ruff==0.8.4
