@@ -67,6 +67,7 @@ demo: setup              ## real photos through a real Triton server, end to end
 test: test-py test-web   ## the whole test suite (starts its own servers on free loopback ports)
 
 test-py: setup
+	$(VENV)/bin/ruff check .
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 test-web: setup setup-web ## Worker: typecheck, vitest on the Workers runtime, browser end to end
@@ -83,7 +84,6 @@ perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) ag
 	$(VPY) -m tools.perf_analyzer $(PERF_ARGS)
 
 lint: setup
-	$(VPY) -m pip install -q ruff==0.8.4
 	$(VENV)/bin/ruff check .
 
 clean:
