@@ -23,9 +23,8 @@ import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapClient
 from tools.demo import default_images
-from tools.repository import build
 from tools.resolve import resolve
-from tools.server import RUN, Ports, TritonServer
+from tools.server import embedded
 
 
 async def _load(url: str, image: bytes, latent: np.ndarray, n: int, concurrency: int) -> list[float]:
@@ -44,9 +43,7 @@ async def _load(url: str, image: bytes, latent: np.ndarray, n: int, concurrency:
 
 def bench_server(size: str, image: bytes, source: Path, n: int, concurrency: int, port: int) -> dict:
     models = resolve(size)
-    repo = RUN / f"bench_{size}"
-    build(repo, "cpu", models)
-    with TritonServer(repo, Ports(port, port + 1, port + 2)) as server:
+    with embedded(f"bench_{size}", models, port) as server:
         with FaceSwapClient(server.grpc_url, "grpc", timeout=600) as c:
             latent = c.embed(source).largest().latent
             for _ in range(2):

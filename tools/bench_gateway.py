@@ -16,9 +16,8 @@ import httpx
 
 from client import FaceSwapClient
 from tools.demo import default_images
-from tools.repository import build
 from tools.resolve import resolve
-from tools.server import RUN, Ports, TritonServer, start_gateway, stop_gateway
+from tools.server import embedded, start_gateway, stop_gateway
 
 
 def main() -> int:
@@ -31,10 +30,8 @@ def main() -> int:
     source, target = default_images()
     target = args.target or target
     image = open(target, "rb").read()
-    repo = RUN / "bench_gateway"
-    build(repo, "cpu", resolve(args.standin_size))
     gw_port = args.port + 10
-    with TritonServer(repo, Ports(args.port, args.port + 1, args.port + 2)) as server:
+    with embedded("bench_gateway", resolve(args.standin_size), args.port) as server:
         start_gateway(gw_port, server.grpc_url)
         try:
             with FaceSwapClient(server.grpc_url, "grpc") as c, httpx.Client(

@@ -20,9 +20,8 @@ from client import AsyncFaceSwapClient, FaceSwapClient
 from client.video import VideoOptions, swap_video
 from tools.demo import default_images
 from tools.media import moving_face_frames, write_clip
-from tools.repository import build
 from tools.resolve import resolve
-from tools.server import RUN, Ports, TritonServer
+from tools.server import embedded
 
 
 async def _run(url: str, latent, src: Path, dst: Path, in_flight: int):
@@ -45,9 +44,7 @@ def main() -> int:
             src = Path(tmp) / f"in_{n}.mp4"
             if not src.exists():
                 write_clip(src, moving_face_frames(face, (1280, 720), n), Fraction(30), audio=[("aac", 48000, n / 30)])
-            repo = RUN / f"bench_video_{size}"
-            build(repo, "cpu", resolve(size))
-            with TritonServer(repo, Ports(args.port, args.port + 1, args.port + 2)) as server:
+            with embedded(f"bench_video_{size}", resolve(size), args.port) as server:
                 with FaceSwapClient(server.grpc_url, "grpc") as c:
                     latent = c.embed(source).largest().latent
 

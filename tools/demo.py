@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 from client import FaceSwapClient, FaceSwapError
-from tools.repository import build
 from tools.resolve import resolve, shared_dir
-from tools.server import RUN, Ports, TritonServer
+from tools.server import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = Path(os.environ.get("FACESWAP_SHARED_IMAGES", shared_dir() / "images"))
@@ -70,11 +69,8 @@ def main() -> int:
     for m in models.values():
         print("  " + m.describe())
     t0 = time.perf_counter()
-    repo = RUN / "demo_repository"
-    build(repo, "cpu", models)
-    ports = Ports(args.http_port, args.http_port + 1, args.http_port + 2)
-    print(f"== starting tritonserver (embedded, CPU) on 127.0.0.1:{ports.http}/{ports.grpc} ...")
-    with TritonServer(repo, ports) as server:
+    print(f"== starting tritonserver (embedded, CPU) on 127.0.0.1:{args.http_port}/{args.http_port + 1} ...")
+    with embedded("demo_repository", models, args.http_port) as server:
         print(f"   ready after {time.perf_counter() - t0:.1f} s (log: {server.log_file})")
         with FaceSwapClient(server.grpc_url, "grpc") as c:
             try:

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +181,17 @@ class TritonServer:
         self.stop()
 
 
+@contextmanager
+def embedded(name: str, models: dict, http_port: int) -> Iterator[TritonServer]:
+    """Write the CPU repository ``.run/<name>`` for ``models`` (tools.resolve) and run a server
+    on ``http_port`` (gRPC +1, metrics +2) for the ``with`` block."""
+    from tools.repository import build
+
+    build(RUN / name, "cpu", models)
+    with TritonServer(RUN / name, Ports(http_port, http_port + 1, http_port + 2)) as server:
+        yield server
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -218,14 +231,18 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def stop_from_pidfile(ports: Ports = Ports(), run_dir: Path = RUN) -> bool:
-    """Stop a server started by ``serve`` in another process; True if one was running."""
-    pidfile = run_dir / f"triton_{ports.http}.pid"
+def _stop_pidfile(pidfile: Path, timeout: float) -> bool:
+    """Stop the process group named by a pidfile; True if there was one."""
     if not pidfile.exists():
         return False
-    _terminate(int(pidfile.read_text()), 30.0)
+    _terminate(int(pidfile.read_text()), timeout)
     pidfile.unlink(missing_ok=True)
     return True
+
+
+def stop_from_pidfile(ports: Ports = Ports(), run_dir: Path = RUN) -> bool:
+    """Stop a server started by ``serve`` in another process; True if one was running."""
+    return _stop_pidfile(run_dir / f"triton_{ports.http}.pid", 30.0)
 
 
 def start_gateway(port: int, triton_grpc: str, run_dir: Path = RUN, timeout: float = 60.0) -> int:
@@ -256,12 +273,8 @@ def start_gateway(port: int, triton_grpc: str, run_dir: Path = RUN, timeout: flo
 
 
 def stop_gateway(port: int, run_dir: Path = RUN) -> bool:
-    pidfile = run_dir / f"gateway_{port}.pid"
-    if not pidfile.exists():
-        return False
-    _terminate(int(pidfile.read_text()), 15.0)
-    pidfile.unlink(missing_ok=True)
-    return True
+    """Stop a gateway started by ``start_gateway``; True if one was running."""
+    return _stop_pidfile(run_dir / f"gateway_{port}.pid", 15.0)
 
 
 def main() -> int:

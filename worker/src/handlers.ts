@@ -36,6 +36,13 @@ async function checkFile(value: File | string | null, what: string, limit: numbe
   return { bytes, fmt };
 }
 
+/** Store a checked upload in R2 and add it to the form for the gateway under ``role``. */
+async function keep(env: AppEnv, fd: FormData, role: string, file: { bytes: Uint8Array; fmt: string }) {
+  const type = CONTENT_TYPES[file.fmt];
+  await putUpload(env, role, file.bytes, type);
+  fd.append(role, new Blob([file.bytes], { type }), `${role}.${EXT[file.fmt]}`);
+}
+
 async function gatewayCall(env: AppEnv, method: string, path: string, body?: FormData,
                            accept?: string): Promise<Response> {
   try {
@@ -61,11 +68,9 @@ export async function handleSwap(request: Request, env: AppEnv): Promise<Respons
   if (source instanceof Response) return source;
   const target = await checkFile(form.get("target"), "target photo", limit, images);
   if (target instanceof Response) return target;
-  await putUpload(env, "source", source.bytes, IMAGE_TYPES[source.fmt]);
-  await putUpload(env, "target", target.bytes, IMAGE_TYPES[target.fmt]);
   const fd = new FormData();
-  fd.append("source", new Blob([source.bytes], { type: IMAGE_TYPES[source.fmt] }), `source.${EXT[source.fmt]}`);
-  fd.append("target", new Blob([target.bytes], { type: IMAGE_TYPES[target.fmt] }), `target.${EXT[target.fmt]}`);
+  await keep(env, fd, "source", source);
+  await keep(env, fd, "target", target);
   for (const opt of ["selection", "face_index", "output_format"]) {
     const v = form.get(opt);
     if (typeof v === "string" && v) fd.append(opt, v);
@@ -96,11 +101,9 @@ export async function handleCreateJob(request: Request, env: AppEnv): Promise<Re
   if (source instanceof Response) return source;
   const video = await checkFile(form.get("video"), "video", vlimit, ["mp4", "mkv"]);
   if (video instanceof Response) return video;
-  await putUpload(env, "source", source.bytes, IMAGE_TYPES[source.fmt]);
-  await putUpload(env, "video", video.bytes, CONTENT_TYPES[video.fmt]);
   const fd = new FormData();
-  fd.append("source", new Blob([source.bytes], { type: IMAGE_TYPES[source.fmt] }), `source.${EXT[source.fmt]}`);
-  fd.append("video", new Blob([video.bytes], { type: CONTENT_TYPES[video.fmt] }), `video.${EXT[video.fmt]}`);
+  await keep(env, fd, "source", source);
+  await keep(env, fd, "video", video);
   const res = await gatewayCall(env, "POST", "/v1/jobs", fd);
   if (res.status >= 400) return failure(res);
   const job = (await res.json()) as { id: string; status: string };

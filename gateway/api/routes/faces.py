@@ -68,10 +68,7 @@ async def register_faces(
 @router.get("/{face_id}", response_model=FaceOut, summary="Read a registered face", responses=errors(401, 404))
 async def get_face(face_id: str, store: FaceStore = Depends(deps.store)) -> FaceOut:
     """A registered face (404 when unknown or expired)."""
-    face = store.get(face_id)
-    if face is None:
-        raise APIError(404, "face_not_found", f"No face {face_id!r}: unknown, deleted or expired.")
-    return face_out(face)
+    return face_out(deps.face_or_404(store, face_id))
 
 
 @router.delete("/{face_id}", status_code=204, summary="Delete a registered face", responses=errors(401, 404))

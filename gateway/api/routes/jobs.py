@@ -13,11 +13,10 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from client import AsyncFaceSwapClient, NoFaceError
+from client import AsyncFaceSwapClient
 from gateway.api import deps
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
-from gateway.core.images import inspect_image
 from gateway.core.store import FaceStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -111,23 +110,10 @@ async def create_job(
     if (source is None) == (source_face_id is None):
         raise APIError(422, "missing_source", "Send exactly one of: a source image or source_face_id.")
     if source_face_id is not None:
-        face = store.get(source_face_id)
-        if face is None:
-            raise APIError(404, "face_not_found", f"No face {source_face_id!r}: unknown, deleted or expired.")
-        latent = face.latent
+        latent = deps.face_or_404(store, source_face_id).latent
     else:
-        data = await source.read()
-        inspect_image(data, settings.max_pixels, "source")
-        faces = (await triton.embed(data)).faces
-        if not faces:
-            raise NoFaceError("no face found in the source image")
-        latent = max(faces, key=lambda f: f.area).latent
-    reference = None
-    if reference_face_id is not None:
-        ref = store.get(reference_face_id)
-        if ref is None:
-            raise APIError(404, "face_not_found", f"No face {reference_face_id!r}: unknown, deleted or expired.")
-        reference = ref.embedding
+        latent = await deps.source_latent(source, triton, settings)
+    reference = None if reference_face_id is None else deps.face_or_404(store, reference_face_id).embedding
     runner = request.app.state.jobs
     if video is not None:
         head = await _head(video, "video")

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from client import AsyncFaceSwapClient, NoFaceError
+from client import AsyncFaceSwapClient
 from gateway.api import deps
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
@@ -48,13 +48,6 @@ class SwapJSON(BaseModel):
     height: int
     stand_in_models: list[str]
     image: str = Field(description="base64 of the encoded image")
-
-
-def _face(store: FaceStore, face_id: str):
-    face = store.get(face_id)
-    if face is None:
-        raise APIError(404, "face_not_found", f"No face {face_id!r}: unknown, deleted or expired.")
-    return face
 
 
 @router.post("/swap", summary="Swap faces", responses={
@@ -105,18 +98,13 @@ async def swap(
                            '{"reference_face_id": "...", "source_face_id": "..."}.') from None
         if not plist:
             raise APIError(422, "invalid_option", "pairs is empty.")
-        latents = np.stack([_face(store, p.source_face_id).latent for p in plist])
-        reference = np.stack([_face(store, p.reference_face_id).embedding for p in plist])
+        latents = np.stack([deps.face_or_404(store, p.source_face_id).latent for p in plist])
+        reference = np.stack([deps.face_or_404(store, p.reference_face_id).embedding for p in plist])
         opts.update(selection="pairs", threshold=threshold)
     elif source_face_id is not None:
-        latents = _face(store, source_face_id).latent[None]
+        latents = deps.face_or_404(store, source_face_id).latent[None]
     else:
-        src = await source.read()
-        inspect_image(src, settings.max_pixels, "source")
-        faces = (await triton.embed(src)).faces
-        if not faces:
-            raise NoFaceError("no face found in the source image")
-        latents = max(faces, key=lambda f: f.area).latent[None]
+        latents = (await deps.source_latent(source, triton, settings))[None]
     res = await triton.swap(target_bytes, latents, reference_embedding=reference, **opts)
     metrics.faces_swapped.inc(res.faces_swapped)
     chosen = set(res.selected)
