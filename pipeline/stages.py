@@ -59,10 +59,32 @@ def decode_stage(data: bytes | np.ndarray, det_size: int = 640, max_pixels: int 
     return Decoded(d.bgr, detector_blob(det_img), det_scale, {"format": d.fmt, "grey": d.grey}, alpha)
 
 
+DetectFn = Callable[[np.ndarray], list[np.ndarray]]
+
+
 def detect_stage(heads: list[np.ndarray], det_blob_hw: tuple[int, int], det_scale: float, det_thresh: float,
-                 nms_thresh: float = 0.4) -> Detections:
-    """Decode SCRFD heads into faces (see ``detection.decode_scrfd``)."""
-    return decode_scrfd(heads, det_blob_hw, det_scale, det_thresh, nms_thresh)
+                 nms_thresh: float = 0.4, image: np.ndarray | None = None,
+                 detect_fn: DetectFn | None = None) -> Detections:
+    """Decode SCRFD heads into faces (see ``detection.decode_scrfd``).
+
+    Close-ups: SCRFD misses a face that fills the frame (insightface >= 1.0 adds a pass at
+    128x128 for this). Where insightface 0.7.3 finds no face and ``detect_fn`` (the detector:
+    float32 [1, 3, H, W] blob -> its 9 heads) is given, we detect once more on ``image``
+    centred on a black canvas twice its size, and map the faces back. With at least one face
+    found in the first pass the result is exactly insightface 0.7.3's.
+    """
+    dets = decode_scrfd(heads, det_blob_hw, det_scale, det_thresh, nms_thresh)
+    if len(dets) or detect_fn is None or image is None:
+        return dets
+    h, w = image.shape[:2]
+    py, px = h // 2, w // 2
+    padded = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT, value=0)
+    det_img, scale = letterbox(padded, (det_blob_hw[1], det_blob_hw[0]))
+    found = decode_scrfd(detect_fn(detector_blob(det_img)), det_blob_hw, scale, det_thresh, nms_thresh)
+    if len(found) == 0:
+        return found
+    offset = np.array([px, py], np.float32)
+    return Detections(found.boxes - np.tile(offset, 2), found.scores, found.kps - offset)
 
 
 def embed_faces(image: np.ndarray, dets: Detections, embed_fn: EmbedFn, batch: int) -> np.ndarray:

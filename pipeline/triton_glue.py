@@ -64,6 +64,25 @@ def bls_fn(model_name: str, input_names: list[str], output_name: str) -> Callabl
     return call
 
 
+def bls_detector(params: dict[str, str]) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+    """The detector as f(blob) -> its 9 heads in graph order, through BLS; None when the config
+    has no ``detector_outputs`` or ``close_up_retry`` is "false"."""
+    outputs = [o for o in params.get("detector_outputs", "").split(",") if o]
+    if len(outputs) != 9 or params.get("close_up_retry", "true") != "true":
+        return None
+    model, input_name = params.get("detector_model", "face_detector"), params.get("detector_input", "input.1")
+
+    def call(blob: np.ndarray) -> list[np.ndarray]:
+        req = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs,
+                                        inputs=[pb_utils.Tensor(input_name, np.ascontiguousarray(blob))])
+        resp = req.exec()
+        if resp.has_error():
+            raise RuntimeError(f"{model}: {resp.error().message()}")
+        return [pb_utils.get_output_tensor_by_name(resp, o).as_numpy() for o in outputs]
+
+    return call
+
+
 def respond(requests, handler: Callable[[object], list]) -> list:
     """Run ``handler(request) -> output tensors`` for each request; a failing request gets an
     INVALID_ARG error response while the others in the batch still succeed."""

@@ -130,3 +130,24 @@ def test_swapped_image_psnr_against_inswapper_get(ref, sessions, name):
     assert ours.shape == expected.shape
     assert psnr(ours, expected) >= 45.0
     assert psnr(ours, img) < psnr(expected, expected)  # the faces did change
+
+
+def test_close_up_found_by_the_padded_retry(sessions):
+    """insightface 0.7.3 finds no face in a face filling a 112x112 crop; our retry on the
+    image padded to twice its size finds it, in the crop's own coordinates."""
+    from pipeline.stages import detect_stage
+
+    img = load("aligned112_tom_hanks.png")
+    det = sessions["detector"]
+    det_img, scale = letterbox(img, (640, 640))
+    heads = det.run(None, {det.get_inputs()[0].name: detector_blob(det_img)})
+    assert len(detect_stage(heads, (640, 640), scale, 0.5)) == 0  # as insightface 0.7.3
+
+    def detect_fn(blob):
+        return det.run(None, {det.get_inputs()[0].name: blob})
+
+    dets = detect_stage(heads, (640, 640), scale, 0.5, image=img, detect_fn=detect_fn)
+    assert len(dets) == 1
+    x1, y1, x2, y2 = dets.boxes[0]
+    assert -10 < x1 < 40 and -10 < y1 < 40 and 70 < x2 < 122 and 70 < y2 < 122
+    assert (dets.kps[0][:, 0] > 0).all() and (dets.kps[0][:, 0] < 112).all()

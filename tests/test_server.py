@@ -280,3 +280,18 @@ def test_cli_swap_writes_format_of_extension_and_rejects_directories(triton, tmp
     assert res.exit_code == 2 and "valid 0..0" in res.output
     res = runner.invoke(app, ["health", "--url", "127.0.0.1:9"])
     assert res.exit_code == 3
+
+
+def test_close_up_face_is_found_and_swapped(client, source_latent):
+    data = image_path("aligned112_tom_hanks.png").read_bytes()
+    assert len(client.embed(data).faces) == 1
+    res = client.swap(data, source_latent)
+    assert res.faces_swapped == 1 and (res.width, res.height) == (112, 112)
+
+
+@pytest.mark.parametrize("side", [300, 160, 112])
+def test_downscaled_portraits_still_found(client, source_latent, side):
+    face = load("portrait_obama_official.jpg")
+    scale = side / max(face.shape[:2])
+    small = cv2.resize(face, (int(face.shape[1] * scale), int(face.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    assert client.swap(jpg(small), source_latent).faces_swapped == 1

@@ -116,7 +116,9 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
     image_bgr = T("image_bgr", "TYPE_UINT8", [-1, -1, 3])
     options = T("options", "TYPE_STRING", [1])
     stand = ",".join(stand_ins)
-    det_p = {k: DEFAULTS[k] for k in ("det_size", "det_thresh", "nms_thresh")}
+    det_p = {**{k: DEFAULTS[k] for k in ("det_size", "det_thresh", "nms_thresh")},
+             "close_up_retry": "true", "detector_model": NET_MODEL["detector"], "detector_input": det.inputs[0].name,
+             "detector_outputs": ",".join(o.name for o in det.outputs)}
     return {
         "image_decoder": Stage(
             [T("image", "TYPE_UINT8", [-1])],

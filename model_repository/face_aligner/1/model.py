@@ -6,7 +6,7 @@ import triton_python_backend_utils as pb_utils
 from pipeline.detection import HEAD_NAMES
 from pipeline.selection import SwapOptions
 from pipeline.stages import align_stage, detect_stage, result_json
-from pipeline.triton_glue import bls_fn, bytes_tensor, get, get_bytes, parameters, respond
+from pipeline.triton_glue import bls_detector, bls_fn, bytes_tensor, get, get_bytes, parameters, respond
 
 
 class TritonPythonModel:
@@ -17,6 +17,7 @@ class TritonPythonModel:
         self.det_size = int(p.get("det_size", "640"))
         self.cap = int(p.get("max_faces", "64"))
         self.embed_batch = int(p.get("recognizer_max_batch", "0"))
+        self.detect_fn = bls_detector(p)
         self.embed_fn = bls_fn(p.get("recognizer_model", "face_recognizer"), [p.get("recognizer_input", "input.1")],
                                p.get("recognizer_output", "683"))
 
@@ -26,7 +27,8 @@ class TritonPythonModel:
         heads = [get(request, n) for n in HEAD_NAMES]
         det_scale = float(get(request, "det_scale").reshape(-1)[0])
         thresh = opts.det_thresh or self.det_thresh
-        dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, thresh, self.nms_thresh)
+        dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, thresh, self.nms_thresh,
+                            image, self.detect_fn)
         ref = get(request, "reference_embeddings", np.zeros((0, 512), np.float32))
         a = align_stage(image, dets, opts, self.cap, self.embed_fn, self.embed_batch,
                         ref if ref.size else None)

@@ -5,7 +5,7 @@ import triton_python_backend_utils as pb_utils
 
 from pipeline.detection import HEAD_NAMES
 from pipeline.stages import analyze_stage, detect_stage, result_json
-from pipeline.triton_glue import bls_fn, bytes_tensor, get, parameters, respond
+from pipeline.triton_glue import bls_detector, bls_fn, bytes_tensor, get, parameters, respond
 
 
 class TritonPythonModel:
@@ -15,6 +15,7 @@ class TritonPythonModel:
         self.det_thresh = float(p.get("det_thresh", "0.5"))
         self.nms_thresh = float(p.get("nms_thresh", "0.4"))
         self.embed_batch = int(p.get("recognizer_max_batch", "0"))
+        self.detect_fn = bls_detector(p)
         self.embed_fn = bls_fn(p.get("recognizer_model", "face_recognizer"), [p.get("recognizer_input", "input.1")],
                                p.get("recognizer_output", "683"))
         self.emap = np.load(f"{args['model_repository']}/{p.get('emap_file', 'emap.npy')}")
@@ -25,9 +26,11 @@ class TritonPythonModel:
 
     def _handle(self, request):
         heads = [get(request, n) for n in HEAD_NAMES]
+        image = get(request, "image_bgr")
         det_scale = float(get(request, "det_scale").reshape(-1)[0])
-        dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, self.det_thresh, self.nms_thresh)
-        emb, lat, crops = analyze_stage(get(request, "image_bgr"), dets, self.embed_fn, self.embed_batch, self.emap)
+        dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, self.det_thresh, self.nms_thresh,
+                            image, self.detect_fn)
+        emb, lat, crops = analyze_stage(image, dets, self.embed_fn, self.embed_batch, self.emap)
         return [
             pb_utils.Tensor("boxes", dets.boxes),
             pb_utils.Tensor("scores", dets.scores),
