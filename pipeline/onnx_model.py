@@ -2,7 +2,8 @@
 
 Used by the embedded (CPU, no ONNX Runtime backend) profile for ``face_detector``,
 ``face_recognizer`` and ``face_swapper``. The engine is named by the ``engine`` parameter
-in config.pbtxt: ``onnxruntime`` (default). With ``max_batch_size > 0`` Triton's dynamic
+in config.pbtxt (``onnxruntime``, the default, or ``openvino``) with its ``precision``
+(``f32``; ``bf16`` with openvino); see ``pipeline.engines``. With ``max_batch_size > 0`` Triton's dynamic
 batcher hands several requests at once; they are concatenated, run in one call and split.
 """
 
@@ -14,9 +15,8 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from pipeline.engines import load
 from pipeline.triton_glue import parameters
-
-ENGINES = ("onnxruntime",)
 
 
 class OnnxModel:
@@ -27,28 +27,21 @@ class OnnxModel:
         self.batching = int(cfg.get("max_batch_size", 0)) > 0
         self.input_names = [i["name"] for i in cfg["input"]]
         self.output_names = [o["name"] for o in cfg["output"]]
-        engine = p.get("engine", "onnxruntime")
-        if engine not in ENGINES:
-            raise ValueError(f"{self.name}: engine {engine!r} is not one of {ENGINES}")
+        engine, precision = p.get("engine", "onnxruntime"), p.get("precision", "f32")
         path = p["onnx_path"]
         if not os.path.isabs(path):
             path = os.path.join(args["model_repository"], path)
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(p.get("intra_op_threads", "0"))
-        so.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+        self.run = load(path, self.output_names, engine, precision, int(p.get("intra_op_threads", "0")))
         label = " (STAND-IN: random weights)" if p.get("stand_in", "false") == "true" else ""
-        pb_utils.Logger.log_info(f"{self.name}: {engine} serving {path}{label}")
+        pb_utils.Logger.log_info(f"{self.name}: {engine} {precision} serving {path}{label}")
 
     def execute(self, requests):
         feeds = [[pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names] for r in requests]
         if not self.batching:
-            return [self._respond(self.session.run(self.output_names, dict(zip(self.input_names, f)))) for f in feeds]
+            return [self._respond(self.run(dict(zip(self.input_names, f)))) for f in feeds]
         sizes = [f[0].shape[0] for f in feeds]
         merged = [np.concatenate([f[i] for f in feeds]) for i in range(len(self.input_names))]
-        outs = self.session.run(self.output_names, dict(zip(self.input_names, merged)))
+        outs = self.run(dict(zip(self.input_names, merged)))
         responses, start = [], 0
         for n in sizes:
             responses.append(self._respond([o[start:start + n] for o in outs]))

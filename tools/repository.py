@@ -28,6 +28,7 @@ from onnx import numpy_helper
 from tritonclient.grpc import model_config_pb2 as mc
 
 from pipeline.detection import HEAD_NAMES
+from pipeline.engines import ENGINES, PRECISIONS
 from tools.resolve import ResolvedModel, resolve
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,17 @@ def _params(cfg: mc.ModelConfig, params: dict[str, str]) -> None:
         cfg.parameters[k].string_value = v
 
 
+def cpu_engine() -> tuple[str, str]:
+    """(engine, precision) of a network in the CPU profile: ``FACESWAP_ENGINE`` (onnxruntime |
+    openvino, default onnxruntime) and ``FACESWAP_PRECISION`` (f32 | bf16, default f32)."""
+    engine = os.environ.get("FACESWAP_ENGINE", "onnxruntime")
+    precision = os.environ.get("FACESWAP_PRECISION", "f32")
+    if engine not in ENGINES or precision not in PRECISIONS or (engine == "onnxruntime" and precision != "f32"):
+        raise ValueError(f"FACESWAP_ENGINE={engine!r} / FACESWAP_PRECISION={precision!r}: engines {ENGINES}, "
+                         f"precisions {PRECISIONS} (bf16 with openvino only)")
+    return engine, precision
+
+
 def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
     """Config of one network for the given profile."""
     cfg = mc.ModelConfig(name=NET_MODEL[net.role], max_batch_size=net.max_batch_size)
@@ -232,7 +244,8 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
     if profile == "cpu":
         cfg.backend = "python"
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-        _params(cfg, {"engine": "onnxruntime", "onnx_path": onnx_path, "intra_op_threads": "0",
+        engine, precision = cpu_engine()
+        _params(cfg, {"engine": engine, "precision": precision, "onnx_path": onnx_path, "intra_op_threads": "0",
                       "stand_in": str(net.model.stand_in).lower()})
     else:
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)

@@ -1,0 +1,84 @@
+"""CPU engines: OpenVINO f32 equals onnxruntime; bf16 passes a parity bar on real faces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import engines
+from pipeline.align import crops_to_blob, norm_crop
+from pipeline.detection import decode_scrfd, detector_blob, letterbox
+from pipeline.embedding import SWAP_MEAN, SWAP_STD
+from tests.conftest import load
+
+pytest.importorskip("openvino", reason="install openvino (make setup does)")
+
+
+def run_detector(run, img):
+    det_img, scale = letterbox(img, (640, 640))
+    return decode_scrfd(run({"input.1": detector_blob(det_img)}), (640, 640), scale)
+
+
+@pytest.fixture(scope="module")
+def faces(models):
+    import onnx
+
+    det_path = models["detector"].path
+    outs = [o.name for o in onnx.load(det_path, load_external_data=False).graph.output]
+    ref = engines.load(det_path, outs)
+    img = load("group_insightface_t1.jpg")
+    return img, outs, run_detector(ref, img)
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_openvino_detector_matches_onnxruntime(models, faces, precision):
+    img, outs, ref = faces
+    ours = run_detector(engines.load(models["detector"].path, outs, "openvino", precision), img)
+    assert len(ours) == len(ref) == 6
+    tol = 0.01 if precision == "f32" else 2.0
+    assert np.abs(ours.boxes - ref.boxes).max() <= tol and np.abs(ours.kps - ref.kps).max() <= tol
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_openvino_swapper_parity_on_real_crops(models, faces, precision):
+    img, _, dets = faces
+    crops = np.stack([norm_crop(img, k, 128)[0] for k in dets.kps])
+    blob = crops_to_blob(crops, SWAP_MEAN, SWAP_STD)
+    lat = np.random.default_rng(0).standard_normal((len(crops), 512)).astype(np.float32)
+    lat /= np.linalg.norm(lat, axis=1, keepdims=True)
+    path = models["swapper"].path
+    ref = engines.load(path, ["output"])({"target": blob, "source": lat})[0]
+    out = engines.load(path, ["output"], "openvino", precision)({"target": blob, "source": lat})[0]
+    psnr = 10 * np.log10(1.0 / max(np.mean((out - ref) ** 2), 1e-20))
+    assert psnr >= (80 if precision == "f32" else 45), psnr
+
+
+def test_engine_settings_are_validated(monkeypatch):
+    from tools.repository import cpu_engine
+
+    monkeypatch.setenv("FACESWAP_ENGINE", "openvino")
+    monkeypatch.setenv("FACESWAP_PRECISION", "bf16")
+    assert cpu_engine() == ("openvino", "bf16")
+    monkeypatch.setenv("FACESWAP_ENGINE", "onnxruntime")
+    with pytest.raises(ValueError, match="bf16 with openvino only"):
+        cpu_engine()
+    with pytest.raises(ValueError, match="engine"):
+        engines.load("x.onnx", [], "tensorflow")
+
+
+@pytest.mark.server
+def test_server_on_openvino_bf16_swaps(models, tmp_path, monkeypatch):
+    from client import FaceSwapClient
+    from tests.conftest import free_port_block, image_path
+    from tools.repository import build
+    from tools.server import Ports, TritonServer
+
+    monkeypatch.setenv("FACESWAP_ENGINE", "openvino")
+    monkeypatch.setenv("FACESWAP_PRECISION", "bf16")
+    build(tmp_path / "repo", "cpu", models)
+    base = free_port_block(3)
+    with TritonServer(tmp_path / "repo", Ports(base, base + 1, base + 2), run_dir=tmp_path) as server:
+        with FaceSwapClient(server.grpc_url, "grpc") as c:
+            latent = c.embed(image_path("portrait_obama_official.jpg")).largest().latent
+            res = c.swap(image_path("group_insightface_t1.jpg"), latent)
+    assert res.faces_swapped == 6
