@@ -93,7 +93,8 @@ async def create_job(
     images: Annotated[list[UploadFile] | None, File(description="Several images (a batch)")] = None,
     archive: Annotated[UploadFile | None, File(description="A zip of images (a batch)")] = None,
     source: Annotated[UploadFile | None, File(description="Photo of the wanted face (its largest face)")] = None,
-    source_face_id: Annotated[str | None, Form(description="A face registered with POST /v1/faces")] = None,
+    source_face_id: Annotated[str | None, Form(description="A face registered with POST /v1/faces",
+                                               examples=["5f1c0e9a2b7d4c6f8e3a1b2c3d4e5f60"])] = None,
     reference_face_id: Annotated[str | None, Form(description="Video: swap the person most similar to this "
                                                               "registered face")] = None,
     selection: Annotated[Literal["largest", "all"], Form(description="Video: one tracked person, or all")] = "largest",

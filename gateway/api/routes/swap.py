@@ -31,23 +31,23 @@ class Pair(BaseModel):
 
 
 class SwapFace(BaseModel):
-    box: list[float] = Field(description="x1, y1, x2, y2 pixels")
-    score: float
-    swapped: bool
+    box: list[float] = Field(description="x1, y1, x2, y2 pixels", examples=[[745.81, 339.19, 845.65, 480.63]])
+    score: float = Field(description="detection score, 0..1", examples=[0.917])
+    swapped: bool = Field(examples=[True])
 
 
 class SwapJSON(BaseModel):
     """The JSON answer (send ``Accept: application/json``)."""
 
     faces: list[SwapFace]
-    faces_detected: int
-    faces_swapped: int
-    truncated: bool = Field(description="faces beyond max_faces / the server cap were left alone")
-    format: str
-    width: int
-    height: int
-    stand_in_models: list[str]
-    image: str = Field(description="base64 of the encoded image")
+    faces_detected: int = Field(examples=[6])
+    faces_swapped: int = Field(examples=[6])
+    truncated: bool = Field(description="faces beyond max_faces / the server cap were left alone", examples=[False])
+    format: str = Field(examples=["jpeg"])
+    width: int = Field(examples=[1280])
+    height: int = Field(examples=[886])
+    stand_in_models: list[str] = Field(description="non-empty: NOT a real swap", examples=[[]])
+    image: str = Field(description="base64 of the encoded image", examples=["/9j/4AAQSkZJRg..."])
 
 
 @router.post("/swap", summary="Swap faces", responses={
@@ -59,16 +59,19 @@ async def swap(
     request: Request,
     target: Annotated[UploadFile, File(description="Image whose faces are replaced")],
     source: Annotated[UploadFile | None, File(description="Photo of the wanted face (its largest face)")] = None,
-    source_face_id: Annotated[str | None, Form(description="A face registered with POST /v1/faces")] = None,
+    source_face_id: Annotated[str | None, Form(description="A face registered with POST /v1/faces",
+                                               examples=["5f1c0e9a2b7d4c6f8e3a1b2c3d4e5f60"])] = None,
     pairs: Annotated[str | None, Form(description='JSON list of {"reference_face_id", "source_face_id"}',
                                       examples=['[{"reference_face_id": "ab..", "source_face_id": "cd.."}]'])] = None,
-    selection: Annotated[Literal["all", "largest", "index"], Form()] = "all",
+    selection: Annotated[Literal["all", "largest", "index"], Form(examples=["largest"])] = "all",
     face_index: Annotated[int | None, Form(ge=0, description="detection order (score); implies selection=index")
                           ] = None,
-    max_faces: Annotated[int, Form(ge=0, description="0 = server cap")] = 0,
-    output_format: Annotated[Literal["auto", "jpeg", "png", "webp"], Form()] = "auto",
-    quality: Annotated[int, Form(ge=1, le=100)] = 95,
-    threshold: Annotated[float, Form(ge=-1, le=1, description="min cosine similarity for pairs")] = 0.3,
+    max_faces: Annotated[int, Form(ge=0, description="0 = server cap (64)", examples=[4])] = 0,
+    output_format: Annotated[Literal["auto", "jpeg", "png", "webp"], Form(description="auto = the target's format",
+                                                                          examples=["png"])] = "auto",
+    quality: Annotated[int, Form(ge=1, le=100, description="jpeg/webp quality", examples=[90])] = 95,
+    threshold: Annotated[float, Form(ge=-1, le=1, description="min cosine similarity for pairs",
+                                     examples=[0.35])] = 0.3,
     triton: AsyncFaceSwapClient = Depends(deps.triton),
     store: FaceStore = Depends(deps.store),
     settings: Settings = Depends(deps.settings),
