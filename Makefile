@@ -61,7 +61,8 @@ web: setup setup-web     ## Triton + gateway (signed) + the Worker with local R2
 	@for i in $$(seq 60); do curl -fs http://127.0.0.1:8787/ >/dev/null && break; sleep 0.5; done
 	@echo "web page: http://127.0.0.1:8787 (R2 kept in .run/wrangler; log .run/wrangler.log); stop with make stop"
 
-demo: setup              ## real photos through a real Triton server, end to end
+demo: setup              ## real models where they can be had, real photos, a real Triton server, end to end
+	$(VPY) -m tools.download --retries 2 --timeout 20
 	$(VPY) -m tools.demo
 
 test: test-py test-web   ## the whole test suite (starts its own servers on free loopback ports)

@@ -68,6 +68,10 @@ def main() -> int:
     models = resolve(args.standin_size)
     for m in models.values():
         print("  " + m.describe())
+    if models["detector"].stand_in:
+        print("demo needs a real face detector: `make models` where the network allows, or SCRFD files in "
+              "../shared/models (FACESWAP_SHARED_MODELS); the stand-in detector finds no faces", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     print(f"== starting tritonserver (embedded, CPU) on 127.0.0.1:{args.http_port}/{args.http_port + 1} ...")
     with embedded("demo_repository", models, args.http_port) as server:
