@@ -108,6 +108,8 @@ def download(entry: ModelEntry, dest_dir: Path = MODELS_DIR, retries: int = 4, t
                     break
                 except (httpx.HTTPError, OSError) as exc:
                     errors.append(f"{url} (try {attempt + 1}): {exc}")
+                    if isinstance(exc, httpx.ConnectError):
+                        break  # no route or no name resolution: offline, try the next mirror
                     if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (401, 403, 404):
                         break
                     time.sleep(min(2**attempt, 30))
