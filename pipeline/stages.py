@@ -87,13 +87,18 @@ def detect_stage(heads: list[np.ndarray], det_blob_hw: tuple[int, int], det_scal
     return Detections(found.boxes - np.tile(offset, 2), found.scores, found.kps - offset)
 
 
+def _embed_crops(image: np.ndarray, dets: Detections, embed_fn: EmbedFn, batch: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [N, 112, 112, 3] aligned BGR crops, float32 [N, 512] normed embeddings)."""
+    if len(dets) == 0:
+        return np.zeros((0, EMBED_SIZE, EMBED_SIZE, 3), np.uint8), np.zeros((0, 512), np.float32)
+    crops = np.stack([norm_crop(image, k, EMBED_SIZE)[0] for k in dets.kps])
+    return crops, normed(chunked(embed_fn, batch, crops_to_blob(crops, ARCFACE_MEAN, ARCFACE_STD)))
+
+
 def embed_faces(image: np.ndarray, dets: Detections, embed_fn: EmbedFn, batch: int) -> np.ndarray:
     """Normed ArcFace embeddings float32 [N, 512] of every face in ``dets``."""
-    if len(dets) == 0:
-        return np.zeros((0, 512), np.float32)
-    crops = np.stack([norm_crop(image, k, EMBED_SIZE)[0] for k in dets.kps])
-    blob = crops_to_blob(crops, ARCFACE_MEAN, ARCFACE_STD)
-    return normed(chunked(embed_fn, batch, blob))
+    return _embed_crops(image, dets, embed_fn, batch)[1]
 
 
 @dataclass
@@ -227,9 +232,6 @@ def analyze_stage(image: np.ndarray, dets: Detections, embed_fn: EmbedFn, batch:
                   emap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normed embeddings and swap latents (float32 [N, 512]) and the aligned 112x112 BGR
     crops (uint8 [N, 112, 112, 3], usable as thumbnails) of every face."""
-    if len(dets) == 0:
-        z = np.zeros((0, 512), np.float32)
-        return z, z.copy(), np.zeros((0, EMBED_SIZE, EMBED_SIZE, 3), np.uint8)
-    crops = np.stack([norm_crop(image, k, EMBED_SIZE)[0] for k in dets.kps])
-    emb = normed(chunked(embed_fn, batch, crops_to_blob(crops, ARCFACE_MEAN, ARCFACE_STD)))
-    return emb, swap_latents(emb, emap), crops
+    crops, emb = _embed_crops(image, dets, embed_fn, batch)
+    latents = swap_latents(emb, emap) if len(emb) else emb.copy()
+    return emb, latents, crops

@@ -54,14 +54,18 @@ def bls_fn(model_name: str, input_names: list[str], output_name: str) -> Callabl
     """
 
     def call(*arrays: np.ndarray) -> np.ndarray:
-        inputs = [pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in zip(input_names, arrays)]
-        req = pb_utils.InferenceRequest(model_name=model_name, requested_output_names=[output_name], inputs=inputs)
-        resp = req.exec()
-        if resp.has_error():
-            raise RuntimeError(f"{model_name}: {resp.error().message()}")
-        return pb_utils.get_output_tensor_by_name(resp, output_name).as_numpy()
+        return _bls(model_name, input_names, arrays, [output_name])[0]
 
     return call
+
+
+def _bls(model: str, input_names: list[str], arrays, outputs: list[str]) -> list[np.ndarray]:
+    """One synchronous BLS request; the outputs in the given order (RuntimeError on failure)."""
+    inputs = [pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in zip(input_names, arrays)]
+    resp = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs, inputs=inputs).exec()
+    if resp.has_error():
+        raise RuntimeError(f"{model}: {resp.error().message()}")
+    return [pb_utils.get_output_tensor_by_name(resp, o).as_numpy() for o in outputs]
 
 
 def bls_detector(params: dict[str, str]) -> Callable[[np.ndarray], list[np.ndarray]] | None:
@@ -72,15 +76,7 @@ def bls_detector(params: dict[str, str]) -> Callable[[np.ndarray], list[np.ndarr
         return None
     model, input_name = params.get("detector_model", "face_detector"), params.get("detector_input", "input.1")
 
-    def call(blob: np.ndarray) -> list[np.ndarray]:
-        req = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs,
-                                        inputs=[pb_utils.Tensor(input_name, np.ascontiguousarray(blob))])
-        resp = req.exec()
-        if resp.has_error():
-            raise RuntimeError(f"{model}: {resp.error().message()}")
-        return [pb_utils.get_output_tensor_by_name(resp, o).as_numpy() for o in outputs]
-
-    return call
+    return lambda blob: _bls(model, [input_name], [blob], outputs)
 
 
 def respond(requests, handler: Callable[[object], list]) -> list:
