@@ -78,6 +78,7 @@ bench: setup             ## face_swap images/s vs insightface, gateway added lat
 	$(VPY) -m tools.bench
 	$(VPY) -m tools.bench_gateway
 	$(VPY) -m tools.bench_video
+	$(VPY) -m tools.bench_overload
 
 perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) against face_swap on `make serve`
 	@ldconfig -p | grep -q libb64.so.0d || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

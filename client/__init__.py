@@ -1,8 +1,16 @@
 """Python client of the face-swap Triton ensembles (sync and asyncio, HTTP and gRPC)."""
 
 from client.core import EmbedResult, Face, SwapResult
-from client.errors import FaceSwapError, InvalidInput, NoFaceError, RequestTimeout, ServerUnavailable
+from client.errors import (
+    FaceSwapError,
+    InvalidInput,
+    ModelFailed,
+    NoFaceError,
+    Overloaded,
+    RequestTimeout,
+    ServerUnavailable,
+)
 from client.library import AsyncFaceSwapClient, FaceSwapClient
 
 __all__ = ["AsyncFaceSwapClient", "EmbedResult", "Face", "FaceSwapClient", "FaceSwapError", "InvalidInput",
-           "NoFaceError", "RequestTimeout", "ServerUnavailable", "SwapResult"]
+           "ModelFailed", "NoFaceError", "Overloaded", "RequestTimeout", "ServerUnavailable", "SwapResult"]

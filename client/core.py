@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.errors import FaceSwapError, InvalidInput, RequestTimeout, ServerUnavailable
+from client.errors import FaceSwapError, InvalidInput, ModelFailed, Overloaded, RequestTimeout, ServerUnavailable
 
 EMBED_MODEL = "face_embed"
 SWAP_MODEL = "face_swap"
@@ -204,11 +204,16 @@ def map_error(exc: Exception, url: str = "") -> FaceSwapError:
         msg = exc.message() or str(exc)
         if "in ensemble" in msg:
             msg = msg.split(", ", 1)[-1] if msg.startswith("in ensemble") else msg
+        low = msg.lower()
         if status in ("400", "StatusCode.INVALID_ARGUMENT"):
             return InvalidInput(msg)
-        if "DEADLINE" in status or "timed out" in msg.lower():
+        if "exceeds maximum queue size" in low:
+            return Overloaded(f"Triton{at} is at capacity (queue full); retry shortly")
+        if "DEADLINE" in status or "timed out" in low or "timeout expired" in low:
             return RequestTimeout(msg)
-        if status in ("StatusCode.UNAVAILABLE", "503") or "unavailable" in msg.lower() or "not ready" in msg.lower():
+        if status in ("StatusCode.INTERNAL", "500") or "model_failed" in low:
+            return ModelFailed(msg)
+        if status in ("StatusCode.UNAVAILABLE", "503") or "unavailable" in low or "not ready" in low:
             return ServerUnavailable(f"cannot reach Triton{at} ({msg.splitlines()[0][:200]}); is it running? "
                                      "`make serve` starts one")
         return FaceSwapError(f"{status} {msg}".strip())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import random
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from client.core import (
     swap_arrays,
     swap_kps_arrays,
 )
-from client.errors import InvalidInput, NoFaceError
+from client.errors import InvalidInput, ModelFailed, NoFaceError, Overloaded, RequestTimeout
 
 #: The models a ready deployment serves (ensembles and every stage they call).
 REQUIRED_MODELS = ("face_embed", "face_swap", "face_swap_kps", "landmark_aligner", "image_decoder", "face_detector",
@@ -51,6 +53,30 @@ def _swap_request(target: ImageLike, source_latent: np.ndarray, reference_embedd
     if opts.get("selection") in ("similar", "pairs") and reference_embedding is None:
         raise InvalidInput(f"selection {opts['selection']!r} needs reference_embedding")
     return swap_arrays(target, source_latent, reference_embedding, options_json(**opts))
+
+
+def _deadline_kwargs(protocol: str, seconds: float) -> dict:
+    """The request's deadline, sent twice: as Triton's request ``timeout`` (microseconds; a queue
+    policy with REJECT drops the request, uncomputed, once it has waited that long) and, over
+    gRPC, as the call's deadline (when it passes, the call is cancelled and Triton stops the
+    ensemble before its next step).
+
+    Raises:
+        RequestTimeout: no time is left.
+    """
+    if seconds <= 0:
+        raise RequestTimeout("the request's deadline passed before it could be sent")
+    kwargs = {"timeout": max(int(seconds * 1e6), 1)}
+    if protocol == "grpc":
+        kwargs["client_timeout"] = seconds
+    return kwargs
+
+
+def _overload_pause(err: Exception, attempt: int, waited: float, budget: float) -> float | None:
+    """Seconds to sleep before retrying a call refused by a full Triton, or None to give up."""
+    if not isinstance(err, Overloaded) or waited >= budget:
+        return None
+    return min(0.05 * 2 ** attempt, 1.0) * random.uniform(0.5, 1.0)
 
 
 def _source_latent(res: EmbedResult, source_face: str | int) -> np.ndarray:
@@ -95,8 +121,9 @@ class FaceSwapClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+    def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: tuple[str, ...],
+               timeout: float | None = None) -> dict[str, np.ndarray]:
+        kwargs = _deadline_kwargs(self.protocol, self.timeout if timeout is None else timeout)
         try:
             res = self._client.infer(model, build_inputs(self._mod, arrays),
                                      outputs=[self._mod.InferRequestedOutput(o) for o in outputs], **kwargs)
@@ -114,27 +141,29 @@ class FaceSwapClient:
             return {"live": False, "ready": False, "models": {}, "error": str(map_error(exc, self.url))}
         return {"live": bool(live), "ready": bool(ready) and all(models.values()), "models": models}
 
-    def embed(self, image: ImageLike) -> EmbedResult:
-        """Faces, normed embeddings and swap latents of an image (bytes or path)."""
-        return parse_embed(self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS))
+    def embed(self, image: ImageLike, *, timeout: float | None = None) -> EmbedResult:
+        """Faces, normed embeddings and swap latents of an image (bytes or path).
+        ``timeout``: seconds for this call (default: the client's)."""
+        return parse_embed(self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS, timeout))
 
     def swap(self, target: ImageLike, source_latent: np.ndarray, *, reference_embedding: np.ndarray | None = None,
-             **opts: Any) -> SwapResult:
+             timeout: float | None = None, **opts: Any) -> SwapResult:
         """Swap faces of ``target`` with the identity ``source_latent`` (float32 [512]).
 
         Options (see pipeline.selection.SwapOptions): selection ("all", "largest", "index",
         "similar"), face_index, max_faces, output_format ("auto", "jpeg", "png", "webp"),
-        quality, det_thresh.
+        quality, det_thresh. ``timeout``: seconds for this call (default: the client's).
         """
         return parse_swap(self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding, opts),
-                                      SWAP_OUTPUTS))
+                                      SWAP_OUTPUTS, timeout))
 
-    def swap_at(self, target: ImageLike, source_latent: np.ndarray, kps: np.ndarray, **opts: Any) -> SwapResult:
+    def swap_at(self, target: ImageLike, source_latent: np.ndarray, kps: np.ndarray, *,
+                timeout: float | None = None, **opts: Any) -> SwapResult:
         """Swap the faces whose 5 key points (float32 [M, 5, 2], pixels) the caller gives, skipping
         detection (``face_swap_kps``; video uses it with key points smoothed across frames)."""
         return parse_swap_kps(self._infer(SWAP_KPS_MODEL, swap_kps_arrays(target, source_latent, kps,
                                                                            options_json(**opts)),
-                                          SWAP_KPS_OUTPUTS), kps)
+                                          SWAP_KPS_OUTPUTS, timeout), kps)
 
     def swap_images(self, source: ImageLike, target: ImageLike, source_face: str | int = "largest",
                     **opts: Any) -> SwapResult:
@@ -143,7 +172,9 @@ class FaceSwapClient:
         Raises:
             NoFaceError: the source image has no face.
         """
-        return self.swap(target, _source_latent(self.embed(source), source_face), **opts)
+        timeout = opts.pop("timeout", None)
+        return self.swap(target, _source_latent(self.embed(source, timeout=timeout), source_face),
+                         timeout=timeout, **opts)
 
     def statistics(self) -> dict[str, dict]:
         """Triton's per-model inference statistics ({model name: stats dict})."""
@@ -156,9 +187,17 @@ class FaceSwapClient:
 
 
 class AsyncFaceSwapClient:
-    """asyncio client with the same methods as :class:`FaceSwapClient` (awaitable)."""
+    """asyncio client with the same methods as :class:`FaceSwapClient` (awaitable).
 
-    def __init__(self, url: str | None = None, protocol: str = "http", timeout: float = 120.0) -> None:
+    Args:
+        overload_wait: seconds a call may spend waiting (with jittered backoff, 50 ms to 1 s)
+            on a Triton whose queue is full before Overloaded is raised; 0 (the default) raises
+            at once. Batch work (video and batch jobs) waits; interactive callers should not.
+    """
+
+    def __init__(self, url: str | None = None, protocol: str = "http", timeout: float = 120.0,
+                 overload_wait: float = 0.0) -> None:
+        self.overload_wait = overload_wait
         self.protocol = protocol
         self._mod = _module(protocol, aio=True)
         self.url = url or default_url(protocol)
@@ -177,15 +216,23 @@ class AsyncFaceSwapClient:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: tuple[str, ...]
-                     ) -> dict[str, np.ndarray]:
-        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {"timeout": int(self.timeout)}
-        try:
-            res = await self._client.infer(model, build_inputs(self._mod, arrays),
-                                           outputs=[self._mod.InferRequestedOutput(o) for o in outputs], **kwargs)
-        except Exception as exc:
-            raise map_error(exc, self.url) from exc
-        return {o: res.as_numpy(o) for o in outputs}
+    async def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: tuple[str, ...],
+                     timeout: float | None = None) -> dict[str, np.ndarray]:
+        waited, attempt = 0.0, 0
+        while True:
+            kwargs = _deadline_kwargs(self.protocol, self.timeout if timeout is None else timeout)
+            try:
+                res = await self._client.infer(model, build_inputs(self._mod, arrays),
+                                               outputs=[self._mod.InferRequestedOutput(o) for o in outputs], **kwargs)
+            except Exception as exc:
+                err = map_error(exc, self.url)
+                pause = _overload_pause(err, attempt, waited, self.overload_wait)
+                if pause is None:
+                    raise err from exc
+                await asyncio.sleep(pause)
+                waited, attempt = waited + pause, attempt + 1
+                continue
+            return {o: res.as_numpy(o) for o in outputs}
 
     async def health(self) -> dict:
         try:
@@ -206,7 +253,8 @@ class AsyncFaceSwapClient:
         return {k: v.get("string_value", v.get("stringValue", "")) for k, v in cfg.get("parameters", {}).items()}
 
     async def probe_networks(self, models: tuple[str, ...] = ("face_recognizer", "face_swapper")) -> None:
-        """Run each network once on zeros of its declared shape (batch 1); raises on failure."""
+        """Run each network once on zeros of its declared shape (batch 1); raises on failure
+        (ModelFailed when an output is not finite)."""
         for model in models:
             try:
                 meta = await self._client.get_model_metadata(model, **({"as_json": True} if self.protocol == "grpc"
@@ -217,22 +265,28 @@ class AsyncFaceSwapClient:
             for inp in meta["inputs"]:
                 shape = [1 if int(d) < 0 else int(d) for d in inp["shape"]]
                 arrays[inp["name"]] = np.zeros(shape, np.float32)
-            await self._infer(model, arrays, tuple(o["name"] for o in meta["outputs"]))
+            out = await self._infer(model, arrays, tuple(o["name"] for o in meta["outputs"]))
+            bad = [name for name, arr in out.items() if arr is None or not np.isfinite(arr).all()]
+            if bad:
+                raise ModelFailed(f"{model} returned non-finite values in {bad} for a zero input")
 
-    async def embed(self, image: ImageLike) -> EmbedResult:
-        return parse_embed(await self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS))
+    async def embed(self, image: ImageLike, *, timeout: float | None = None) -> EmbedResult:
+        return parse_embed(await self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS, timeout))
 
     async def swap(self, target: ImageLike, source_latent: np.ndarray, *,
-                   reference_embedding: np.ndarray | None = None, **opts: Any) -> SwapResult:
+                   reference_embedding: np.ndarray | None = None, timeout: float | None = None,
+                   **opts: Any) -> SwapResult:
         return parse_swap(await self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding,
-                                                                      opts), SWAP_OUTPUTS))
+                                                                      opts), SWAP_OUTPUTS, timeout))
 
-    async def swap_at(self, target: ImageLike, source_latent: np.ndarray, kps: np.ndarray,
-                      **opts: Any) -> SwapResult:
+    async def swap_at(self, target: ImageLike, source_latent: np.ndarray, kps: np.ndarray, *,
+                      timeout: float | None = None, **opts: Any) -> SwapResult:
         return parse_swap_kps(await self._infer(SWAP_KPS_MODEL, swap_kps_arrays(target, source_latent, kps,
                                                                                  options_json(**opts)),
-                                                SWAP_KPS_OUTPUTS), kps)
+                                                SWAP_KPS_OUTPUTS, timeout), kps)
 
     async def swap_images(self, source: ImageLike, target: ImageLike, source_face: str | int = "largest",
                           **opts: Any) -> SwapResult:
-        return await self.swap(target, _source_latent(await self.embed(source), source_face), **opts)
+        timeout = opts.pop("timeout", None)
+        return await self.swap(target, _source_latent(await self.embed(source, timeout=timeout), source_face),
+                               timeout=timeout, **opts)

@@ -41,16 +41,42 @@ def bytes_tensor(name: str, value: bytes) -> "pb_utils.Tensor":
     return pb_utils.Tensor(name, np.array([value], dtype=np.object_))
 
 
+class StageError(RuntimeError):
+    """A failure that is not the caller's: a model called through BLS failed, was full or was
+    cancelled. ``code`` is the called model's TritonError code, passed on when it says
+    UNAVAILABLE (queue full, timeout) or CANCELLED, so the caller sees why."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _code(name: str, fallback: str = "INTERNAL") -> int:
+    return getattr(pb_utils.TritonError, name, getattr(pb_utils.TritonError, fallback))
+
+
 def error_response(exc: Exception) -> "pb_utils.InferenceResponse":
-    """INVALID_ARG response with the exception's message (what the client shows a person)."""
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+    """The error answer for a failed request.
+
+    - ``ValueError`` (bad image, bad option): INVALID_ARG with the message, for a person (the
+      client maps it to InvalidInput; the gateway to 4xx);
+    - ``StageError`` from a called model: UNAVAILABLE or CANCELLED passed on, else INTERNAL;
+    - anything else is the model's own failure: INTERNAL, ``model_failed: ...`` (gateway 502).
+    """
+    if isinstance(exc, ValueError):
+        code, msg = pb_utils.TritonError.INVALID_ARG, str(exc)
+    elif isinstance(exc, StageError) and exc.code in (_code("UNAVAILABLE"), _code("CANCELLED")):
+        code, msg = exc.code, str(exc)
+    else:
+        code, msg = pb_utils.TritonError.INTERNAL, f"model_failed: {type(exc).__name__}: {exc}"
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(msg, code))
 
 
 def bls_fn(model_name: str, input_names: list[str], output_name: str) -> Callable[..., np.ndarray]:
     """A callable running ``model_name`` synchronously through BLS: f(*arrays) -> output array.
 
     Raises:
-        RuntimeError: the called model answered with an error.
+        StageError: the called model answered with an error.
     """
 
     def call(*arrays: np.ndarray) -> np.ndarray:
@@ -60,11 +86,12 @@ def bls_fn(model_name: str, input_names: list[str], output_name: str) -> Callabl
 
 
 def _bls(model: str, input_names: list[str], arrays, outputs: list[str]) -> list[np.ndarray]:
-    """One synchronous BLS request; the outputs in the given order (RuntimeError on failure)."""
+    """One synchronous BLS request; the outputs in the given order (StageError on failure)."""
     inputs = [pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in zip(input_names, arrays)]
     resp = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs, inputs=inputs).exec()
     if resp.has_error():
-        raise RuntimeError(f"{model}: {resp.error().message()}")
+        err = resp.error()
+        raise StageError(f"{model}: {err.message()}", err.code() if hasattr(err, "code") else None)
     return [pb_utils.get_output_tensor_by_name(resp, o).as_numpy() for o in outputs]
 
 
@@ -79,13 +106,24 @@ def bls_detector(params: dict[str, str]) -> Callable[[np.ndarray], list[np.ndarr
     return lambda blob: _bls(model, [input_name], [blob], outputs)
 
 
+def cancelled_check(request) -> Callable[[], None]:
+    """A function raising StageError(CANCELLED) once the caller has cancelled ``request`` (its
+    gRPC deadline passed or it hung up); long stages call it between chunks of work."""
+
+    def check() -> None:
+        if hasattr(request, "is_cancelled") and request.is_cancelled():
+            raise StageError("request cancelled by the caller", _code("CANCELLED", "UNAVAILABLE"))
+
+    return check
+
+
 def respond(requests, handler: Callable[[object], list]) -> list:
     """Run ``handler(request) -> output tensors`` for each request; a failing request gets an
-    INVALID_ARG error response while the others in the batch still succeed."""
+    error response (see ``error_response``) while the others in the batch still succeed."""
     responses = []
     for request in requests:
         try:
             responses.append(pb_utils.InferenceResponse(output_tensors=handler(request)))
-        except (ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error answer
             responses.append(error_response(exc))
     return responses

@@ -31,7 +31,7 @@ class Gateway:
     def __init__(self, triton_grpc: str, store: Path, secret: str | None = None) -> None:
         self.port = free_port_block(1)
         self.env = {**os.environ, "FACESWAP_GATEWAY_PORT": str(self.port), "FACESWAP_GATEWAY_TRITON_URL": triton_grpc,
-                    "FACESWAP_GATEWAY_STORE_PATH": str(store), "FACESWAP_GATEWAY_TRITON_TIMEOUT_S": "60",
+                    "FACESWAP_GATEWAY_STORE_PATH": str(store), "FACESWAP_GATEWAY_REQUEST_TIMEOUT_S": "60",
                     "FACESWAP_GATEWAY_MAX_UPLOAD_BYTES": str(12 * 1024 * 1024),
                     "FACESWAP_GATEWAY_MAX_PIXELS": str(30_000_000)}
         self.env.pop("FACESWAP_GATEWAY_HMAC_SECRET", None)
@@ -364,12 +364,12 @@ def test_refuses_public_address_without_secret(tmp_path):
 
 def test_slow_triton_is_504(gw_triton, tmp_path):
     g = Gateway(gw_triton.grpc_url, tmp_path / "faces.sqlite3")
-    g.env["FACESWAP_GATEWAY_TRITON_TIMEOUT_S"] = "0.005"
+    g.env["FACESWAP_GATEWAY_REQUEST_TIMEOUT_S"] = "0.005"
     g.start()
     try:
         with httpx.Client(base_url=g.url, timeout=60) as c:
             r = swap(c, GROUP, OBAMA)
-            assert (r.status_code, r.json()["code"]) == (504, "triton_timeout")
+            assert (r.status_code, r.json()["code"]) == (504, "deadline_exceeded")
             assert c.get("/healthz").status_code == 200
     finally:
         g.stop()

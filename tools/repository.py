@@ -74,6 +74,13 @@ NET_MAX_BATCH = {"detector": 0, "recognizer": 32, "swapper": 8}
 NET_MODEL = {"detector": "face_detector", "recognizer": "face_recognizer", "swapper": "face_swapper"}
 #: Tunables of the Python stages (config ``parameters``); keep in sync with README.
 DEFAULTS = {"det_size": "640", "det_thresh": "0.5", "nms_thresh": "0.4", "max_faces": "64", "max_pixels": "40000000"}
+#: Queue policy of every non-ensemble model (Triton ``ModelQueuePolicy``): at most this many
+#: requests wait per model, then Triton answers UNAVAILABLE at once; a request that waited
+#: longer than its timeout (the caller's, sent with the request, else the default below) is
+#: rejected, not computed. The entry stage ``image_decoder`` gets the tightest queue: it is
+#: where callers are turned away before any pixels are decoded.
+QUEUE_TIMEOUT_US = 30_000_000
+MAX_QUEUE = {"image_decoder": 8, "default": 32}
 
 
 def _dims(value_info) -> list[int]:
@@ -220,6 +227,15 @@ def _tensors(field_, tensors: list[T]) -> None:
             msg.optional = True
 
 
+def queue_policy(cfg: mc.ModelConfig, name: str) -> None:
+    """Dynamic-batching queue with a bounded size and timeouts that reject (see QUEUE_TIMEOUT_US)."""
+    pol = cfg.dynamic_batching.default_queue_policy
+    pol.timeout_action = mc.ModelQueuePolicy.REJECT
+    pol.default_timeout_microseconds = QUEUE_TIMEOUT_US
+    pol.allow_timeout_override = True
+    pol.max_queue_size = MAX_QUEUE.get(name, MAX_QUEUE["default"])
+
+
 def _params(cfg: mc.ModelConfig, params: dict[str, str]) -> None:
     for k, v in params.items():
         cfg.parameters[k].string_value = v
@@ -265,6 +281,7 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
         _params(cfg, {"stand_in": str(net.model.stand_in).lower()})
     if net.max_batch_size > 0:
         cfg.dynamic_batching.max_queue_delay_microseconds = 2000
+    queue_policy(cfg, cfg.name)
     return cfg
 
 
@@ -274,6 +291,7 @@ def stage_config(name: str, stage: Stage, profile: str) -> mc.ModelConfig:
     _tensors(cfg.output, stage.outputs)
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=stage.instances if profile == "cpu" else 4)
     _params(cfg, stage.params)
+    queue_policy(cfg, name)
     return cfg
 
 

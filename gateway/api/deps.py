@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import numpy as np
 from fastapi import Request, UploadFile
 
 from client import AsyncFaceSwapClient, NoFaceError
+from gateway.core.admission import Admission, remaining, until_disconnect
 from gateway.core.config import Settings
 from gateway.core.errors import APIError
 from gateway.core.images import inspect_image
 from gateway.core.metrics import Metrics
 from gateway.core.store import FaceStore, StoredFace
+
+T = TypeVar("T")
 
 
 def triton(request: Request) -> AsyncFaceSwapClient:
@@ -37,11 +43,26 @@ def face_or_404(store: FaceStore, face_id: str) -> StoredFace:
     return face
 
 
-async def source_latent(upload: UploadFile, triton: AsyncFaceSwapClient, settings: Settings) -> np.ndarray:
-    """The swap latent of the largest face of an uploaded source photo (422 no_face_in_source)."""
+def admission(request: Request) -> Admission:
+    return request.app.state.admission
+
+
+async def triton_call(request: Request, fn: Callable[..., Awaitable[T]], *args, **kwargs) -> T:
+    """``fn(*args, timeout=<seconds left before the request's deadline>, **kwargs)``, cancelled
+    if the HTTP caller hangs up (see gateway.core.admission)."""
+    return await until_disconnect(request, fn(*args, timeout=remaining(request), **kwargs))
+
+
+async def read_image(upload: UploadFile, settings: Settings, field: str) -> tuple[bytes, int]:
+    """An uploaded image's bytes and pixel count, checked from its header (see inspect_image)."""
     data = await upload.read()
-    inspect_image(data, settings.max_pixels, "source")
-    faces = (await triton.embed(data)).faces
+    meta = inspect_image(data, settings.max_pixels, field)
+    return data, meta.width * meta.height
+
+
+async def source_latent(request: Request, data: bytes, triton: AsyncFaceSwapClient) -> np.ndarray:
+    """The swap latent of the largest face of a source photo's bytes (422 no_face_in_source)."""
+    faces = (await triton_call(request, triton.embed, data)).faces
     if not faces:
         raise NoFaceError("no face found in the source image")
     return max(faces, key=lambda f: f.area).latent

@@ -19,8 +19,20 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Listen address; anything but loopback needs hmac_secret.")
     port: int = Field(8080, description="Listen port.")
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC host:port.")
-    triton_timeout_s: float = Field(60.0, description="Deadline of one Triton call; past it the answer is 504.")
+    request_timeout_s: float = Field(60.0, description="Deadline of a request from its arrival (all its Triton "
+                                     "calls together); past it the answer is 504 deadline_exceeded.")
+    max_request_timeout_s: float = Field(300.0, description="Largest deadline a caller may ask for with "
+                                         "X-Request-Timeout.")
+    max_in_flight: int = Field(4, description="Compute requests (swap, faces) in work at once in this process; "
+                               "more get 503 overloaded at once. Default: about two per Triton paste-back instance.")
+    max_pixels_in_flight: int = Field(80_000_000, description="Image pixels in work at once (two images at the "
+                                      "max_pixels limit); more get 503 overloaded.")
+    overload_retry_after_s: int = Field(1, description="Retry-After seconds sent with 503 overloaded.")
     retry_after_s: int = Field(5, description="Retry-After seconds sent with 503 when Triton is down.")
+    health_timeout_s: float = Field(2.0, description="/readyz waits this long for Triton, then answers 503.")
+    deep_check_timeout_s: float = Field(20.0, description="Time limit of one /readyz?deep=1 pipeline run.")
+    deep_check_image: Path | None = Field(None, description="Photo with a face for /readyz?deep=1 (default: "
+                                          "insightface's Tom_Hanks_54745.png when the package is installed).")
     hmac_secret: SecretStr | None = Field(None, description="Shared secret for request signatures (HMAC-SHA256).")
     signature_max_age_s: int = Field(300, description="Older (or newer) signed timestamps are refused (stale).")
     max_upload_bytes: int = Field(25 * 1024 * 1024, description="Largest request body; more is 413.")
@@ -28,12 +40,15 @@ class Settings(BaseSettings):
     store_path: Path = Field(ROOT / ".run" / "faces.sqlite3", description="SQLite file of the face store.")
     face_ttl_s: int = Field(7 * 24 * 3600, description="Seconds a registered face is kept.")
     models_dir: Path = Field(ROOT / "models", description="Where the real models are expected (shown by /readyz).")
-    deep_check_ttl_s: float = Field(10.0, description="Seconds a /readyz?deep=1 result is cached.")
+    deep_check_ttl_s: float = Field(10.0, description="Seconds a /readyz?deep=1 result (success or failure) "
+                                    "is cached.")
     thumbnail_size: int = Field(64, description="Side of face thumbnails in pixels (from the 112x112 aligned crop).")
     jobs_dir: Path = Field(ROOT / ".run" / "jobs", description="Inputs and results of video/batch jobs.")
     max_job_upload_bytes: int = Field(500 * 1024 * 1024, description="Largest POST /v1/jobs body; more is 413.")
     max_concurrent_jobs: int = Field(1, description="Jobs processed at once; the others wait queued.")
-    job_in_flight: int = Field(8, description="Triton requests outstanding per job.")
+    job_in_flight: int = Field(4, description="Triton requests outstanding per job (jobs wait on a full Triton; "
+                               "interactive requests do not).")
+    job_timeout_s: float = Field(60.0, description="Deadline of each Triton call of a job.")
 
 
 @lru_cache

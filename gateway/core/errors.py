@@ -10,7 +10,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from client.errors import FaceSwapError, InvalidInput, NoFaceError, RequestTimeout, ServerUnavailable
+from client.errors import (
+    FaceSwapError,
+    InvalidInput,
+    ModelFailed,
+    NoFaceError,
+    Overloaded,
+    RequestTimeout,
+    ServerUnavailable,
+)
 
 log = logging.getLogger("gateway")
 
@@ -28,8 +36,9 @@ def errors(*statuses: int) -> dict[int | str, dict]:
             "without a configured secret", 404: "face_not_found / job_not_found", 409: "job_not_done / job_failed / "
             "job_cancelled", 413: "payload_too_large / image_too_large", 415: "unsupported_media_type",
             422: "corrupt_image, corrupt_video, no_face_in_source, face_index_out_of_range, invalid_option, "
-            "missing_source, missing_media, invalid_request", 502: "triton_error", 503: "triton_unavailable "
-            "(with Retry-After)", 504: "triton_timeout"}
+            "missing_source, missing_media, invalid_request", 502: "model_failed (a model inside Triton failed), "
+            "triton_error", 503: "overloaded (at capacity: retry after Retry-After), triton_unavailable (with "
+            "Retry-After)", 504: "deadline_exceeded (the request's deadline passed: X-Request-Timeout)"}
     return {s: {"model": ErrorBody, "description": text.get(s, "error")} for s in statuses}
 
 
@@ -45,9 +54,23 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
-def from_triton(exc: FaceSwapError, retry_after: int) -> APIError:
+def deadline_exceeded(settings) -> APIError:
+    """504 ``deadline_exceeded``, saying how to get more time."""
+    return APIError(504, "deadline_exceeded", "The request did not finish within its deadline "
+                    f"({settings.request_timeout_s:g} s by default; send X-Request-Timeout to allow up to "
+                    f"{settings.max_request_timeout_s:g} s, or swap fewer faces with max_faces).")
+
+
+def from_triton(exc: FaceSwapError, settings) -> APIError:
     """Map the client library's typed errors (from Triton) to HTTP."""
     msg = str(exc)
+    if isinstance(exc, Overloaded):
+        return APIError(503, "overloaded", "The inference server is at capacity; retry after "
+                        f"{settings.overload_retry_after_s} s.", {"Retry-After": str(settings.overload_retry_after_s)})
+    if isinstance(exc, ModelFailed):
+        log.error("model failed inside Triton: %s", msg)
+        return APIError(502, "model_failed", "A model inside the inference server failed on this request; "
+                        "it has been logged.")
     if isinstance(exc, NoFaceError):
         return APIError(422, "no_face_in_source", "No face was found in the source image.")
     if isinstance(exc, InvalidInput):
@@ -63,9 +86,9 @@ def from_triton(exc: FaceSwapError, retry_after: int) -> APIError:
         return APIError(422, "invalid_option", msg)
     if isinstance(exc, ServerUnavailable):
         return APIError(503, "triton_unavailable", "The inference server is not available; retry shortly.",
-                        {"Retry-After": str(retry_after)})
+                        {"Retry-After": str(settings.retry_after_s)})
     if isinstance(exc, RequestTimeout):
-        return APIError(504, "triton_timeout", "The inference server took too long to answer.")
+        return deadline_exceeded(settings)
     return APIError(502, "triton_error", f"The inference server failed: {msg}")
 
 
@@ -78,7 +101,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(FaceSwapError)
     async def _triton(request: Request, exc: FaceSwapError) -> JSONResponse:
-        err = from_triton(exc, request.app.state.settings.retry_after_s)
+        err = from_triton(exc, request.app.state.settings)
         if err.status >= 500:  # the service failed; 4xx are the caller's input (counted by status)
             request.app.state.metrics.triton_errors.labels(err.code).inc()
         return error_response(err.status, err.code, err.message, err.headers)

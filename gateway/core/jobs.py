@@ -215,7 +215,9 @@ class JobRunner:
             self.store.update(job.id, done=done, total=total, progress=min(done / total, 1.0) if total else 0.0,
                               eta_s=eta)
 
-        async with AsyncFaceSwapClient(self.triton_url, "grpc", timeout=self.timeout_s) as client:
+        # A job waits on a full Triton (up to the deadline of a call) instead of failing.
+        async with AsyncFaceSwapClient(self.triton_url, "grpc", timeout=self.timeout_s,
+                                       overload_wait=self.timeout_s) as client:
             try:
                 if job.kind == "video":
                     out = d / "result.mp4"

@@ -7,15 +7,15 @@ import hashlib
 from typing import Annotated
 
 import cv2
-from fastapi import APIRouter, Depends, File, UploadFile
+from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from client import AsyncFaceSwapClient
 from gateway.api import deps
+from gateway.core.admission import Admission
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
-from gateway.core.images import inspect_image
 from gateway.core.store import FaceStore, StoredFace
 
 router = APIRouter(prefix="/v1/faces", tags=["faces"])
@@ -45,17 +45,19 @@ def face_out(f: StoredFace) -> FaceOut:
 
 
 @router.post("", response_model=FacesOut, summary="Register every face of an image",
-             responses=errors(400, 401, 413, 415, 422, 503, 504))
+             responses=errors(400, 401, 413, 415, 422, 502, 503, 504))
 async def register_faces(
     image: Annotated[UploadFile, File(description="A photo (jpeg, png, webp, bmp, tiff)")],
+    request: Request,
     triton: AsyncFaceSwapClient = Depends(deps.triton),
     store: FaceStore = Depends(deps.store),
     settings: Settings = Depends(deps.settings),
+    admission: Admission = Depends(deps.admission),
 ) -> FacesOut:
     """Detect the faces of an image, keep each one's embedding and swap latent in the face store."""
-    data = await image.read()
-    inspect_image(data, settings.max_pixels)
-    res = await triton.embed(data)
+    data, pixels = await deps.read_image(image, settings, "image")
+    with admission.pixels_reserved(pixels):
+        res = await deps.triton_call(request, triton.embed, data)
     sha = hashlib.sha256(data).hexdigest()
     stored = []
     for f in res.faces:

@@ -1,10 +1,11 @@
-"""Liveness, readiness (Triton and every model; optionally a real pipeline run) and metrics."""
+"""Liveness, readiness (Triton and every model, within ``health_timeout_s``; optionally a real
+pipeline run) and metrics."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+import logging
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,15 +16,7 @@ from gateway.core.config import Settings
 from gateway.core.metrics import Metrics
 
 router = APIRouter(tags=["health"])
-
-
-def probe_image() -> bytes:
-    """A small built-in PNG (a colour gradient, 96x64) for the deep check."""
-    import cv2
-
-    x = np.linspace(0, 255, 96, dtype=np.uint8)
-    img = np.dstack([np.tile(x, (64, 1)), np.tile(x[::-1], (64, 1)), np.full((64, 96), 128, np.uint8)])
-    return cv2.imencode(".png", img)[1].tobytes()
+log = logging.getLogger("gateway.health")
 
 
 @router.get("/healthz", summary="The process lives")
@@ -31,43 +24,48 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-async def _deep(triton: AsyncFaceSwapClient) -> dict:
-    t = time.perf_counter()
-    img = probe_image()
-    await triton.embed(img)
-    res = await triton.swap(img, np.full((1, 512), 1 / np.sqrt(512), np.float32), output_format="png")
-    if res.image != img:
-        raise FaceSwapError("the deep check's face-less image did not come back unchanged")
-    await triton.probe_networks()
-    return {"ok": True, "seconds": round(time.perf_counter() - t, 3)}
+async def _shallow(triton: AsyncFaceSwapClient) -> tuple[dict, list[str]]:
+    h = await triton.health()
+    if h["live"] and h["ready"]:
+        stand = (await triton.model_parameters("face_paster")).get("stand_in_models", "")
+        return h, [s for s in stand.split(",") if s]
+    return h, []
 
 
 @router.get("/readyz", summary="Triton live and ready, every model ready; ?deep=1 also runs the pipeline")
-async def readyz(request: Request, deep: bool = Query(False, description="also run the pipeline end to end"),
+async def readyz(request: Request, deep: bool = Query(False, description="also run the pipeline end to end "
+                                                      "(single-flight, cached)"),
                  triton: AsyncFaceSwapClient = Depends(deps.triton),
                  settings: Settings = Depends(deps.settings)) -> JSONResponse:
-    """200 {"status": "ready"} or 503 {"status": "degraded", ...} saying what is missing."""
-    h = await triton.health()
-    body: dict = {"status": "ready", "triton": settings.triton_url, "models_dir": str(settings.models_dir)}
-    not_ready = [m for m, ok in h.get("models", {}).items() if not ok]
-    if not h["live"] or not h["ready"]:
-        body.update(status="degraded", triton_live=h["live"], models_not_ready=not_ready or "unknown",
-                    error=h.get("error"))
-        return JSONResponse(body, status_code=503, headers={"Retry-After": str(settings.retry_after_s)})
+    """200 {"status": "ready"} or 503 {"status": "degraded", "error": <code>} within
+    ``health_timeout_s`` whatever Triton does (deep: plus the pipeline run's own time limit).
+    Error codes: triton_timeout, triton_unreachable, models_not_ready, and the deep check's
+    (pipeline_timeout, pipeline_failed, no_face_found, output_not_finite, ...)."""
+    retry = {"Retry-After": str(settings.retry_after_s)}
+
+    def degraded(error: str, **extra) -> JSONResponse:
+        return JSONResponse({"status": "degraded", "error": error, **extra}, status_code=503, headers=retry)
+
     try:
-        stand = (await triton.model_parameters("face_paster")).get("stand_in_models", "")
-        body["stand_ins"] = [s for s in stand.split(",") if s]
-        if deep:
-            cache = request.app.state.deep_cache
-            if cache and time.monotonic() - cache[0] < settings.deep_check_ttl_s:
-                body["deep"] = {**cache[1], "cached": True}
-            else:
-                result = await _deep(triton)
-                request.app.state.deep_cache = (time.monotonic(), result)
-                body["deep"] = result
+        h, stand_ins = await asyncio.wait_for(_shallow(triton), settings.health_timeout_s)
+    except asyncio.TimeoutError:
+        log.warning("readyz: Triton %s did not answer within %g s", settings.triton_url, settings.health_timeout_s)
+        return degraded("triton_timeout")
     except FaceSwapError as exc:
-        body.update(status="degraded", error=str(exc))
-        return JSONResponse(body, status_code=503, headers={"Retry-After": str(settings.retry_after_s)})
+        log.warning("readyz: %s", exc)
+        return degraded("triton_unreachable")
+    if not h["live"] or not h["ready"]:
+        if h.get("error"):
+            log.warning("readyz: %s", h["error"])
+            return degraded("triton_unreachable")
+        not_ready = [m for m, ok in h.get("models", {}).items() if not ok]
+        log.warning("readyz: models not ready: %s (real models expected in %s)", not_ready, settings.models_dir)
+        return degraded("models_not_ready", models_not_ready=not_ready)
+    body: dict = {"status": "ready", "stand_ins": stand_ins}
+    if deep:
+        body["deep"] = await request.app.state.deep.result(triton, stand_ins)
+        if not body["deep"]["ok"]:
+            return degraded(body["deep"]["error"], deep=body["deep"], stand_ins=stand_ins)
     return JSONResponse(body)
 
 

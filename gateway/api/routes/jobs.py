@@ -86,7 +86,7 @@ def _job_or_404(request: Request, job_id: str):
 
 
 @router.post("", status_code=202, summary="Start a video or batch job",
-             responses=errors(400, 401, 404, 413, 415, 422, 503, 504))
+             responses=errors(400, 401, 404, 413, 415, 422, 502, 503, 504))
 async def create_job(
     request: Request,
     video: Annotated[UploadFile | None, File(description=f"A video ({VIDEO_FORMATS})")] = None,
@@ -113,7 +113,9 @@ async def create_job(
     if source_face_id is not None:
         latent = deps.face_or_404(store, source_face_id).latent
     else:
-        latent = await deps.source_latent(source, triton, settings)
+        data, pixels = await deps.read_image(source, settings, "source")
+        with request.app.state.admission.pixels_reserved(pixels):
+            latent = await deps.source_latent(request, data, triton)
     reference = None if reference_face_id is None else deps.face_or_404(store, reference_face_id).embedding
     runner = request.app.state.jobs
     if video is not None:

@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from client import AsyncFaceSwapClient
 from gateway.api import deps
+from gateway.core.admission import Admission
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
-from gateway.core.images import inspect_image
 from gateway.core.metrics import Metrics
 from gateway.core.store import FaceStore
 
@@ -76,10 +76,14 @@ async def swap(
     store: FaceStore = Depends(deps.store),
     settings: Settings = Depends(deps.settings),
     metrics: Metrics = Depends(deps.metrics),
+    admission: Admission = Depends(deps.admission),
 ) -> Response:
     """Swap the target's faces with one source (image or registered face), or many-to-many pairs."""
-    target_bytes = await target.read()
-    inspect_image(target_bytes, settings.max_pixels, "target")
+    target_bytes, pixels = await deps.read_image(target, settings, "target")
+    source_bytes = None
+    if source is not None:
+        source_bytes, source_pixels = await deps.read_image(source, settings, "source")
+        pixels += source_pixels
     reference = None
     if face_index is not None and selection not in ("all", "index"):
         raise APIError(422, "invalid_option", f"face_index goes with selection=index, not selection={selection}.")
@@ -106,9 +110,11 @@ async def swap(
         opts.update(selection="pairs", threshold=threshold)
     elif source_face_id is not None:
         latents = deps.face_or_404(store, source_face_id).latent[None]
-    else:
-        latents = (await deps.source_latent(source, triton, settings))[None]
-    res = await triton.swap(target_bytes, latents, reference_embedding=reference, **opts)
+    with admission.pixels_reserved(pixels):
+        if source_bytes is not None:
+            latents = (await deps.source_latent(request, source_bytes, triton))[None]
+        res = await deps.triton_call(request, triton.swap, target_bytes, latents, reference_embedding=reference,
+                                     **opts)
     metrics.faces_swapped.inc(res.faces_swapped)
     chosen = set(res.selected)
     faces = [SwapFace(box=[round(float(v), 2) for v in f.box], score=round(f.score, 4), swapped=i in chosen)

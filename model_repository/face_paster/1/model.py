@@ -7,7 +7,7 @@ import triton_python_backend_utils as pb_utils
 
 from pipeline.selection import SwapOptions
 from pipeline.stages import latents_for, paste_stage, result_json
-from pipeline.triton_glue import bls_fn, bytes_tensor, get, get_bytes, parameters, respond
+from pipeline.triton_glue import bls_fn, bytes_tensor, cancelled_check, get, get_bytes, parameters, respond
 
 
 class TritonPythonModel:
@@ -30,9 +30,15 @@ class TritonPythonModel:
         latents = (latents_for(get(request, "latent_index"), get(request, "source_latents")) if crops.shape[0]
                    else np.zeros((0, 512), np.float32))
         image = get(request, "image_bgr")
+        check = cancelled_check(request)
+
+        def swap_fn(blob, lat):  # a caller who has gone is not computed for: checked before every chunk
+            check()
+            return self.swap_fn(blob, lat)
+
         data, fmt, n = paste_stage(image, get(request, "original").tobytes(),
                                    json.loads(get_bytes(request, "image_info", b"{}")), crops,
-                                   get(request, "affines"), latents, opts, self.swap_fn, self.swap_batch,
+                                   get(request, "affines"), latents, opts, swap_fn, self.swap_batch,
                                    get(request, "alpha"))
         summary = result_json(faces_detected=info.get("faces_detected", 0), faces_swapped=n,
                               truncated=info.get("truncated", False), selected=selected.tolist(), format=fmt,

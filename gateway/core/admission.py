@@ -1,0 +1,160 @@
+"""Admission control: bounded work in flight, deadlines that travel, calls cancelled with their caller.
+
+- **Slots.** Each compute request (``POST /v1/swap``, ``POST /v1/faces``) takes one of
+  ``max_in_flight`` slots before its body is read; with none free it is answered at once
+  with 503 ``overloaded`` and ``Retry-After`` (never queued here: Triton's own bounded queues
+  absorb short bursts, the gateway sheds the rest).
+- **Pixels.** Once an image's size is known from its header (``gateway.core.images``) the
+  request reserves its pixels against ``max_pixels_in_flight``; a reservation that does not
+  fit is 503 ``overloaded`` as well, except for a request that would be alone (so one
+  largest-allowed image always passes). Memory in Triton grows with pixels in flight
+  (about 30 bytes a pixel through decode, detection and paste-back), not with requests.
+- **Deadline.** A request's deadline starts when it arrives: ``X-Request-Timeout`` (seconds,
+  from the caller, capped by ``max_request_timeout_s``) or ``request_timeout_s``. Every
+  Triton call gets the time that is left, as its gRPC deadline and as Triton's request
+  timeout, so work for a caller who has gone is dropped from Triton's queues, not computed.
+- **Cancellation.** A Triton call made through :func:`until_disconnect` is cancelled when the
+  HTTP caller hangs up (checked every 0.2 s); cancelling the gRPC call makes Triton stop the
+  ensemble before its next step.
+
+Jobs (video, batch) do not take these slots: they have their own bound (``max_concurrent_jobs``
+x ``job_in_flight`` Triton requests) and wait on a full Triton instead of failing, so that
+interactive callers and jobs share Triton's capacity in that proportion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable
+from contextlib import contextmanager
+from typing import TypeVar
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.core.errors import APIError, deadline_exceeded, error_response
+
+T = TypeVar("T")
+TIMEOUT_HEADER = "x-request-timeout"
+
+
+class Admission:
+    """Counters of the work in flight in one gateway process (asyncio: no locks needed).
+
+    Args:
+        max_in_flight: compute requests at once (slots).
+        max_pixels: pixels (width x height, summed over the images of the requests) at once.
+        retry_after_s: ``Retry-After`` seconds sent with 503 ``overloaded``.
+        metrics: ``gateway.core.metrics.Metrics`` (gauges and the rejection counter).
+    """
+
+    def __init__(self, max_in_flight: int, max_pixels: int, retry_after_s: int, metrics) -> None:
+        self.max_in_flight, self.max_pixels, self.retry_after_s = max(max_in_flight, 1), max_pixels, retry_after_s
+        self.in_flight = 0
+        self.pixels = 0
+        self.metrics = metrics
+
+    def overloaded(self, what: str) -> APIError:
+        self.metrics.rejected.labels(what).inc()
+        return APIError(503, "overloaded", f"The service is at capacity ({what}); retry after "
+                        f"{self.retry_after_s} s.", {"Retry-After": str(self.retry_after_s)})
+
+    def try_enter(self) -> bool:
+        if self.in_flight >= self.max_in_flight:
+            return False
+        self.in_flight += 1
+        self.metrics.in_flight.set(self.in_flight)
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        self.metrics.in_flight.set(self.in_flight)
+
+    @contextmanager
+    def pixels_reserved(self, pixels: int):
+        """Hold ``pixels`` for the ``with`` block; raises APIError 503 ``overloaded`` when they
+        do not fit beside what is in flight (a request alone always fits)."""
+        if self.pixels and self.pixels + pixels > self.max_pixels:
+            raise self.overloaded(f"{self.pixels / 1e6:.0f} M pixels in work, limit {self.max_pixels / 1e6:.0f} M")
+        self.pixels += pixels
+        self.metrics.pixels_in_flight.set(self.pixels)
+        try:
+            yield
+        finally:
+            self.pixels -= pixels
+            self.metrics.pixels_in_flight.set(self.pixels)
+
+
+class AdmissionMiddleware:
+    """ASGI: slot admission (before the body is read) and the request's deadline for ``paths``.
+
+    The deadline (``time.monotonic()`` seconds) is put in ``scope["state"]["deadline"]``
+    (``request.state.deadline``) for every request.
+    """
+
+    def __init__(self, app: ASGIApp, admission: Admission, paths: set[tuple[str, str]], default_timeout_s: float,
+                 max_timeout_s: float) -> None:
+        self.app, self.admission, self.paths = app, admission, paths
+        self.default_timeout_s, self.max_timeout_s = default_timeout_s, max_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        timeout = self.default_timeout_s
+        for k, v in scope.get("headers", []):
+            if k.decode().lower() == TIMEOUT_HEADER:
+                try:
+                    timeout = float(v.decode())
+                except ValueError:
+                    timeout = math.nan
+                if not math.isfinite(timeout) or timeout <= 0:
+                    await error_response(422, "invalid_request", "X-Request-Timeout must be a positive number of "
+                                         "seconds.")(scope, receive, send)
+                    return
+                timeout = min(timeout, self.max_timeout_s)
+        scope.setdefault("state", {})["deadline"] = time.monotonic() + timeout
+        if (scope["method"], scope["path"]) not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if not self.admission.try_enter():
+            err = self.admission.overloaded(f"{self.admission.max_in_flight} requests in work")
+            await error_response(err.status, err.code, err.message, err.headers)(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.admission.leave()
+
+
+def remaining(request: Request) -> float:
+    """Seconds left before the request's deadline; raises APIError 504 ``deadline_exceeded`` when none."""
+    left = request.state.deadline - time.monotonic()
+    if left <= 0:
+        raise deadline_exceeded(request.app.state.settings)
+    return left
+
+
+async def until_disconnect(request: Request, call: Awaitable[T]) -> T:
+    """Await ``call``; cancel it (and so its gRPC call) if the HTTP caller hangs up first.
+
+    Raises:
+        APIError: 499 ``client_closed_request`` when the caller went away (nobody reads it;
+            it is what the logs and metrics count).
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.2)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                request.app.state.metrics.cancelled.inc()
+                raise APIError(499, "client_closed_request", "The caller closed the connection; its work was "
+                               "cancelled.")
+    finally:
+        if not task.done():
+            task.cancel()

@@ -1,0 +1,79 @@
+"""Error mapping: a model's own failure is the server's fault (502 model_failed), never a 422."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from client import InvalidInput, ModelFailed, Overloaded, RequestTimeout
+from client.core import map_error
+
+
+class _FakeError:
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
+
+    def __init__(self, message, code=1):
+        self.msg, self.c = message, code
+
+    def message(self):
+        return self.msg
+
+    def code(self):
+        return self.c
+
+
+@pytest.fixture
+def glue(monkeypatch):
+    """pipeline.triton_glue with a stand-in for the Python backend's triton_python_backend_utils
+    (which exists only inside Triton's stub process)."""
+    fake = types.ModuleType("triton_python_backend_utils")
+    fake.TritonError = _FakeError
+    fake.InferenceResponse = lambda output_tensors=None, error=None: types.SimpleNamespace(
+        outputs=output_tensors, error=error)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    monkeypatch.delitem(sys.modules, "pipeline.triton_glue", raising=False)
+    import pipeline.triton_glue as g
+
+    return g
+
+
+def test_stage_errors_are_classified(glue):
+    def fail(exc):
+        def handler(_):
+            raise exc
+        return glue.respond([object()], handler)[0].error
+
+    assert fail(ValueError("bad option")).c == _FakeError.INVALID_ARG
+    internal = fail(glue.StageError("face_swapper: stub crashed", _FakeError.INTERNAL))
+    assert internal.c == _FakeError.INTERNAL and internal.msg.startswith("model_failed: ")
+    assert fail(KeyError("x")).c == _FakeError.INTERNAL
+    assert fail(glue.StageError("face_swapper: Exceeds maximum queue size", _FakeError.UNAVAILABLE)).c == \
+        _FakeError.UNAVAILABLE
+    ok = glue.respond([object()], lambda _: ["tensor"])[0]
+    assert ok.outputs == ["tensor"] and ok.error is None
+
+
+def test_client_maps_triton_statuses():
+    def exc(status, msg):
+        return map_error(InferenceServerException(msg, status=status))
+
+    assert isinstance(exc("StatusCode.INTERNAL", "in ensemble 'face_swap', model_failed: KeyError"), ModelFailed)
+    assert isinstance(exc("StatusCode.UNAVAILABLE", "Exceeds maximum queue size"), Overloaded)
+    assert isinstance(exc("StatusCode.UNAVAILABLE", "Request timeout expired"), RequestTimeout)
+    assert isinstance(exc("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded"), RequestTimeout)
+    assert isinstance(exc("StatusCode.INVALID_ARGUMENT", "corrupt image"), InvalidInput)
+
+
+def test_gateway_maps_model_failure_to_502_and_overload_to_503():
+    from gateway.core.config import Settings
+    from gateway.core.errors import from_triton
+
+    s = Settings()
+    err = from_triton(ModelFailed("face_paster: model_failed: boom"), s)
+    assert (err.status, err.code) == (502, "model_failed") and "boom" not in err.message
+    err = from_triton(Overloaded("full"), s)
+    assert (err.status, err.code, err.headers["Retry-After"]) == (503, "overloaded", str(s.overload_retry_after_s))
+    assert from_triton(RequestTimeout("late"), s).code == "deadline_exceeded"

@@ -1,0 +1,273 @@
+"""Overload: admission control, deadlines, cancellation, honest health and metrics.
+
+Real servers on loopback: a tritonserver of this module's own (its execution counts are read,
+and one test stalls it with SIGSTOP) and gateways under uvicorn with small limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from client import FaceSwapClient, Overloaded, RequestTimeout
+from tests.conftest import free_port_block
+from tests.test_gateway import GROUP, OBAMA, SECRET, Gateway, files, swap
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def ov_triton(models, tmp_path_factory):
+    from tools.repository import build
+    from tools.server import Ports, TritonServer
+
+    run = tmp_path_factory.mktemp("ov_triton")
+    build(run / "model_repository", "cpu", models)
+    base = free_port_block(3)
+    server = TritonServer(run / "model_repository", Ports(base, base + 1, base + 2), run_dir=run).start(240)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def latent(ov_triton):
+    with FaceSwapClient(ov_triton.grpc_url, "grpc") as c:
+        return c.embed(OBAMA).largest().latent
+
+
+def executions(url: str) -> dict[str, int]:
+    with FaceSwapClient(url, "grpc") as c:
+        return {k: int(v.get("execution_count", 0)) for k, v in c.statistics().items()}
+
+
+def busy(url: str, latent: np.ndarray, n: int) -> list[threading.Thread]:
+    """n direct face_swap calls in threads (the group photo), started now; join them later."""
+    data = GROUP.read_bytes()
+
+    def one():
+        with FaceSwapClient(url, "grpc", timeout=120) as c:
+            c.swap(data, latent)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def gateway(ov_triton, tmp_path, **env) -> Gateway:
+    g = Gateway(ov_triton.grpc_url, tmp_path / "faces.sqlite3", secret=env.pop("secret", None))
+    g.env.update({f"FACESWAP_GATEWAY_{k.upper()}": str(v) for k, v in env.items()})
+    return g.start()
+
+
+def test_every_model_but_ensembles_has_a_rejecting_bounded_queue(models, tmp_path):
+    from google.protobuf import text_format
+
+    from tools.repository import PROFILES, build
+
+    for profile in PROFILES:
+        build(tmp_path / profile, profile, models)
+        for path in (tmp_path / profile).glob("*/config.pbtxt"):
+            cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
+            if cfg.platform == "ensemble":
+                continue
+            pol = cfg.dynamic_batching.default_queue_policy
+            assert pol.timeout_action == mc.ModelQueuePolicy.REJECT, (profile, cfg.name)
+            assert pol.max_queue_size > 0 and pol.default_timeout_microseconds > 0 and pol.allow_timeout_override
+
+
+def test_direct_grpc_callers_get_unavailable_fast_when_triton_is_full(ov_triton, latent):
+    data, outcomes = GROUP.read_bytes(), []
+
+    def one():
+        t = time.monotonic()
+        try:
+            with FaceSwapClient(ov_triton.grpc_url, "grpc", timeout=120) as c:
+                c.swap(data, latent)
+            outcomes.append(("ok", time.monotonic() - t))
+        except Overloaded:
+            outcomes.append(("overloaded", time.monotonic() - t))
+
+    threads = [threading.Thread(target=one) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    kinds = [k for k, _ in outcomes]
+    assert len(outcomes) == 30 and kinds.count("ok") >= 8 and kinds.count("overloaded") >= 5, kinds
+    assert max(s for k, s in outcomes if k == "overloaded") < 2.0
+
+
+def test_a_request_past_its_deadline_is_not_computed(ov_triton, latent):
+    before = executions(ov_triton.grpc_url)
+    threads = busy(ov_triton.grpc_url, latent, 6)
+    time.sleep(0.3)
+    with FaceSwapClient(ov_triton.grpc_url, "grpc") as c, pytest.raises(RequestTimeout):
+        c.swap(GROUP.read_bytes(), latent, timeout=0.05)
+    for t in threads:
+        t.join(120)
+    time.sleep(0.5)
+    after = executions(ov_triton.grpc_url)
+    # the six callers' requests ran through paste-back; the late one never reached it
+    assert after["face_paster"] - before["face_paster"] == 6
+    assert after["face_swapper"] - before["face_swapper"] == 6
+
+
+def test_full_gateway_answers_503_with_retry_after_at_once(ov_triton, tmp_path):
+    g = gateway(ov_triton, tmp_path, max_in_flight=1)
+    try:
+        async def run():
+            async with httpx.AsyncClient(base_url=g.url, timeout=120) as c:
+                async def one():
+                    t = time.monotonic()
+                    r = await c.post("/v1/swap", files=files(target=GROUP, source=OBAMA))
+                    return r, time.monotonic() - t
+                return await asyncio.gather(*[one() for _ in range(6)])
+
+        results = asyncio.run(run())
+        codes = [r.status_code for r, _ in results]
+        assert codes.count(200) >= 1 and codes.count(503) >= 3, codes
+        for r, secs in results:
+            if r.status_code == 503:
+                assert r.json()["code"] == "overloaded" and int(r.headers["retry-after"]) >= 1
+                assert secs < 1.0
+        metrics = httpx.get(f"{g.url}/metrics").text
+        assert 'gateway_rejected_total{reason="1 requests in work"}' in metrics
+        assert 'route="/v1/swap",status="503"' in metrics and "gateway_in_flight_requests 0.0" in metrics
+    finally:
+        g.stop()
+
+
+def test_pixels_in_flight_are_bounded(ov_triton, tmp_path):
+    group_pixels = 1280 * 886
+    g = gateway(ov_triton, tmp_path, max_in_flight=8, max_pixels_in_flight=int(group_pixels * 1.5))
+    try:
+        async def run():
+            async with httpx.AsyncClient(base_url=g.url, timeout=120) as c:
+                return await asyncio.gather(*[c.post("/v1/faces", files=files(image=GROUP)) for _ in range(4)])
+
+        codes = sorted(r.status_code for r in asyncio.run(run()))
+        assert codes[0] == 200 and codes[-1] == 503, codes
+        assert "gateway_in_flight_pixels 0.0" in httpx.get(f"{g.url}/metrics").text
+    finally:
+        g.stop()
+
+
+def test_deadline_header_travels_and_is_504_with_a_clear_code(ov_triton, tmp_path):
+    g = gateway(ov_triton, tmp_path)
+    try:
+        with httpx.Client(base_url=g.url, timeout=60) as c:
+            r = c.post("/v1/swap", files=files(target=GROUP, source=OBAMA), headers={"X-Request-Timeout": "0.01"})
+            assert (r.status_code, r.json()["code"]) == (504, "deadline_exceeded")
+            assert "X-Request-Timeout" in r.json()["message"]
+            r = c.post("/v1/swap", files=files(target=GROUP, source=OBAMA), headers={"X-Request-Timeout": "nan"})
+            assert (r.status_code, r.json()["code"]) == (422, "invalid_request")
+            assert swap(c, GROUP, OBAMA).status_code == 200
+    finally:
+        g.stop()
+
+
+def test_cancelled_http_request_cancels_its_triton_call(ov_triton, latent, tmp_path):
+    g = gateway(ov_triton, tmp_path)
+    try:
+        with httpx.Client(base_url=g.url, timeout=120) as c:
+            fid = c.post("/v1/faces", files=files(image=OBAMA)).json()["faces"][0]["id"]
+        before = executions(ov_triton.grpc_url)
+        threads = busy(ov_triton.grpc_url, latent, 8)  # about 3 s of work queued ahead
+        time.sleep(0.2)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{g.url}/v1/swap", files=files(target=GROUP), data={"source_face_id": fid}, timeout=0.6)
+        for t in threads:
+            t.join(120)
+        time.sleep(1.0)
+        after = executions(ov_triton.grpc_url)
+        assert after["face_paster"] - before["face_paster"] == 8  # the busy callers' only
+        assert "gateway_cancelled_total 1.0" in httpx.get(f"{g.url}/metrics").text
+    finally:
+        g.stop()
+
+
+def test_readyz_answers_503_in_time_while_triton_is_stalled(ov_triton, tmp_path):
+    g = gateway(ov_triton, tmp_path)
+    try:
+        assert httpx.get(f"{g.url}/readyz", timeout=30).status_code == 200
+        os.kill(ov_triton.proc.pid, signal.SIGSTOP)
+        try:
+            t = time.monotonic()
+            r = httpx.get(f"{g.url}/readyz", timeout=30)
+            took = time.monotonic() - t
+        finally:
+            os.kill(ov_triton.proc.pid, signal.SIGCONT)
+        assert r.status_code == 503 and r.json() == {"status": "degraded", "error": "triton_timeout"}
+        assert took < 3.0 and r.headers["retry-after"]
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{g.url}/readyz", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "not ready again after SIGCONT"
+            time.sleep(0.3)
+    finally:
+        g.stop()
+
+
+def test_concurrent_deep_checks_run_the_pipeline_once(ov_triton, tmp_path):
+    g = gateway(ov_triton, tmp_path, deep_check_ttl_s=60)
+    try:
+        before = executions(ov_triton.grpc_url)
+
+        async def run():
+            async with httpx.AsyncClient(base_url=g.url, timeout=120) as c:
+                return await asyncio.gather(*[c.get("/readyz", params={"deep": 1}) for _ in range(20)])
+
+        results = asyncio.run(run())
+        after = executions(ov_triton.grpc_url)
+        assert all(r.status_code == 200 for r in results), [r.text for r in results]
+        deep = results[0].json()["deep"]
+        assert deep["ok"] and deep["face_probe"] and deep["faces"] >= 1
+        assert after["face_embed"] - before["face_embed"] == 1  # one run for twenty callers
+        assert after["face_swap"] - before["face_swap"] == 2  # face-less probe + the real face
+        body = results[0].text
+        assert "/" not in body.replace('"status"', "")  # no paths, no URLs in a public health body
+    finally:
+        g.stop()
+
+
+def test_deep_check_failure_is_cached_and_public_body_names_a_code(ov_triton, tmp_path):
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), (90, 120, 60)).save(blank)
+    g = gateway(ov_triton, tmp_path, deep_check_ttl_s=60, deep_check_image=blank)
+    try:
+        first = httpx.get(f"{g.url}/readyz", params={"deep": 1}, timeout=60)
+        second = httpx.get(f"{g.url}/readyz", params={"deep": 1}, timeout=60)
+        assert first.status_code == second.status_code == 503
+        assert first.json()["error"] == "no_face_found" and second.json()["deep"]["cached"]
+    finally:
+        g.stop()
+
+
+def test_guard_answers_are_counted_in_metrics(ov_triton, tmp_path):
+    g = gateway(ov_triton, tmp_path, secret=SECRET, max_upload_bytes=1000)
+    try:
+        with httpx.Client(base_url=g.url, timeout=60) as c:
+            assert c.post("/v1/swap", files=files(target=b"x" * 10)).status_code == 401
+            assert c.post("/v1/swap", content=b"x" * 5000).status_code == 413
+            assert c.get("/v1/faces/abc").status_code == 401
+            text = c.get("/metrics").text
+        assert 'gateway_requests_total{method="POST",route="/v1/swap",status="401"} 1.0' in text
+        assert 'gateway_requests_total{method="POST",route="/v1/swap",status="413"} 1.0' in text
+        assert 'gateway_requests_total{method="GET",route="/v1/faces/{face_id}",status="401"} 1.0' in text
+    finally:
+        g.stop()
+
+
+def test_triton_exports_queue_time(ov_triton):
+    text = httpx.get(f"http://127.0.0.1:{ov_triton.ports.metrics}/metrics", timeout=10).text
+    assert 'nv_inference_queue_duration_us{model="face_swapper"' in text
