@@ -109,8 +109,9 @@ def header_size(buf: np.ndarray) -> tuple[int, int]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> DecodedImage:
-    """Decode encoded image bytes (see :class:`DecodedImage`).
+def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS, alpha: bool = True) -> DecodedImage:
+    """Decode encoded image bytes (see :class:`DecodedImage`); ``alpha=False`` skips reading the
+    alpha channel (``DecodedImage.alpha`` is then None).
 
     Raises:
         ImageError: empty input, an unknown format, too many pixels, or corrupt bytes.
@@ -133,8 +134,9 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> Deco
     if img is None:
         raise ImageError(f"corrupt image: the {fmt} data could not be decoded")
     raw = buf[:65536].tobytes()
-    alpha = None
-    if (fmt == "png" and _png_has_alpha(raw)) or (fmt == "webp" and _webp_has_alpha(raw)) or fmt == "tiff":
+    want_alpha, alpha = alpha, None
+    if want_alpha and ((fmt == "png" and _png_has_alpha(raw)) or (fmt == "webp" and _webp_has_alpha(raw))
+                       or fmt == "tiff"):
         full = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         if full is not None and full.ndim == 3 and full.shape[2] == 4 and full.shape[:2] == img.shape[:2]:
             a = full[..., 3]

@@ -51,9 +51,10 @@ class Decoded:
     alpha: np.ndarray  # uint8 [H, W], or [0, 0] when the input has no alpha
 
 
-def decode_stage(data: bytes | np.ndarray, det_size: int = 640, max_pixels: int = MAX_PIXELS) -> Decoded:
+def decode_stage(data: bytes | np.ndarray, det_size: int = 640, max_pixels: int = MAX_PIXELS,
+                 alpha: bool = True) -> Decoded:
     """Decode image bytes and build the SCRFD input (raises ``codec.ImageError``)."""
-    d = decode_image(data, max_pixels)
+    d = decode_image(data, max_pixels, alpha)
     det_img, det_scale = letterbox(d.bgr, (det_size, det_size))
     alpha = d.alpha if d.alpha is not None else np.zeros((0, 0), np.uint8)
     return Decoded(d.bgr, detector_blob(det_img), det_scale, {"format": d.fmt, "grey": d.grey}, alpha)
@@ -168,6 +169,18 @@ def output_format(opts: SwapOptions, input_fmt: str) -> str:
     if opts.output_format != "auto":
         return opts.output_format
     return input_fmt if input_fmt in ("jpeg", "png", "webp") else "png"
+
+
+def frame(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS, alpha: bool = False):
+    """The full-resolution frame of encoded image bytes (``codec.DecodedImage``: BGR uint8
+    [H, W, 3], format, alpha, grey). Each stage that needs the pixels decodes the bytes itself:
+    only encoded bytes and small tensors travel between Triton's stages, so the Python
+    backend's shared-memory pools (which never shrink) stay small however large the images.
+
+    Raises:
+        codec.ImageError: as ``codec.decode_image``.
+    """
+    return decode_image(data, max_pixels, alpha)
 
 
 def paste_stage(image: np.ndarray, original: bytes, info: dict, aligned_crops: np.ndarray, affines: np.ndarray,

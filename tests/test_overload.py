@@ -271,3 +271,47 @@ def test_guard_answers_are_counted_in_metrics(ov_triton, tmp_path):
 def test_triton_exports_queue_time(ov_triton):
     text = httpx.get(f"http://127.0.0.1:{ov_triton.ports.metrics}/metrics", timeout=10).text
     assert 'nv_inference_queue_duration_us{model="face_swapper"' in text
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (MiB), from /proc."""
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            status = open(f"/proc/{p}/status").read()
+            total += int(status.split("VmRSS:")[1].split()[0]) / 1024
+            for task in os.listdir(f"/proc/{p}/task"):
+                stack += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
+        except (FileNotFoundError, IndexError, ProcessLookupError):
+            continue
+    return total
+
+
+def test_triton_memory_returns_after_near_limit_images(ov_triton, latent, tmp_path):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (6000, 6000), (120, 100, 90)).save(buf, "PNG")  # 36 M pixels in ~120 KB
+    big = buf.getvalue()
+    for t in busy(ov_triton.grpc_url, latent, 2):
+        t.join(60)
+    time.sleep(1)
+    warm = tree_rss_mb(ov_triton.proc.pid)
+
+    def one():
+        with FaceSwapClient(ov_triton.grpc_url, "grpc", timeout=300) as c:
+            c.swap(big, latent)
+
+    for _ in range(2):
+        threads = [threading.Thread(target=one) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    time.sleep(2)
+    after = tree_rss_mb(ov_triton.proc.pid)
+    # before full frames were kept out of the stages' shared memory this grew by gigabytes
+    assert after < warm * 1.15, (warm, after)

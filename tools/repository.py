@@ -121,7 +121,11 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
     rec_params = {"recognizer_model": NET_MODEL["recognizer"], "recognizer_input": rec.inputs[0].name,
                   "recognizer_output": rec.outputs[0].name, "recognizer_max_batch": str(rec.max_batch_size)}
     faces = [T("boxes", "TYPE_FP32", [-1, 4]), T("scores", "TYPE_FP32", [-1]), T("kps", "TYPE_FP32", [-1, 5, 2])]
-    image_bgr = T("image_bgr", "TYPE_UINT8", [-1, -1, 3])
+    # Stages that need the full-resolution frame decode the encoded bytes themselves: only
+    # bytes and small tensors cross stage boundaries (the Python backend's shared-memory
+    # pools grow to the largest tensors in flight and never shrink).
+    image = T("image", "TYPE_UINT8", [-1])
+    max_px = {"max_pixels": DEFAULTS["max_pixels"]}
     options = T("options", "TYPE_STRING", [1])
     stand = ",".join(stand_ins)
     det_p = {**{k: DEFAULTS[k] for k in ("det_size", "det_thresh", "nms_thresh")},
@@ -129,38 +133,38 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
              "detector_outputs": ",".join(o.name for o in det.outputs)}
     return {
         "image_decoder": Stage(
-            [T("image", "TYPE_UINT8", [-1])],
-            [image_bgr, T("det_blob", "TYPE_FP32", [1, 3, -1, -1]), T("det_scale", "TYPE_FP32", [1]),
-             T("image_info", "TYPE_STRING", [1]), T("alpha", "TYPE_UINT8", [-1, -1])],
-            instances=2, params={"det_size": DEFAULTS["det_size"], "max_pixels": DEFAULTS["max_pixels"]}),
+            [image],
+            [T("det_blob", "TYPE_FP32", [1, 3, -1, -1]), T("det_scale", "TYPE_FP32", [1])],
+            instances=2, params={"det_size": DEFAULTS["det_size"], **max_px}),
         "face_aligner": Stage(
-            [*heads, T("det_scale", "TYPE_FP32", [1]), image_bgr, options,
+            [*heads, T("det_scale", "TYPE_FP32", [1]), image, options,
              T("reference_embeddings", "TYPE_FP32", [-1, 512], optional=True)],
             [*faces, T("selected", "TYPE_INT32", [-1]), T("latent_index", "TYPE_INT32", [-1]),
              T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]),
              T("affines", "TYPE_FP32", [-1, 2, 3]), T("align_info", "TYPE_STRING", [1])],
-            instances=2, params={**det_p, "max_faces": DEFAULTS["max_faces"], **rec_params}),
+            instances=2, params={**det_p, "max_faces": DEFAULTS["max_faces"], **rec_params, **max_px}),
         "face_paster": Stage(
-            [image_bgr, T("original", "TYPE_UINT8", [-1]), T("image_info", "TYPE_STRING", [1]),
-             T("alpha", "TYPE_UINT8", [-1, -1]), T("latent_index", "TYPE_INT32", [-1]),
+            [T("original", "TYPE_UINT8", [-1]), T("latent_index", "TYPE_INT32", [-1]),
              T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]), T("affines", "TYPE_FP32", [-1, 2, 3]),
              T("selected", "TYPE_INT32", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]), options,
              T("align_info", "TYPE_STRING", [1])],
             [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])],
             instances=2, params={"swapper_model": NET_MODEL["swapper"], "swapper_target": swp.inputs[0].name,
                                  "swapper_source": swp.inputs[1].name, "swapper_output": swp.outputs[0].name,
-                                 "swapper_max_batch": str(swp.max_batch_size), "stand_in_models": stand}),
+                                 "swapper_max_batch": str(swp.max_batch_size), "stand_in_models": stand,
+                                 **max_px}),
         "landmark_aligner": Stage(
-            [image_bgr, T("face_kps", "TYPE_FP32", [-1, 5, 2])],
+            [image, T("face_kps", "TYPE_FP32", [-1, 5, 2])],
             [T("selected", "TYPE_INT32", [-1]), T("latent_index", "TYPE_INT32", [-1]),
              T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]), T("affines", "TYPE_FP32", [-1, 2, 3]),
              T("align_info", "TYPE_STRING", [1])],
-            instances=2),
+            instances=2, params=max_px),
         "face_analyzer": Stage(
-            [*heads, T("det_scale", "TYPE_FP32", [1]), image_bgr],
+            [*heads, T("det_scale", "TYPE_FP32", [1]), image],
             [*faces, T("embeddings", "TYPE_FP32", [-1, 512]), T("latents", "TYPE_FP32", [-1, 512]),
              T("aligned_faces", "TYPE_UINT8", [-1, 112, 112, 3]), T("info", "TYPE_STRING", [1])],
-            instances=1, params={**det_p, **rec_params, "emap_file": "emap.npy", "stand_in_models": stand}),
+            instances=1, params={**det_p, **rec_params, "emap_file": "emap.npy", "stand_in_models": stand,
+                                 **max_px}),
     }
 
 
@@ -171,12 +175,9 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
     det_in = det.inputs[0].name
     head_map = {o.name: f"head_{h}" for o, h in zip(det.outputs, HEAD_NAMES)}
     head_in = {h: f"head_{h}" for h in HEAD_NAMES}
-    decode = ("image_decoder", {"image": "image"},
-              {"image_bgr": "image_bgr", "det_blob": "det_blob", "det_scale": "det_scale",
-               "image_info": "image_info", "alpha": "alpha"})
+    decode = ("image_decoder", {"image": "image"}, {"det_blob": "det_blob", "det_scale": "det_scale"})
     detect = ("face_detector", {det_in: "det_blob"}, head_map)
-    paste = ("face_paster", {"image_bgr": "image_bgr", "original": "image", "image_info": "image_info",
-                             "alpha": "alpha", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
+    paste = ("face_paster", {"original": "image", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
                              "affines": "affines", "selected": "selected", "source_latents": "source_latents",
                              "options": "options", "align_info": "align_info"},
              {"output_image": "output_image", "result": "result"})
@@ -187,9 +188,8 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
             "inputs": [T("image", "TYPE_UINT8", [-1])],
             "outputs": [*face_outs, T("embeddings", "TYPE_FP32", [-1, 512]), T("latents", "TYPE_FP32", [-1, 512]),
                         T("aligned_faces", "TYPE_UINT8", [-1, 112, 112, 3]), T("info", "TYPE_STRING", [1])],
-            "steps": [(decode[0], decode[1],
-                       {k: v for k, v in decode[2].items() if k not in ("image_info", "alpha")}), detect,
-                      ("face_analyzer", {**head_in, "det_scale": "det_scale", "image_bgr": "image_bgr"},
+            "steps": [decode, detect,
+                      ("face_analyzer", {**head_in, "det_scale": "det_scale", "image": "image"},
                        {**faces_map, "embeddings": "embeddings", "latents": "latents",
                         "aligned_faces": "aligned_faces", "info": "info"})],
         },
@@ -199,7 +199,7 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
             "outputs": [T("output_image", "TYPE_UINT8", [-1]), *face_outs, T("selected", "TYPE_INT32", [-1]),
                         T("result", "TYPE_STRING", [1])],
             "steps": [decode, detect,
-                      ("face_aligner", {**head_in, "det_scale": "det_scale", "image_bgr": "image_bgr",
+                      ("face_aligner", {**head_in, "det_scale": "det_scale", "image": "image",
                                         "options": "options", "reference_embeddings": "reference_embeddings"},
                        {**faces_map, "selected": "selected", "latent_index": "latent_index",
                         "aligned_crops": "aligned_crops",
@@ -210,9 +210,7 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
             "inputs": [T("image", "TYPE_UINT8", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]),
                        T("face_kps", "TYPE_FP32", [-1, 5, 2]), T("options", "TYPE_STRING", [1])],
             "outputs": [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])],
-            "steps": [(decode[0], decode[1],
-                       {k: v for k, v in decode[2].items() if k not in ("det_blob", "det_scale")}),
-                      ("landmark_aligner", {"image_bgr": "image_bgr", "face_kps": "face_kps"},
+            "steps": [("landmark_aligner", {"image": "image", "face_kps": "face_kps"},
                        {"selected": "selected", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
                         "affines": "affines", "align_info": "align_info"}),
                       paste],

@@ -5,7 +5,7 @@ import triton_python_backend_utils as pb_utils
 
 from pipeline.detection import HEAD_NAMES
 from pipeline.selection import SwapOptions
-from pipeline.stages import align_stage, detect_stage, result_json
+from pipeline.stages import align_stage, detect_stage, frame, result_json
 from pipeline.triton_glue import bls_detector, bls_fn, bytes_tensor, get, get_bytes, parameters, respond
 
 
@@ -16,6 +16,7 @@ class TritonPythonModel:
         self.nms_thresh = float(p.get("nms_thresh", "0.4"))
         self.det_size = int(p.get("det_size", "640"))
         self.cap = int(p.get("max_faces", "64"))
+        self.max_pixels = int(p.get("max_pixels", "40000000"))
         self.embed_batch = int(p.get("recognizer_max_batch", "0"))
         self.detect_fn = bls_detector(p)
         self.embed_fn = bls_fn(p.get("recognizer_model", "face_recognizer"), [p.get("recognizer_input", "input.1")],
@@ -23,7 +24,7 @@ class TritonPythonModel:
 
     def _handle(self, request):
         opts = SwapOptions.from_json(get_bytes(request, "options"))
-        image = get(request, "image_bgr")
+        image = frame(get(request, "image"), self.max_pixels).bgr
         heads = [get(request, n) for n in HEAD_NAMES]
         det_scale = float(get(request, "det_scale").reshape(-1)[0])
         thresh = opts.det_thresh or self.det_thresh

@@ -4,7 +4,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from pipeline.detection import HEAD_NAMES
-from pipeline.stages import analyze_stage, detect_stage, result_json
+from pipeline.stages import analyze_stage, detect_stage, frame, result_json
 from pipeline.triton_glue import bls_detector, bls_fn, bytes_tensor, get, parameters, respond
 
 
@@ -14,6 +14,7 @@ class TritonPythonModel:
         self.det_size = int(p.get("det_size", "640"))
         self.det_thresh = float(p.get("det_thresh", "0.5"))
         self.nms_thresh = float(p.get("nms_thresh", "0.4"))
+        self.max_pixels = int(p.get("max_pixels", "40000000"))
         self.embed_batch = int(p.get("recognizer_max_batch", "0"))
         self.detect_fn = bls_detector(p)
         self.embed_fn = bls_fn(p.get("recognizer_model", "face_recognizer"), [p.get("recognizer_input", "input.1")],
@@ -26,7 +27,7 @@ class TritonPythonModel:
 
     def _handle(self, request):
         heads = [get(request, n) for n in HEAD_NAMES]
-        image = get(request, "image_bgr")
+        image = frame(get(request, "image"), self.max_pixels).bgr
         det_scale = float(get(request, "det_scale").reshape(-1)[0])
         dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, self.det_thresh, self.nms_thresh,
                             image, self.detect_fn)

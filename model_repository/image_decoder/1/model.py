@@ -1,12 +1,14 @@
-"""image_decoder: encoded image bytes -> BGR frame + SCRFD input (letterboxed blob)."""
+"""image_decoder: encoded image bytes -> the SCRFD input (letterboxed blob) and its scale.
 
-import json
+The full-resolution frame is not passed on: the stages that need it decode the bytes again
+(see ``pipeline.stages.frame``), which keeps large tensors out of Triton's shared memory.
+"""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from pipeline.stages import decode_stage
-from pipeline.triton_glue import bytes_tensor, get, parameters, respond
+from pipeline.triton_glue import get, parameters, respond
 
 
 class TritonPythonModel:
@@ -16,13 +18,10 @@ class TritonPythonModel:
         self.max_pixels = int(p.get("max_pixels", "40000000"))
 
     def _handle(self, request):
-        d = decode_stage(get(request, "image"), self.det_size, self.max_pixels)
+        d = decode_stage(get(request, "image"), self.det_size, self.max_pixels, alpha=False)
         return [
-            pb_utils.Tensor("image_bgr", d.image),
             pb_utils.Tensor("det_blob", d.det_blob),
             pb_utils.Tensor("det_scale", np.array([d.det_scale], np.float32)),
-            bytes_tensor("image_info", json.dumps(d.info).encode()),
-            pb_utils.Tensor("alpha", d.alpha),
         ]
 
     def execute(self, requests):
