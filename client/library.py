@@ -243,14 +243,25 @@ class AsyncFaceSwapClient:
             return {"live": False, "ready": False, "models": {}, "error": str(map_error(exc, self.url))}
         return {"live": bool(live), "ready": bool(ready) and all(models.values()), "models": models}
 
-    async def model_parameters(self, model: str) -> dict[str, str]:
-        """The ``parameters`` of a model's config.pbtxt as {key: string_value}."""
+    async def model_config(self, model: str) -> dict:
+        """A model's config as Triton serves it (JSON dict, protobuf field names in camelCase over
+        gRPC, snake_case over HTTP)."""
         try:
             cfg = await self._client.get_model_config(model, **({"as_json": True} if self.protocol == "grpc" else {}))
         except Exception as exc:
             raise map_error(exc, self.url) from exc
-        cfg = cfg.get("config", cfg)
+        return cfg.get("config", cfg)
+
+    async def model_parameters(self, model: str) -> dict[str, str]:
+        """The ``parameters`` of a model's config.pbtxt as {key: string_value}."""
+        cfg = await self.model_config(model)
         return {k: v.get("string_value", v.get("stringValue", "")) for k, v in cfg.get("parameters", {}).items()}
+
+    async def instance_count(self, model: str) -> int:
+        """How many instances of ``model`` Triton runs (the sum of its instance groups)."""
+        cfg = await self.model_config(model)
+        groups = cfg.get("instance_group") or cfg.get("instanceGroup") or []
+        return sum(int(g.get("count", 1)) for g in groups)
 
     async def probe_networks(self, models: tuple[str, ...] = ("face_recognizer", "face_swapper")) -> None:
         """Run each network once on zeros of its declared shape (batch 1); raises on failure

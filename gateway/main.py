@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from client import AsyncFaceSwapClient
+from client import AsyncFaceSwapClient, FaceSwapError
 from gateway.api.routes import faces, health, jobs, swap
 from gateway.core import errors
 from gateway.core.admission import Admission, AdmissionMiddleware
@@ -31,6 +32,17 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+async def _fitting_in_flight(triton: AsyncFaceSwapClient) -> int:
+    """Twice the paste-back instances of the Triton we talk to (each keeps one request in work and
+    one waiting), or 4 when Triton cannot tell within 5 s."""
+    try:
+        return 2 * await asyncio.wait_for(triton.instance_count("face_paster"), 5)
+    except (asyncio.TimeoutError, FaceSwapError, ValueError) as exc:
+        log.warning("could not read face_paster's instance count from Triton (%s): at most 4 requests in work "
+                    "(set FACESWAP_GATEWAY_MAX_IN_FLIGHT)", exc)
+        return 4
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Without an HMAC secret it only serves loopback callers and says so."""
     settings = settings or get_settings()
@@ -41,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = FaceStore(settings.store_path, settings.face_ttl_s)
         app.state.jobs = JobRunner(JobStore(settings.store_path), settings.jobs_dir, settings.triton_url,
                                    settings.job_timeout_s, settings.max_concurrent_jobs, settings.job_in_flight)
+        if not settings.max_in_flight:
+            app.state.admission.max_in_flight = await _fitting_in_flight(app.state.triton)
         resumed = app.state.jobs.recover()
         if resumed:
             log.warning("%d job(s) left by an earlier run queued again", resumed)
@@ -48,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("no HMAC secret configured (FACESWAP_GATEWAY_HMAC_SECRET): serving loopback callers only")
         log.info("gateway ready: Triton gRPC %s, face store %s; at most %d requests and %.0f M pixels in work, "
                  "deadline %g s (X-Request-Timeout up to %g s)", settings.triton_url, settings.store_path,
-                 settings.max_in_flight, settings.max_pixels_in_flight / 1e6, settings.request_timeout_s,
+                 app.state.admission.max_in_flight, settings.max_pixels_in_flight / 1e6, settings.request_timeout_s,
                  settings.max_request_timeout_s)
         yield
         app.state.jobs.shutdown()

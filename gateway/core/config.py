@@ -23,8 +23,9 @@ class Settings(BaseSettings):
                                      "calls together); past it the answer is 504 deadline_exceeded.")
     max_request_timeout_s: float = Field(300.0, description="Largest deadline a caller may ask for with "
                                          "X-Request-Timeout.")
-    max_in_flight: int = Field(4, description="Compute requests (swap, faces) in work at once in this process; "
-                               "more get 503 overloaded at once. Default: about two per Triton paste-back instance.")
+    max_in_flight: int = Field(0, description="Compute requests (swap, faces) in work at once in this process; "
+                               "more get 503 overloaded at once. 0: twice the face_paster instances Triton runs "
+                               "(read at start; 4 when Triton cannot be asked).")
     max_pixels_in_flight: int = Field(80_000_000, description="Image pixels in work at once (two images at the "
                                       "max_pixels limit); more get 503 overloaded.")
     overload_retry_after_s: int = Field(1, description="Retry-After seconds sent with 503 overloaded.")

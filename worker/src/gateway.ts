@@ -30,7 +30,8 @@ export async function callGateway(env: AppEnv, method: string, path: string, bod
 }
 
 /** Turn a failed gateway answer into the Worker's answer: 4xx pass through with their JSON
- * body; 503 stays 503 (service not ready); anything else is 502. */
+ * body; 503 stays 503 (`overloaded` when the gateway is at capacity, else service_not_ready)
+ * with the gateway's Retry-After; 504 stays 504 (deadline_exceeded); anything else is 502. */
 export async function gatewayFailure(res: Response): Promise<Response> {
   let body: { code?: string; message?: string } = {};
   try {
@@ -43,8 +44,15 @@ export async function gatewayFailure(res: Response): Promise<Response> {
       { status: res.status });
   }
   if (res.status === 503) {
-    return Response.json({ code: "service_not_ready", message: "The face-swap service is not ready; try again shortly." },
-      { status: 503, headers: { "Retry-After": res.headers.get("Retry-After") ?? "5" } });
+    const busy = body.code === "overloaded";
+    return Response.json(busy
+      ? { code: "overloaded", message: "The face-swap service is busy; try again in a few seconds." }
+      : { code: "service_not_ready", message: "The face-swap service is not ready; try again shortly." },
+    { status: 503, headers: { "Retry-After": res.headers.get("Retry-After") ?? "5" } });
+  }
+  if (res.status === 504) {
+    return Response.json({ code: "deadline_exceeded", message: "The face swap took too long and was stopped." },
+      { status: 504 });
   }
   return Response.json({ code: "gateway_error", message: `The face-swap service failed (${res.status}).` },
     { status: 502 });

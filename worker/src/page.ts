@@ -62,6 +62,8 @@ const MESSAGES = {
   unsupported_media_type: "That file type is not supported: use a JPEG, PNG or WebP photo (or an MP4 video).",
   corrupt_image: "That image file is damaged and cannot be read.",
   service_not_ready: "The face-swap service is not ready yet; please try again in a minute.",
+  overloaded: "The face-swap service is busy right now; please try again in a few seconds.",
+  deadline_exceeded: "That took too long and was stopped: try a smaller image or one with fewer faces.",
   gateway_unreachable: "The face-swap service cannot be reached right now; please try again later.",
   gateway_error: "The face-swap service failed; please try again.",
   missing_file: "Choose both a source photo and a target.",

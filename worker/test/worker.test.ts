@@ -95,6 +95,16 @@ describe("POST /api/swap", () => {
     expect(res.status).toBe(503);
     expect(res.headers.get("Retry-After")).toBe("5");
   });
+  it("503 overloaded keeps its code and the gateway's Retry-After; 504 stays 504", async () => {
+    mockGateway(() => Response.json({ code: "overloaded" }, { status: 503, headers: { "Retry-After": "1" } }));
+    let res = await swapOnce();
+    expect([res.status, res.headers.get("Retry-After")]).toEqual([503, "1"]);
+    expect((await res.json() as { code: string }).code).toBe("overloaded");
+    mockGateway(() => Response.json({ code: "deadline_exceeded" }, { status: 504 }));
+    res = await swapOnce();
+    expect(res.status).toBe(504);
+    expect((await res.json() as { code: string }).code).toBe("deadline_exceeded");
+  });
   it("an unreachable gateway is 502 gateway_unreachable", async () => {
     mockGateway(() => Promise.reject(new TypeError("connection refused")));
     const res = await swapOnce();
