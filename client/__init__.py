@@ -5,6 +5,7 @@ from client.errors import (
     FaceSwapError,
     InvalidInput,
     ModelFailed,
+    ModelOutputInvalid,
     NoFaceError,
     Overloaded,
     RequestTimeout,
@@ -13,4 +14,5 @@ from client.errors import (
 from client.library import AsyncFaceSwapClient, FaceSwapClient
 
 __all__ = ["AsyncFaceSwapClient", "EmbedResult", "Face", "FaceSwapClient", "FaceSwapError", "InvalidInput",
-           "ModelFailed", "NoFaceError", "Overloaded", "RequestTimeout", "ServerUnavailable", "SwapResult"]
+           "ModelFailed", "ModelOutputInvalid", "NoFaceError", "Overloaded", "RequestTimeout", "ServerUnavailable",
+           "SwapResult"]

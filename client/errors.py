@@ -19,6 +19,11 @@ class ModelFailed(FaceSwapError):
     not the input's. The message names the model."""
 
 
+class ModelOutputInvalid(ModelFailed):
+    """A network inside the server returned NaN or infinite values (message names the model);
+    the server refused to return an image made from them."""
+
+
 class InvalidInput(FaceSwapError):
     """The server rejected the request: corrupt image, unsupported format, bad option (HTTP 400 /
     gRPC INVALID_ARGUMENT). The message is the server's, meant for a person."""

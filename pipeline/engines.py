@@ -63,3 +63,42 @@ def load(path: str, output_names: list[str], engine: str = "onnxruntime", precis
         return [np.array(result[o], copy=True) for o in outputs]
 
     return run
+
+
+class OutputNotFinite(RuntimeError):
+    """A network returned NaN or infinite values (message: ``model_output_invalid: ...``)."""
+
+
+def non_finite(outputs: list[np.ndarray], names: list[str]) -> list[str]:
+    """Names of the floating-point outputs holding NaN or infinite values."""
+    return [n for n, o in zip(names, outputs) if np.issubdtype(o.dtype, np.floating) and not np.isfinite(o).all()]
+
+
+def checked(run: RunFn, output_names: list[str], model: str, precision: str,
+            fallback: Callable[[], RunFn] | None = None, on_fallback: Callable[[str], None] | None = None) -> RunFn:
+    """``run`` with every output checked for NaN/inf.
+
+    When a reduced precision (``precision != "f32"``) produced a non-finite value, the same
+    inputs are run once more in fp32 (``fallback()`` builds that engine, on first need) and
+    ``on_fallback(message)`` is told; a non-finite fp32 output raises.
+
+    Raises:
+        OutputNotFinite: the output is not finite (after the fp32 retry where there is one).
+    """
+    f32: list[RunFn] = []
+
+    def run_checked(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        outs = run(feeds)
+        bad = non_finite(outs, output_names)
+        if bad and precision != "f32" and fallback is not None:
+            if not f32:
+                f32.append(fallback())
+            if on_fallback:
+                on_fallback(f"{model}: {precision} output {bad} not finite; recomputed in f32")
+            outs = f32[0](feeds)
+            bad = non_finite(outs, output_names)
+        if bad:
+            raise OutputNotFinite(f"model_output_invalid: {model} returned NaN or infinite values in {bad}")
+        return outs
+
+    return run_checked

@@ -15,7 +15,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pipeline.engines import load
+from pipeline.engines import OutputNotFinite, checked, load
 from pipeline.triton_glue import parameters
 
 
@@ -31,11 +31,21 @@ class OnnxModel:
         path = p["onnx_path"]
         if not os.path.isabs(path):
             path = os.path.join(args["model_repository"], path)
-        self.run = load(path, self.output_names, engine, precision, int(p.get("intra_op_threads", "0")))
+        threads = int(p.get("intra_op_threads", "0"))
+        self.run = checked(load(path, self.output_names, engine, precision, threads), self.output_names, self.name,
+                           precision, lambda: load(path, self.output_names, engine, "f32", threads),
+                           pb_utils.Logger.log_warn)
         label = " (STAND-IN: random weights)" if p.get("stand_in", "false") == "true" else ""
         pb_utils.Logger.log_info(f"{self.name}: {engine} {precision} serving {path}{label}")
 
     def execute(self, requests):
+        try:
+            return self._execute(requests)
+        except OutputNotFinite as exc:  # every request of the batch shares the failed run
+            err = pb_utils.TritonError(str(exc), pb_utils.TritonError.INTERNAL)
+            return [pb_utils.InferenceResponse(error=err) for _ in requests]
+
+    def _execute(self, requests):
         feeds = [[pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names] for r in requests]
         if not self.batching:
             return [self._respond(self.run(dict(zip(self.input_names, f)))) for f in feeds]

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from pipeline.engines import non_finite
+
 
 def parameters(args: dict) -> dict[str, str]:
     """The model's config.pbtxt ``parameters`` as {key: string_value}."""
@@ -67,6 +69,8 @@ def error_response(exc: Exception) -> "pb_utils.InferenceResponse":
         code, msg = pb_utils.TritonError.INVALID_ARG, str(exc)
     elif isinstance(exc, StageError) and exc.code in (_code("UNAVAILABLE"), _code("CANCELLED")):
         code, msg = exc.code, str(exc)
+    elif "model_output_invalid" in str(exc):
+        code, msg = pb_utils.TritonError.INTERNAL, str(exc)[str(exc).index("model_output_invalid"):]
     else:
         code, msg = pb_utils.TritonError.INTERNAL, f"model_failed: {type(exc).__name__}: {exc}"
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(msg, code))
@@ -92,7 +96,17 @@ def _bls(model: str, input_names: list[str], arrays, outputs: list[str]) -> list
     if resp.has_error():
         err = resp.error()
         raise StageError(f"{model}: {err.message()}", err.code() if hasattr(err, "code") else None)
-    return [pb_utils.get_output_tensor_by_name(resp, o).as_numpy() for o in outputs]
+    arrays = [pb_utils.get_output_tensor_by_name(resp, o).as_numpy() for o in outputs]
+    require_finite(model, arrays, outputs)
+    return arrays
+
+
+def require_finite(model: str, arrays: list[np.ndarray], names: list[str]) -> None:
+    """Raise StageError ``model_output_invalid`` when a float array of ``model``'s output holds
+    NaN or infinite values (a swapper gone wrong must fail loudly, not paste a black face)."""
+    bad = non_finite(arrays, names)
+    if bad:
+        raise StageError(f"model_output_invalid: {model} returned NaN or infinite values in {bad}")
 
 
 def bls_detector(params: dict[str, str]) -> Callable[[np.ndarray], list[np.ndarray]] | None:

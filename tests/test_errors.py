@@ -77,3 +77,35 @@ def test_gateway_maps_model_failure_to_502_and_overload_to_503():
     err = from_triton(Overloaded("full"), s)
     assert (err.status, err.code, err.headers["Retry-After"]) == (503, "overloaded", str(s.overload_retry_after_s))
     assert from_triton(RequestTimeout("late"), s).code == "deadline_exceeded"
+
+
+def test_replay_memory_lasts_as_long_as_a_signature_is_valid(monkeypatch, tmp_path):
+    """A future-dated signature stays remembered until it is stale (not 'max_age after arrival')."""
+    from fastapi.testclient import TestClient
+
+    import gateway.core.guard as guard
+    from gateway.core.config import Settings
+    from gateway.main import create_app
+
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(guard.time, "time", lambda: now[0])
+    app = create_app(Settings(hmac_secret="s3cret", store_path=tmp_path / "f.sqlite3", jobs_dir=tmp_path / "jobs",
+                              triton_url="127.0.0.1:1", signature_max_age_s=300))
+    path = "/v1/faces/" + "0" * 32
+    headers = guard.signed_headers("s3cret", "GET", path, timestamp=int(now[0]) + 250)
+    with TestClient(app) as c:
+        assert c.get(path, headers=headers).status_code == 404  # accepted: no such face
+        now[0] += 310  # the old memory forgot it here; the signature is still valid for 240 s
+        r = c.get(path, headers=headers)
+        assert (r.status_code, r.json()["code"]) == (401, "replayed_signature")
+        now[0] += 250  # now past its validity: stale, never accepted again
+        assert c.get(path, headers=headers).json()["code"] == "stale_signature"
+
+
+def test_replay_memory_is_bounded():
+    import gateway.core.guard as guard
+
+    g = guard.RequestGuard(lambda *a: None, 1000, "k", 300, max_remembered=3)
+    for i in range(5):
+        g._remember(f"sig{i}", 1e12 + i)
+    assert len(g._seen) == len(g._expiry) == 3 and "sig4" in g._seen and "sig0" not in g._seen

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.core.guard import sign
+from gateway.core.guard import sign, signed_headers
 from tests.conftest import ROOT, free_port_block, image_path, load
 
 pytestmark = pytest.mark.server
@@ -335,22 +335,43 @@ def test_hmac_good_bad_stale_replayed(signed_gw):
     assert (r.status_code, r.json()["code"]) == (401, "bad_signature")
     r = _signed(url, path, b"", ts=time.time() - 301)
     assert (r.status_code, r.json()["code"]) == (401, "stale_signature")
+    for bad_ts in ("nan", "inf", "1e9", "-5", str(time.time())):  # whole seconds only
+        r = httpx.get(url + path, headers={"X-Faceswap-Timestamp": bad_ts, "X-Faceswap-Signature": "0" * 64})
+        assert (r.status_code, r.json()["code"]) == (401, "bad_signature"), bad_ts
     assert httpx.get(url + "/healthz").status_code == 200
+
+
+def test_unsigned_body_is_refused_before_it_is_read(signed_gw):
+    """An unsigned 100 MB chunked upload gets its 401 after the headers: we send 1 MB, then read."""
+    import socket
+
+    head = ("POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    chunk = b"%x\r\n" % (1 << 20) + b"\0" * (1 << 20) + b"\r\n"
+    with socket.create_connection(("127.0.0.1", signed_gw.port), timeout=5) as s:
+        s.sendall(head + chunk)  # 1 MB of the announced 100 MB, then wait for the answer
+        answer = ""
+        while "missing_signature" not in answer and (part := s.recv(65536)):
+            answer += part.decode("latin-1")
+    assert answer.startswith("HTTP/1.1 401") and "missing_signature" in answer
+    assert httpx.get(signed_gw.url + "/healthz").status_code == 200
 
 
 def test_signed_post_with_body(signed_gw):
     req = httpx.Request("POST", signed_gw.url + "/v1/faces", files=files(image=OBAMA))
     body = req.read()
     ctype = req.headers["content-type"]
-    ts = str(int(time.time()))
-    headers = {"Content-Type": ctype, "X-Faceswap-Timestamp": ts,
-               "X-Faceswap-Signature": sign(SECRET, "POST", "/v1/faces", ts, body)}
+    headers = {"Content-Type": ctype, **signed_headers(SECRET, "POST", "/v1/faces", body)}
     r = httpx.post(signed_gw.url + "/v1/faces", content=body, headers=headers, timeout=60)
     assert r.status_code == 200 and len(r.json()["faces"]) == 1
-    ts = str(int(time.time()) - 1)
-    headers.update({"X-Faceswap-Timestamp": ts, "X-Faceswap-Signature": sign(SECRET, "POST", "/v1/faces", ts, body)})
+    headers.update(signed_headers(SECRET, "POST", "/v1/faces", body, int(time.time()) - 1))
     tampered = body.replace(b"image", b"imagf", 1)  # signed body, different body sent
     r = httpx.post(signed_gw.url + "/v1/faces", content=tampered, headers=headers)
+    assert (r.status_code, r.json()["code"]) == (401, "content_sha256_mismatch")
+    ts = str(int(time.time()) - 2)  # signed over the body's hash but the hash header left out
+    r = httpx.post(signed_gw.url + "/v1/faces", content=body, headers={
+        "Content-Type": ctype, "X-Faceswap-Timestamp": ts,
+        "X-Faceswap-Signature": sign(SECRET, "POST", "/v1/faces", ts, body)})
     assert (r.status_code, r.json()["code"]) == (401, "bad_signature")
 
 
@@ -445,11 +466,29 @@ def test_job_errors(http, tmp_path):
     assert http.get("/v1/jobs/" + "0" * 32).json()["code"] == "job_not_found"
 
 
+def test_zip_bomb_job_fails_on_the_limit_with_bounded_memory(gw, http, tmp_path):
+    from tests.test_archives import bomb_zip
+    from tests.test_overload import tree_rss_mb
+
+    bomb = tmp_path / "bomb.zip"
+    bomb_zip(bomb, 200, 50 << 20)  # 10 GB of zeros in ~10 MB
+    before = tree_rss_mb(gw.proc.pid)
+    r = http.post("/v1/jobs", files=files(archive=bomb.read_bytes(), source=OBAMA))
+    assert r.status_code == 202
+    j = _wait_job(http, r.json()["id"])
+    assert (j["status"], j["error_code"]) == ("failed", "archive_too_large"), j
+    assert tree_rss_mb(gw.proc.pid) < before + 150
+    r = http.get(f"/v1/jobs/{j['id']}/result")
+    assert (r.status_code, r.json()["code"]) == (409, "job_failed")
+
+
 def test_cancel_a_running_job(http, tmp_path):
     job_id = http.post("/v1/jobs", files=files(video=_clip(tmp_path, 150), source=OBAMA)).json()["id"]
     _wait_job(http, job_id, states=("running", "done"))
+    t = time.monotonic()
     r = http.delete(f"/v1/jobs/{job_id}")
-    assert r.status_code in (202, 204)
+    assert r.status_code == 202 and r.json()["status"] == "cancelled"  # the truth, not a promise
+    assert time.monotonic() - t < 3.5
     j = _wait_job(http, job_id, states=("cancelled", "done"))
     assert j["status"] == "cancelled"
     r = http.get(f"/v1/jobs/{job_id}/result")

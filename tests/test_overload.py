@@ -18,6 +18,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from client import FaceSwapClient, Overloaded, RequestTimeout
+from gateway.core.guard import signed_headers
 from tests.conftest import free_port_block
 from tests.test_gateway import GROUP, OBAMA, SECRET, Gateway, files, swap
 
@@ -44,6 +45,9 @@ def latent(ov_triton):
 
 
 def executions(url: str) -> dict[str, int]:
+    """Triton's execution count per model, once the counts have stopped moving (statistics are
+    updated just after a response is sent)."""
+    time.sleep(0.5)
     with FaceSwapClient(url, "grpc") as c:
         return {k: int(v.get("execution_count", 0)) for k, v in c.statistics().items()}
 
@@ -140,8 +144,23 @@ def test_full_gateway_answers_503_with_retry_after_at_once(ov_triton, tmp_path):
                 assert r.json()["code"] == "overloaded" and int(r.headers["retry-after"]) >= 1
                 assert secs < 1.0
         metrics = httpx.get(f"{g.url}/metrics").text
-        assert 'gateway_rejected_total{reason="1 requests in work"}' in metrics
+        assert 'gateway_rejected_total{reason="1 requests in work, 1 waiting"}' in metrics
         assert 'route="/v1/swap",status="503"' in metrics and "gateway_in_flight_requests 0.0" in metrics
+    finally:
+        g.stop()
+
+
+def test_requests_wait_in_a_short_line_before_being_refused(ov_triton, tmp_path):
+    g = gateway(ov_triton, tmp_path, max_in_flight=1, max_waiting=3)
+    try:
+        async def run(n):
+            async with httpx.AsyncClient(base_url=g.url, timeout=120) as c:
+                return await asyncio.gather(*[c.post("/v1/faces", files=files(image=GROUP)) for _ in range(n)])
+
+        assert [r.status_code for r in asyncio.run(run(4))] == [200] * 4  # one in work, three waited
+        codes = [r.status_code for r in asyncio.run(run(8))]
+        assert codes.count(200) >= 4 and codes.count(503) >= 1, codes
+        assert "gateway_waiting_requests 0.0" in httpx.get(f"{g.url}/metrics").text
     finally:
         g.stop()
 
@@ -258,7 +277,9 @@ def test_guard_answers_are_counted_in_metrics(ov_triton, tmp_path):
     try:
         with httpx.Client(base_url=g.url, timeout=60) as c:
             assert c.post("/v1/swap", files=files(target=b"x" * 10)).status_code == 401
-            assert c.post("/v1/swap", content=b"x" * 5000).status_code == 413
+            big = b"x" * 5000  # signed (the signature is checked first), then too large
+            assert c.post("/v1/swap", content=big,
+                          headers=signed_headers(SECRET, "POST", "/v1/swap", big)).status_code == 413
             assert c.get("/v1/faces/abc").status_code == 401
             text = c.get("/metrics").text
         assert 'gateway_requests_total{method="POST",route="/v1/swap",status="401"} 1.0' in text

@@ -4,7 +4,9 @@ Starts its own Triton (tiny stand-ins by default) and gateway on loopback, regis
 face once, then sends ``POST /v1/swap`` (``source_face_id``, the group photo, ``output_format=jpeg``):
 
 1. saturation: after 5 warm-up swaps, closed loop with 1, 2, 4, 8 callers, ``--sat-seconds`` each;
-   saturation = the best rate of 200 answers, with the p50 latency at that concurrency;
+   callers honour ``Retry-After`` on 503 as a well-behaved client does; saturation = the best
+   rate of 200 answers; its latency reference is the p50 at the fewest callers that reach 90%
+   of that rate (adding callers past that point only adds waiting);
 2. overload: open loop, Poisson arrivals (seeded) at ``--factor`` x saturation for ``--seconds``,
    sent whatever the answers, each with its own 120 s client deadline. Outcomes are counted by
    status (a 503 without ``Retry-After`` apart), client timeouts and connection errors; at most
@@ -77,32 +79,37 @@ class Bench:
     def rss(self) -> dict[str, float]:
         return {name: rss_mib(pid) for name, pid in self.pids.items()}
 
-    async def swap(self) -> tuple[str, float, float]:
-        """One request: (outcome, sent at, answered at)."""
-        t = time.perf_counter()
+    async def swap(self) -> tuple[str, float, float, float]:
+        """One request: (outcome, sent at, answered at, Retry-After seconds or 0)."""
+        t, retry_after = time.perf_counter(), 0.0
         try:
             async with asyncio.timeout(CLIENT_TIMEOUT_S):
                 r = await self.http.post("/v1/swap", files={"target": ("t1.jpg", self.target)},
                                          data={"source_face_id": self.face_id, "output_format": "jpeg"})
             code = str(r.status_code) + (" without Retry-After" * (r.status_code == 503 and
                                                                     "retry-after" not in r.headers))
+            retry_after = float(r.headers.get("retry-after", 0) or 0)
         except (TimeoutError, httpx.TimeoutException):
             code = "client timeout"
         except httpx.HTTPError as exc:
             code = f"connection error ({type(exc).__name__})"
-        return code, t, time.perf_counter()
+        return code, t, time.perf_counter(), retry_after
 
     async def closed_loop(self, callers: int, seconds: float) -> dict:
         ok: list[float] = []
+        codes: Counter[str] = Counter()
         t0 = time.perf_counter()
 
         async def caller() -> None:
             while time.perf_counter() - t0 < seconds:
-                code, sent, done = await self.swap()
+                code, sent, done, retry_after = await self.swap()
+                codes[code] += 1
                 if code == "200":
                     ok.append(done - sent)
+                elif retry_after:
+                    await asyncio.sleep(min(retry_after, max(seconds - (time.perf_counter() - t0), 0)))
         await asyncio.gather(*(caller() for _ in range(callers)))
-        return {"rps": round(len(ok) / (time.perf_counter() - t0), 3), **pcts(ok)}
+        return {"rps": round(len(ok) / (time.perf_counter() - t0), 3), **pcts(ok), "statuses": dict(codes)}
 
     async def triton_counts(self) -> tuple:
         r = await self.http.get(f"http://{self.triton_http}/v2/models/stats", timeout=5)
@@ -153,12 +160,12 @@ class Bench:
         sampler.cancel()
         idle_s = await idle
         await asyncio.sleep(10)
-        ok = [(sent, done) for code, sent, done in results if code == "200"]
+        ok = [(sent, done) for code, sent, done, _ in results if code == "200"]
         in_phase = sum(done <= t_stop for _, done in ok)
         return {"offered_rps": round(rate, 3), "arrivals": "poisson", "sent": len(results),
                 "skipped_by_generator": skipped, "max_scheduler_lag_s": round(lag, 3),
                 "goodput_rps": round(in_phase / (t_stop - t0), 3), "ok_after_phase": len(ok) - in_phase,
-                "statuses": dict(Counter(code for code, _, _ in results).most_common()),
+                "statuses": dict(Counter(code for code, *_ in results).most_common()),
                 "accepted_latency": pcts([done - sent for sent, done in ok]),
                 "last_answer_after_last_send_s": round(last_answer, 2), "triton_idle_after_s": idle_s,
                 "rss_peak_mib": peak, "rss_end_mib": self.rss()}
@@ -173,16 +180,19 @@ class Bench:
         sat = {}
         for n in (1, 2, 4, 8):
             sat[n] = await self.closed_loop(n, a.sat_seconds)
-            print(f"  closed loop, {n} caller(s): {sat[n]['rps']:7.2f} 200/s, p50 {sat[n]['p50_ms']} ms", flush=True)
+            print(f"  closed loop, {n} caller(s): {sat[n]['rps']:7.2f} 200/s, p50 {sat[n]['p50_ms']} ms, "
+                  f"statuses {sat[n]['statuses']}", flush=True)
         best = max(sat, key=lambda n: sat[n]["rps"])
         if not sat[best]["rps"]:
             raise RuntimeError("no successful swap during saturation")
+        knee = min(n for n in sat if sat[n]["rps"] >= 0.9 * sat[best]["rps"])
         warm = self.rss()
         print(f"  open loop at {a.factor * sat[best]['rps']:.2f} req/s for {a.seconds:.0f} s ...", flush=True)
         over = await self.open_loop(a.factor * sat[best]["rps"])
         await self.http.aclose()
         return {"standin_size": a.standin_size, "factor": a.factor, "saturation": {
-                "by_callers": sat, "best_callers": best, "rps": sat[best]["rps"], "p50_ms": sat[best]["p50_ms"]},
+                "by_callers": sat, "best_callers": best, "rps": sat[best]["rps"], "knee_callers": knee,
+                "p50_ms": sat[knee]["p50_ms"]},
                 "overload": over, "rss_warm_mib": warm}
 
 
@@ -206,7 +216,8 @@ def targets(s: dict) -> list[tuple[str, str, str, bool]]:
 
 def report(s: dict) -> None:
     o, sat, lat = s["overload"], s["saturation"], s["overload"]["accepted_latency"]
-    print(f"\nsaturation: {sat['rps']:.2f} 200/s with {sat['best_callers']} callers, p50 {sat['p50_ms']} ms "
+    print(f"\nsaturation: {sat['rps']:.2f} 200/s with {sat['best_callers']} callers; p50 {sat['p50_ms']} ms with "
+          f"{sat['knee_callers']} (the fewest callers reaching 90% of it) "
           f"({s['standin_size']} stand-ins)\noverload: {o['arrivals']} arrivals at {o['offered_rps']:.2f}/s "
           f"({s['factor']}x), {o['sent']} sent, {o['skipped_by_generator']} skipped by the generator, worst "
           f"scheduler lag {o['max_scheduler_lag_s']} s; last answer {o['last_answer_after_last_send_s']} s after "

@@ -80,6 +80,14 @@ DEFAULTS = {"det_size": "640", "det_thresh": "0.5", "nms_thresh": "0.4", "max_fa
 #: rejected, not computed. The entry stage ``image_decoder`` gets the tightest queue: it is
 #: where callers are turned away before any pixels are decoded.
 QUEUE_TIMEOUT_US = 30_000_000
+#: Admission bounds a gateway should use in front of this repository, per profile (face_paster
+#: parameters ``admission_in_flight`` / ``admission_waiting``, read by the gateway at start).
+#: Embedded CPU: one request already keeps every core busy (the networks use all cores), so a
+#: second one in work only splits the CPU; one in work plus one waiting in the gateway gave the
+#: best goodput and tail (2-core machine, tiny stand-ins, 2x overload: 90% of saturation, p99
+#: 2.5x the unloaded p50; 2+2 gave 103% but 4.5x; 2+0 76% and 4.3x). GPU: one per paste-back
+#: instance in work and as many waiting (not measured yet).
+ADMISSION = {"cpu": (1, 1), "gpu": (4, 4), "gpu-trt": (4, 4)}
 MAX_QUEUE = {"image_decoder": 8, "default": 32}
 
 
@@ -289,6 +297,9 @@ def stage_config(name: str, stage: Stage, profile: str) -> mc.ModelConfig:
     _tensors(cfg.output, stage.outputs)
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=stage.instances if profile == "cpu" else 4)
     _params(cfg, stage.params)
+    if name == "face_paster":
+        in_flight, waiting = ADMISSION[profile]
+        _params(cfg, {"admission_in_flight": str(in_flight), "admission_waiting": str(waiting)})
     queue_policy(cfg, name)
     return cfg
 

@@ -23,9 +23,11 @@ class Settings(BaseSettings):
                                      "calls together); past it the answer is 504 deadline_exceeded.")
     max_request_timeout_s: float = Field(300.0, description="Largest deadline a caller may ask for with "
                                          "X-Request-Timeout.")
-    max_in_flight: int = Field(0, description="Compute requests (swap, faces) in work at once in this process; "
-                               "more get 503 overloaded at once. 0: twice the face_paster instances Triton runs "
-                               "(read at start; 4 when Triton cannot be asked).")
+    max_in_flight: int = Field(0, description="Compute requests (swap, faces) in work at once in this process. "
+                               "0: what the model repository advises for its profile (face_paster's "
+                               "admission_in_flight parameter, read at start; 2 when Triton cannot be asked).")
+    max_waiting: int = Field(-1, description="Compute requests waiting in line for a slot; more get 503 "
+                             "overloaded at once. -1: the repository's admission_waiting (else max_in_flight).")
     max_pixels_in_flight: int = Field(80_000_000, description="Image pixels in work at once (two images at the "
                                       "max_pixels limit); more get 503 overloaded.")
     overload_retry_after_s: int = Field(1, description="Retry-After seconds sent with 503 overloaded.")
@@ -49,6 +51,16 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(1, description="Jobs processed at once; the others wait queued.")
     job_in_flight: int = Field(4, description="Triton requests outstanding per job (jobs wait on a full Triton; "
                                "interactive requests do not).")
+    max_job_restarts: int = Field(3, description="A job interrupted by a gateway stop is started again at most "
+                                  "this many times, then failed (job_restart_limit).")
+    archive_max_entries: int = Field(1000, description="Files in a batch archive; more: the job fails "
+                                     "(archive_too_many_entries).")
+    archive_max_total_bytes: int = Field(2 << 30, description="Uncompressed bytes of a batch archive; more: the job "
+                                         "fails (archive_too_large).")
+    archive_max_entry_bytes: int = Field(100 << 20, description="Uncompressed bytes of one archive entry; larger "
+                                         "entries are refused in the report.")
+    archive_max_ratio: float = Field(100.0, description="Compression ratio of one archive entry; above it the entry "
+                                     "is refused in the report (zip bombs compress about 1000:1).")
     job_timeout_s: float = Field(60.0, description="Deadline of each Triton call of a job.")
 
 

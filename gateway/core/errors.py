@@ -14,6 +14,7 @@ from client.errors import (
     FaceSwapError,
     InvalidInput,
     ModelFailed,
+    ModelOutputInvalid,
     NoFaceError,
     Overloaded,
     RequestTimeout,
@@ -37,8 +38,9 @@ def errors(*statuses: int) -> dict[int | str, dict]:
             "job_cancelled", 413: "payload_too_large / image_too_large", 415: "unsupported_media_type",
             422: "corrupt_image, corrupt_video, no_face_in_source, face_index_out_of_range, invalid_option, "
             "missing_source, missing_media, invalid_request", 502: "model_failed (a model inside Triton failed), "
-            "triton_error", 503: "overloaded (at capacity: retry after Retry-After), triton_unavailable (with "
-            "Retry-After)", 504: "deadline_exceeded (the request's deadline passed: X-Request-Timeout)"}
+            "model_output_invalid (a network returned NaN/inf), triton_error",
+            503: "overloaded (at capacity: retry after Retry-After), triton_unavailable (with Retry-After)",
+            504: "deadline_exceeded (the request's deadline passed: X-Request-Timeout)"}
     return {s: {"model": ErrorBody, "description": text.get(s, "error")} for s in statuses}
 
 
@@ -67,6 +69,11 @@ def from_triton(exc: FaceSwapError, settings) -> APIError:
     if isinstance(exc, Overloaded):
         return APIError(503, "overloaded", "The inference server is at capacity; retry after "
                         f"{settings.overload_retry_after_s} s.", {"Retry-After": str(settings.overload_retry_after_s)})
+    if isinstance(exc, ModelOutputInvalid):
+        log.error("non-finite network output inside Triton: %s", msg)
+        model = msg.split(":", 1)[1].split()[0] if ":" in msg else "a network"
+        return APIError(502, "model_output_invalid", f"The network {model} returned invalid values (NaN or "
+                        "infinite) for this request; no image was made from them. It has been logged.")
     if isinstance(exc, ModelFailed):
         log.error("model failed inside Triton: %s", msg)
         return APIError(502, "model_failed", "A model inside the inference server failed on this request; "

@@ -1,36 +1,50 @@
-"""ASGI middleware in front of every route: body size limit, then caller authentication.
-
-Size: a declared ``Content-Length`` over the limit is refused with 413 before a byte of the
-body is read; a chunked body is counted while it streams and refused as soon as it passes
-the limit. The body is spooled (memory up to 1 MiB, then a temporary file) while its SHA-256
-is computed, then handed to the app in 1 MiB chunks: memory stays bounded for large uploads.
+"""ASGI middleware in front of every route: caller authentication from the headers, then the body.
 
 Signatures (when ``hmac_secret`` is set): the caller sends ``X-Faceswap-Timestamp`` (Unix
-seconds) and ``X-Faceswap-Signature`` = hex HMAC-SHA256 of
-``METHOD + "\\n" + PATH[?QUERY] + "\\n" + TIMESTAMP + "\\n" + hex SHA-256 of the body``.
-Missing, wrong, stale (more than ``signature_max_age_s`` away from now) or replayed (the
-same signature seen within that window) signatures get 401. Without a secret the gateway
-serves loopback callers only (403 for others). ``/healthz``, ``/readyz`` and ``/metrics``
-are open to probes.
+seconds, an integer), ``X-Faceswap-Content-SHA256`` (hex SHA-256 of the body; may be left out
+for an empty body) and ``X-Faceswap-Signature`` = hex HMAC-SHA256 of
+``METHOD + "\\n" + PATH[?QUERY] + "\\n" + TIMESTAMP + "\\n" + CONTENT_SHA256`` (as AWS SigV4
+signs ``x-amz-content-sha256``). Everything is checked from the headers alone, before a byte
+of the body is read: missing (``missing_signature``), malformed or wrong (``bad_signature``),
+more than ``signature_max_age_s`` away from now (``stale_signature``) or already seen
+(``replayed_signature``) is 401. The body is then hashed while it streams; a body whose hash
+is not the signed one is 401 ``content_sha256_mismatch`` and its partial spool is deleted.
+Replay memory: each accepted signature is kept until its timestamp is out of the window on
+either side of now (``timestamp + max_age``), at most ``max_remembered`` of them (the oldest
+are forgotten first, with a warning: signed traffic that fast needs a shorter window).
+Without a secret the gateway serves loopback callers only (403 for others). ``/healthz``,
+``/readyz`` and ``/metrics`` are open to probes.
+
+Size: a declared ``Content-Length`` over the limit is refused with 413 before the body is
+read; a chunked body is counted while it streams and refused as soon as it passes the limit.
+The body is spooled (memory up to 1 MiB, then a temporary file) and handed to the app in
+1 MiB chunks: memory stays bounded for large uploads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import ipaddress
+import logging
+import re
 import tempfile
 import time
-from collections import OrderedDict
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.core.errors import error_response
 
+log = logging.getLogger("gateway.guard")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 SPOOL_BYTES = 1 << 20
 TS_HEADER = "x-faceswap-timestamp"
 SIG_HEADER = "x-faceswap-signature"
+SHA_HEADER = "x-faceswap-content-sha256"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def sign(secret: str, method: str, path: str, timestamp: str, body: bytes) -> str:
@@ -43,24 +57,41 @@ def sign_digest(secret: str, method: str, path: str, timestamp: str, body_sha256
     return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
 
 
+def signed_headers(secret: str, method: str, path: str, body: bytes = b"", timestamp: int | None = None
+                   ) -> dict[str, str]:
+    """The three headers of a signed call (``path`` with its ``?query`` if any)."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hashlib.sha256(body).hexdigest()
+    return {"X-Faceswap-Timestamp": ts, "X-Faceswap-Content-SHA256": digest,
+            "X-Faceswap-Signature": sign_digest(secret, method, path, ts, digest)}
+
+
 class _TooLarge(Exception):
     pass
 
 
 class RequestGuard:
-    """Body limit + HMAC check (see module docstring)."""
+    """Caller check from the headers, then body limit and body hash (see module docstring)."""
 
     def __init__(self, app: ASGIApp, max_body: int, secret: str | None, max_age_s: int,
-                 large_bodies: dict[str, int] | None = None) -> None:
+                 large_bodies: dict[str, int] | None = None, max_remembered: int = 100_000) -> None:
         self.app, self.max_body, self.secret, self.max_age_s = app, max_body, secret, max_age_s
         self.large_bodies = large_bodies or {}
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self.max_remembered = max_remembered
+        self._seen: set[str] = set()
+        self._expiry: list[tuple[float, str]] = []  # heap of (forget at, signature)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        signed_sha = None
+        if scope["path"] not in OPEN_PATHS:
+            problem, signed_sha = self._check_caller(scope, headers)
+            if problem is not None:
+                await self._reject(scope, receive, send, *problem)
+                return
         limit = self.large_bodies.get(scope["path"], self.max_body)
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -74,13 +105,11 @@ class RequestGuard:
                 await self._reject(scope, receive, send, 413, "payload_too_large",
                                    f"The request body exceeds the limit of {limit} bytes.")
                 return
-            path = scope["path"]
-            if path not in OPEN_PATHS:
-                problem = self._check_caller(scope, headers, digest)
-                if problem is not None:
-                    status, code, message = problem
-                    await self._reject(scope, receive, send, status, code, message)
-                    return
+            if signed_sha is not None and not hmac.compare_digest(digest, signed_sha):
+                spool.truncate(0)
+                await self._reject(scope, receive, send, 401, "content_sha256_mismatch",
+                                   f"The body's SHA-256 is not the signed {SHA_HEADER}.")
+                return
             spool.seek(0)
             finished = False
 
@@ -112,8 +141,9 @@ class RequestGuard:
                 break
         return h.hexdigest()
 
-    def _check_caller(self, scope: Scope, headers: dict[str, str], body_sha256: str
-                      ) -> tuple[int, str, str] | None:
+    def _check_caller(self, scope: Scope, headers: dict[str, str]
+                      ) -> tuple[tuple[int, str, str] | None, str | None]:
+        """(problem or None, the signed body SHA-256 to check the body against)."""
         if not self.secret:
             host = (scope.get("client") or ("", 0))[0]
             try:
@@ -121,29 +151,42 @@ class RequestGuard:
             except ValueError:
                 loopback = host in ("localhost", "testclient")
             if not loopback:
-                return 403, "forbidden", "This gateway has no signing secret and serves loopback callers only."
-            return None
-        ts, sig = headers.get(TS_HEADER), headers.get(SIG_HEADER)
+                return (403, "forbidden", "This gateway has no signing secret and serves loopback callers only."), None
+            return None, None
+        ts, sig = headers.get(TS_HEADER), (headers.get(SIG_HEADER) or "").lower()
+        sha = (headers.get(SHA_HEADER) or EMPTY_SHA256).lower()
         if not ts or not sig:
-            return 401, "missing_signature", f"Sign the request: send {TS_HEADER} and {SIG_HEADER} headers."
-        try:
-            age = abs(time.time() - float(ts))
-        except ValueError:
-            return 401, "bad_signature", f"{TS_HEADER} must be Unix seconds."
+            return (401, "missing_signature", f"Sign the request: send {TS_HEADER}, {SHA_HEADER} and {SIG_HEADER} "
+                                              "headers."), None
+        if not _TIMESTAMP.match(ts):
+            return (401, "bad_signature", f"{TS_HEADER} must be whole Unix seconds."), None
+        if not _HEX64.match(sha):
+            return (401, "bad_signature", f"{SHA_HEADER} must be the body's hex SHA-256."), None
         path = scope["path"] + (f"?{scope['query_string'].decode()}" if scope.get("query_string") else "")
-        expected = sign_digest(self.secret, scope["method"], path, ts, body_sha256)
-        if not hmac.compare_digest(expected, sig.lower()):
-            return 401, "bad_signature", "The request signature does not match."
-        if age > self.max_age_s:
-            return 401, "stale_signature", (f"The signed timestamp is {age:.0f} s away from now "
-                                            f"(limit {self.max_age_s} s).")
+        expected = sign_digest(self.secret, scope["method"], path, ts, sha)
+        if not hmac.compare_digest(expected, sig):
+            return (401, "bad_signature", "The request signature does not match."), None
         now = time.time()
-        while self._seen and next(iter(self._seen.values())) < now - self.max_age_s:
-            self._seen.popitem(last=False)
-        if sig.lower() in self._seen:
-            return 401, "replayed_signature", "This signed request was already received."
-        self._seen[sig.lower()] = now
-        return None
+        age = abs(now - int(ts))
+        if age > self.max_age_s:
+            return (401, "stale_signature", f"The signed timestamp is {age:.0f} s away from now "
+                                            f"(limit {self.max_age_s} s)."), None
+        self._forget(now)
+        if sig in self._seen:
+            return (401, "replayed_signature", "This signed request was already received."), None
+        self._remember(sig, int(ts) + self.max_age_s)
+        return None, sha
+
+    def _forget(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] < now:
+            self._seen.discard(heapq.heappop(self._expiry)[1])
+
+    def _remember(self, sig: str, until: float) -> None:
+        if len(self._expiry) >= self.max_remembered:
+            self._seen.discard(heapq.heappop(self._expiry)[1])
+            log.warning("replay memory full (%d signatures): forgetting the oldest early", self.max_remembered)
+        self._seen.add(sig)
+        heapq.heappush(self._expiry, (until, sig))
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str) -> None:
         await error_response(status, code, message)(scope, receive, send)

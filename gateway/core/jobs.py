@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from client.batch import swap_batch
+from client.batch import ArchiveLimitError, ArchiveLimits, swap_batch
 from client.video import VideoError, VideoOptions, swap_video
 
 log = logging.getLogger("gateway.jobs")
@@ -39,9 +39,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL, progress REAL NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
     total INTEGER NOT NULL DEFAULT 0, eta_s REAL, warnings TEXT NOT NULL DEFAULT '[]', error TEXT,
     input TEXT NOT NULL, result TEXT, latent BLOB NOT NULL, reference BLOB, options TEXT NOT NULL,
-    restarts INTEGER NOT NULL DEFAULT 0
+    restarts INTEGER NOT NULL DEFAULT 0, error_code TEXT
 );
 """
+#: Columns added after the first release, with their definitions (added to older files at open).
+MIGRATIONS = {"error_code": "TEXT"}
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Job:
     result: str | None = None
     options: dict = field(default_factory=dict)
     restarts: int = 0
+    error_code: str | None = None
 
     def public(self) -> dict:
         d = asdict(self)
@@ -78,6 +81,10 @@ class JobStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        for col, kind in MIGRATIONS.items():
+            if col not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -97,11 +104,12 @@ class JobStore:
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             row = self._db.execute("SELECT id, kind, status, created_at, updated_at, progress, done, total, eta_s, "
-                                   "warnings, error, input, result, options, restarts FROM jobs WHERE id = ?",
+                                   "warnings, error, input, result, options, restarts, error_code FROM jobs "
+                                   "WHERE id = ?",
                                    (job_id,)).fetchone()
         if row is None:
             return None
-        return Job(*row[:9], json.loads(row[9]), row[10], row[11], row[12], json.loads(row[13]), row[14])
+        return Job(*row[:9], json.loads(row[9]), row[10], row[11], row[12], json.loads(row[13]), row[14], row[15])
 
     def vectors(self, job_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         with self._lock:
@@ -135,9 +143,10 @@ class JobRunner:
     """Runs jobs on ``workers`` threads; ``cancel`` stops one, ``shutdown`` interrupts all."""
 
     def __init__(self, store: JobStore, jobs_dir: Path, triton_url: str, timeout_s: float, workers: int,
-                 in_flight: int) -> None:
+                 in_flight: int, archive_limits: ArchiveLimits = ArchiveLimits(), max_restarts: int = 3) -> None:
         self.store, self.jobs_dir, self.triton_url = store, Path(jobs_dir), triton_url
         self.timeout_s, self.in_flight = timeout_s, in_flight
+        self.archive_limits, self.max_restarts = archive_limits, max_restarts
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="job")
         self._cancel: dict[str, str] = {}
@@ -154,15 +163,22 @@ class JobRunner:
 
     def recover(self) -> int:
         """Queue again every job left queued or running by an earlier process; returns how many."""
-        jobs = self.store.active()
+        jobs, queued = self.store.active(), 0
         for job in jobs:
+            if job.status == "running" and job.restarts >= self.max_restarts:
+                self.store.update(job.id, status="failed", error_code="job_restart_limit",
+                                  error=f"the gateway stopped while this job ran {job.restarts + 1} times; it is not "
+                                        f"started again (limit {self.max_restarts} restarts)")
+                log.warning("job %s failed: restart limit", job.id)
+                continue
             if job.status == "running":
                 warnings = [*job.warnings, "the gateway restarted while this job ran: it was started again "
                                            "from the beginning"]
                 self.store.update(job.id, status="queued", warnings=warnings, restarts=job.restarts + 1,
                                   progress=0.0, done=0)
             self.submit(job.id)
-        return len(jobs)
+            queued += 1
+        return queued
 
     def cancel(self, job_id: str) -> None:
         self._cancel[job_id] = "cancelled"
@@ -181,7 +197,7 @@ class JobRunner:
         job = self.store.get(job_id)
         if job is None or job.status not in ACTIVE or self._stop_reason(job_id):
             return
-        self.store.update(job_id, status="running", error=None)
+        self.store.update(job_id, status="running", error=None, error_code=None)
         try:
             warnings, result = asyncio.run(self._run_async(job))
             self.store.update(job_id, status="done", progress=1.0, eta_s=0.0, result=result,
@@ -190,6 +206,9 @@ class JobRunner:
             if self._stop_reason(job_id) == "cancelled":
                 self.store.update(job_id, status="cancelled")
             # shutdown: left "running" so that the next start queues it again
+        except ArchiveLimitError as exc:
+            self.store.update(job_id, status="failed", error=str(exc), error_code=exc.code)
+            log.warning("job %s failed: %s", job_id, exc)
         except (FaceSwapError, VideoError, ValueError, OSError, zipfile.BadZipFile) as exc:
             self.store.update(job_id, status="failed", error=str(exc))
             log.warning("job %s failed: %s", job_id, exc)
@@ -230,7 +249,7 @@ class JobRunner:
                 if out_dir.exists():
                     shutil.rmtree(out_dir)
                 rep = await swap_batch(client, latent, Path(job.input), out_dir, self.in_flight, progress, stop,
-                                       output_format=job.options.get("output_format", "auto"))
+                                       self.archive_limits, output_format=job.options.get("output_format", "auto"))
                 if stop():
                     raise _Interrupted
                 zpath = d / "result.zip"

@@ -32,6 +32,8 @@ class Metrics:
                                      ["code"], registry=self.registry)
         self.in_flight = Gauge("gateway_in_flight_requests", "Compute requests admitted and not yet answered",
                                registry=self.registry)
+        self.waiting = Gauge("gateway_waiting_requests", "Compute requests waiting in line for a slot",
+                             registry=self.registry)
         self.pixels_in_flight = Gauge("gateway_in_flight_pixels", "Image pixels of the requests in work",
                                       registry=self.registry)
         self.rejected = Counter("gateway_rejected_total", "Requests refused with 503 overloaded by the admission "

@@ -1,6 +1,9 @@
 /** Bindings and variables of the Worker (wrangler.jsonc; GATEWAY_SECRET is a Worker secret). */
 export interface AppEnv {
   FILES: R2Bucket;
+  /** Rate limits per client (src/limits.ts): POST /api/swap + POST /api/jobs, and the reads. */
+  SUBMIT_LIMITER: RateLimit;
+  READ_LIMITER: RateLimit;
   GATEWAY_URL: string;
   GATEWAY_SECRET?: string;
   MAX_UPLOAD_BYTES: string;

@@ -3,8 +3,9 @@ import type { AppEnv } from "./env";
 const hex = (buf: ArrayBuffer) => [...new Uint8Array(buf)].map((x) => x.toString(16).padStart(2, "0")).join("");
 
 /**
- * Call the gateway, signed: X-Faceswap-Signature = hex HMAC-SHA256(secret,
- * METHOD \n PATH[?QUERY] \n TIMESTAMP \n hex SHA-256(body)), as gateway/core/guard.py checks.
+ * Call the gateway, signed: X-Faceswap-Content-SHA256 = hex SHA-256(body) and
+ * X-Faceswap-Signature = hex HMAC-SHA256(secret, METHOD \n PATH[?QUERY] \n TIMESTAMP \n that hash),
+ * as gateway/core/guard.py checks (from the headers, before it reads the body).
  */
 export async function callGateway(env: AppEnv, method: string, path: string, body?: FormData,
                                   accept = "application/json"): Promise<Response> {
@@ -22,6 +23,7 @@ export async function callGateway(env: AppEnv, method: string, path: string, bod
       { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
     const msg = new TextEncoder().encode(`${method}\n${path}\n${ts}\n${bodyHash}`);
     headers.set("X-Faceswap-Timestamp", ts);
+    headers.set("X-Faceswap-Content-SHA256", bodyHash);
     headers.set("X-Faceswap-Signature", hex(await crypto.subtle.sign("HMAC", key, msg)));
   }
   return fetch(env.GATEWAY_URL.replace(/\/$/, "") + path, {

@@ -1,6 +1,6 @@
 import { type AppEnv, CONTENT_TYPES, errorResponse, IMAGE_TYPES, sniff } from "./env";
 import { callGateway, gatewayFailure } from "./gateway";
-import { expired, newKey, putResult, putUpload } from "./storage";
+import { deleteUploads, expired, newKey, putResult, putUpload } from "./storage";
 
 const MB = (n: number) => `${Math.round(n / 1048576)} MB`;
 const EXT: Record<string, string> = { jpeg: "jpg", png: "png", webp: "webp", mp4: "mp4", mkv: "mkv", zip: "zip" };
@@ -36,11 +36,28 @@ async function checkFile(value: File | string | null, what: string, limit: numbe
   return { bytes, fmt };
 }
 
-/** Store a checked upload in R2 and add it to the form for the gateway under ``role``. */
-async function keep(env: AppEnv, fd: FormData, role: string, file: { bytes: Uint8Array; fmt: string }) {
+/** Store a checked upload in R2 (its key added to ``keys``, for deletion) and add it to the
+ * form for the gateway under ``role``. */
+async function keep(env: AppEnv, fd: FormData, keys: string[], role: string, file: { bytes: Uint8Array; fmt: string }) {
   const type = CONTENT_TYPES[file.fmt];
-  await putUpload(env, role, file.bytes, type);
+  keys.push(await putUpload(env, role, file.bytes, type));
   fd.append(role, new Blob([file.bytes], { type }), `${role}.${EXT[file.fmt]}`);
+}
+
+/** Store the uploads, call the gateway with them, then delete them whatever the answer: the
+ * gateway has the bytes in the request, and (for a job) its own copy of the video and the
+ * source's embedding before it answers 202, so nothing reads the R2 copies again. */
+async function forward(env: AppEnv, path: string, files: [string, { bytes: Uint8Array; fmt: string }][],
+                       options: [string, string][] = [], accept?: string): Promise<Response> {
+  const fd = new FormData();
+  const keys: string[] = [];
+  try {
+    for (const [role, file] of files) await keep(env, fd, keys, role, file);
+    for (const [k, v] of options) fd.append(k, v);
+    return await gatewayCall(env, "POST", path, fd, accept);
+  } finally {
+    await deleteUploads(env, keys);
+  }
 }
 
 async function gatewayCall(env: AppEnv, method: string, path: string, body?: FormData,
@@ -68,14 +85,12 @@ export async function handleSwap(request: Request, env: AppEnv): Promise<Respons
   if (source instanceof Response) return source;
   const target = await checkFile(form.get("target"), "target photo", limit, images);
   if (target instanceof Response) return target;
-  const fd = new FormData();
-  await keep(env, fd, "source", source);
-  await keep(env, fd, "target", target);
+  const opts: [string, string][] = [];
   for (const opt of ["selection", "face_index", "output_format"]) {
     const v = form.get(opt);
-    if (typeof v === "string" && v) fd.append(opt, v);
+    if (typeof v === "string" && v) opts.push([opt, v]);
   }
-  const res = await gatewayCall(env, "POST", "/v1/swap", fd, "image/*");
+  const res = await forward(env, "/v1/swap", [["source", source], ["target", target]], opts, "image/*");
   if (res.status >= 400) return failure(res);
   const type = (res.headers.get("Content-Type") ?? "image/jpeg").split(";")[0];
   const fmt = Object.keys(IMAGE_TYPES).find((k) => IMAGE_TYPES[k] === type) ?? "jpeg";
@@ -101,10 +116,7 @@ export async function handleCreateJob(request: Request, env: AppEnv): Promise<Re
   if (source instanceof Response) return source;
   const video = await checkFile(form.get("video"), "video", vlimit, ["mp4", "mkv"]);
   if (video instanceof Response) return video;
-  const fd = new FormData();
-  await keep(env, fd, "source", source);
-  await keep(env, fd, "video", video);
-  const res = await gatewayCall(env, "POST", "/v1/jobs", fd);
+  const res = await forward(env, "/v1/jobs", [["source", source], ["video", video]]);
   if (res.status >= 400) return failure(res);
   const job = (await res.json()) as { id: string; status: string };
   return Response.json({ id: job.id, status: job.status, poll: `/api/jobs/${job.id}` }, { status: 202 });

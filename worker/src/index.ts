@@ -1,16 +1,21 @@
 import { type AppEnv, errorResponse } from "./env";
 import { handleCreateJob, handleGetJob, handleResult, handleSwap } from "./handlers";
+import { type Budget, rateLimit } from "./limits";
 import { PAGE } from "./page";
 import { purge } from "./storage";
 
-type Route = { method: string; pattern: RegExp; run: (req: Request, env: AppEnv, m: RegExpMatchArray) => Promise<Response> };
+/** A route; `budget` names the per-client rate limit it counts against (src/limits.ts). */
+type Route = {
+  method: string; pattern: RegExp; budget?: Budget;
+  run: (req: Request, env: AppEnv, m: RegExpMatchArray) => Promise<Response>;
+};
 
 const ROUTES: Route[] = [
   { method: "GET", pattern: /^\/$/, run: async () => new Response(PAGE, { headers: { "Content-Type": "text/html; charset=utf-8" } }) },
-  { method: "POST", pattern: /^\/api\/swap$/, run: (req, env) => handleSwap(req, env) },
-  { method: "POST", pattern: /^\/api\/jobs$/, run: (req, env) => handleCreateJob(req, env) },
-  { method: "GET", pattern: /^\/api\/jobs\/([^/]+)$/, run: (_req, env, m) => handleGetJob(m[1], env) },
-  { method: "GET", pattern: /^\/api\/results\/([^/]+)$/, run: (_req, env, m) => handleResult(m[1], env) },
+  { method: "POST", pattern: /^\/api\/swap$/, budget: "submit", run: (req, env) => handleSwap(req, env) },
+  { method: "POST", pattern: /^\/api\/jobs$/, budget: "submit", run: (req, env) => handleCreateJob(req, env) },
+  { method: "GET", pattern: /^\/api\/jobs\/([^/]+)$/, budget: "read", run: (_req, env, m) => handleGetJob(m[1], env) },
+  { method: "GET", pattern: /^\/api\/results\/([^/]+)$/, budget: "read", run: (_req, env, m) => handleResult(m[1], env) },
 ];
 
 export default {
@@ -22,6 +27,11 @@ export default {
     if (!route) {
       const allow = [...new Set(matching.map((r) => r.method))].join(", ");
       return errorResponse(405, "method_not_allowed", `${request.method} is not allowed here; use ${allow}.`, { Allow: allow });
+    }
+    if (route.budget) {
+      // Before the body is read: a client over its limit costs neither R2 nor the gateway.
+      const refused = await rateLimit(request, env, route.budget);
+      if (refused) return refused;
     }
     return route.run(request, env, path.match(route.pattern)!);
   },

@@ -67,6 +67,7 @@ const MESSAGES = {
   gateway_unreachable: "The face-swap service cannot be reached right now; please try again later.",
   gateway_error: "The face-swap service failed; please try again.",
   missing_file: "Choose both a source photo and a target.",
+  rate_limited: "You have sent too many requests in the last minute; please wait a minute and try again.",
 };
 const $ = (id) => document.getElementById(id);
 function say(text, error = false) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
@@ -101,6 +102,11 @@ function show(url, isVideo) {
 async function poll(path) {
   for (;;) {
     const r = await fetch(path); const j = await r.json();
+    if (r.status === 429) { // over the polling limit: the job goes on; wait as told, then ask again
+      say("Too many requests from this address: checking on the video again in a minute...");
+      await new Promise((res) => setTimeout(res, 1000 * Number(r.headers.get("Retry-After") || 60)));
+      continue;
+    }
     if (!r.ok) throw new Error(explain(j, r.status));
     if (j.status === "done") return j;
     if (j.status === "failed" || j.status === "cancelled") throw new Error("The video job " + j.status + ": " + (j.error || ""));

@@ -11,6 +11,17 @@ export async function putUpload(env: AppEnv, role: string, data: Uint8Array, con
   return key;
 }
 
+/** Delete uploads that nothing needs any more. A failure is logged, never raised: the caller
+ * has its answer already, and the hourly purge removes what is left. */
+export async function deleteUploads(env: AppEnv, keys: string[]): Promise<void> {
+  if (!keys.length) return;
+  try {
+    await env.FILES.delete(keys);
+  } catch (err) {
+    console.error("could not delete uploads (the hourly purge will)", keys, err);
+  }
+}
+
 /** Store a result with its expiry time (Unix ms) in custom metadata. */
 export async function putResult(env: AppEnv, key: string, data: ArrayBuffer | Uint8Array, contentType: string) {
   const expiresAt = Date.now() + Number(env.RESULT_TTL_S) * 1000;
@@ -22,7 +33,9 @@ export function expired(obj: { customMetadata?: Record<string, string> }): boole
   return at > 0 && at < Date.now();
 }
 
-/** Delete expired results and uploads older than the TTL (the cron handler). */
+/** Delete expired results and uploads older than the TTL (the cron handler). Uploads are
+ * deleted as soon as the gateway has answered (handlers.ts); this is the backstop for those a
+ * crashed or cancelled request left behind. */
 export async function purge(env: AppEnv): Promise<number> {
   let removed = 0;
   const cutoff = Date.now() - Number(env.RESULT_TTL_S) * 1000;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import warnings
 import zipfile
@@ -176,7 +177,15 @@ async def delete_job(request: Request, job_id: str) -> Response:
     runner = request.app.state.jobs
     if job.status in ("queued", "running"):
         runner.cancel(job_id)
-        return JSONResponse({**job.public(), "status": "cancelled"}, status_code=202)
+        for _ in range(30):  # a running job stops within about a second wherever it is
+            job = runner.store.get(job_id)
+            if job is None or job.status not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.1)
+        public = job.public() if job else {"id": job_id, "status": "cancelled"}
+        if public["status"] == "running":
+            public["status"] = "cancelling"  # the truth: asked to stop, not stopped yet
+        return JSONResponse(public, status_code=202)
     shutil.rmtree(runner.jobs_dir / job_id, ignore_errors=True)
     runner.store.delete(job_id)
     return Response(status_code=204)

@@ -6,7 +6,7 @@ import triton_python_backend_utils as pb_utils
 from pipeline.detection import HEAD_NAMES
 from pipeline.selection import SwapOptions
 from pipeline.stages import align_stage, detect_stage, frame, result_json
-from pipeline.triton_glue import bls_detector, bls_fn, bytes_tensor, get, get_bytes, parameters, respond
+from pipeline.triton_glue import bls_detector, bls_fn, bytes_tensor, get, get_bytes, parameters, require_finite, respond
 
 
 class TritonPythonModel:
@@ -26,6 +26,7 @@ class TritonPythonModel:
         opts = SwapOptions.from_json(get_bytes(request, "options"))
         image = frame(get(request, "image"), self.max_pixels).bgr
         heads = [get(request, n) for n in HEAD_NAMES]
+        require_finite("face_detector", heads, list(HEAD_NAMES))
         det_scale = float(get(request, "det_scale").reshape(-1)[0])
         thresh = opts.det_thresh or self.det_thresh
         dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, thresh, self.nms_thresh,

@@ -5,7 +5,7 @@ import triton_python_backend_utils as pb_utils
 
 from pipeline.detection import HEAD_NAMES
 from pipeline.stages import analyze_stage, detect_stage, frame, result_json
-from pipeline.triton_glue import bls_detector, bls_fn, bytes_tensor, get, parameters, respond
+from pipeline.triton_glue import bls_detector, bls_fn, bytes_tensor, get, parameters, require_finite, respond
 
 
 class TritonPythonModel:
@@ -27,6 +27,7 @@ class TritonPythonModel:
 
     def _handle(self, request):
         heads = [get(request, n) for n in HEAD_NAMES]
+        require_finite("face_detector", heads, list(HEAD_NAMES))
         image = frame(get(request, "image"), self.max_pixels).bgr
         det_scale = float(get(request, "det_scale").reshape(-1)[0])
         dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, self.det_thresh, self.nms_thresh,

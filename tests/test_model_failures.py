@@ -1,0 +1,85 @@
+"""A network that returns NaN fails loudly: never a 200 with a black face.
+
+The test builds a NaN-producing swapper from the tiny stand-in (its output multiplied by a NaN
+constant; the emap initializer stays last), serves it from a real Triton, and calls it directly
+and through the gateway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from client import FaceSwapClient, ModelOutputInvalid
+from pipeline.engines import OutputNotFinite, checked
+from tests.conftest import free_port_block
+from tests.test_gateway import GROUP, OBAMA, Gateway, files
+
+pytestmark = pytest.mark.server
+
+
+def nan_swapper(src: str, dst: str) -> None:
+    m = onnx.load(src)
+    out = m.graph.output[0].name
+    for node in m.graph.node:
+        node.output[:] = [f"{o}_pre" if o == out else o for o in node.output]
+    nan = helper.make_tensor("nan_value", onnx.TensorProto.FLOAT, [], [float("nan")])
+    m.graph.node.extend([helper.make_node("Constant", [], ["nan_const"], value=nan),
+                         helper.make_node("Mul", [f"{out}_pre", "nan_const"], [out])])
+    onnx.save(m, dst)
+
+
+@pytest.fixture(scope="module")
+def nan_triton(models, tmp_path_factory):
+    from tools.repository import build
+    from tools.server import Ports, TritonServer
+
+    run = tmp_path_factory.mktemp("nan_triton")
+    nan_swapper(models["swapper"].path, str(run / "nan_swapper.onnx"))
+    broken = {**models, "swapper": dataclasses.replace(models["swapper"], path=str(run / "nan_swapper.onnx"))}
+    build(run / "model_repository", "cpu", broken)
+    base = free_port_block(3)
+    server = TritonServer(run / "model_repository", Ports(base, base + 1, base + 2), run_dir=run).start(240)
+    yield server
+    server.stop()
+
+
+def test_nan_swapper_is_an_error_not_a_black_face(nan_triton, tmp_path):
+    with FaceSwapClient(nan_triton.grpc_url, "grpc") as c:
+        latent = c.embed(OBAMA).largest().latent  # detector and ArcFace are fine
+        with pytest.raises(ModelOutputInvalid, match="face_swapper"):
+            c.swap(GROUP.read_bytes(), latent)
+    g = Gateway(nan_triton.grpc_url, tmp_path / "faces.sqlite3").start()
+    try:
+        with httpx.Client(base_url=g.url, timeout=120) as h:
+            r = h.post("/v1/swap", files=files(target=GROUP, source=OBAMA))
+            assert (r.status_code, r.json()["code"]) == (502, "model_output_invalid")
+            assert "face_swapper" in r.json()["message"]
+            assert 'gateway_triton_errors_total{code="model_output_invalid"} 1.0' in h.get("/metrics").text
+            deep = h.get("/readyz", params={"deep": 1})
+            assert deep.status_code == 503 and deep.json()["deep"]["ok"] is False
+    finally:
+        g.stop()
+
+
+def test_reduced_precision_nan_is_recomputed_in_f32_once():
+    calls, told = [], []
+
+    def bf16(feeds):
+        calls.append("bf16")
+        return [np.array([np.nan, 1.0], np.float32)]
+
+    def f32(feeds):
+        calls.append("f32")
+        return [np.array([0.5, 1.0], np.float32)]
+
+    run = checked(bf16, ["out"], "face_swapper", "bf16", lambda: f32, told.append)
+    assert run({})[0].tolist() == [0.5, 1.0] and run({})[0].tolist() == [0.5, 1.0]
+    assert calls == ["bf16", "f32", "bf16", "f32"] and len(told) == 2 and "recomputed in f32" in told[0]
+    with pytest.raises(OutputNotFinite, match="model_output_invalid: face_swapper"):
+        checked(bf16, ["out"], "face_swapper", "f32")({})
