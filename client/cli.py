@@ -107,6 +107,9 @@ def swap(
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         _fail(InvalidInput(f"cannot write {output}: {exc.strerror}"))
+    if res.no_match:
+        typer.secho("note: no face of TARGET is similar enough to --reference (cosine < 0.3): nothing was swapped",
+                    fg=typer.colors.YELLOW, err=True)
     _warn_stand_ins(res.stand_in_models)
     trunc = " (truncated: more faces than the cap)" if res.truncated else ""
     typer.echo(f"{len(res.faces)} face(s) found, {res.faces_swapped} swapped{trunc}; wrote {output} "

@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.errors import FaceSwapError, InvalidInput, ModelFailed, Overloaded, RequestTimeout, ServerUnavailable
+from client.errors import (
+    FaceSwapError,
+    InvalidInput,
+    ModelFailed,
+    ModelOutputInvalid,
+    Overloaded,
+    RequestTimeout,
+    ServerUnavailable,
+)
 
 EMBED_MODEL = "face_embed"
 SWAP_MODEL = "face_swap"
@@ -83,6 +91,9 @@ class SwapResult:
         faces_swapped: how many faces were replaced.
         truncated: True when faces beyond the cap were left alone.
         stand_in_models: models that were stand-ins (then the faces are NOT real swaps).
+        no_match: True when selection "similar" (or "pairs") found faces but none had cosine
+            >= ``threshold`` (default 0.3) to the reference: nothing was swapped. False
+            otherwise, and from a server that does not report it.
     """
 
     image: bytes
@@ -94,6 +105,7 @@ class SwapResult:
     faces_swapped: int
     truncated: bool
     stand_in_models: list[str]
+    no_match: bool = False
 
 
 def read_image(image: ImageLike) -> bytes:
@@ -191,7 +203,8 @@ def parse_embed(out: dict[str, np.ndarray]) -> EmbedResult:
 def parse_swap(out: dict[str, np.ndarray]) -> SwapResult:
     res = _json(out["result"])
     return SwapResult(out["output_image"].tobytes(), res["format"], res["width"], res["height"], _faces(out, False),
-                      list(res["selected"]), res["faces_swapped"], res["truncated"], res.get("stand_in_models", []))
+                      list(res["selected"]), res["faces_swapped"], res["truncated"], res.get("stand_in_models", []),
+                      bool(res.get("no_match", False)))
 
 
 def map_error(exc: Exception, url: str = "") -> FaceSwapError:
@@ -211,6 +224,8 @@ def map_error(exc: Exception, url: str = "") -> FaceSwapError:
             return Overloaded(f"Triton{at} is at capacity (queue full); retry shortly")
         if "DEADLINE" in status or "timed out" in low or "timeout expired" in low:
             return RequestTimeout(msg)
+        if "model_output_invalid" in low:
+            return ModelOutputInvalid(msg[low.index("model_output_invalid"):])
         if status in ("StatusCode.INTERNAL", "500") or "model_failed" in low:
             return ModelFailed(msg)
         if status in ("StatusCode.UNAVAILABLE", "503") or "unavailable" in low or "not ready" in low:

@@ -151,8 +151,11 @@ class FaceSwapClient:
         """Swap faces of ``target`` with the identity ``source_latent`` (float32 [512]).
 
         Options (see pipeline.selection.SwapOptions): selection ("all", "largest", "index",
-        "similar"), face_index, max_faces, output_format ("auto", "jpeg", "png", "webp"),
-        quality, det_thresh. ``timeout``: seconds for this call (default: the client's).
+        "similar", "pairs"), face_index, max_faces, output_format ("auto", "jpeg", "png", "webp"),
+        quality, det_thresh, threshold (float, -1..1, default 0.3: the cosine a face needs to
+        ``reference_embedding`` for "similar"/"pairs"; below it for every face, nothing is
+        swapped and ``SwapResult.no_match`` is True). ``timeout``: seconds for this call
+        (default: the client's).
         """
         return parse_swap(self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding, opts),
                                       SWAP_OUTPUTS, timeout))

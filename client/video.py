@@ -46,6 +46,62 @@ class VideoError(ValueError):
     """The input cannot be processed as a video (no video stream, unreadable container)."""
 
 
+class VideoLimitError(VideoError):
+    """The video passes a limit (``code``: video_too_long, video_too_many_frames,
+    video_frame_too_large, video_pixel_rate_too_high)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """What one video may cost (defaults: gateway settings ``VIDEO_*``).
+
+    Attributes:
+        max_duration_s: seconds of video.
+        max_frames: frames decoded.
+        max_frame_pixels: width x height of a frame (default 3840x2160).
+        max_pixel_rate: width x height x frames per second (default 4K at 30 fps).
+    """
+
+    max_duration_s: float = 300.0
+    max_frames: int = 9000
+    max_frame_pixels: int = 3840 * 2160
+    max_pixel_rate: float = 3840 * 2160 * 30.0
+
+    def check(self, duration_s: float | None, frames: int | None, width: int, height: int,
+              fps: float | None) -> None:
+        """Raise VideoLimitError for the first limit these figures pass (None: unknown)."""
+        if duration_s and duration_s > self.max_duration_s:
+            raise VideoLimitError("video_too_long", f"the video lasts {duration_s:.0f} s; the limit is "
+                                  f"{self.max_duration_s:.0f} s")
+        if frames and frames > self.max_frames:
+            raise VideoLimitError("video_too_many_frames", f"the video has {frames} frames; the limit is "
+                                  f"{self.max_frames}")
+        if width * height > self.max_frame_pixels:
+            raise VideoLimitError("video_frame_too_large", f"frames of {width}x{height} pixels; the limit is "
+                                  f"{self.max_frame_pixels} pixels")
+        if fps and width * height * fps > self.max_pixel_rate:
+            raise VideoLimitError("video_pixel_rate_too_high", f"{width}x{height} at {fps:.1f} frames/s is "
+                                  f"{width * height * fps / 1e6:.0f} M pixels/s; the limit is "
+                                  f"{self.max_pixel_rate / 1e6:.0f} M")
+
+
+def header_figures(container) -> tuple[float | None, int | None, int, int, float | None]:
+    """(duration s, frames, width, height, fps) of a PyAV container's first video stream, as its
+    headers declare them (None where unknown)."""
+    v = container.streams.video[0]
+    duration = None
+    if v.duration and v.time_base:
+        duration = float(v.duration * v.time_base)
+    elif container.duration:
+        duration = container.duration / 1_000_000
+    fps = float(v.average_rate) if v.average_rate else None
+    return duration, int(v.frames) or None, v.codec_context.width, v.codec_context.height, fps
+
+
 @dataclass
 class VideoOptions:
     """Options of a video job.
@@ -56,6 +112,7 @@ class VideoOptions:
         smoothing: One-Euro smoothing of key points across frames (against flicker).
         in_flight: requests outstanding to Triton at most.
         crf, preset: libx264 quality (lower crf = better) and speed.
+        limits: checked on the headers and again on what is decoded.
     """
 
     selection: str = "largest"
@@ -63,6 +120,7 @@ class VideoOptions:
     in_flight: int = 8
     crf: int = 18
     preset: str = "veryfast"
+    limits: VideoLimits = field(default_factory=VideoLimits)
 
 
 @dataclass
@@ -159,8 +217,12 @@ def _first_frame(path: str):
 
 
 async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference, report, progress, cancelled):
-    total = _frame_total(vin)
+    limits = opts.limits
+    limits.check(*header_figures(inp))
+    total = min(_frame_total(vin), limits.max_frames)  # a header may claim 2^31 frames: corrected as we go
     width, height, rotation = _first_frame(inp.name)
+    limits.check(None, None, width, height, None)
+    first_pts: list[float] = []
     report.rotation = rotation
     vout = out.add_stream("libx264", rate=vin.average_rate or Fraction(30, 1))
     vout.width, vout.height = width + width % 2, height + height % 2
@@ -251,6 +313,9 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
             bad_packets += 1
             continue
         for frame in frames:
+            t = (frame.pts or 0) * float(vin.time_base or 0)
+            first_pts[:1] = first_pts[:1] or [t]
+            limits.check(t - first_pts[0], report.frames + len(pending) + 1, frame.width, frame.height, None)
             pending.append(frame)
             if len(pending) >= opts.in_flight:
                 await flush(pending)
@@ -264,6 +329,9 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
         bad_packets += 1
     if pending:
         await flush(pending)
+    if progress:  # the real total, whatever the header claimed
+        elapsed = time.perf_counter() - t_start
+        progress(report.frames, report.frames, report.frames / elapsed if elapsed else 0.0)
     for pkt in vout.encode(None):
         out.mux(pkt)
     for ostream, resampler in audio_map.values():

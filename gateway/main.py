@@ -8,8 +8,11 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from client import AsyncFaceSwapClient, FaceSwapError
+from client.batch import ArchiveLimits
+from client.video import VideoLimits
 from gateway.api.routes import faces, health, jobs, swap
 from gateway.core import errors
 from gateway.core.admission import Admission, AdmissionMiddleware
@@ -23,6 +26,8 @@ from gateway.core.store import FaceStore
 log = logging.getLogger("gateway")
 #: Requests that take an admission slot (they run the pipeline); jobs have their own bound.
 COMPUTE_ROUTES = {("POST", "/v1/swap"), ("POST", "/v1/faces")}
+#: Where the Swagger UI and ReDoc assets of /docs and /redoc are served (by the gateway, no CDN).
+DOCS_STATIC = "/docs-static"
 
 
 def is_loopback(host: str) -> bool:
@@ -32,15 +37,32 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-async def _fitting_in_flight(triton: AsyncFaceSwapClient) -> int:
-    """Twice the paste-back instances of the Triton we talk to (each keeps one request in work and
-    one waiting), or 4 when Triton cannot tell within 5 s."""
+async def _advised_admission(triton: AsyncFaceSwapClient) -> tuple[int, int]:
+    """(requests in work, requests waiting) that fit the Triton we talk to: the
+    ``admission_in_flight`` / ``admission_waiting`` parameters that ``tools.repository`` writes
+    into face_paster's config for its profile, else face_paster's instance count for both, else
+    (2, 2) when Triton cannot tell within 5 s."""
     try:
-        return 2 * await asyncio.wait_for(triton.instance_count("face_paster"), 5)
+        params = await asyncio.wait_for(triton.model_parameters("face_paster"), 5)
+        if "admission_in_flight" in params:
+            return int(params["admission_in_flight"]), int(params.get("admission_waiting", "0"))
+        n = await asyncio.wait_for(triton.instance_count("face_paster"), 5)
+        return n, n
     except (asyncio.TimeoutError, FaceSwapError, ValueError) as exc:
-        log.warning("could not read face_paster's instance count from Triton (%s): at most 4 requests in work "
-                    "(set FACESWAP_GATEWAY_MAX_IN_FLIGHT)", exc)
-        return 4
+        log.warning("could not read the advised admission bounds from Triton (%s): 2 requests in work, 2 waiting "
+                    "(set FACESWAP_GATEWAY_MAX_IN_FLIGHT / MAX_WAITING)", exc)
+        return 2, 2
+
+
+async def _sweep_forever(app: FastAPI, settings: Settings) -> None:
+    """Every ``sweep_interval_s``: expire finished jobs past ``job_ttl_s`` and expired faces."""
+    while True:
+        try:
+            await asyncio.to_thread(app.state.jobs.sweep, settings.job_ttl_s)
+            await asyncio.to_thread(app.state.store.sweep)
+        except Exception:  # a failed sweep is logged and tried again next time
+            log.exception("sweep failed")
+        await asyncio.sleep(settings.sweep_interval_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,28 +73,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.triton = AsyncFaceSwapClient(settings.triton_url, "grpc", timeout=settings.request_timeout_s)
         app.state.store = FaceStore(settings.store_path, settings.face_ttl_s)
+        limits = ArchiveLimits(settings.archive_max_entries, settings.archive_max_total_bytes,
+                               settings.archive_max_entry_bytes, settings.archive_max_ratio)
         app.state.jobs = JobRunner(JobStore(settings.store_path), settings.jobs_dir, settings.triton_url,
-                                   settings.job_timeout_s, settings.max_concurrent_jobs, settings.job_in_flight)
-        if not settings.max_in_flight:
-            app.state.admission.max_in_flight = await _fitting_in_flight(app.state.triton)
+                                   settings.job_timeout_s, settings.max_concurrent_jobs, settings.job_in_flight,
+                                   limits, settings.max_job_restarts,
+                                   VideoLimits(settings.video_max_duration_s, settings.video_max_frames,
+                                               settings.video_max_frame_pixels, settings.video_max_pixel_rate))
+        advised = await _advised_admission(app.state.triton)
+        app.state.admission.resize(settings.max_in_flight or advised[0],
+                                   settings.max_waiting if settings.max_waiting >= 0 else advised[1])
         resumed = app.state.jobs.recover()
         if resumed:
             log.warning("%d job(s) left by an earlier run queued again", resumed)
+        sweeper = asyncio.create_task(_sweep_forever(app, settings))
         if settings.hmac_secret is None:
             log.warning("no HMAC secret configured (FACESWAP_GATEWAY_HMAC_SECRET): serving loopback callers only")
-        log.info("gateway ready: Triton gRPC %s, face store %s; at most %d requests and %.0f M pixels in work, "
-                 "deadline %g s (X-Request-Timeout up to %g s)", settings.triton_url, settings.store_path,
-                 app.state.admission.max_in_flight, settings.max_pixels_in_flight / 1e6, settings.request_timeout_s,
-                 settings.max_request_timeout_s)
+        log.info("gateway ready: Triton gRPC %s, face store %s; at most %d requests in work and %d waiting, "
+                 "%.0f M pixels in work, deadline %g s (X-Request-Timeout up to %g s)", settings.triton_url,
+                 settings.store_path, app.state.admission.max_in_flight, app.state.admission.max_waiting,
+                 settings.max_pixels_in_flight / 1e6, settings.request_timeout_s, settings.max_request_timeout_s)
         yield
+        sweeper.cancel()
         app.state.jobs.shutdown()
         app.state.jobs.store.close()
         await app.state.triton.close()
         app.state.store.close()
 
-    app = FastAPI(title="faceswap gateway", version="0.1.0", lifespan=lifespan,
-                  description="REST face of the Triton face-swap ensembles. Errors are JSON "
-                              '{"code", "message"}; requests are signed with HMAC-SHA256 when a secret is set.')
+    # /docs (Swagger UI) and /redoc load their JS/CSS from the gateway itself (bundled by
+    # fastapi-offline, under DOCS_STATIC), never from a CDN: the pages work offline.
+    app = FastAPIOffline(title="faceswap gateway", version="0.1.0", lifespan=lifespan, static_url=DOCS_STATIC,
+                         description="REST face of the Triton face-swap ensembles. Errors are JSON "
+                                     '{"code", "message"}; requests are signed with HMAC-SHA256 when a secret is set.')
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.deep = DeepCheck(settings)
@@ -93,5 +125,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        large_bodies={"/v1/jobs": settings.max_job_upload_bytes},
                        max_age_s=settings.signature_max_age_s)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics, paths=lambda: [*app.openapi()["paths"],
-                                                                        *(getattr(r, "path", "") for r in app.routes)])
+                                                                        *(getattr(r, "path", "") for r in app.routes),
+                                                                        DOCS_STATIC + "/{file:path}"])
     return app

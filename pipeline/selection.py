@@ -12,8 +12,10 @@ from pipeline.detection import Detections, box_areas
 from pipeline.embedding import cosine
 
 SELECTIONS = ("all", "largest", "index", "similar", "pairs")
-#: Default cosine similarity a target face needs to its reference for selection "pairs".
-PAIR_THRESHOLD = 0.3
+#: Default cosine similarity a target face needs to its reference for selections "similar" and
+#: "pairs" (ArcFace embeddings of one person are usually above it, of two people below).
+MATCH_THRESHOLD = 0.3
+PAIR_THRESHOLD = MATCH_THRESHOLD  # the earlier name
 
 
 class OptionsError(ValueError):
@@ -27,9 +29,10 @@ class SwapOptions:
     Attributes:
         selection: "all" faces, the "largest" box, the face at "index" (detection order:
             score descending, insightface's order), the face most "similar" to the
-            (first) reference embedding, or "pairs": each face whose best-matching reference
-            embedding k has cosine >= ``threshold`` gets source latent k (many-to-many);
-            faces that match no reference are left alone.
+            (first) reference embedding if its cosine is >= ``threshold`` (else no face is
+            swapped, and the result says ``no_match``), or "pairs": each face whose
+            best-matching reference embedding k has cosine >= ``threshold`` gets source latent
+            k (many-to-many); faces that match no reference are left alone.
         face_index: with selection "index", 0-based.
         max_faces: at most this many faces are swapped (largest boxes first when capping);
             the response's ``truncated`` flag says when faces were dropped. 0 = server cap.
@@ -37,7 +40,9 @@ class SwapOptions:
             "png" or "webp".
         quality: 1-100, for jpeg and webp.
         det_thresh: detection score threshold in (0, 1); 0 = the server's configured value.
-        threshold: minimum cosine similarity for selection "pairs", in [-1, 1].
+        threshold: float in [-1, 1], default 0.3 (``MATCH_THRESHOLD``): the minimum cosine
+            similarity between a face's normed embedding and its reference for selections
+            "similar" and "pairs"; -1 accepts any face (the most similar one, for "similar").
     """
 
     selection: str = "all"
@@ -46,7 +51,7 @@ class SwapOptions:
     output_format: str = "auto"
     quality: int = 95
     det_thresh: float = 0.0
-    threshold: float = PAIR_THRESHOLD
+    threshold: float = MATCH_THRESHOLD
 
     @classmethod
     def from_json(cls, raw: bytes | str | None) -> "SwapOptions":
@@ -100,17 +105,20 @@ class Selection:
         indices: int64 [M] indices into the detections, in swap order.
         latent_index: int64 [M] which source latent each chosen face gets (0 unless "pairs").
         truncated: True when faces beyond the cap were left alone.
+        no_match: True when "similar" or "pairs" found faces but none reached ``threshold``
+            (then ``indices`` is empty and nothing is swapped).
     """
 
     indices: np.ndarray
     latent_index: np.ndarray
     truncated: bool = False
+    no_match: bool = False
 
     @staticmethod
-    def of(indices, truncated: bool = False, latent_index=None) -> "Selection":
+    def of(indices, truncated: bool = False, latent_index=None, no_match: bool = False) -> "Selection":
         idx = np.asarray(indices, np.int64).reshape(-1)
         lat = np.zeros_like(idx) if latent_index is None else np.asarray(latent_index, np.int64).reshape(-1)
-        return Selection(idx, lat, truncated)
+        return Selection(idx, lat, truncated, no_match)
 
 
 def select_faces(
@@ -149,11 +157,14 @@ def select_faces(
             raise OptionsError(f"selection {opts.selection!r} needs reference embeddings (reference_embeddings input)")
         sims = cosine(embeddings, np.asarray(reference, np.float32).reshape(-1, embeddings.shape[1]))
         if opts.selection == "similar":
-            return Selection.of([int(np.argmax(sims[:, 0]))])
+            face = int(np.argmax(sims[:, 0]))
+            if sims[face, 0] < opts.threshold:
+                return Selection.of([], no_match=True)
+            return Selection.of([face])
         best = sims.argmax(axis=1)
         matched = np.where(sims[np.arange(n), best] >= opts.threshold)[0]
         limit = min(opts.max_faces or cap, cap)
-        return Selection.of(matched[:limit], matched.size > limit, best[matched[:limit]])
+        return Selection.of(matched[:limit], matched.size > limit, best[matched[:limit]], no_match=matched.size == 0)
     limit = min(opts.max_faces or cap, cap)
     if n <= limit:
         return Selection.of(np.arange(n))

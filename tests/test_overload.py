@@ -336,3 +336,37 @@ def test_triton_memory_returns_after_near_limit_images(ov_triton, latent, tmp_pa
     after = tree_rss_mb(ov_triton.proc.pid)
     # before full frames were kept out of the stages' shared memory this grew by gigabytes
     assert after < warm * 1.15, (warm, after)
+
+
+def test_finished_jobs_and_faces_expire_and_disk_is_budgeted(ov_triton, tmp_path):
+    import sqlite3
+
+    g = gateway(ov_triton, tmp_path, job_ttl_s=1, sweep_interval_s=0.3, face_ttl_s=1, jobs_dir=tmp_path / "jobs")
+    try:
+        with httpx.Client(base_url=g.url, timeout=120) as c:
+            fid = c.post("/v1/faces", files=files(image=OBAMA)).json()["faces"][0]["id"]
+            job = c.post("/v1/jobs", files=[("images", ("a.jpg", GROUP.read_bytes(), "image/jpeg")),
+                                            ("source_face_id", (None, fid))]).json()
+            deadline = time.monotonic() + 60
+            while c.get(f"/v1/jobs/{job['id']}").json()["status"] != "done":
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert (tmp_path / "jobs" / job["id"]).exists()
+            time.sleep(2.5)
+            r = c.get(f"/v1/jobs/{job['id']}")
+            assert (r.status_code, r.json()["code"]) == (404, "job_expired")
+            assert c.get(f"/v1/jobs/{job['id']}/result").json()["code"] == "job_expired"
+            assert not (tmp_path / "jobs" / job["id"]).exists()
+            assert c.get(f"/v1/faces/{fid}").status_code == 404
+        rows = sqlite3.connect(tmp_path / "faces.sqlite3").execute("SELECT COUNT(*) FROM faces").fetchone()[0]
+        assert rows == 0  # swept, not only hidden
+    finally:
+        g.stop()
+    g = gateway(ov_triton, tmp_path, max_jobs_disk_bytes=1, jobs_dir=tmp_path / "jobs2")
+    try:
+        (tmp_path / "jobs2" / "leftover").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "jobs2" / "leftover" / "x.bin").write_bytes(b"x" * 100)
+        r = httpx.post(f"{g.url}/v1/jobs", files=files(archive=b"PK\x03\x04", source=OBAMA), timeout=60)
+        assert (r.status_code, r.json()["code"]) == (503, "storage_full") and r.headers["retry-after"]
+    finally:
+        g.stop()

@@ -127,7 +127,20 @@ def test_selection_largest_and_similar(client, source_latent):
     largest = client.swap(target, source_latent, selection="largest")
     assert largest.selected == [int(np.argmax([f.area for f in faces]))]
     similar = client.swap(target, source_latent, selection="similar", reference_embedding=faces[1].embedding)
-    assert similar.selected == [1] and similar.faces_swapped == 1
+    assert similar.selected == [1] and similar.faces_swapped == 1 and not similar.no_match
+
+
+def test_similar_swaps_nobody_when_the_reference_is_absent(client, source_latent):
+    """Every face is below the threshold (cosine 0.3 by default) to the reference: nothing is
+    swapped and the image comes back as it was, instead of the most similar stranger swapped."""
+    path = image_path("two_obama_biden.jpg")
+    faces = client.embed(path).faces
+    absent = -np.mean([f.embedding for f in faces], axis=0)  # cosine < 0 to every face of the image
+    res = client.swap(path, source_latent, selection="similar", reference_embedding=absent / np.linalg.norm(absent))
+    assert res.selected == [] and res.faces_swapped == 0 and len(res.faces) == len(faces)
+    assert res.image == path.read_bytes() and res.no_match
+    low = client.swap(path, source_latent, selection="similar", reference_embedding=absent, threshold=-1)
+    assert low.faces_swapped == 1 and not low.no_match
 
 
 def test_embed_returns_normed_embeddings_and_latents(client):

@@ -186,3 +186,30 @@ def test_batch_lists_bad_files_and_never_uses_client_names_as_paths(triton, sour
     report = json.loads((out / "batch_report.json").read_text())
     assert report["failed"] == 1 and "unsupported" in report["items"][2]["error"]
     assert not (tmp_path.parent / "x.jpg").exists()
+
+
+def test_video_limits_from_the_header_and_from_what_is_decoded(triton, source_latent, face, tmp_path):
+    from client.video import VideoLimitError, VideoLimits
+
+    mkv = tmp_path / "forty.mkv"  # Matroska declares no frame count: only decoding can count them
+    write_clip(mkv, moving_face_frames(face, (160, 120), 40), container="matroska")
+    with pytest.raises(VideoLimitError) as e:
+        run_video(triton, source_latent, mkv, tmp_path / "o.mp4", limits=VideoLimits(max_frames=30))
+    assert e.value.code == "video_too_many_frames" and not (tmp_path / "o.mp4").exists()
+    mp4 = tmp_path / "forty.mp4"
+    write_clip(mp4, moving_face_frames(face, (160, 120), 40))
+    for limits, code in [(VideoLimits(max_duration_s=1.0), "video_too_long"),
+                         (VideoLimits(max_frame_pixels=160 * 119), "video_frame_too_large"),
+                         (VideoLimits(max_pixel_rate=160 * 120 * 29.0), "video_pixel_rate_too_high")]:
+        with pytest.raises(VideoLimitError) as e:
+            run_video(triton, source_latent, mp4, tmp_path / "o.mp4", limits=limits)
+        assert e.value.code == code
+    progress = []
+
+    async def go():
+        async with AsyncFaceSwapClient(triton.grpc_url, "grpc", timeout=300) as ac:
+            await swap_video(ac, source_latent, mkv, tmp_path / "ok.mp4",
+                             progress=lambda d, t, fps: progress.append((d, t)))
+
+    asyncio.run(go())
+    assert progress[-1] == (40, 40)  # the total is what was decoded

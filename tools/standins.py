@@ -8,9 +8,12 @@ the convolutions and matrix products). The ``tiny`` size keeps unit tests fast.
 
 Their outputs are not meaningful: the stand-in detector scores every anchor near zero (it
 finds no faces), the stand-in ArcFace returns a seeded projection, and the stand-in
-inswapper returns the target crop plus a small latent-dependent residual, so a pipeline run
-on stand-ins looks like a photo but is *not a face swap*. Everything computed with a
-stand-in is labelled so (see ``tools.resolve``).
+inswapper returns the target crop's luminance coloured by a two-colour stripe pattern whose
+hues, angle and period depend on the source latent, so on a stand-in run every swapped face
+visibly shows where it was cropped, how it was rotated and where it was blended back, and is
+plainly *not a face swap*. Everything computed with a stand-in is labelled so (see
+``tools.resolve``). Generated files carry a version in their name (``VERSIONS``) so a cache
+written by an older builder is not reused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,13 +157,63 @@ def make_arcface(size: str = "tiny", seed: int = 50) -> tuple[onnx.ModelProto, f
     return g.model(inputs, outputs, "arcface_standin"), g.flops / 1e9
 
 
+def _latent_look(g: _Graph, rng: np.random.Generator) -> str:
+    """The stand-in's visible mark: a two-colour stripe pattern chosen by ``source``, mixed
+    with the target crop's luminance. Returns the name of the [N, 3, 128, 128] look.
+
+    From five seeded projections of the latent: the hue of the two (complementary) colours, the
+    stripes' angle, period (9-19 px on the 128 crop) and phase. The projections are Mul +
+    ReduceSum, not MatMul, and everything after them is elementwise: OpenVINO's CPU plugin keeps
+    such a graph tail in f32 under a bf16 precision hint, so bf16 stays at f32 parity.
+    """
+    k = 5
+    w = (rng.standard_normal((1, 512, k))).astype(np.float32)
+    lat = g.op("Unsqueeze", ["source", g.const(np.array([2], np.int64), "axes")])
+    proj = g.op("ReduceSum", [g.op("Mul", [lat, g.const(w, "look_w")], "proj"),
+                              g.const(np.array([1], np.int64), "axes")], keepdims=0)  # [N, k]
+
+    def param(i: int) -> str:  # column i as [N, 1, 1, 1]
+        col = g.op("Gather", [proj, g.const(np.array(i, np.int64), "idx")], axis=1)
+        return g.op("Reshape", [col, g.const(np.array([-1, 1, 1, 1], np.int64), "shape")])
+
+    def scaled(x: str, a: float, b: float = 0.0) -> str:
+        y = g.op("Mul", [x, g.const(np.array([a], np.float32), "k")], "scale")
+        return g.op("Add", [y, g.const(np.array([b], np.float32), "k")], "shift") if b else y
+
+    # Colour A: a saturated hue 0.5 + 0.5 cos(theta - 2 pi c / 3) for c = R, G, B; B = 1 - A.
+    theta = scaled(param(0), 3.0 * np.pi)
+    offsets = g.const((-2.0 * np.pi / 3.0 * np.arange(3, dtype=np.float32)).reshape(1, 3, 1, 1), "hue")
+    col_a = scaled(g.op("Cos", [g.op("Add", [theta, offsets])]), 0.5, 0.5)  # [N, 3, 1, 1]
+    col_b = scaled(col_a, -1.0, 1.0)
+    # Stripes along angle phi with period T: s = 0.5 + 0.5 tanh(2.5 cos(f (x cos phi + y sin phi) + p)).
+    phi = scaled(param(1), np.pi)
+    freq = g.op("Div", [g.const(np.array([2.0 * np.pi], np.float32), "k"),
+                        scaled(g.op("Sigmoid", [param(2)]), 10.0, 9.0)])
+    yy, xx = np.mgrid[0:128, 0:128].astype(np.float32)
+    phase = g.op("Add", [
+        g.op("Mul", [g.op("Mul", [freq, g.op("Cos", [phi])]), g.const(xx.reshape(1, 1, 128, 128), "grid")]),
+        g.op("Mul", [g.op("Mul", [freq, g.op("Sin", [phi])]), g.const(yy.reshape(1, 1, 128, 128), "grid")])])
+    phase = g.op("Add", [phase, scaled(param(3), 2.0 * np.pi)])
+    stripes = scaled(g.op("Tanh", [scaled(g.op("Cos", [phase]), 2.5)]), 0.5, 0.5)  # [N, 1, 128, 128]
+    colour = g.op("Add", [col_b, g.op("Mul", [stripes, g.op("Sub", [col_a, col_b], "d")])])  # [N, 3, 128, 128]
+    # Luminance of the target keeps the face readable under the colour.
+    lum = g.op("ReduceSum", [g.op("Mul", ["target", g.const(np.array([0.299, 0.587, 0.114], np.float32)
+                                                                .reshape(1, 3, 1, 1), "luma")], "lw"),
+                             g.const(np.array([1], np.int64), "axes")], keepdims=1)
+    return g.op("Mul", [colour, scaled(lum, 1.0, 0.3)], "tint")
+
+
 def make_inswapper(size: str = "tiny", seed: int = 128) -> tuple[onnx.ModelProto, float]:
     """inswapper stand-in: ``target`` [N, 3, 128, 128] + ``source`` [N, 512] -> ``output``.
 
     The heavy part mirrors inswapper's: residual 3x3 blocks at 32x32 whose instance-normed
     features are modulated by scale/shift computed from the 512-d latent (AdaIN). ``output``
-    = clip(target + 0.08 * tanh(decoder), 0, 1), so results keep the target's look. The
-    512x512 ``emap`` is the graph's last initializer, as in the real file.
+    (RGB in [0, 1], as inswapper's) = clip(0.4 target + 0.6 look + 0.08 tanh(decoder), 0, 1),
+    where ``look`` (``_latent_look``) is the target's luminance coloured by a two-colour stripe
+    pattern whose hues, angle and period depend on the latent: a stand-in swap is plainly
+    visible (where the crop was taken, how it was rotated and blended back) and two sources
+    look different, while the face stays recognisable. The 512x512 ``emap`` is the graph's
+    last initializer, as in the real file.
     """
     c, blocks, cdec = _sizes(size)["swap"]
     g = _Graph(np.random.default_rng(seed))
@@ -191,7 +246,12 @@ def make_inswapper(size: str = "tiny", seed: int = 128) -> tuple[onnx.ModelProto
     x, hw = g.conv(x, c_b, c_a, 3, 1, (hw[0] * 2, hw[1] * 2))
     x, hw = g.conv(x, c_a, 3, 3, 1, hw, act=False)
     x = g.op("Tanh", [g.op("Mul", [x, g.const(np.array([0.05], np.float32))], "damp")])
-    x = g.op("Add", ["target", g.op("Mul", [x, g.const(np.array([0.08], np.float32))], "amp")])
+    x = g.op("Mul", [x, g.const(np.array([0.08], np.float32))], "amp")
+    # A separate generator: the heavy weights and the emap stay those of version 1.
+    look = _latent_look(g, np.random.default_rng(seed + 1))
+    base = g.op("Mul", ["target", g.const(np.array([0.4], np.float32), "k")], "keep")
+    look = g.op("Mul", [look, g.const(np.array([0.6], np.float32), "k")], "mix")
+    x = g.op("Add", [g.op("Add", [base, look], "blend"), x], "resid")
     g.nodes.append(helper.make_node("Clip", [x, g.const(np.array(0.0, np.float32)), g.const(np.array(1.0, np.float32))],
                                     ["output"], name="out_clip"))
     emap = g.rng.standard_normal((512, 512)).astype(np.float32) / np.sqrt(512)
@@ -205,10 +265,22 @@ def make_inswapper(size: str = "tiny", seed: int = 128) -> tuple[onnx.ModelProto
 
 
 BUILDERS = {"det_10g": make_scrfd, "w600k_r50": make_arcface, "inswapper_128": make_inswapper}
+#: Version of each builder's output, part of the file name (``standin_path``). Bump it whenever
+#: a builder's graph or weights change (tests/test_standins.py holds a fingerprint per version).
+#: inswapper_128 v2: a latent-dependent colour/stripe look instead of a near-identity output.
+VERSIONS = {"det_10g": 1, "w600k_r50": 1, "inswapper_128": 2}
+
+
+def standin_path(out_dir: Path, name: str) -> Path:
+    """``<out_dir>/<name>.v<version>.onnx``: the version is in the name, so a file cached by
+    an older builder is never taken for the current one."""
+    return out_dir / f"{name}.v{VERSIONS[name]}.onnx"
 
 
 def generate(out_dir: Path, size: str = "tiny", names: tuple[str, ...] = tuple(BUILDERS)) -> dict[str, dict]:
-    """Write stand-ins ``<out_dir>/<name>.onnx`` (skipping ones already there).
+    """Write stand-ins ``standin_path(out_dir, name)`` with a ``.json`` beside each (name, size,
+    version, GFLOP), skipping a file already there whose ``.json`` says the same size and
+    version. Files of older versions are left alone (a model repository may link to them).
 
     Returns:
         {name: {"path": str, "gflop": float, "published_gflop": float}}.
@@ -216,17 +288,29 @@ def generate(out_dir: Path, size: str = "tiny", names: tuple[str, ...] = tuple(B
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {}
     for name in names:
-        path = out_dir / f"{name}.onnx"
-        meta = path.with_suffix(".json")
-        if path.exists() and meta.exists():
-            gflop = json.loads(meta.read_text())["gflop"]
+        path = standin_path(out_dir, name)
+        meta_path = path.with_suffix(".json")
+        meta = None
+        if path.exists() and meta_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except ValueError:
+                meta = None
+        if meta and meta.get("size") == size and meta.get("version") == VERSIONS[name]:
+            gflop = meta["gflop"]
         else:
             model, gflop = BUILDERS[name](size)
-            tmp = path.with_suffix(".tmp")
+            # Unique temporary names: concurrent generators (parallel test sessions) must not
+            # move each other's half-written files.
+            tag = f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp = path.with_name(path.name + tag)
             onnx.save(model, str(tmp))
             tmp.replace(path)
-            meta.write_text(json.dumps({"name": name, "size": size, "gflop": gflop, "stand_in": True}))
-            log.info("stand-in %s (%s, %.1f GFLOP) written to %s", name, size, gflop, path)
+            tmp_meta = meta_path.with_name(meta_path.name + tag)
+            tmp_meta.write_text(json.dumps({"name": name, "size": size, "version": VERSIONS[name], "gflop": gflop,
+                                            "stand_in": True}))
+            tmp_meta.replace(meta_path)
+            log.info("stand-in %s v%d (%s, %.1f GFLOP) written to %s", name, VERSIONS[name], size, gflop, path)
         report[name] = {"path": str(path), "gflop": round(gflop, 2), "published_gflop": PUBLISHED_GFLOP[name]}
     return report
 

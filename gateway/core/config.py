@@ -61,6 +61,18 @@ class Settings(BaseSettings):
                                          "entries are refused in the report.")
     archive_max_ratio: float = Field(100.0, description="Compression ratio of one archive entry; above it the entry "
                                      "is refused in the report (zip bombs compress about 1000:1).")
+    video_max_duration_s: float = Field(300.0, description="Seconds of a video job; longer: 422/failed "
+                                        "video_too_long.")
+    video_max_frames: int = Field(9000, description="Frames of a video job; more: 422/failed video_too_many_frames.")
+    video_max_frame_pixels: int = Field(3840 * 2160, description="Pixels of one video frame; more: 422/failed "
+                                        "video_frame_too_large.")
+    video_max_pixel_rate: float = Field(3840 * 2160 * 30.0, description="Frame pixels x frames per second; more: "
+                                        "422/failed video_pixel_rate_too_high.")
+    job_ttl_s: float = Field(24 * 3600.0, description="Finished jobs (inputs, results, rows) are deleted this long "
+                             "after they finish; reading one then is 404 job_expired.")
+    sweep_interval_s: float = Field(60.0, description="How often expired jobs and faces are swept.")
+    max_jobs_disk_bytes: int = Field(20 << 30, description="Disk budget of the jobs folder; past it new jobs get "
+                                     "503 storage_full.")
     job_timeout_s: float = Field(60.0, description="Deadline of each Triton call of a job.")
 
 

@@ -13,7 +13,8 @@ Replay memory: each accepted signature is kept until its timestamp is out of the
 either side of now (``timestamp + max_age``), at most ``max_remembered`` of them (the oldest
 are forgotten first, with a warning: signed traffic that fast needs a shorter window).
 Without a secret the gateway serves loopback callers only (403 for others). ``/healthz``,
-``/readyz`` and ``/metrics`` are open to probes.
+``/readyz`` and ``/metrics`` are open to probes, and the API documentation (``/docs``,
+``/redoc``, ``/openapi.json`` and their assets) to anyone.
 
 Size: a declared ``Content-Length`` over the limit is refused with 413 before the body is
 read; a chunked body is counted while it streams and refused as soon as it passes the limit.
@@ -37,7 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.core.errors import error_response
 
 log = logging.getLogger("gateway.guard")
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json")
+OPEN_PREFIXES = ("/docs-static/",)  # the API documentation's own assets (no data behind them)
 SPOOL_BYTES = 1 << 20
 TS_HEADER = "x-faceswap-timestamp"
 SIG_HEADER = "x-faceswap-signature"
@@ -87,7 +89,7 @@ class RequestGuard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         signed_sha = None
-        if scope["path"] not in OPEN_PATHS:
+        if scope["path"] not in OPEN_PATHS and not scope["path"].startswith(OPEN_PREFIXES):
             problem, signed_sha = self._check_caller(scope, headers)
             if problem is not None:
                 await self._reject(scope, receive, send, *problem)

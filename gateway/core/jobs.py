@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import sqlite3
 import threading
@@ -29,7 +30,7 @@ import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapError
 from client.batch import ArchiveLimitError, ArchiveLimits, swap_batch
-from client.video import VideoError, VideoOptions, swap_video
+from client.video import VideoError, VideoLimitError, VideoLimits, VideoOptions, swap_video
 
 log = logging.getLogger("gateway.jobs")
 ACTIVE = ("queued", "running")
@@ -130,6 +131,18 @@ class JobStore:
                                                    "ORDER BY created_at")]
         return [j for j in (self.get(i) for i in ids) if j is not None]
 
+    def finished_before(self, t: float) -> list[Job]:
+        """Jobs done, failed or cancelled whose last change is older than ``t`` (Unix seconds)."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE status IN ('done', 'failed', "
+                                                   "'cancelled') AND updated_at < ?", (t,))]
+        return [j for j in (self.get(i) for i in ids) if j is not None]
+
+    def forget_expired_before(self, t: float) -> None:
+        """Delete the tombstones of jobs that expired before ``t``."""
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE status = 'expired' AND updated_at < ?", (t,))
+
     def delete(self, job_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
@@ -143,10 +156,11 @@ class JobRunner:
     """Runs jobs on ``workers`` threads; ``cancel`` stops one, ``shutdown`` interrupts all."""
 
     def __init__(self, store: JobStore, jobs_dir: Path, triton_url: str, timeout_s: float, workers: int,
-                 in_flight: int, archive_limits: ArchiveLimits = ArchiveLimits(), max_restarts: int = 3) -> None:
+                 in_flight: int, archive_limits: ArchiveLimits = ArchiveLimits(), max_restarts: int = 3,
+                 video_limits: VideoLimits = VideoLimits()) -> None:
         self.store, self.jobs_dir, self.triton_url = store, Path(jobs_dir), triton_url
         self.timeout_s, self.in_flight = timeout_s, in_flight
-        self.archive_limits, self.max_restarts = archive_limits, max_restarts
+        self.archive_limits, self.max_restarts, self.video_limits = archive_limits, max_restarts, video_limits
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="job")
         self._cancel: dict[str, str] = {}
@@ -180,6 +194,31 @@ class JobRunner:
             queued += 1
         return queued
 
+    def sweep(self, ttl_s: float, now: float | None = None) -> int:
+        """Expire finished jobs ``ttl_s`` after they finished: their files are deleted and the row
+        becomes a tombstone (status ``expired``, read as 404 ``job_expired``) kept for 7 TTLs.
+        Queued and running jobs never expire. Returns how many expired."""
+        now = time.time() if now is None else now
+        expired = self.store.finished_before(now - ttl_s)
+        for job in expired:
+            shutil.rmtree(self.jobs_dir / job.id, ignore_errors=True)
+            self.store.update(job.id, status="expired", result=None, latent=b"", reference=None)
+        self.store.forget_expired_before(now - 7 * ttl_s)
+        if expired:
+            log.info("%d finished job(s) expired; their files were deleted", len(expired))
+        return len(expired)
+
+    def disk_bytes(self) -> int:
+        """Bytes under the jobs folder (inputs, results, partial outputs)."""
+        total = 0
+        for root, _, files in os.walk(self.jobs_dir):
+            for f in files:
+                try:
+                    total += os.stat(os.path.join(root, f)).st_size
+                except OSError:
+                    pass
+        return total
+
     def cancel(self, job_id: str) -> None:
         self._cancel[job_id] = "cancelled"
         job = self.store.get(job_id)
@@ -206,7 +245,7 @@ class JobRunner:
             if self._stop_reason(job_id) == "cancelled":
                 self.store.update(job_id, status="cancelled")
             # shutdown: left "running" so that the next start queues it again
-        except ArchiveLimitError as exc:
+        except (ArchiveLimitError, VideoLimitError) as exc:
             self.store.update(job_id, status="failed", error=str(exc), error_code=exc.code)
             log.warning("job %s failed: %s", job_id, exc)
         except (FaceSwapError, VideoError, ValueError, OSError, zipfile.BadZipFile) as exc:
@@ -241,7 +280,7 @@ class JobRunner:
                 if job.kind == "video":
                     out = d / "result.mp4"
                     opts = VideoOptions(job.options.get("selection", "largest"), job.options.get("smoothing", True),
-                                        self.in_flight)
+                                        self.in_flight, limits=self.video_limits)
                     rep = await swap_video(client, latent, Path(job.input), out, opts, reference, progress, stop)
                     return rep.warnings + ([f"stand-in models used: {', '.join(rep.stand_in_models)}"]
                                            if rep.stand_in_models else []), str(out)

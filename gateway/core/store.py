@@ -94,6 +94,12 @@ class FaceStore:
         return StoredFace(row[0], json.loads(row[1]), row[2], np.frombuffer(row[3], np.float32),
                           np.frombuffer(row[4], np.float32), row[5], row[6], row[7], row[8], bool(row[9]))
 
+    def sweep(self, now: float | None = None) -> int:
+        """Delete the faces past their expiry; returns how many."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM faces WHERE expires_at < ?", (time.time() if now is None else now,))
+        return cur.rowcount
+
     def delete(self, face_id: str) -> bool:
         with self._lock:
             cur = self._db.execute("DELETE FROM faces WHERE id = ?", (face_id,))

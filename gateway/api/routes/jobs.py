@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import warnings
 import zipfile
@@ -15,11 +16,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from client import AsyncFaceSwapClient
+from client.video import VideoLimitError, VideoLimits, header_figures
 from gateway.api import deps
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
 from gateway.core.store import FaceStore
 
+log = logging.getLogger("gateway.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 VIDEO_FORMATS = "mp4, mov, mkv, webm, avi"
 
@@ -64,13 +67,19 @@ def _zip_uploads(images: list[UploadFile], path: Path) -> None:
                 shutil.copyfileobj(up.file, out, 1 << 20)
 
 
-def probe_video(path: Path) -> str | None:
-    """None when PyAV can open the container and decode a first video frame; else why not
-    (a sentence without server paths)."""
+def probe_video(path: Path, limits: VideoLimits | None = None) -> str | None:
+    """None when PyAV can open the container, its header passes ``limits`` and a first video
+    frame decodes; else why not (a sentence without server paths).
+
+    Raises:
+        VideoLimitError: the header declares more than ``limits`` allow.
+    """
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
                 return "The file has no video stream."
+            if limits is not None:
+                limits.check(*header_figures(c))
             for _ in c.decode(video=0):
                 return None
     except (av.error.FFmpegError, OSError) as exc:
@@ -83,6 +92,9 @@ def _job_or_404(request: Request, job_id: str):
     job = request.app.state.jobs.store.get(job_id)
     if job is None:
         raise APIError(404, "job_not_found", f"No job {job_id!r}.")
+    if job.status == "expired":
+        raise APIError(404, "job_expired", f"The job {job_id!r} finished more than "
+                       f"{request.app.state.settings.job_ttl_s / 3600:g} h ago; it and its files were deleted.")
     return job
 
 
@@ -119,6 +131,12 @@ async def create_job(
             latent = await deps.source_latent(request, data, triton)
     reference = None if reference_face_id is None else deps.face_or_404(store, reference_face_id).embedding
     runner = request.app.state.jobs
+    used = await run_in_threadpool(runner.disk_bytes)
+    if used > settings.max_jobs_disk_bytes:
+        log.warning("jobs folder holds %d bytes, over its budget of %d: new jobs refused", used,
+                    settings.max_jobs_disk_bytes)
+        raise APIError(503, "storage_full", "The service has no room for new jobs right now; finished jobs expire "
+                       f"after {settings.job_ttl_s / 3600:g} h. Retry later.", {"Retry-After": "300"})
     if video is not None:
         head = await _head(video, "video")
         kind_fmt = sniff_video(head)
@@ -128,7 +146,11 @@ async def create_job(
         job_id, d = runner.new_dir()
         path, kind = d / f"input.{kind_fmt}", "video"
         await _save(video, path)
-        problem = await run_in_threadpool(probe_video, path)
+        try:
+            problem = await run_in_threadpool(probe_video, path, runner.video_limits)
+        except VideoLimitError as exc:
+            shutil.rmtree(d, ignore_errors=True)
+            raise APIError(422, exc.code, f"The video cannot be processed here: {exc}.") from None
         if problem:
             shutil.rmtree(d, ignore_errors=True)
             raise APIError(422, "corrupt_video", problem)

@@ -42,7 +42,8 @@ class TritonPythonModel:
             pb_utils.Tensor("latent_index", a.latent_index.astype(np.int32)),
             pb_utils.Tensor("aligned_crops", a.crops),
             pb_utils.Tensor("affines", a.affines),
-            bytes_tensor("align_info", result_json(faces_detected=len(dets), truncated=a.truncated)),
+            bytes_tensor("align_info", result_json(faces_detected=len(dets), truncated=a.truncated,
+                                                   no_match=a.no_match)),
         ]
 
     def execute(self, requests):

@@ -42,7 +42,8 @@ class TritonPythonModel:
         data, fmt, n = paste_stage(image, original.tobytes(), {"format": d.fmt, "grey": d.grey}, crops,
                                    get(request, "affines"), latents, opts, swap_fn, self.swap_batch, d.alpha)
         summary = result_json(faces_detected=info.get("faces_detected", 0), faces_swapped=n,
-                              truncated=info.get("truncated", False), selected=selected.tolist(), format=fmt,
+                              truncated=info.get("truncated", False), no_match=info.get("no_match", False),
+                              selected=selected.tolist(), format=fmt,
                               width=int(image.shape[1]), height=int(image.shape[0]), stand_in_models=self.stand_ins)
         return [pb_utils.Tensor("output_image", np.frombuffer(data, np.uint8)), bytes_tensor("result", summary)]
 

@@ -1,0 +1,70 @@
+"""/docs and /redoc work offline: every script and stylesheet they load is served by the gateway."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.core.config import Settings
+from gateway.main import create_app
+
+BASE = "http://testserver"
+TYPES = {"script": ("javascript",), "link": ("css", "image/")}  # link: stylesheet or favicon
+
+
+class _Assets(HTMLParser):
+    """(tag, url) of every <script src> and <link href> of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "script" and a.get("src"):
+            self.found.append((tag, a["src"]))
+        elif tag == "link" and a.get("href"):
+            self.found.append((tag, a["href"]))
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("docs")
+    app = create_app(Settings(store_path=tmp / "faces.sqlite3", jobs_dir=tmp / "jobs", triton_url="127.0.0.1:1"))
+    with TestClient(app, base_url=BASE) as c:
+        yield c
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_every_asset_from_the_gateway(client, page):
+    r = client.get(page)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    parser = _Assets()
+    parser.feed(r.text)
+    assert any(tag == "script" for tag, _ in parser.found), f"{page} loads no script"
+    for tag, url in parser.found:
+        parts = urlsplit(urljoin(BASE + page, url))
+        assert f"{parts.scheme}://{parts.netloc}" == BASE, f"{page} loads {url} from another host"
+        asset = client.get(parts.path + (f"?{parts.query}" if parts.query else ""))
+        assert asset.status_code == 200, f"{url}: {asset.status_code}"
+        ctype = asset.headers["content-type"]
+        assert any(t in ctype for t in TYPES[tag]), f"{url}: {ctype}"
+        assert len(asset.content) > 1000 or tag == "link"
+
+
+def test_docs_page_has_no_external_url(client):
+    """Nothing else on the pages (fonts, favicons, inline imports) points off the gateway."""
+    for page in ("/docs", "/redoc"):
+        text = client.get(page).text
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, page
+
+
+def test_openapi_json_is_served(client):
+    r = client.get("/openapi.json")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    spec = r.json()
+    assert spec["info"]["title"] == "faceswap gateway" and "/v1/swap" in spec["paths"]
+    assert not any(p.startswith("/docs") for p in spec["paths"])
