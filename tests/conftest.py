@@ -67,17 +67,21 @@ def models():
     return resolved
 
 
-@pytest.fixture(scope="session")
-def triton(models, tmp_path_factory):
-    """A real tritonserver (embedded, CPU) with the tiny stand-ins, on free loopback ports."""
+def start_triton(models: dict, run: Path):
+    """A real tritonserver (embedded, CPU) serving ``models`` from a repository written under
+    ``run``, on free loopback ports; ready when returned (stop it with ``.stop()``)."""
     from tools.repository import build
     from tools.server import Ports, TritonServer
 
-    run = tmp_path_factory.mktemp("triton")
     build(run / "model_repository", "cpu", models)
     base = free_port_block(3)
-    server = TritonServer(run / "model_repository", Ports(base, base + 1, base + 2), run_dir=run)
-    server.start(timeout=240)
+    return TritonServer(run / "model_repository", Ports(base, base + 1, base + 2), run_dir=run).start(240)
+
+
+@pytest.fixture(scope="session")
+def triton(models, tmp_path_factory):
+    """A real tritonserver (embedded, CPU) with the tiny stand-ins, on free loopback ports."""
+    server = start_triton(models, tmp_path_factory.mktemp("triton"))
     yield server
     server.stop()
 

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from gateway.core.guard import sign, signed_headers
-from tests.conftest import ROOT, free_port_block, image_path, load
+from tests.conftest import ROOT, free_port_block, image_path, load, start_triton
 
 pytestmark = pytest.mark.server
 SECRET = "test-secret-0123456789"
@@ -64,13 +64,7 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gw_triton(models, tmp_path_factory):
     """A Triton server of this module's own, so that a test can stop and restart it."""
-    from tools.repository import build
-    from tools.server import Ports, TritonServer
-
-    run = tmp_path_factory.mktemp("gw_triton")
-    build(run / "model_repository", "cpu", models)
-    base = free_port_block(3)
-    server = TritonServer(run / "model_repository", Ports(base, base + 1, base + 2), run_dir=run).start(240)
+    server = start_triton(models, tmp_path_factory.mktemp("gw_triton"))
     yield server
     server.stop()
 

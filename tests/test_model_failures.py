@@ -17,7 +17,7 @@ from onnx import helper
 
 from client import FaceSwapClient, ModelOutputInvalid
 from pipeline.engines import OutputNotFinite, checked
-from tests.conftest import free_port_block
+from tests.conftest import start_triton
 from tests.test_gateway import GROUP, OBAMA, Gateway, files
 
 pytestmark = pytest.mark.server
@@ -36,15 +36,10 @@ def nan_swapper(src: str, dst: str) -> None:
 
 @pytest.fixture(scope="module")
 def nan_triton(models, tmp_path_factory):
-    from tools.repository import build
-    from tools.server import Ports, TritonServer
-
     run = tmp_path_factory.mktemp("nan_triton")
     nan_swapper(models["swapper"].path, str(run / "nan_swapper.onnx"))
     broken = {**models, "swapper": dataclasses.replace(models["swapper"], path=str(run / "nan_swapper.onnx"))}
-    build(run / "model_repository", "cpu", broken)
-    base = free_port_block(3)
-    server = TritonServer(run / "model_repository", Ports(base, base + 1, base + 2), run_dir=run).start(240)
+    server = start_triton(broken, run)
     yield server
     server.stop()
 

@@ -19,7 +19,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from client import FaceSwapClient, Overloaded, RequestTimeout
 from gateway.core.guard import signed_headers
-from tests.conftest import free_port_block
+from tests.conftest import start_triton
 from tests.test_gateway import GROUP, OBAMA, SECRET, Gateway, files, swap
 
 pytestmark = pytest.mark.server
@@ -27,13 +27,7 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(scope="module")
 def ov_triton(models, tmp_path_factory):
-    from tools.repository import build
-    from tools.server import Ports, TritonServer
-
-    run = tmp_path_factory.mktemp("ov_triton")
-    build(run / "model_repository", "cpu", models)
-    base = free_port_block(3)
-    server = TritonServer(run / "model_repository", Ports(base, base + 1, base + 2), run_dir=run).start(240)
+    server = start_triton(models, tmp_path_factory.mktemp("ov_triton"))
     yield server
     server.stop()
 
