@@ -460,6 +460,18 @@ def test_job_errors(http, tmp_path):
     assert http.get("/v1/jobs/" + "0" * 32).json()["code"] == "job_not_found"
 
 
+def test_long_tiny_video_is_refused_at_upload(http, tmp_path):
+    from fractions import Fraction
+
+    from tools.media import write_clip
+
+    p = tmp_path / "long_tiny.mp4"  # 16x16, 310 s: cheap to send, hours of work for a job worker
+    write_clip(p, [np.full((16, 16, 3), i % 255, np.uint8) for i in range(310 * 2)], rate=Fraction(2))
+    r = http.post("/v1/jobs", files=files(video=p.read_bytes(), source=OBAMA))
+    assert (r.status_code, r.json()["code"]) == (422, "video_too_long"), r.text
+    assert "300" in r.json()["message"]
+
+
 def test_zip_bomb_job_fails_on_the_limit_with_bounded_memory(gw, http, tmp_path):
     from tests.test_archives import bomb_zip
     from tests.test_overload import tree_rss_mb
