@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.align import crops_to_blob, norm_crop
 from pipeline.codec import MAX_PIXELS, decode_image, encode_image
-from pipeline.detection import Detections, decode_scrfd, detector_blob, letterbox
+from pipeline.detection import Detections, decode_scrfd, detect_tiles, detector_blob, letterbox
 from pipeline.embedding import ARCFACE_MEAN, ARCFACE_STD, SWAP_MEAN, SWAP_STD, normed, swap_latents
 from pipeline.paste import paste_back, swapper_output_to_bgr
 from pipeline.selection import SwapOptions, select_faces
@@ -65,22 +65,61 @@ DetectFn = Callable[[np.ndarray], list[np.ndarray]]
 
 def detect_stage(heads: list[np.ndarray], det_blob_hw: tuple[int, int], det_scale: float, det_thresh: float,
                  nms_thresh: float = 0.4, image: np.ndarray | None = None,
-                 detect_fn: DetectFn | None = None) -> Detections:
-    """Decode SCRFD heads into faces (see ``detection.decode_scrfd``).
+                 detect_fn: DetectFn | None = None, tiles: bool = True) -> Detections:
+    """Decode SCRFD heads into faces (see ``detection.decode_scrfd``), with two extra passes
+    where one letterbox of the whole image cannot see the faces.
+
+    Args:
+        heads: the detector's 9 raw outputs (float32 [K, C] or [1, K, C]) on the letterboxed
+            whole image.
+        det_blob_hw: detector input (height, width) in pixels.
+        det_scale: the letterbox scale (detector pixels per image pixel).
+        det_thresh, nms_thresh: score threshold and NMS IoU, used by every pass.
+        image: uint8 [H, W, 3] BGR, the frame the heads were computed on (needed by the extra
+            passes).
+        detect_fn: the detector, float32 [1, 3, H, W] blob -> its 9 heads; None: no extra pass.
+        tiles: allow the tiled pass (below).
+
+    Returns:
+        Detections in image pixels, score descending (insightface's order).
+
+    Tiles (elongated images): the whole-image letterbox maps a 64x4000 strip to 640x10 pixels,
+    so its faces fall under the detector's floor (about 16-24 px at its input). Where
+    the windows of ``detection.tile_windows`` see faces more than 2.5x larger than the
+    whole-image pass (images whose long side is over 2.5x the short side, and over 800 px
+    with the 640 detector), we also detect on 3 to 16 (cap) overlapping windows spanning the
+    short side: each about short x short (at least 320 px along the long side, so never
+    magnified more than 2x), overlapping by >= 25% and by >= 24 detector pixels of the whole-
+    image pass, letterboxed to the detector's input like the whole image. A window's faces
+    cut by an edge shared with a neighbour are dropped, and so are the first pass's faces no
+    longer than that overlap (whole in a window, where they are seen better); the rest are
+    merged by NMS (``nms_thresh``) and ordered by score (``detection.detect_tiles``). Cost:
+    one detector run per window (16 at most; about 65 ms each for det_2.5g on 2 CPU cores).
 
     Close-ups: SCRFD misses a face that fills the frame (insightface >= 1.0 adds a pass at
-    128x128 for this). Where insightface 0.7.3 finds no face and ``detect_fn`` (the detector:
-    float32 [1, 3, H, W] blob -> its 9 heads) is given, we detect once more on ``image``
-    centred on a black canvas twice its size, and map the faces back. With at least one face
-    found in the first pass the result is exactly insightface 0.7.3's.
+    128x128 for this). Where an image is not tiled, insightface 0.7.3 finds no face and
+    ``detect_fn`` is given, we detect once more on ``image`` centred on a black canvas twice
+    its size, and map the faces back. A tiled image gets no close-up pass: no face fills a
+    frame 2.5x longer than high, and one filling its short side is seen by the first pass
+    (>= 24 px there up to 26:1) or, in thinner strips, by the windows (16 of them span more
+    than the short side).
+
+    On images that are not tiled and have a face in the first pass the result is exactly
+    insightface 0.7.3's.
     """
     dets = decode_scrfd(heads, det_blob_hw, det_scale, det_thresh, nms_thresh)
-    if len(dets) or detect_fn is None or image is None:
+    if detect_fn is None or image is None:
         return dets
     h, w = image.shape[:2]
+    det_wh = (det_blob_hw[1], det_blob_hw[0])
+    tiled = detect_tiles(image, dets, detect_fn, det_wh, det_thresh, nms_thresh) if tiles else None
+    if tiled is not None:
+        return tiled
+    if len(dets):
+        return dets
     py, px = h // 2, w // 2
     padded = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT, value=0)
-    det_img, scale = letterbox(padded, (det_blob_hw[1], det_blob_hw[0]))
+    det_img, scale = letterbox(padded, det_wh)
     found = decode_scrfd(detect_fn(detector_blob(det_img)), det_blob_hw, scale, det_thresh, nms_thresh)
     if len(found) == 0:
         return found
@@ -112,12 +151,17 @@ class Aligned:
     crops: np.ndarray  # uint8 [M, 128, 128, 3] BGR
     affines: np.ndarray  # float32 [M, 2, 3]
     truncated: bool  # faces beyond the cap were left alone
+    no_match: bool = False  # "similar"/"pairs": faces found, none with cosine >= threshold (none swapped)
 
 
 def align_stage(image: np.ndarray, dets: Detections, opts: SwapOptions, cap: int,
                 embed_fn: EmbedFn | None = None, embed_batch: int = 1,
                 reference: np.ndarray | None = None) -> Aligned:
     """Select the faces to swap and crop them to inswapper's 128x128 template.
+
+    ``no_match`` of the result is True when selection "similar" or "pairs" found faces but
+    none reached ``opts.threshold`` (then nothing is selected): the ``align_info`` JSON should
+    carry it as ``no_match`` so the ``result`` says why nothing was swapped.
 
     Raises:
         selection.OptionsError: face_index out of range, or "similar" without a reference.
@@ -133,7 +177,7 @@ def align_stage(image: np.ndarray, dets: Detections, opts: SwapOptions, cap: int
         affines.append(m)
     crops_a = np.stack(crops) if crops else np.zeros((0, SWAP_SIZE, SWAP_SIZE, 3), np.uint8)
     aff_a = np.asarray(affines, np.float32).reshape(-1, 2, 3)
-    return Aligned(dets, sel.indices, sel.latent_index, crops_a, aff_a, sel.truncated)
+    return Aligned(dets, sel.indices, sel.latent_index, crops_a, aff_a, sel.truncated, sel.no_match)
 
 
 def place_stage(image: np.ndarray, kps: np.ndarray) -> Aligned:

@@ -151,3 +151,27 @@ def test_close_up_found_by_the_padded_retry(sessions):
     x1, y1, x2, y2 = dets.boxes[0]
     assert -10 < x1 < 40 and -10 < y1 < 40 and 70 < x2 < 122 and 70 < y2 < 122
     assert (dets.kps[0][:, 0] > 0).all() and (dets.kps[0][:, 0] < 112).all()
+
+
+@pytest.mark.parametrize("name", PHOTOS + ["portrait_biden_official.jpg", "two_obama_biden_stage.jpg"])
+def test_detect_stage_with_extra_passes_matches_insightface(ref, sessions, name):
+    """The serving entry point with the detector at hand (tiles and close-up retry enabled)
+    gives insightface 0.7.3's faces on ordinary photos (none of them is tiled: long/short <= 2.5)."""
+    from pipeline.stages import detect_stage
+
+    img = load(name)
+    det = sessions["detector"]
+    calls = []
+
+    def detect_fn(blob):
+        calls.append(blob.shape)
+        return det.run(None, {det.get_inputs()[0].name: blob})
+
+    det_img, scale = letterbox(img, (640, 640))
+    heads = det.run(None, {det.get_inputs()[0].name: detector_blob(det_img)})
+    ours = detect_stage(heads, (640, 640), scale, 0.5, 0.4, img, detect_fn)
+    boxes, kpss = ref[0].detect(img, max_num=0, metric="default")
+    assert calls == [] and len(ours) == boxes.shape[0] > 0
+    assert np.abs(ours.boxes - boxes[:, :4]).max() <= 0.5
+    assert np.abs(ours.scores - boxes[:, 4]).max() <= 1e-4
+    assert np.abs(ours.kps - kpss).max() <= 0.5
