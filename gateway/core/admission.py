@@ -12,7 +12,7 @@
   fit is 503 ``overloaded`` as well, except for a request that would be alone (so one
   largest-allowed image always passes). Memory in Triton grows with pixels in flight
   (about 30 bytes a pixel through decode, detection and paste-back), not with requests.
-- **Deadline.** A request's deadline starts when it arrives: ``X-Request-Timeout`` (seconds,
+- **Deadline.** A request's deadline starts when its body has arrived: ``X-Request-Timeout`` (seconds,
   from the caller, capped by ``max_request_timeout_s``) or ``request_timeout_s``. Every
   Triton call gets the time that is left, as its gRPC deadline and as Triton's request
   timeout, so work for a caller who has gone is dropped from Triton's queues, not computed.
@@ -64,9 +64,11 @@ class Admission:
         self.max_in_flight, self.max_waiting = max(max_in_flight, 1), max(max_waiting, 0)
         self._slots = asyncio.Semaphore(self.max_in_flight)
 
-    def overloaded(self, what: str) -> APIError:
-        self.metrics.rejected.labels(what).inc()
-        return APIError(503, "overloaded", f"The service is at capacity ({what}); retry after "
+    def overloaded(self, reason: str, detail: str) -> APIError:
+        """503 ``overloaded``; ``reason`` ("requests" or "pixels") labels the metric (a fixed set,
+        so the series stay few), ``detail`` goes into the message."""
+        self.metrics.rejected.labels(reason).inc()
+        return APIError(503, "overloaded", f"The service is at capacity ({detail}); retry after "
                         f"{self.retry_after_s} s.", {"Retry-After": str(self.retry_after_s)})
 
     async def enter(self, timeout: float) -> bool:
@@ -100,7 +102,8 @@ class Admission:
         """Hold ``pixels`` for the ``with`` block; raises APIError 503 ``overloaded`` when they
         do not fit beside what is in flight (a request alone always fits)."""
         if self.pixels and self.pixels + pixels > self.max_pixels:
-            raise self.overloaded(f"{self.pixels / 1e6:.0f} M pixels in work, limit {self.max_pixels / 1e6:.0f} M")
+            raise self.overloaded("pixels", f"{self.pixels / 1e6:.0f} M pixels in work, limit "
+                                  f"{self.max_pixels / 1e6:.0f} M")
         self.pixels += pixels
         self.metrics.pixels_in_flight.set(self.pixels)
         try:
@@ -111,7 +114,8 @@ class Admission:
 
 
 class AdmissionMiddleware:
-    """ASGI: slot admission (before the body is read) and the request's deadline for ``paths``.
+    """ASGI, inside the signature/size guard (so after the body has arrived): slot admission for
+    ``paths`` and the request's deadline.
 
     The deadline (``time.monotonic()`` seconds) is put in ``scope["state"]["deadline"]``
     (``request.state.deadline``) for every request.
@@ -143,7 +147,7 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
             return
         if not await self.admission.enter(timeout):
-            err = self.admission.overloaded(f"{self.admission.max_in_flight} requests in work, "
+            err = self.admission.overloaded("requests", f"{self.admission.max_in_flight} requests in work, "
                                             f"{self.admission.max_waiting} waiting")
             await error_response(err.status, err.code, err.message, err.headers)(scope, receive, send)
             return

@@ -37,7 +37,7 @@ class Metrics:
         self.pixels_in_flight = Gauge("gateway_in_flight_pixels", "Image pixels of the requests in work",
                                       registry=self.registry)
         self.rejected = Counter("gateway_rejected_total", "Requests refused with 503 overloaded by the admission "
-                                "control, by what was full", ["reason"], registry=self.registry)
+                                "control, by what was full (requests, pixels)", ["reason"], registry=self.registry)
         self.cancelled = Counter("gateway_cancelled_total", "Triton calls cancelled because the caller hung up",
                                  registry=self.registry)
 
