@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import ipaddress
+import json
 import random
+import socket
 from typing import Any
 
 import numpy as np
@@ -46,6 +49,75 @@ def _module(protocol: str, aio: bool) -> Any:
 
 def default_url(protocol: str) -> str:
     return "127.0.0.1:8001" if protocol == "grpc" else "127.0.0.1:8000"
+
+
+#: gRPC service config of every channel: calls spread round-robin over the servers a target
+#: names (a dead one is skipped once its connection fails), and a call refused as UNAVAILABLE
+#: (its server died or went away before answering) is tried once more, on another server.
+#: Every Triton call of this client is idempotent (inference has no side effects), so the retry
+#: is safe. See gRPC's "Load Balancing" and "Retry design" (gRFC A6) documents.
+GRPC_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": "inference.GRPCInferenceService"}],
+        "retryPolicy": {"maxAttempts": 2, "initialBackoff": "0.05s", "maxBackoff": "0.2s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+}
+#: Bytes of one call gRPC keeps to be able to retry it (its default, 256 KiB, is smaller than
+#: most images: a larger call could not be retried).
+GRPC_RETRY_BUFFER = 64 << 20
+
+
+def grpc_target(url: str) -> str:
+    """The gRPC channel target for one or several Triton gRPC endpoints.
+
+    ``url`` is ``host:port``, a comma-separated list of them (``10.0.0.5:8001,10.0.0.6:8001``)
+    or any gRPC target with a scheme (``dns:///triton-headless:8001``, where DNS answers with
+    every server's address). A list becomes one ``ipv4:``/``ipv6:`` target (host names are
+    resolved once, here), balanced round-robin by :data:`GRPC_SERVICE_CONFIG`.
+
+    Raises:
+        ValueError: an entry is not ``host:port`` or its host name does not resolve.
+    """
+    if ":///" in url or url.startswith(("ipv4:", "ipv6:", "unix:")) or "," not in url:
+        return url
+    addrs, family = [], None
+    for entry in (e.strip() for e in url.split(",") if e.strip()):
+        host, sep, port = entry.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"Triton endpoint {entry!r} is not host:port")
+        host = host.strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                ip = ipaddress.ip_address(socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)[0][4][0])
+            except OSError as exc:
+                raise ValueError(f"Triton endpoint {entry!r}: cannot resolve {host!r} ({exc})") from exc
+        family = family or f"ipv{ip.version}"
+        if f"ipv{ip.version}" != family:
+            raise ValueError(f"Triton endpoints mix IPv4 and IPv6 addresses: {url!r}")
+        addrs.append(f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}")
+    return f"{family}:{','.join(addrs)}"
+
+
+def grpc_channel_args() -> list[tuple[str, object]]:
+    """tritonclient's own channel defaults plus round-robin balancing and one retry on
+    UNAVAILABLE (:data:`GRPC_SERVICE_CONFIG`)."""
+    from tritonclient.grpc import KeepAliveOptions
+    from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
+
+    ka = KeepAliveOptions()
+    return [("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", ka.keepalive_time_ms), ("grpc.keepalive_timeout_ms", ka.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", ka.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", ka.http2_max_pings_without_data),
+            ("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(GRPC_SERVICE_CONFIG)),
+            ("grpc.per_rpc_retry_buffer_size", GRPC_RETRY_BUFFER), ("grpc.retry_buffer_size", 4 * GRPC_RETRY_BUFFER),
+            # a restarted server is found again within a second or two, not after minutes of backoff
+            ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
 def _swap_request(target: ImageLike, source_latent: np.ndarray, reference_embedding: np.ndarray | None,
@@ -94,7 +166,10 @@ class FaceSwapClient:
     """Blocking client.
 
     Args:
-        url: "host:port" of Triton (HTTP 8000 / gRPC 8001 by default).
+        url: "host:port" of Triton (HTTP 8000 / gRPC 8001 by default). Over gRPC also a
+            comma-separated list of servers, or a target such as ``dns:///triton:8001``: calls
+            are spread round-robin and one refused as UNAVAILABLE is retried once on another
+            server (see :func:`grpc_target`).
         protocol: "http" or "grpc".
         timeout: seconds to wait for one inference (HTTP network timeout / gRPC deadline).
 
@@ -110,7 +185,7 @@ class FaceSwapClient:
             self._client = self._mod.InferenceServerClient(self.url, connection_timeout=timeout,
                                                            network_timeout=timeout)
         else:
-            self._client = self._mod.InferenceServerClient(self.url)
+            self._client = self._mod.InferenceServerClient(grpc_target(self.url), channel_args=grpc_channel_args())
 
     def close(self) -> None:
         self._client.close()
@@ -208,7 +283,7 @@ class AsyncFaceSwapClient:
         if protocol == "http":
             self._client = self._mod.InferenceServerClient(self.url, conn_timeout=timeout)
         else:
-            self._client = self._mod.InferenceServerClient(self.url)
+            self._client = self._mod.InferenceServerClient(grpc_target(self.url), channel_args=grpc_channel_args())
 
     async def close(self) -> None:
         await self._client.close()

@@ -11,17 +11,14 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from client.batch import ArchiveLimits
-from client.video import VideoLimits
 from gateway.api.routes import faces, health, jobs, swap
 from gateway.core import errors
 from gateway.core.admission import Admission, AdmissionMiddleware
+from gateway.core.backends import make_face_store, make_jobs
 from gateway.core.config import Settings, get_settings
 from gateway.core.guard import RequestGuard
 from gateway.core.health import DeepCheck
-from gateway.core.jobs import JobRunner, JobStore
 from gateway.core.metrics import Metrics, ObserveMiddleware
-from gateway.core.store import FaceStore
 
 log = logging.getLogger("gateway")
 #: Requests that take an admission slot (they run the pipeline); jobs have their own bound.
@@ -58,7 +55,7 @@ async def _sweep_forever(app: FastAPI, settings: Settings) -> None:
     """Every ``sweep_interval_s``: expire finished jobs past ``job_ttl_s`` and expired faces."""
     while True:
         try:
-            await asyncio.to_thread(app.state.jobs.sweep, settings.job_ttl_s)
+            await app.state.jobs.expire(settings.job_ttl_s)
             await asyncio.to_thread(app.state.store.sweep)
         except Exception:  # a failed sweep is logged and tried again next time
             log.exception("sweep failed")
@@ -72,31 +69,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.triton = AsyncFaceSwapClient(settings.triton_url, "grpc", timeout=settings.request_timeout_s)
-        app.state.store = FaceStore(settings.store_path, settings.face_ttl_s)
-        limits = ArchiveLimits(settings.archive_max_entries, settings.archive_max_total_bytes,
-                               settings.archive_max_entry_bytes, settings.archive_max_ratio)
-        app.state.jobs = JobRunner(JobStore(settings.store_path), settings.jobs_dir, settings.triton_url,
-                                   settings.job_timeout_s, settings.max_concurrent_jobs, settings.job_in_flight,
-                                   limits, settings.max_job_restarts,
-                                   VideoLimits(settings.video_max_duration_s, settings.video_max_frames,
-                                               settings.video_max_frame_pixels, settings.video_max_pixel_rate))
+        app.state.store = await asyncio.to_thread(make_face_store, settings)
+        app.state.jobs = await asyncio.to_thread(make_jobs, settings)
         advised = await _advised_admission(app.state.triton)
         app.state.admission.resize(settings.max_in_flight or advised[0],
                                    settings.max_waiting if settings.max_waiting >= 0 else advised[1])
-        resumed = app.state.jobs.recover()
+        resumed = await app.state.jobs.start()
         if resumed:
             log.warning("%d job(s) left by an earlier run queued again", resumed)
         sweeper = asyncio.create_task(_sweep_forever(app, settings))
         if settings.hmac_secret is None:
             log.warning("no HMAC secret configured (FACESWAP_GATEWAY_HMAC_SECRET): serving loopback callers only")
-        log.info("gateway ready: Triton gRPC %s, face store %s; at most %d requests in work and %d waiting, "
+        log.info("gateway ready: Triton gRPC %s, jobs %s, face store %s; at most %d requests in work and %d waiting, "
                  "%.0f M pixels in work, deadline %g s (X-Request-Timeout up to %g s)", settings.triton_url,
-                 settings.store_path, app.state.admission.max_in_flight, app.state.admission.max_waiting,
+                 f"on the Redis queue {settings.redis_url} (faceswap-worker processes)" if settings.redis_url
+                 else "in this process", "Redis" if settings.redis_url else settings.store_path,
+                 app.state.admission.max_in_flight, app.state.admission.max_waiting,
                  settings.max_pixels_in_flight / 1e6, settings.request_timeout_s, settings.max_request_timeout_s)
         yield
         sweeper.cancel()
-        app.state.jobs.shutdown()
-        app.state.jobs.store.close()
+        await app.state.jobs.close()
         await app.state.triton.close()
         app.state.store.close()
 

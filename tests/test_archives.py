@@ -109,12 +109,13 @@ def test_reading_stops_when_cancelled(tmp_path):
 def test_restart_limit_fails_a_job_that_keeps_dying(tmp_path):
     import numpy as np
 
+    from gateway.core.execute import JobLimits
     from gateway.core.jobs import JobRunner, JobStore
 
     store = JobStore(tmp_path / "jobs.sqlite3")
     job = store.create("batch", str(tmp_path / "in.zip"), np.zeros(512, np.float32), None, {}, "j1")
     store.update(job.id, status="running", restarts=3)
-    runner = JobRunner(store, tmp_path / "jobs", "127.0.0.1:1", 1.0, 1, 1, max_restarts=3)
+    runner = JobRunner(store, tmp_path / "jobs", "127.0.0.1:1", 1, JobLimits(), max_restarts=3)
     try:
         assert runner.recover() == 0
         j = store.get("j1")
@@ -122,4 +123,3 @@ def test_restart_limit_fails_a_job_that_keeps_dying(tmp_path):
         assert j.public()["error_code"] == "job_restart_limit"
     finally:
         runner.shutdown()
-        store.close()

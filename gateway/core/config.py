@@ -18,7 +18,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Listen address; anything but loopback needs hmac_secret.")
     port: int = Field(8080, description="Listen port.")
-    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC host:port.")
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC host:port, or several comma-separated "
+                            "(calls are spread round-robin; one refused as UNAVAILABLE is retried once on another "
+                            "server), or a gRPC target such as dns:///triton-headless:8001.")
     request_timeout_s: float = Field(60.0, description="Deadline of a request from its arrival (all its Triton "
                                      "calls together); past it the answer is 504 deadline_exceeded.")
     max_request_timeout_s: float = Field(300.0, description="Largest deadline a caller may ask for with "
@@ -74,6 +76,24 @@ class Settings(BaseSettings):
     max_jobs_disk_bytes: int = Field(20 << 30, description="Disk budget of the jobs folder; past it new jobs get "
                                      "503 storage_full.")
     job_timeout_s: float = Field(60.0, description="Deadline of each Triton call of a job.")
+    redis_url: str | None = Field(None, description="Scale-out: redis://host:port/db. Set, jobs go through this "
+                                  "Redis queue to faceswap-worker processes and registered faces live in Redis (shared "
+                                  "by every gateway). Unset (the one-machine default): jobs run inside the gateway and "
+                                  "faces live in store_path.")
+    s3_endpoint_url: str | None = Field(None, description="S3 API endpoint of the job media bucket (R2: "
+                                        "https://<account>.r2.cloudflarestorage.com; SeaweedFS: http://host:8333). "
+                                        "Unset: job media stay in jobs_dir (one machine, or a shared file system).")
+    s3_bucket: str = Field("faceswap", description="Bucket of the job media (created at start when missing).")
+    s3_region: str = Field("us-east-1", description="S3 region (R2: auto).")
+    s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id (unset: boto3's own chain).")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    media_url_prefixes: str = Field("", description="Comma-separated URL prefixes that video_url / archive_url / "
+                                    "result_url of a job may start with (e.g. the Worker's "
+                                    "https://app.example.com/api/media/); empty: URL media are refused "
+                                    "(422 media_url_not_allowed).")
+    job_heartbeat_s: float = Field(10.0, description="Scale-out: a job whose worker has not beaten for this long is "
+                                   "taken by another worker (from its beginning).")
+    worker_concurrency: int = Field(1, description="faceswap-worker: jobs one worker process runs at once.")
 
 
 @lru_cache

@@ -1,8 +1,10 @@
-"""Video and batch jobs: kept in the gateway's SQLite file, run by a bounded pool of workers.
+"""Video and batch jobs on one machine: kept in the gateway's SQLite file, run by a bounded
+pool of threads inside the gateway (the zero-setup default; ``gateway.core.queue`` is the
+Redis-queue backend with separate ``faceswap-worker`` processes, with the same interface).
 
 A job is ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled``. Inputs and results
-live under ``jobs_dir/<id>/``. Each worker thread runs the job with its own asyncio loop and
-gRPC client (``client.video`` / ``client.batch``), writing progress to the store.
+live under ``jobs_dir/<id>/``. Each thread runs the job with its own asyncio loop and gRPC
+client (``gateway.core.execute``), writing progress to the store.
 
 Restarts: at shutdown, running jobs are interrupted and left ``running``; at start, every
 ``queued`` or ``running`` job is queued again (a running one restarts from its first frame,
@@ -15,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shutil
 import sqlite3
 import threading
@@ -29,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from client.batch import ArchiveLimitError, ArchiveLimits, swap_batch
-from client.video import VideoError, VideoLimitError, VideoLimits, VideoOptions, swap_video
+from client.video import VideoError
+from gateway.core.execute import JobFailed, JobLimits, fetch_input, progress_reporter, run_job
+from gateway.core.media import LocalMedia
 
 log = logging.getLogger("gateway.jobs")
 ACTIVE = ("queued", "running")
@@ -69,10 +71,15 @@ class Job:
     error_code: str | None = None
 
     def public(self) -> dict:
+        """The job as the API shows it: no server paths, no signed URLs (options starting with
+        ``_`` are private); ``result_ready``, and ``result_url_used`` when the result was PUT to
+        the caller's ``result_url``."""
         d = asdict(self)
         d.pop("input")
         d["result_ready"] = self.status == "done" and self.result is not None
+        d["result_url_used"] = d["result_ready"] and bool(self.options.get("_result_url"))
         d.pop("result")
+        d["options"] = {k: v for k, v in self.options.items() if not k.startswith("_")}
         return d
 
 
@@ -148,32 +155,88 @@ class JobStore:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
 
-class _Interrupted(Exception):
-    pass
-
-
 class JobRunner:
-    """Runs jobs on ``workers`` threads; ``cancel`` stops one, ``shutdown`` interrupts all."""
+    """The in-process job backend: runs jobs on ``workers`` threads of the gateway.
 
-    def __init__(self, store: JobStore, jobs_dir: Path, triton_url: str, timeout_s: float, workers: int,
-                 in_flight: int, archive_limits: ArchiveLimits = ArchiveLimits(), max_restarts: int = 3,
-                 video_limits: VideoLimits = VideoLimits()) -> None:
+    Args:
+        limits: bounds of one job's work (video and archive limits, Triton calls in flight,
+            largest input fetched from a URL, deadline of each Triton call).
+        max_restarts: a job interrupted by gateway stops is started again at most this often.
+    """
+
+    def __init__(self, store: JobStore, jobs_dir: Path, triton_url: str, workers: int, limits: JobLimits,
+                 max_restarts: int = 3) -> None:
         self.store, self.jobs_dir, self.triton_url = store, Path(jobs_dir), triton_url
-        self.timeout_s, self.in_flight = timeout_s, in_flight
-        self.archive_limits, self.max_restarts, self.video_limits = archive_limits, max_restarts, video_limits
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.limits, self.max_restarts = limits, max_restarts
+        self.media = LocalMedia(self.jobs_dir)
         self._pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="job")
         self._cancel: dict[str, str] = {}
         self._stopping = False
 
-    def new_dir(self) -> tuple[str, Path]:
+    # -- the backend interface used by the routes ------------------------------------------
+
+    @property
+    def video_limits(self):
+        return self.limits.video
+
+    def new_job(self) -> tuple[str, Path]:
+        """A new job id and its folder (where the route puts the upload)."""
         job_id = uuid.uuid4().hex
         d = self.jobs_dir / job_id
         d.mkdir(parents=True)
         return job_id, d
 
-    def submit(self, job_id: str) -> None:
+    def discard(self, job_id: str) -> None:
+        """Drop a job folder made by :meth:`new_job` that never became a job."""
+        shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
+
+    async def create(self, job_id: str, kind: str, input_path: Path | None, latent: np.ndarray,
+                     reference: np.ndarray | None, options: dict) -> Job:
+        """Record and queue a job. ``input_path``: the upload in the job's folder, or None when
+        ``options["_input_url"]`` names where to fetch it."""
+        job = self.store.create(kind, str(input_path or ""), latent, reference, options, job_id)
         self._pool.submit(self._run, job_id)
+        return job
+
+    async def get(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """Ask a queued or running job to stop; waits up to 3 s for it to stop."""
+        self._cancel[job_id] = "cancelled"
+        job = self.store.get(job_id)
+        if job is not None and job.status == "queued":
+            self.store.update(job_id, status="cancelled")
+        for _ in range(30):  # a running job stops within about a second wherever it is
+            job = self.store.get(job_id)
+            if job is None or job.status not in ACTIVE:
+                break
+            await asyncio.sleep(0.1)
+        return job
+
+    async def delete(self, job_id: str) -> None:
+        self.discard(job_id)
+        self.store.delete(job_id)
+
+    async def result(self, job: Job, filename: str) -> Path | str:
+        """Where to read a done job's result: its file."""
+        return Path(job.result)
+
+    async def used_bytes(self) -> int | None:
+        """Bytes under the jobs folder (inputs, results, partial outputs)."""
+        return await asyncio.to_thread(self.media.used_bytes)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Queue again the jobs an earlier process left (see :meth:`recover`)."""
+        return await asyncio.to_thread(self.recover)
+
+    async def expire(self, ttl_s: float) -> int:
+        return await asyncio.to_thread(self.sweep, ttl_s)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.shutdown)
 
     def recover(self) -> int:
         """Queue again every job left queued or running by an earlier process; returns how many."""
@@ -190,7 +253,7 @@ class JobRunner:
                                            "from the beginning"]
                 self.store.update(job.id, status="queued", warnings=warnings, restarts=job.restarts + 1,
                                   progress=0.0, done=0)
-            self.submit(job.id)
+            self._pool.submit(self._run, job.id)
             queued += 1
         return queued
 
@@ -208,26 +271,10 @@ class JobRunner:
             log.info("%d finished job(s) expired; their files were deleted", len(expired))
         return len(expired)
 
-    def disk_bytes(self) -> int:
-        """Bytes under the jobs folder (inputs, results, partial outputs)."""
-        total = 0
-        for root, _, files in os.walk(self.jobs_dir):
-            for f in files:
-                try:
-                    total += os.stat(os.path.join(root, f)).st_size
-                except OSError:
-                    pass
-        return total
-
-    def cancel(self, job_id: str) -> None:
-        self._cancel[job_id] = "cancelled"
-        job = self.store.get(job_id)
-        if job is not None and job.status == "queued":
-            self.store.update(job_id, status="cancelled")
-
     def shutdown(self) -> None:
         self._stopping = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
 
     def _stop_reason(self, job_id: str) -> str | None:
         return "shutdown" if self._stopping else self._cancel.get(job_id)
@@ -238,14 +285,14 @@ class JobRunner:
             return
         self.store.update(job_id, status="running", error=None, error_code=None)
         try:
-            warnings, result = asyncio.run(self._run_async(job))
-            self.store.update(job_id, status="done", progress=1.0, eta_s=0.0, result=result,
-                              warnings=[*job.warnings, *warnings])
-        except _Interrupted:
+            outcome = asyncio.run(self._run_async(job))
+            self.store.update(job_id, status="done", progress=1.0, eta_s=0.0, result=str(outcome.result),
+                              warnings=[*job.warnings, *outcome.warnings])
+        except asyncio.CancelledError:
             if self._stop_reason(job_id) == "cancelled":
                 self.store.update(job_id, status="cancelled")
             # shutdown: left "running" so that the next start queues it again
-        except (ArchiveLimitError, VideoLimitError) as exc:
+        except JobFailed as exc:
             self.store.update(job_id, status="failed", error=str(exc), error_code=exc.code)
             log.warning("job %s failed: %s", job_id, exc)
         except (FaceSwapError, VideoError, ValueError, OSError, zipfile.BadZipFile) as exc:
@@ -255,47 +302,17 @@ class JobRunner:
             log.exception("job %s crashed", job_id)
             self.store.update(job_id, status="failed", error=f"internal error: {exc}")
 
-    async def _run_async(self, job: Job) -> tuple[list[str], str]:
+    async def _run_async(self, job: Job):
         latent, reference = self.store.vectors(job.id)
-        d = Path(job.input).parent
-        t0, last = time.monotonic(), [0.0]
-
-        def stop() -> bool:
-            return self._stop_reason(job.id) is not None
-
-        def progress(done: int, total: int, fps: float | None = None) -> None:
-            now = time.monotonic()
-            if now - last[0] < 0.5 and done < total:
-                return
-            last[0] = now
-            rate = fps if fps else done / max(now - t0, 1e-6)
-            eta = (total - done) / rate if rate > 0 and total >= done else None
-            self.store.update(job.id, done=done, total=total, progress=min(done / total, 1.0) if total else 0.0,
-                              eta_s=eta)
-
+        d = self.jobs_dir / job.id
+        d.mkdir(parents=True, exist_ok=True)
+        url = job.options.get("_input_url")
+        input_path = Path(job.input) if not url else await asyncio.to_thread(fetch_input, job.kind, url, d,
+                                                                            self.limits)
+        progress = progress_reporter(lambda fields: self.store.update(job.id, **fields))
         # A job waits on a full Triton (up to the deadline of a call) instead of failing.
-        async with AsyncFaceSwapClient(self.triton_url, "grpc", timeout=self.timeout_s,
-                                       overload_wait=self.timeout_s) as client:
-            try:
-                if job.kind == "video":
-                    out = d / "result.mp4"
-                    opts = VideoOptions(job.options.get("selection", "largest"), job.options.get("smoothing", True),
-                                        self.in_flight, limits=self.video_limits)
-                    rep = await swap_video(client, latent, Path(job.input), out, opts, reference, progress, stop)
-                    return rep.warnings + ([f"stand-in models used: {', '.join(rep.stand_in_models)}"]
-                                           if rep.stand_in_models else []), str(out)
-                out_dir = d / "results"
-                if out_dir.exists():
-                    shutil.rmtree(out_dir)
-                rep = await swap_batch(client, latent, Path(job.input), out_dir, self.in_flight, progress, stop,
-                                       self.archive_limits, output_format=job.options.get("output_format", "auto"))
-                if stop():
-                    raise _Interrupted
-                zpath = d / "result.zip"
-                with zipfile.ZipFile(zpath, "w") as z:
-                    for p in sorted(out_dir.iterdir()):
-                        z.write(p, p.name)
-                warnings = [f"{i.name}: {i.error}" for i in rep.items if i.error]
-                return warnings, str(zpath)
-            except asyncio.CancelledError:
-                raise _Interrupted from None
+        async with AsyncFaceSwapClient(self.triton_url, "grpc", timeout=self.limits.call_timeout_s,
+                                       overload_wait=self.limits.call_timeout_s) as client:
+            return await run_job(client, job.kind, input_path, d, latent, reference, job.options, self.limits,
+                                 progress, lambda: self._stop_reason(job.id) is not None,
+                                 job.options.get("_result_url"))

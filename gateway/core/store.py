@@ -104,3 +104,57 @@ class FaceStore:
         with self._lock:
             cur = self._db.execute("DELETE FROM faces WHERE id = ?", (face_id,))
         return cur.rowcount > 0
+
+
+class RedisFaceStore:
+    """The face store shared by gateway replicas: one Redis hash per face, with Redis' own
+    expiry (``EXPIRE`` = ``ttl_s``), so there is nothing to sweep. Same methods as
+    :class:`FaceStore`.
+
+    Args:
+        url: ``redis://host:port/db``.
+        ttl_s: seconds a registered face is kept.
+    """
+
+    PREFIX = "faceswap:face:"
+
+    def __init__(self, url: str, ttl_s: int) -> None:
+        import redis
+
+        self.ttl_s = ttl_s
+        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+
+    def close(self) -> None:
+        self._r.close()
+
+    def add(self, box: list[float], score: float, embedding: np.ndarray, latent: np.ndarray, thumbnail: bytes,
+            image_sha256: str, stand_in: bool) -> StoredFace:
+        now = time.time()
+        face = StoredFace(uuid.uuid4().hex, [float(v) for v in box], float(score),
+                          np.asarray(embedding, np.float32), np.asarray(latent, np.float32), thumbnail,
+                          image_sha256, now, now + self.ttl_s, stand_in)
+        key = self.PREFIX + face.id
+        with self._r.pipeline(transaction=True) as p:
+            p.hset(key, mapping={"box": json.dumps(face.box), "score": face.score,
+                                 "embedding": face.embedding.tobytes(),
+                                 "latent": face.latent.tobytes(), "thumbnail": thumbnail, "image_sha256": image_sha256,
+                                 "created_at": face.created_at, "expires_at": face.expires_at,
+                                 "stand_in": int(stand_in)})
+            p.expire(key, self.ttl_s)
+            p.execute()
+        return face
+
+    def get(self, face_id: str) -> StoredFace | None:
+        h = self._r.hgetall(self.PREFIX + face_id)
+        if not h:
+            return None
+        return StoredFace(face_id, json.loads(h[b"box"]), float(h[b"score"]),
+                          np.frombuffer(h[b"embedding"], np.float32),
+                          np.frombuffer(h[b"latent"], np.float32), h[b"thumbnail"], h[b"image_sha256"].decode(),
+                          float(h[b"created_at"]), float(h[b"expires_at"]), h[b"stand_in"] == b"1")
+
+    def sweep(self, now: float | None = None) -> int:
+        return 0  # Redis expires the keys itself
+
+    def delete(self, face_id: str) -> bool:
+        return bool(self._r.delete(self.PREFIX + face_id))

@@ -1,0 +1,183 @@
+"""Running one video or batch job: the same code in the gateway's in-process runner
+(one machine) and in ``faceswap-worker`` processes (Redis queue).
+
+A job's input is a file (an upload the gateway kept) or a URL the gateway was given
+(``video_url`` / ``archive_url``, e.g. one the Cloudflare Worker signs for an object in R2);
+its result is a file, and is also PUT to ``result_url`` when the caller gave one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from client import AsyncFaceSwapClient
+from client.batch import ArchiveLimitError, ArchiveLimits, swap_batch
+from client.video import VideoLimitError, VideoLimits, VideoOptions, header_figures, swap_video
+from gateway.core.media import MediaError, fetch_url, put_url
+
+log = logging.getLogger("gateway.jobs")
+CONTENT_TYPES = {"video": "video/mp4", "batch": "application/zip"}
+RESULT_NAMES = {"video": "result.mp4", "batch": "result.zip"}
+
+
+class JobFailed(Exception):
+    """A job cannot finish for a reason its caller can fix; ``code`` is the API error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """Bounds on one job's work (see the gateway settings of the same names)."""
+
+    video: VideoLimits = field(default_factory=VideoLimits)
+    archive: ArchiveLimits = field(default_factory=ArchiveLimits)
+    in_flight: int = 4
+    max_input_bytes: int = 500 * 1024 * 1024
+    call_timeout_s: float = 60.0
+
+
+def sniff_video(head: bytes) -> str | None:
+    """Container judged from the first bytes: "mp4" (ISO BMFF / QuickTime), "mkv", "avi" or None."""
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "mkv"
+    if head[:4] == b"RIFF" and head[8:11] == b"AVI":
+        return "avi"
+    return None
+
+
+def probe_video(path: Path, limits: VideoLimits | None = None) -> str | None:
+    """None when PyAV can open the container, its header passes ``limits`` and a first video
+    frame decodes; else why not (a sentence without server paths).
+
+    Raises:
+        VideoLimitError: the header declares more than ``limits`` allow.
+    """
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                return "The file has no video stream."
+            if limits is not None:
+                limits.check(*header_figures(c))
+            for _ in c.decode(video=0):
+                return None
+    except (av.error.FFmpegError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        return f"The video cannot be read (corrupt or truncated): {reason}."
+    return "The video has no decodable frame."
+
+
+def fetch_input(kind: str, url: str, workdir: Path, limits: JobLimits) -> Path:
+    """Download a job's input from ``url`` into ``workdir`` and check it as an upload would be.
+
+    Raises:
+        JobFailed: input_fetch_failed, input_too_large, unsupported_media_type, corrupt_video
+            or a video limit code (video_too_long, ...).
+    """
+    path = workdir / "input.bin"
+    try:
+        fetch_url(url, path, limits.max_input_bytes, limits.call_timeout_s)
+    except MediaError as exc:
+        raise JobFailed(exc.code, str(exc)) from None
+    head = path.open("rb").read(16)
+    if kind == "batch":
+        if head[:4] != b"PK\x03\x04":
+            raise JobFailed("unsupported_media_type", "The archive is not a zip file (judged from the bytes).")
+        return path.rename(workdir / "input.zip")
+    fmt = sniff_video(head)
+    if fmt is None:
+        raise JobFailed("unsupported_media_type", "The video is not a supported container (judged from the bytes).")
+    path = path.rename(workdir / f"input.{fmt}")
+    try:
+        problem = probe_video(path, limits.video)
+    except VideoLimitError as exc:
+        raise JobFailed(exc.code, f"The video cannot be processed here: {exc}.") from None
+    if problem:
+        raise JobFailed("corrupt_video", problem)
+    return path
+
+
+@dataclass
+class Outcome:
+    """A finished job: ``result`` (a file in the job's folder), its media type, warnings."""
+
+    result: Path
+    content_type: str
+    warnings: list[str]
+
+
+ProgressFn = Callable[[int, int, "float | None"], None]
+
+
+def progress_reporter(write: Callable[[dict], None], min_interval_s: float = 0.5) -> ProgressFn:
+    """A ``progress(done, total, fps)`` callback for swap_video/swap_batch that calls
+    ``write({"done", "total", "progress", "eta_s"})`` at most every ``min_interval_s`` seconds
+    (and always for the last item)."""
+    t0, last = time.monotonic(), [0.0]
+
+    def progress(done: int, total: int, fps: float | None = None) -> None:
+        now = time.monotonic()
+        if now - last[0] < min_interval_s and done < total:
+            return
+        last[0] = now
+        rate = fps if fps else done / max(now - t0, 1e-6)
+        eta = (total - done) / rate if rate > 0 and total >= done else None
+        write({"done": done, "total": total, "progress": min(done / total, 1.0) if total else 0.0, "eta_s": eta})
+
+    return progress
+
+
+async def run_job(client: AsyncFaceSwapClient, kind: str, input_path: Path, workdir: Path, latent: np.ndarray,
+                  reference: np.ndarray | None, options: dict, limits: JobLimits, progress: ProgressFn,
+                  stop: Callable[[], bool], result_url: str | None = None) -> Outcome:
+    """Swap a video or a batch archive; the result goes to ``workdir`` (and to ``result_url``).
+
+    Raises:
+        JobFailed: the caller's media break a limit or the result URL refused the result.
+        asyncio.CancelledError: ``stop()`` turned true (cancel or shutdown).
+        FaceSwapError, VideoError, OSError, zipfile.BadZipFile: the job failed.
+    """
+    try:
+        if kind == "video":
+            out = workdir / RESULT_NAMES[kind]
+            opts = VideoOptions(options.get("selection", "largest"), options.get("smoothing", True),
+                                limits.in_flight, limits=limits.video)
+            rep = await swap_video(client, latent, input_path, out, opts, reference, progress, stop)
+            warnings = rep.warnings + ([f"stand-in models used: {', '.join(rep.stand_in_models)}"]
+                                       if rep.stand_in_models else [])
+        else:
+            out_dir = workdir / "results"
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            rep = await swap_batch(client, latent, input_path, out_dir, limits.in_flight, progress, stop,
+                                   limits.archive, output_format=options.get("output_format", "auto"))
+            if stop():
+                raise asyncio.CancelledError
+            out = workdir / RESULT_NAMES[kind]
+            with zipfile.ZipFile(out, "w") as z:
+                for p in sorted(out_dir.iterdir()):
+                    z.write(p, p.name)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            warnings = [f"{i.name}: {i.error}" for i in rep.items if i.error]
+    except (ArchiveLimitError, VideoLimitError) as exc:
+        raise JobFailed(exc.code, str(exc)) from None
+    if result_url:
+        try:
+            await asyncio.to_thread(put_url, result_url, out, CONTENT_TYPES[kind])
+        except MediaError as exc:
+            raise JobFailed(exc.code, str(exc)) from None
+    return Outcome(out, CONTENT_TYPES[kind], warnings)
