@@ -46,7 +46,7 @@ FUNCTION = "faceswap_job"
 SWEPT = "worker_lost"
 #: Redis sorted set of finished jobs (id -> finish time, Unix s), read by the expiry sweep.
 FINISHED = "faceswap:jobs:finished"
-PENDING = (Status.NEW, Status.DEFERRED, Status.QUEUED)
+PENDING = (Status.NEW, Status.QUEUED)
 
 
 def make_queue(redis_url: str) -> Queue:
@@ -68,6 +68,8 @@ def _public_status(job: SaqJob, heartbeat_s: float) -> str:
         return "queued"
     if job.status == Status.ACTIVE:
         return "running"
+    if job.status == Status.ABORTING and job.error == SWEPT:
+        return "queued"  # its worker died; the sweep is handing it to another worker
     if job.status == Status.ABORTING:
         # a cancel whose worker is gone never finishes aborting: it is cancelled all the same
         return "cancelled" if time.time() * 1000 - job.touched > 2000 * heartbeat_s else "cancelling"
@@ -271,6 +273,7 @@ class JobWorker:
         if job.attempts > 1:
             meta["warnings"] = [*meta.get("warnings", []), f"a job worker stopped while this job ran: started "
                                                            f"again from the beginning (attempt {job.attempts})"]
+        await job.update(meta=meta, progress=0.0)
         progress_fields: dict = {}
         beat = asyncio.create_task(self._heartbeat(job, meta, progress_fields))
         try:

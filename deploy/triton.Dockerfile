@@ -1,0 +1,20 @@
+# Triton for the faceswap model repositories (cpu and gpu profiles): NVIDIA's Triton with the
+# Python packages the pipeline's Python-backend stages import, and pipeline/ itself.
+# Build from the repository root:  docker build -f deploy/triton.Dockerfile -t faceswap-triton:0.1.0 .
+# The model repository is not in the image: it is mounted at /models.
+ARG TRITON_TAG=24.10-py3
+FROM nvcr.io/nvidia/tritonserver:${TRITON_TAG}
+
+# Versions as in requirements.lock (numpy<2, opencv-python-headless<4.11, Pillow<11).
+# onnxruntime: the cpu profile runs its networks in the Python backend (pipeline/engines.py);
+# the gpu profile uses Triton's own onnxruntime backend and does not import it.
+RUN pip install --no-cache-dir \
+        'numpy==1.26.4' 'opencv-python-headless==4.10.0.84' 'Pillow==10.4.0' 'onnxruntime==1.20.1'
+
+COPY pipeline/ /app/pipeline/
+ENV PYTHONPATH=/app
+
+# Not root (the Kubernetes manifests run it as 1000:1000; fsGroup makes /engine_cache writable).
+USER 1000:1000
+EXPOSE 8000 8001 8002
+CMD ["tritonserver", "--model-repository=/models", "--backend-config=python,shm-growth-byte-size=67108864"]
