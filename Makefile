@@ -13,6 +13,10 @@ export CLOUDFLARE_CF_FETCH_ENABLED = false
 WEB_STAMP := worker/node_modules/.installed
 
 setup: $(STAMP)
+	@{ command -v redis-server >/dev/null && { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null; } || { \
+	  echo "installing Debian redis-server and haproxy (make cluster, tests/test_services.py)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server haproxy >/dev/null; }
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -84,6 +88,14 @@ perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) ag
 	@ldconfig -p | grep -q libb64.so.0d || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libb64-0d >/dev/null; }
 	$(VPY) -m tools.perf_analyzer $(PERF_ARGS)
+
+.PHONY: cluster cluster-stop
+
+cluster: setup           ## Redis, S3 (SeaweedFS), 2 Tritons, 2 gateways behind HAProxy, 2 job workers; loopback
+	@$(VPY) -m tools.cluster start $(CLUSTER_ARGS)
+
+cluster-stop:            ## stop what `make cluster` started (by pid; safe twice)
+	@test -x $(VPY) && $(VPY) -m tools.cluster stop || true
 
 lint: setup
 	$(VENV)/bin/ruff check .

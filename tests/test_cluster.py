@@ -140,7 +140,7 @@ def test_killed_worker_job_is_finished_by_the_other(cluster, s3, tmp_path):
     j = wait_job(cluster.balancer_url, job["id"], lambda j: j["status"] in ("done", "failed"), 180)
     assert j["status"] == "done", j
     assert j["restarts"] == 1 and any("started again" in w for w in j["warnings"]), j
-    print(f"killed worker's job resumed on the other after {resumed_s:.1f} s (heartbeat {HEARTBEAT_S} s)")
+    print(f"killed worker's job resumed on the other after {resumed_s:.1f} s (heartbeat {HEARTBEAT_S} s)")  # noqa: T201
     assert resumed_s < HEARTBEAT_S * 3 + 10
     # the result: a 307 to a presigned URL of the S3 object, every frame of the input
     r = httpx.get(f"{cluster.balancer_url}/v1/jobs/{job['id']}/result", timeout=30)
@@ -221,7 +221,7 @@ def test_killing_one_triton_under_load_fails_only_calls_in_flight(cluster):
     assert all(n > 0 for n in served_before), f"both tritonservers must have served before the kill: {served_before}"
     failed = [r for r in results if r[2] != 200]
     in_flight_at_kill = [r for r in results if r[0] <= killed <= r[1]]
-    print(f"{len(results)} swaps, {len(failed)} failed, {len(in_flight_at_kill)} in flight at the kill; "
+    print(f"{len(results)} swaps, {len(failed)} failed, {len(in_flight_at_kill)} in flight at the kill; "  # noqa: T201
           f"face_swap served before the kill: {served_before}")
     assert len(results) >= 10
     # a failure may only be a call that was in flight on the killed server when it died

@@ -1,13 +1,22 @@
 /** Bindings and variables of the Worker (wrangler.jsonc; GATEWAY_SECRET is a Worker secret). */
 export interface AppEnv {
   FILES: R2Bucket;
-  /** Rate limits per client (src/limits.ts): POST /api/swap + POST /api/jobs, and the reads. */
+  /** Rate limits per client (src/limits.ts): POST /api/swap + POST /api/jobs, the reads, the uploads. */
   SUBMIT_LIMITER: RateLimit;
   READ_LIMITER: RateLimit;
+  UPLOAD_LIMITER: RateLimit;
   GATEWAY_URL: string;
+  /** Signs the calls to the gateway and the media URLs handed to it. */
   GATEWAY_SECRET?: string;
+  /** Bytes: largest photo; largest video (or zip) upload; largest result the gateway may store. */
   MAX_UPLOAD_BYTES: string;
   MAX_VIDEO_BYTES: string;
+  MAX_RESULT_BYTES: string;
+  /** Seconds a signed media URL stays valid. */
+  MEDIA_URL_TTL_S: string;
+  /** Origin used in media URLs; empty: the origin of the request that made them. */
+  PUBLIC_URL?: string;
+  /** Seconds a result (and an unused upload) is kept. */
   RESULT_TTL_S: string;
 }
 
@@ -16,9 +25,11 @@ export function errorResponse(status: number, code: string, message: string, hea
   return Response.json({ code, message }, { status, headers });
 }
 
+export const MB = (n: number) => `${Math.round(n / 1048576)} MB`;
+
 export const IMAGE_TYPES: Record<string, string> = { jpeg: "image/jpeg", png: "image/png", webp: "image/webp" };
 
-/** Format judged from the first bytes, never from a name or a client's content type. */
+/** Format judged from the first bytes (16 are enough), never from a name or a client's content type. */
 export function sniff(bytes: Uint8Array): string | null {
   const b = bytes;
   if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return "jpeg";
@@ -27,6 +38,7 @@ export function sniff(bytes: Uint8Array): string | null {
   if (b.length >= 12 && ascii(0, 4) === "RIFF" && ascii(8, 4) === "WEBP") return "webp";
   if (b.length >= 12 && ["ftyp", "moov", "mdat", "wide", "free"].includes(ascii(4, 4))) return "mp4";
   if (b.length >= 4 && b[0] === 0x1a && b[1] === 0x45 && b[2] === 0xdf && b[3] === 0xa3) return "mkv";
+  if (b.length >= 4 && ascii(0, 4) === "PK\x03\x04") return "zip";
   return null;
 }
 
@@ -36,3 +48,24 @@ export const CONTENT_TYPES: Record<string, string> = {
   mkv: "video/x-matroska",
   zip: "application/zip",
 };
+
+/**
+ * The request's body as a stream of exactly its Content-Length bytes (R2 must know an object's
+ * length before it is written; FixedLengthStream also errors if the body is longer or shorter).
+ * The bytes flow through with backpressure, never collected. A Response when the length is
+ * missing (411) or over ``limit`` bytes (413).
+ */
+export function sizedBody(request: Request, limit: number, what: string): ReadableStream | Response {
+  const declared = request.headers.get("Content-Length");
+  const length = Number(declared);
+  if (declared === null || declared === "" || !Number.isSafeInteger(length) || length < 0) {
+    return errorResponse(411, "length_required", "Send the body with a Content-Length.");
+  }
+  if (length > limit) {
+    return errorResponse(413, "payload_too_large", `The ${what} is ${MB(length)}; the limit is ${MB(limit)}.`);
+  }
+  const fixed = new FixedLengthStream(length);
+  const body = request.body ?? new Blob([]).stream();
+  body.pipeTo(fixed.writable).catch(() => { /* the reader (R2) sees the error */ });
+  return fixed.readable;
+}

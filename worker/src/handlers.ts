@@ -1,8 +1,9 @@
-import { type AppEnv, CONTENT_TYPES, errorResponse, IMAGE_TYPES, sniff } from "./env";
+import { type AppEnv, CONTENT_TYPES, errorResponse, IMAGE_TYPES, MB, sniff } from "./env";
 import { callGateway, gatewayFailure } from "./gateway";
-import { deleteUploads, expired, newKey, putResult, putUpload } from "./storage";
+import { mediaUrl, serveObject } from "./media";
+import { deleteUploads, expired, newKey, resultMetadata } from "./storage";
+import { UPLOAD_ID } from "./uploads";
 
-const MB = (n: number) => `${Math.round(n / 1048576)} MB`;
 const EXT: Record<string, string> = { jpeg: "jpg", png: "png", webp: "webp", mp4: "mp4", mkv: "mkv", zip: "zip" };
 
 type Checked = { bytes: Uint8Array; fmt: string } | Response;
@@ -19,8 +20,10 @@ async function readForm(request: Request, limit: number): Promise<FormData | Res
   }
 }
 
-async function checkFile(value: File | string | null, what: string, limit: number,
-                         allowed: string[]): Promise<Checked> {
+/** A photo from the form (at most MAX_UPLOAD_BYTES, so it may be held in memory), its format
+ * judged from its bytes. */
+async function checkPhoto(value: File | string | null, what: string, env: AppEnv): Promise<Checked> {
+  const limit = Number(env.MAX_UPLOAD_BYTES);
   if (!(value instanceof File) || value.size === 0) {
     return errorResponse(400, "missing_file", `Choose a ${what}.`);
   }
@@ -29,36 +32,15 @@ async function checkFile(value: File | string | null, what: string, limit: numbe
   }
   const bytes = new Uint8Array(await value.arrayBuffer());
   const fmt = sniff(bytes);
-  if (!fmt || !allowed.includes(fmt)) {
+  if (!fmt || !(fmt in IMAGE_TYPES)) {
     return errorResponse(415, "unsupported_media_type",
-      `The ${what} is not a supported file: use ${allowed.map((a) => a.toUpperCase()).join(", ")}.`);
+      `The ${what} is not a supported file: use ${Object.keys(IMAGE_TYPES).map((a) => a.toUpperCase()).join(", ")}.`);
   }
   return { bytes, fmt };
 }
 
-/** Store a checked upload in R2 (its key added to ``keys``, for deletion) and add it to the
- * form for the gateway under ``role``. */
-async function keep(env: AppEnv, fd: FormData, keys: string[], role: string, file: { bytes: Uint8Array; fmt: string }) {
-  const type = CONTENT_TYPES[file.fmt];
-  keys.push(await putUpload(env, role, file.bytes, type));
-  fd.append(role, new Blob([file.bytes], { type }), `${role}.${EXT[file.fmt]}`);
-}
-
-/** Store the uploads, call the gateway with them, then delete them whatever the answer: the
- * gateway has the bytes in the request, and (for a job) its own copy of the video and the
- * source's embedding before it answers 202, so nothing reads the R2 copies again. */
-async function forward(env: AppEnv, path: string, files: [string, { bytes: Uint8Array; fmt: string }][],
-                       options: [string, string][] = [], accept?: string): Promise<Response> {
-  const fd = new FormData();
-  const keys: string[] = [];
-  try {
-    for (const [role, file] of files) await keep(env, fd, keys, role, file);
-    for (const [k, v] of options) fd.append(k, v);
-    return await gatewayCall(env, "POST", path, fd, accept);
-  } finally {
-    await deleteUploads(env, keys);
-  }
-}
+const photo = (role: string, p: { bytes: Uint8Array; fmt: string }) =>
+  new File([p.bytes], `${role}.${EXT[p.fmt]}`, { type: CONTENT_TYPES[p.fmt] });
 
 async function gatewayCall(env: AppEnv, method: string, path: string, body?: FormData,
                            accept?: string): Promise<Response> {
@@ -75,27 +57,29 @@ async function gatewayCall(env: AppEnv, method: string, path: string, body?: For
 const OWN = new WeakSet<Response>();
 const failure = (res: Response) => (OWN.has(res) ? res : gatewayFailure(res));
 
-/** POST /api/swap: source + target photos -> swapped image stored in R2, JSON with its URL. */
+/** POST /api/swap: source + target photos -> the gateway (in the signed request, not via R2)
+ * -> the swapped image streamed into R2 -> JSON with its URL. */
 export async function handleSwap(request: Request, env: AppEnv): Promise<Response> {
-  const limit = Number(env.MAX_UPLOAD_BYTES);
-  const form = await readForm(request, 2 * limit + 65536);
+  const form = await readForm(request, 2 * Number(env.MAX_UPLOAD_BYTES) + 65536);
   if (form instanceof Response) return form;
-  const images = Object.keys(IMAGE_TYPES);
-  const source = await checkFile(form.get("source"), "source photo", limit, images);
+  const source = await checkPhoto(form.get("source"), "source photo", env);
   if (source instanceof Response) return source;
-  const target = await checkFile(form.get("target"), "target photo", limit, images);
+  const target = await checkPhoto(form.get("target"), "target photo", env);
   if (target instanceof Response) return target;
-  const opts: [string, string][] = [];
+  const fd = new FormData();
+  fd.append("source", photo("source", source));
+  fd.append("target", photo("target", target));
   for (const opt of ["selection", "face_index", "output_format"]) {
     const v = form.get(opt);
-    if (typeof v === "string" && v) opts.push([opt, v]);
+    if (typeof v === "string" && v) fd.append(opt, v);
   }
-  const res = await forward(env, "/v1/swap", [["source", source], ["target", target]], opts, "image/*");
+  const res = await gatewayCall(env, "POST", "/v1/swap", fd, "image/*");
   if (res.status >= 400) return failure(res);
   const type = (res.headers.get("Content-Type") ?? "image/jpeg").split(";")[0];
   const fmt = Object.keys(IMAGE_TYPES).find((k) => IMAGE_TYPES[k] === type) ?? "jpeg";
   const key = newKey("results", EXT[fmt]);
-  await putResult(env, key, await res.arrayBuffer(), type);
+  // The gateway's answer has a Content-Length, so R2 takes its body as a stream.
+  await env.FILES.put(key, res.body, resultMetadata(env, type));
   return Response.json({
     result: `/api/results/${key.slice("results/".length)}`,
     format: fmt,
@@ -106,60 +90,96 @@ export async function handleSwap(request: Request, env: AppEnv): Promise<Respons
   });
 }
 
-/** POST /api/jobs: source photo + a video (or several images) -> a gateway job. */
+/**
+ * POST /api/jobs, a small multipart form: `upload` (the id of a finished /api/uploads upload:
+ * an MP4/MKV video, or a zip of images for a batch) and `source` (a photo) or `source_face_id`.
+ * The gateway gets signed URLs, never the bytes: `video_url` (or `archive_url`) to read the
+ * upload, `result_url` to write the result into R2. The upload is deleted if the gateway
+ * refuses the job, else once the job ends (GET /api/jobs/:id).
+ */
 export async function handleCreateJob(request: Request, env: AppEnv): Promise<Response> {
-  const vlimit = Number(env.MAX_VIDEO_BYTES);
-  const form = await readForm(request, vlimit + Number(env.MAX_UPLOAD_BYTES) + 65536);
+  const form = await readForm(request, Number(env.MAX_UPLOAD_BYTES) + 65536);
   if (form instanceof Response) return form;
-  const source = await checkFile(form.get("source"), "source photo", Number(env.MAX_UPLOAD_BYTES),
-    Object.keys(IMAGE_TYPES));
-  if (source instanceof Response) return source;
-  const video = await checkFile(form.get("video"), "video", vlimit, ["mp4", "mkv"]);
-  if (video instanceof Response) return video;
-  const res = await forward(env, "/v1/jobs", [["source", source], ["video", video]]);
-  if (res.status >= 400) return failure(res);
+  const id = form.get("upload");
+  if (typeof id !== "string" || !UPLOAD_ID.test(id)) return errorResponse(400, "missing_file", "Upload the video first.");
+  const fd = new FormData();
+  const faceId = form.get("source_face_id");
+  if (typeof faceId === "string" && faceId) {
+    fd.append("source_face_id", faceId.slice(0, 64));
+  } else {
+    const source = await checkPhoto(form.get("source"), "source photo", env);
+    if (source instanceof Response) return source;
+    fd.append("source", photo("source", source));
+  }
+  const key = `uploads/${id}`;
+  const head = await env.FILES.get(key, { range: { offset: 0, length: 16 } });
+  if (!head) return errorResponse(404, "upload_not_found", "The uploaded video is gone; upload it again.");
+  const fmt = sniff(new Uint8Array(await head.arrayBuffer()));
+  if (fmt !== "mp4" && fmt !== "mkv" && fmt !== "zip") {
+    await deleteUploads(env, [key]);
+    return errorResponse(415, "unsupported_media_type", "The upload is not a supported video: use MP4 or MKV.");
+  }
+  const result = newKey("results", fmt === "zip" ? "zip" : "mp4");
+  const origin = new URL(request.url).origin;
+  fd.append(fmt === "zip" ? "archive_url" : "video_url", await mediaUrl(env, origin, "GET", key));
+  fd.append("result_url", await mediaUrl(env, origin, "PUT", result));
+  const res = await gatewayCall(env, "POST", "/v1/jobs", fd);
+  if (res.status >= 400) {
+    await deleteUploads(env, [key]);
+    return failure(res);
+  }
   const job = (await res.json()) as { id: string; status: string };
+  if (!JOB_ID.test(job.id)) return errorResponse(502, "gateway_error", "The face-swap service answered oddly.");
+  await env.FILES.put(`jobs/${job.id}`, "", { customMetadata: { upload: key, result } });
   return Response.json({ id: job.id, status: job.status, poll: `/api/jobs/${job.id}` }, { status: 202 });
 }
 
-/** GET /api/jobs/:id: the job's progress; once done, its result is copied to R2 and linked. */
+const JOB_ID = /^[0-9a-f]{32}$/;
+const ENDED = ["done", "failed", "cancelled"];
+
+/** GET /api/jobs/:id: a job this Worker created; its progress from the gateway; once it has
+ * ended, its upload is deleted and (when done) the result in R2 is linked. */
 export async function handleGetJob(id: string, env: AppEnv): Promise<Response> {
-  if (!/^[0-9a-f]{32}$/.test(id)) return errorResponse(404, "not_found", "No such job.");
+  const record = JOB_ID.test(id) ? await env.FILES.head(`jobs/${id}`) : null;
+  if (!record) return errorResponse(404, "not_found", "No such job.");
+  const { upload, result } = record.customMetadata as { upload: string; result: string };
   const res = await gatewayCall(env, "GET", `/v1/jobs/${id}`);
   if (res.status >= 400) return failure(res);
-  const job = (await res.json()) as Record<string, unknown> & { status: string; kind: string };
-  let result: string | undefined;
-  if (job.status === "done") {
-    const ext = job.kind === "video" ? "mp4" : "zip";
-    const key = `results/${id}.${ext}`;
-    if (!(await env.FILES.head(key))) {
-      const file = await gatewayCall(env, "GET", `/v1/jobs/${id}/result`, undefined, "*/*");
-      if (file.status >= 400) return failure(file);
-      await putResult(env, key, await file.arrayBuffer(), CONTENT_TYPES[ext]);
+  const job = (await res.json()) as Record<string, unknown> & { status: string };
+  let { status, error, error_code } = job;
+  let link: string | undefined;
+  if (ENDED.includes(status)) await deleteUploads(env, [upload]);
+  if (status === "done") {
+    if (job.result_url_used && (await env.FILES.head(result))) {
+      link = `/api/results/${result.slice("results/".length)}`;
+    } else {
+      status = "failed";
+      error_code = "result_missing";
+      error = "The job finished but its result did not arrive in storage.";
     }
-    result = `/api/results/${id}.${ext}`;
   }
   return Response.json({
-    id, status: job.status, progress: job.progress, done: job.done, total: job.total, eta_s: job.eta_s,
-    warnings: job.warnings, error: job.error, result,
+    id, status, progress: job.progress, done: job.done, total: job.total, eta_s: job.eta_s,
+    warnings: job.warnings, error, error_code, result: link,
   });
 }
 
-/** GET /api/results/:name: a stored result, with its content type; 404 once expired. */
-export async function handleResult(name: string, env: AppEnv): Promise<Response> {
-  if (!/^[0-9a-f-]{32,36}\.(jpg|png|webp|mp4|zip)$/.test(name)) {
+/** GET /api/results/:name: a stored result streamed from R2 (Range requests get 206), with its
+ * content type; 404 once expired. */
+export async function handleResult(request: Request, name: string, env: AppEnv): Promise<Response> {
+  if (!/^[0-9a-f-]{36}\.(jpg|png|webp|mp4|zip)$/.test(name)) {
     return errorResponse(404, "not_found", "No such result.");
   }
   const key = `results/${name}`;
-  const obj = await env.FILES.get(key);
-  if (!obj) return errorResponse(404, "not_found", "No such result (it may have expired).");
-  if (expired(obj)) {
+  const meta = await env.FILES.head(key);
+  if (!meta) return errorResponse(404, "not_found", "No such result (it may have expired).");
+  if (expired(meta)) {
     await env.FILES.delete(key);
     return errorResponse(404, "not_found", "This result has expired.");
   }
-  const headers = new Headers();
-  obj.writeHttpMetadata(headers);
-  headers.set("Cache-Control", "private, max-age=3600");
-  headers.set("Content-Disposition", `inline; filename="faceswap-${name}"`);
-  return new Response(obj.body, { headers });
+  const res = await serveObject(env, key, request, {
+    "Cache-Control": "private, max-age=3600",
+    "Content-Disposition": `inline; filename="faceswap-${name}"`,
+  });
+  return res ?? errorResponse(404, "not_found", "No such result (it may have expired).");
 }

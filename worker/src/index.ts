@@ -1,8 +1,10 @@
 import { type AppEnv, errorResponse } from "./env";
 import { handleCreateJob, handleGetJob, handleResult, handleSwap } from "./handlers";
 import { type Budget, rateLimit } from "./limits";
+import { handleMedia } from "./media";
 import { PAGE } from "./page";
 import { purge } from "./storage";
+import { handleAbortUpload, handleCompleteUpload, handleCreateUpload, handleUploadPart } from "./uploads";
 
 /** A route; `budget` names the per-client rate limit it counts against (src/limits.ts). */
 type Route = {
@@ -15,7 +17,16 @@ const ROUTES: Route[] = [
   { method: "POST", pattern: /^\/api\/swap$/, budget: "submit", run: (req, env) => handleSwap(req, env) },
   { method: "POST", pattern: /^\/api\/jobs$/, budget: "submit", run: (req, env) => handleCreateJob(req, env) },
   { method: "GET", pattern: /^\/api\/jobs\/([^/]+)$/, budget: "read", run: (_req, env, m) => handleGetJob(m[1], env) },
-  { method: "GET", pattern: /^\/api\/results\/([^/]+)$/, budget: "read", run: (_req, env, m) => handleResult(m[1], env) },
+  { method: "GET", pattern: /^\/api\/results\/([^/]+)$/, budget: "read", run: (req, env, m) => handleResult(req, m[1], env) },
+  { method: "POST", pattern: /^\/api\/uploads$/, budget: "upload", run: (req, env) => handleCreateUpload(req, env) },
+  { method: "PUT", pattern: /^\/api\/uploads\/([^/]+)\/parts\/(\d+)$/, budget: "upload",
+    run: (req, env, m) => handleUploadPart(req, env, m[1], m[2]) },
+  { method: "POST", pattern: /^\/api\/uploads\/([^/]+)\/complete$/, budget: "upload",
+    run: (req, env, m) => handleCompleteUpload(req, env, m[1]) },
+  { method: "DELETE", pattern: /^\/api\/uploads\/([^/]+)$/, budget: "upload", run: (req, env, m) => handleAbortUpload(req, env, m[1]) },
+  // Signed (src/media.ts): the gateway reads uploads and writes results here; no client budget.
+  { method: "GET", pattern: /^\/api\/media\/(.+)$/, run: (req, env, m) => handleMedia(req, env, m[1]) },
+  { method: "PUT", pattern: /^\/api\/media\/(.+)$/, run: (req, env, m) => handleMedia(req, env, m[1]) },
 ];
 
 export default {

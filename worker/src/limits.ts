@@ -3,26 +3,31 @@ import { type AppEnv, errorResponse } from "./env";
 /**
  * Per-client request limits, with Cloudflare's rate-limiting binding (wrangler.jsonc "ratelimits").
  *
- * Two budgets, keyed by the client's IP:
+ * Three budgets, keyed by the client's IP:
  * - "submit" (POST /api/swap and POST /api/jobs together, one budget): 10 a minute. Each one
- *   uploads up to 20 MB (a video up to 200 MB) to R2 and occupies the gateway's GPU pipeline; a
- *   person trying photos by hand rarely swaps more than a few times a minute, so 10 leaves room
- *   for retries while one client cannot keep the gateway busy for everyone else (its admission
- *   control sheds load globally, not per client).
+ *   occupies the gateway's GPU pipeline; a person trying photos by hand rarely swaps more than a
+ *   few times a minute, so 10 leaves room for retries while one client cannot keep the gateway
+ *   busy for everyone else (its admission control sheds load globally, not per client).
  * - "read" (GET /api/jobs/:id and GET /api/results/:name): 120 a minute. The page polls a job
  *   once a second (60 a minute for as long as a video runs) and then loads the result; 120 is
  *   that plus room for a second tab or a few downloads, and still stops a scraper hammering
  *   the gateway's job status or R2 reads.
- * GET / (the static page) and 404/405 answers are not limited: they touch neither R2 nor the gateway.
+ * - "upload" (everything under /api/uploads: create, each part, complete, abort): 60 a minute.
+ *   A video of the largest size (200 MB) is 20 parts of 10 MiB plus create and complete, 22
+ *   requests; 60 lets a client upload two of those a minute, with retries, and bounds what one
+ *   address can write into R2 to about 600 MB a minute.
+ * GET / (the static page) and 404/405 answers are not limited: they touch neither R2 nor the
+ * gateway. Nor are the signed /api/media URLs (src/media.ts): only the gateway holds them, for
+ * jobs that already counted against their client's "submit" budget.
  *
  * The binding counts per Cloudflare location and is eventually consistent, so the limits are
  * approximate in production (exact under `wrangler dev --local` and vitest, which simulate it in
  * memory with fixed windows). Clients behind one address (an office, carrier-grade NAT) share a
  * budget; raise the limits in wrangler.jsonc if that bites.
  */
-export type Budget = "submit" | "read";
+export type Budget = "submit" | "read" | "upload";
 
-/** The period configured for both bindings in wrangler.jsonc (the binding allows 10 or 60 s). */
+/** The period configured for every binding in wrangler.jsonc (the binding allows 10 or 60 s). */
 export const RATE_PERIOD_S = 60;
 
 /** Cloudflare sets CF-Connecting-IP on every request (a client cannot forge it there); locally
@@ -34,7 +39,7 @@ export function clientKey(request: Request): string {
 /** null when the request may go on; else the 429 answer. A failing limiter lets the request
  * through (and logs): the limits guard against abuse, they must not take the service down. */
 export async function rateLimit(request: Request, env: AppEnv, budget: Budget): Promise<Response | null> {
-  const limiter = budget === "submit" ? env.SUBMIT_LIMITER : env.READ_LIMITER;
+  const limiter = { submit: env.SUBMIT_LIMITER, read: env.READ_LIMITER, upload: env.UPLOAD_LIMITER }[budget];
   try {
     const { success } = await limiter.limit({ key: clientKey(request) });
     if (success) return null;
@@ -42,7 +47,7 @@ export async function rateLimit(request: Request, env: AppEnv, budget: Budget): 
     console.error(`rate limiter ${budget} failed; letting the request through`, err);
     return null;
   }
-  const what = budget === "submit" ? "swaps or video jobs" : "requests";
+  const what = { submit: "swaps or video jobs", read: "requests", upload: "upload requests" }[budget];
   return errorResponse(429, "rate_limited",
     `Too many ${what} from your address in the last minute; try again in ${RATE_PERIOD_S} seconds.`,
     { "Retry-After": String(RATE_PERIOD_S) });

@@ -1,4 +1,6 @@
-/** The web page: choose or drop a source photo and a target photo or video, swap, see the result. */
+/** The web page: choose or drop a source photo and a target photo or video, swap, see the result.
+ * A video goes straight into R2 in 10 MiB parts through /api/uploads (progress shown), then
+ * POST /api/jobs names it; the page polls the job and links the result in R2. */
 export const PAGE = `<!doctype html>
 <html lang="en">
 <head>
@@ -68,6 +70,20 @@ const MESSAGES = {
   gateway_error: "The face-swap service failed; please try again.",
   missing_file: "Choose both a source photo and a target.",
   rate_limited: "You have sent too many requests in the last minute; please wait a minute and try again.",
+  length_required: "The upload was refused (no length was sent); please try again.",
+  bad_upload: "The upload did not complete; please try again.",
+  upload_not_found: "The uploaded video is no longer here; please try again.",
+  storage_full: "The face-swap service has no room for new videos right now; please try again later.",
+  media_url_not_allowed: "The face-swap service is not set up to read videos from this site (its media URL prefixes).",
+  input_fetch_failed: "The face-swap service could not fetch the uploaded video; please try again.",
+  input_too_large: "The video is too big for the face-swap service.",
+  corrupt_video: "That video file is damaged or not a video, and cannot be read.",
+  video_too_long: "That video is too long to process here: try a shorter clip.",
+  video_too_many_frames: "That video has too many frames to process here: try a shorter clip.",
+  video_frame_too_large: "That video's frames are too large: try a smaller resolution.",
+  video_pixel_rate_too_high: "That video has too many pixels per second: try a smaller or slower clip.",
+  result_upload_failed: "The video was swapped but its result could not be stored; please try again.",
+  result_missing: "The video was swapped but its result did not arrive; please try again.",
 };
 const $ = (id) => document.getElementById(id);
 function say(text, error = false) { $("status").textContent = text; $("status").className = error ? "error" : ""; }
@@ -96,8 +112,35 @@ for (const role of ["source", "target"]) {
 function show(url, isVideo) {
   const media = $("result-media"); media.textContent = "";
   const el = document.createElement(isVideo ? "video" : "img");
-  el.src = url; if (isVideo) el.controls = true; else { el.alt = "Swapped result"; el.id = "result-image"; }
+  el.src = url; el.id = isVideo ? "result-video" : "result-image";
+  if (isVideo) { el.controls = true; el.muted = true; el.preload = "auto"; } else el.alt = "Swapped result";
   media.appendChild(el); $("download").href = url; $("result").hidden = false;
+}
+async function send(method, url, body, headers = {}) {
+  const r = await fetch(url, { method, body, headers });
+  const j = r.status === 204 ? {} : await r.json();
+  if (!r.ok) throw new Error(explain(j, r.status));
+  return j;
+}
+// The video goes into R2 in parts (each part streamed through the Worker; R2 multipart upload).
+async function upload(file) {
+  const mb = (n) => (n / 1048576).toFixed(1) + " MB";
+  const json = { "Content-Type": "application/json" };
+  const up = await send("POST", "/api/uploads", JSON.stringify({ size: file.size }), json);
+  const q = "?uploadId=" + encodeURIComponent(up.uploadId), parts = [];
+  try {
+    for (let n = 1; n <= up.parts; n++) {
+      const part = file.slice((n - 1) * up.partBytes, n * up.partBytes);
+      say("Uploading the video: " + mb((n - 1) * up.partBytes) + " of " + mb(file.size) + "...");
+      parts.push(await send("PUT", "/api/uploads/" + up.id + "/parts/" + n + q, part));
+      $("progress").value = Math.min(1, n * up.partBytes / file.size);
+    }
+    await send("POST", "/api/uploads/" + up.id + "/complete" + q, JSON.stringify({ parts }), json);
+  } catch (err) {
+    fetch("/api/uploads/" + up.id + q, { method: "DELETE" }).catch(() => {});
+    throw err;
+  }
+  return up.id;
 }
 async function poll(path) {
   for (;;) {
@@ -109,7 +152,9 @@ async function poll(path) {
     }
     if (!r.ok) throw new Error(explain(j, r.status));
     if (j.status === "done") return j;
-    if (j.status === "failed" || j.status === "cancelled") throw new Error("The video job " + j.status + ": " + (j.error || ""));
+    if (j.status === "failed" || j.status === "cancelled") {
+      throw new Error(MESSAGES[j.error_code] || ("The video job " + j.status + ": " + (j.error || "")));
+    }
     $("progress").value = j.progress || 0;
     say("Working: " + (j.done || 0) + " of " + (j.total || "?") + " frames" + (j.eta_s ? ", about " + Math.ceil(j.eta_s) + " s left" : "") + "...");
     await new Promise((res) => setTimeout(res, 1000));
@@ -120,15 +165,19 @@ $("form").addEventListener("submit", async (e) => {
   const source = $("source").files[0], target = $("target").files[0];
   if (!source || !target) { say(MESSAGES.missing_file, true); return; }
   const isVideo = target.type.startsWith("video/");
-  const fd = new FormData(); fd.append("source", source); fd.append(isVideo ? "video" : "target", target);
-  $("swap").disabled = true; $("result").hidden = true; $("progress").hidden = false; $("progress").removeAttribute("value");
-  say(isVideo ? "Uploading the video..." : "Swapping faces...");
+  $("swap").disabled = true; $("result").hidden = true; $("progress").hidden = false;
+  $("progress").value = 0; if (!isVideo) $("progress").removeAttribute("value");
   try {
-    const r = await fetch(isVideo ? "/api/jobs" : "/api/swap", { method: "POST", body: fd });
-    const j = await r.json();
-    if (!r.ok) throw new Error(explain(j, r.status));
-    if (isVideo) { const done = await poll(j.poll); show(done.result, true); say("Done."); }
-    else {
+    const fd = new FormData(); fd.append("source", source);
+    if (isVideo) {
+      fd.append("upload", await upload(target));
+      say("Starting the video job..."); $("progress").value = 0;
+      const j = await send("POST", "/api/jobs", fd);
+      const done = await poll(j.poll); show(done.result, true); say("Done: the swapped video is ready.");
+    } else {
+      say("Swapping faces...");
+      fd.append("target", target);
+      const j = await send("POST", "/api/swap", fd);
       show(j.result, false);
       say(j.facesDetected === 0 ? "No face was found in the target: it is shown unchanged." :
           "Done: " + j.facesSwapped + " face(s) swapped." + (j.standInModels.length ? " (Stand-in models: not a real swap.)" : ""));

@@ -1,17 +1,19 @@
 import type { AppEnv } from "./env";
 
-/** Keys are made here, never from user input: uploads/<uuid>/<role>, results/<uuid>.<ext>. */
+/**
+ * R2 keys are made here, never from user input:
+ * - `uploads/<uuid>`: a video (or zip of images) the browser uploaded in parts, read by the
+ *   gateway through a signed URL; deleted when its job ends (or the job is refused).
+ * - `results/<uuid>.<ext>`: a swapped photo, or a job's result written by the gateway through a
+ *   signed URL; expires after RESULT_TTL_S.
+ * - `jobs/<gateway job id>`: an empty object whose custom metadata names the job's upload and
+ *   result keys (the Worker keeps no other state).
+ */
 export function newKey(prefix: "uploads" | "results", ext?: string): string {
   return `${prefix}/${crypto.randomUUID()}${ext ? "." + ext : ""}`;
 }
 
-export async function putUpload(env: AppEnv, role: string, data: Uint8Array, contentType: string): Promise<string> {
-  const key = `${newKey("uploads")}/${role}`;
-  await env.FILES.put(key, data, { httpMetadata: { contentType } });
-  return key;
-}
-
-/** Delete uploads that nothing needs any more. A failure is logged, never raised: the caller
+/** Delete objects that nothing needs any more. A failure is logged, never raised: the caller
  * has its answer already, and the hourly purge removes what is left. */
 export async function deleteUploads(env: AppEnv, keys: string[]): Promise<void> {
   if (!keys.length) return;
@@ -22,10 +24,10 @@ export async function deleteUploads(env: AppEnv, keys: string[]): Promise<void> 
   }
 }
 
-/** Store a result with its expiry time (Unix ms) in custom metadata. */
-export async function putResult(env: AppEnv, key: string, data: ArrayBuffer | Uint8Array, contentType: string) {
+/** R2 put options of a result: its content type and its expiry time (Unix ms) in custom metadata. */
+export function resultMetadata(env: AppEnv, contentType: string): R2PutOptions {
   const expiresAt = Date.now() + Number(env.RESULT_TTL_S) * 1000;
-  await env.FILES.put(key, data, { httpMetadata: { contentType }, customMetadata: { expiresAt: String(expiresAt) } });
+  return { httpMetadata: { contentType }, customMetadata: { expiresAt: String(expiresAt) } };
 }
 
 export function expired(obj: { customMetadata?: Record<string, string> }): boolean {
@@ -33,13 +35,14 @@ export function expired(obj: { customMetadata?: Record<string, string> }): boole
   return at > 0 && at < Date.now();
 }
 
-/** Delete expired results and uploads older than the TTL (the cron handler). Uploads are
- * deleted as soon as the gateway has answered (handlers.ts); this is the backstop for those a
- * crashed or cancelled request left behind. */
+/** Delete expired results, and uploads and job records older than RESULT_TTL_S (the cron
+ * handler). Uploads are deleted as soon as their job ends (handlers.ts); this is the backstop
+ * for uploads never used and jobs nobody polled to the end. Incomplete multipart uploads are
+ * not listed by R2: R2 aborts them after 7 days (or sooner with a lifecycle rule). */
 export async function purge(env: AppEnv): Promise<number> {
   let removed = 0;
   const cutoff = Date.now() - Number(env.RESULT_TTL_S) * 1000;
-  for (const prefix of ["results/", "uploads/"]) {
+  for (const prefix of ["results/", "uploads/", "jobs/"]) {
     let cursor: string | undefined;
     do {
       const page = await env.FILES.list({ prefix, cursor, include: ["customMetadata"] });

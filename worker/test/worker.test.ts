@@ -30,8 +30,24 @@ function mockGateway(handler: (url: string, init: RequestInit) => Response | Pro
 }
 
 const hex = (b: ArrayBuffer) => [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, "0")).join("");
+/** hex HMAC-SHA256 with the test secret, computed here (not with the Worker's code). */
+async function hmac(msg: string): Promise<string> {
+  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode("unit-test-secret"),
+    { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return hex(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(msg)));
+}
+/** A media URL signed as the contract says: HMAC over METHOD \n /api/media/<key> \n expires. */
+async function signed(method: string, key: string, expires = Math.floor(Date.now() / 1000) + 600): Promise<string> {
+  return `/api/media/${key}?expires=${expires}&signature=${await hmac(`${method}\n/api/media/${key}\n${expires}`)}`;
+}
+const pathOf = (url: string) => { const u = new URL(url); return u.pathname + u.search; };
 
-afterEach(() => vi.restoreAllMocks());
+// R2 is shared by the tests of this file: each starts without uploads.
+afterEach(async () => {
+  vi.restoreAllMocks();
+  const keys = await uploadKeys();
+  if (keys.length) await E.FILES.delete(keys);
+});
 
 describe("routing", () => {
   it("serves the page", async () => {
@@ -51,7 +67,7 @@ describe("routing", () => {
 });
 
 describe("POST /api/swap", () => {
-  it("stores uploads and the result in R2 and signs the gateway call", async () => {
+  it("signs the gateway call, sends the photos in it (not via R2), and streams the result into R2", async () => {
     let duringCall: string[] = [];
     const spy = mockGateway(async (url, init) => {
       expect(url).toBe("http://gateway.test/v1/swap");
@@ -59,12 +75,11 @@ describe("POST /api/swap", () => {
       const headers = new Headers(init.headers);
       const ts = headers.get("X-Faceswap-Timestamp")!;
       const body = new Uint8Array(init.body as ArrayBuffer);
-      const key = await crypto.subtle.importKey("raw", new TextEncoder().encode("unit-test-secret"),
-        { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
       const bodyHash = hex(await crypto.subtle.digest("SHA-256", body));
       expect(headers.get("X-Faceswap-Content-SHA256")).toBe(bodyHash);
-      const msg = `POST\n/v1/swap\n${ts}\n${bodyHash}`;
-      expect(headers.get("X-Faceswap-Signature")).toBe(hex(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(msg))));
+      expect(headers.get("X-Faceswap-Signature")).toBe(await hmac(`POST\n/v1/swap\n${ts}\n${bodyHash}`));
+      const sent = await new Request("http://x/", { method: "POST", body, headers: { "Content-Type": headers.get("Content-Type")! } }).formData();
+      expect([(sent.get("source") as File).name, (sent.get("target") as File).name]).toEqual(["source.jpg", "target.png"]);
       return new Response(PNG, { headers: { "Content-Type": "image/png", "X-Faces-Detected": "2", "X-Faces-Swapped": "2",
         "X-Faces": "[]", "X-Stand-In-Models": "inswapper_128" } });
     });
@@ -78,8 +93,7 @@ describe("POST /api/swap", () => {
     expect(got.status).toBe(200);
     expect(got.headers.get("Content-Type")).toBe("image/png");
     expect(new Uint8Array(await got.arrayBuffer())).toEqual(PNG);
-    // The uploads were in R2 while the gateway worked, and are gone once it answered.
-    expect(duringCall.map((k) => k.split("/")[2]).sort()).toEqual(["source", "target"]);
+    expect(duringCall).toEqual([]); // photos travel in the signed request only: R2 holds no copy
     expect(await uploadKeys()).toEqual([]);
   });
   it("413 for a declared body over the limit, before reading it", async () => {
@@ -134,48 +148,209 @@ describe("POST /api/swap", () => {
   });
 });
 
+describe("signed media URLs", () => {
+  const uid = () => crypto.randomUUID();
+  it("GET streams an upload, HEAD gives its length; a bad, expired, re-used or out-of-prefix URL is 403", async () => {
+    const key = `uploads/${uid()}`;
+    await E.FILES.put(key, MP4, { httpMetadata: { contentType: "video/mp4" } });
+    const url = await signed("GET", key);
+    const got = await call(url);
+    expect(got.status).toBe(200);
+    expect(got.headers.get("Content-Type")).toBe("video/mp4");
+    expect(new Uint8Array(await got.arrayBuffer())).toEqual(MP4);
+    const head = await call(url, { method: "HEAD" });
+    expect([head.status, head.headers.get("Content-Length")]).toEqual([200, String(MP4.length)]);
+    const code = async (res: Response) => [res.status, (await res.json() as { code: string }).code];
+    const bad = url.replace(/signature=(.)/, (_m, c) => `signature=${c === "0" ? "1" : "0"}`);
+    expect(await code(await call(bad))).toEqual([403, "bad_media_signature"]);
+    expect(await code(await call(url.replace(/expires=\d+/, "expires=99999999999")))).toEqual([403, "bad_media_signature"]);
+    expect(await code(await call(url.split("?")[0]))).toEqual([403, "bad_media_signature"]);
+    expect(await code(await call(await signed("GET", key, Math.floor(Date.now() / 1000) - 1)))).toEqual([403, "media_url_expired"]);
+    // A GET signature does not allow a PUT to the same key (nor the other way round).
+    expect(await code(await call(url, { method: "PUT", body: "x" }))).toEqual([403, "bad_media_signature"]);
+    // Only uploads may be read and only results written, whoever signed.
+    expect(await code(await call(await signed("GET", `results/${uid()}.mp4`)))).toEqual([403, "media_key_not_allowed"]);
+    expect(await code(await call(await signed("PUT", key), { method: "PUT", body: "x" }))).toEqual([403, "media_key_not_allowed"]);
+    expect(await code(await call(await signed("GET", "jobs/x")))).toEqual([403, "media_key_not_allowed"]);
+    expect((await call(await signed("GET", `uploads/${uid()}`))).status).toBe(404);
+  });
+
+  it("PUT streams a body of its Content-Length into R2 as a result (411 without it, 413 over the limit)", async () => {
+    const name = `${uid()}.mp4`;
+    const url = await signed("PUT", `results/${name}`);
+    const data = new Uint8Array(3 * 1048576 + 7).map((_, i) => (i * 31) & 255);
+    const stream = new Blob([data]).stream(); // a stream: the Worker must not need the whole body first
+    const put = await call(url, { method: "PUT", body: stream, headers: { "Content-Length": String(data.length) } });
+    expect(put.status).toBe(201);
+    const obj = await E.FILES.head(`results/${name}`);
+    expect(obj?.size).toBe(data.length);
+    expect(obj?.httpMetadata?.contentType).toBe("video/mp4");
+    expect(Number(obj?.customMetadata?.expiresAt)).toBeGreaterThan(Date.now()); // results expire (RESULT_TTL_S)
+    const got = await call(`/api/results/${name}`);
+    expect(got.headers.get("Content-Type")).toBe("video/mp4");
+    expect(got.headers.get("Content-Disposition")).toBe(`inline; filename="faceswap-${name}"`);
+    expect(hex(await crypto.subtle.digest("SHA-256", await got.arrayBuffer()))).toBe(hex(await crypto.subtle.digest("SHA-256", data)));
+    const part = await call(`/api/results/${name}`, { headers: { Range: "bytes=10-19" } });
+    expect([part.status, part.headers.get("Content-Range")]).toEqual([206, `bytes 10-19/${data.length}`]);
+    expect(new Uint8Array(await part.arrayBuffer())).toEqual(data.slice(10, 20));
+    const noLength = await call(url, { method: "PUT", body: new Blob([data]).stream() });
+    expect(noLength.status).toBe(411);
+    const tooBig = await call(url, { method: "PUT", body: "x", headers: { "Content-Length": String(500 * 1048576) } });
+    expect(tooBig.status).toBe(413);
+  });
+
+  it("URLs use PUBLIC_URL when set, else the request's origin", async () => {
+    const { mediaUrl } = await import("../src/media");
+    expect(await mediaUrl(E, "http://127.0.0.1:8787", "GET", "uploads/x")).toMatch(
+      /^http:\/\/127\.0\.0\.1:8787\/api\/media\/uploads\/x\?expires=\d+&signature=[0-9a-f]{64}$/);
+    const url = await mediaUrl({ ...E, PUBLIC_URL: "https://faceswap.example/" }, "http://127.0.0.1:8787", "PUT", "results/y.mp4");
+    expect(url.startsWith("https://faceswap.example/api/media/results/y.mp4?expires=")).toBe(true);
+    const expires = Number(new URL(url).searchParams.get("expires"));
+    expect(expires - Date.now() / 1000).toBeGreaterThan(7190); // MEDIA_URL_TTL_S
+    expect(expires - Date.now() / 1000).toBeLessThanOrEqual(7200);
+  });
+});
+
+describe("uploads (R2 multipart, streamed parts)", () => {
+  const json = (body: unknown) => ({ method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } });
+  it("create -> parts -> complete stores the whole file; then it can be read through a signed URL", async () => {
+    const MiB = 1048576;
+    const data = new Uint8Array(10 * MiB + 12345).map((_, i) => (i * 7 + (i >> 12)) & 255);
+    data.set(MP4);
+    const created = await call("/api/uploads", json({ size: data.length }));
+    expect(created.status).toBe(201);
+    const up = await created.json() as { id: string; uploadId: string; partBytes: number; parts: number };
+    expect([up.partBytes, up.parts]).toEqual([10 * MiB, 2]);
+    const q = `?uploadId=${encodeURIComponent(up.uploadId)}`;
+    const parts = [];
+    for (let n = 1; n <= up.parts; n++) {
+      const chunk = data.slice((n - 1) * up.partBytes, n * up.partBytes);
+      const res = await call(`/api/uploads/${up.id}/parts/${n}${q}`, { method: "PUT", body: new Blob([chunk]).stream(),
+        headers: { "Content-Length": String(chunk.length) } });
+      expect(res.status).toBe(200);
+      parts.push(await res.json());
+    }
+    const done = await call(`/api/uploads/${up.id}/complete${q}`, json({ parts }));
+    expect(done.status).toBe(200);
+    expect(await done.json()).toEqual({ id: up.id, size: data.length });
+    const got = await call(await signed("GET", `uploads/${up.id}`));
+    expect(hex(await crypto.subtle.digest("SHA-256", await got.arrayBuffer()))).toBe(hex(await crypto.subtle.digest("SHA-256", data)));
+  });
+  it("refuses what it cannot take: too big, no size, a part over 10 MiB or without length, a bad id", async () => {
+    expect((await call("/api/uploads", json({ size: 300 * 1048576 }))).status).toBe(413);
+    expect((await call("/api/uploads", json({}))).status).toBe(400);
+    const up = await (await call("/api/uploads", json({ size: 100 }))).json() as { id: string; uploadId: string };
+    const q = `?uploadId=${encodeURIComponent(up.uploadId)}`;
+    const put = (path: string, headers: Record<string, string>) => call(path, { method: "PUT", body: "x", headers });
+    expect((await put(`/api/uploads/${up.id}/parts/1${q}`, { "Content-Length": String(11 * 1048576) })).status).toBe(413);
+    expect((await call(`/api/uploads/${up.id}/parts/1${q}`, { method: "PUT", body: new Blob(["x"]).stream() })).status).toBe(411);
+    expect((await put(`/api/uploads/${up.id}/parts/99${q}`, { "Content-Length": "1" })).status).toBe(400);
+    expect((await put(`/api/uploads/not-an-id/parts/1${q}`, { "Content-Length": "1" })).status).toBe(400);
+    expect((await put(`/api/uploads/${up.id}/parts/1`, { "Content-Length": "1" })).status).toBe(400);
+    expect((await call(`/api/uploads/${up.id}/complete${q}`, json({ parts: [] }))).status).toBe(400);
+    expect((await call(`/api/uploads/${up.id}${q}`, { method: "DELETE" })).status).toBe(204);
+  });
+});
+
 describe("jobs", () => {
-  it("creates a job, polls it, and copies the finished video into R2", async () => {
-    const id = "a".repeat(32);
-    let status = "running";
-    let duringCall: string[] = [];
-    mockGateway(async (url) => {
-      if (url.endsWith("/v1/jobs")) {
-        duringCall = await uploadKeys();
+  const id = "a".repeat(32);
+  async function uploaded(bytes: Uint8Array = MP4): Promise<string> {
+    const uid = crypto.randomUUID();
+    await E.FILES.put(`uploads/${uid}`, bytes);
+    return uid;
+  }
+  type Sent = { video_url?: string; archive_url?: string; result_url: string; source?: File; source_face_id?: string };
+  /** A gateway that records the job's form and answers GET /v1/jobs/:id with ``state``. */
+  function jobGateway(state: Record<string, unknown>) {
+    const sent: Sent[] = [];
+    const spy = mockGateway(async (url, init) => {
+      if (url === "http://gateway.test/v1/jobs") {
+        const h = new Headers(init.headers);
+        const fd = await new Request("http://x/", { method: "POST", body: init.body as ArrayBuffer,
+          headers: { "Content-Type": h.get("Content-Type")! } }).formData();
+        expect(h.get("X-Faceswap-Signature")).toMatch(/^[0-9a-f]{64}$/);
+        sent.push(Object.fromEntries(fd.entries()) as unknown as Sent);
         return Response.json({ id, status: "queued" }, { status: 202 });
       }
-      if (url.endsWith(`/v1/jobs/${id}`)) return Response.json({ id, kind: "video", status, progress: 0.5, done: 5, total: 10 });
-      if (url.endsWith(`/v1/jobs/${id}/result`)) return new Response(MP4, { headers: { "Content-Type": "video/mp4" } });
+      if (url === `http://gateway.test/v1/jobs/${id}`) return Response.json({ id, kind: "video", ...state });
       return new Response("?", { status: 404 });
     });
-    const created = await call("/api/jobs", { method: "POST", body: form({ source: PNG, video: MP4 }) });
+    return { sent, spy };
+  }
+
+  it("hands the gateway signed URLs, not bytes; the result it PUTs is linked from R2 and the upload deleted", async () => {
+    const state: Record<string, unknown> = { status: "running", progress: 0.5, done: 5, total: 10 };
+    const { sent } = jobGateway(state);
+    const upload = await uploaded();
+    const created = await call("/api/jobs", { method: "POST", body: form({ source: PNG, upload }) });
     expect(created.status).toBe(202);
     expect((await created.json() as { poll: string }).poll).toBe(`/api/jobs/${id}`);
-    // The gateway keeps its own copy of the video once it answered 202: the R2 uploads are gone.
-    expect(duringCall.map((k) => k.split("/")[2]).sort()).toEqual(["source", "video"]);
-    expect(await uploadKeys()).toEqual([]);
+    const job = sent[0];
+    expect(job.source).toBeInstanceOf(File);
+    expect(job.video_url).toMatch(new RegExp(`^http://worker\\.test/api/media/uploads/${upload}\\?expires=\\d+&signature=[0-9a-f]{64}$`));
+    expect(job.result_url).toMatch(/^http:\/\/worker\.test\/api\/media\/results\/[0-9a-f-]{36}\.mp4\?expires=\d+&signature=[0-9a-f]{64}$/);
+    const expires = Number(new URL(job.video_url!).searchParams.get("expires"));
+    expect(pathOf(job.video_url!)).toBe(await signed("GET", `uploads/${upload}`, expires));
+    // The gateway's job worker reads the video and writes its result through those URLs.
+    const input = await call(pathOf(job.video_url!));
+    expect(new Uint8Array(await input.arrayBuffer())).toEqual(MP4);
     const running = await (await call(`/api/jobs/${id}`)).json() as { progress: number; result?: string };
-    expect(running.progress).toBe(0.5);
-    expect(running.result).toBeUndefined();
-    status = "done";
-    const done = await (await call(`/api/jobs/${id}`)).json() as { result: string };
-    expect(done.result).toBe(`/api/results/${id}.mp4`);
+    expect([running.progress, running.result]).toEqual([0.5, undefined]);
+    const RESULT = new Uint8Array([...MP4, 9, 9, 9]);
+    const put = await call(pathOf(job.result_url), { method: "PUT", body: RESULT, headers: { "Content-Length": String(RESULT.length) } });
+    expect(put.status).toBe(201);
+    Object.assign(state, { status: "done", progress: 1, result_ready: true, result_url_used: true });
+    const done = await (await call(`/api/jobs/${id}`)).json() as { status: string; result: string };
+    expect(done.status).toBe("done");
+    expect(done.result).toBe(`/api/results/${new URL(job.result_url).pathname.split("/").pop()}`);
     const file = await call(done.result);
     expect(file.headers.get("Content-Type")).toBe("video/mp4");
-    expect(new Uint8Array(await file.arrayBuffer())).toEqual(MP4);
+    expect(file.headers.get("Content-Disposition")).toMatch(/^inline; filename="faceswap-[0-9a-f-]{36}\.mp4"$/);
+    expect(new Uint8Array(await file.arrayBuffer())).toEqual(RESULT);
+    expect(await uploadKeys()).toEqual([]); // the job ended: its input is gone from R2
   });
-  it("a job the gateway refuses leaves no uploads behind", async () => {
-    mockGateway(() => Response.json({ code: "corrupt_video", message: "The video cannot be read." }, { status: 422 }));
-    const res = await call("/api/jobs", { method: "POST", body: form({ source: PNG, video: MP4 }) });
-    expect(res.status).toBe(422);
+
+  it("a job that failed passes its error_code on and deletes the upload; done without a stored result is failed", async () => {
+    const state: Record<string, unknown> = { status: "failed", error_code: "corrupt_video", error: "The video cannot be read." };
+    jobGateway(state);
+    await call("/api/jobs", { method: "POST", body: form({ source: PNG, upload: await uploaded() }) });
+    const failed = await (await call(`/api/jobs/${id}`)).json() as { status: string; error_code: string };
+    expect([failed.status, failed.error_code]).toEqual(["failed", "corrupt_video"]);
+    expect(await uploadKeys()).toEqual([]);
+    Object.assign(state, { status: "done", error_code: null, error: null, result_ready: true, result_url_used: false });
+    const missing = await (await call(`/api/jobs/${id}`)).json() as { status: string; error_code: string };
+    expect([missing.status, missing.error_code]).toEqual(["failed", "result_missing"]);
+  });
+
+  it("a zip is a batch: archive_url and a .zip result; source_face_id instead of a photo", async () => {
+    const { sent } = jobGateway({ status: "queued" });
+    const zip = new Uint8Array([0x50, 0x4b, 3, 4, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    const res = await call("/api/jobs", { method: "POST", body: form({ source_face_id: "f".repeat(32), upload: await uploaded(zip) }) });
+    expect(res.status).toBe(202);
+    expect(sent[0].archive_url).toContain("/api/media/uploads/");
+    expect(sent[0].video_url).toBeUndefined();
+    expect(sent[0].result_url).toMatch(/\/api\/media\/results\/[0-9a-f-]{36}\.zip\?/);
+    expect(sent[0].source_face_id).toBe("f".repeat(32));
+  });
+
+  it("a job the gateway refuses deletes the upload and passes the code on", async () => {
+    mockGateway(() => Response.json({ code: "media_url_not_allowed", message: "video_url must start with ..." }, { status: 422 }));
+    const res = await call("/api/jobs", { method: "POST", body: form({ source: PNG, upload: await uploaded() }) });
+    expect([res.status, (await res.json() as { code: string }).code]).toEqual([422, "media_url_not_allowed"]);
     expect(await uploadKeys()).toEqual([]);
   });
-  it("415 for a video that is not one", async () => {
-    const res = await call("/api/jobs", { method: "POST", body: form({ source: PNG, video: PNG }) });
+  it("415 (and deleted) for an upload that is not a video; 404 for one that is gone; 400 without one", async () => {
+    const spy = mockGateway(() => new Response("never", { status: 500 }));
+    const res = await call("/api/jobs", { method: "POST", body: form({ source: PNG, upload: await uploaded(PNG) }) });
     expect(res.status).toBe(415);
+    expect(await uploadKeys()).toEqual([]);
+    expect((await call("/api/jobs", { method: "POST", body: form({ source: PNG, upload: crypto.randomUUID() }) })).status).toBe(404);
+    expect((await call("/api/jobs", { method: "POST", body: form({ source: PNG, video: MP4 }) })).status).toBe(400);
+    expect(spy).not.toHaveBeenCalled();
   });
-  it("404 for malformed ids, never a path from user input", async () => {
+  it("404 for malformed ids, ids this Worker did not create, and never a path from user input", async () => {
     expect((await call("/api/jobs/..%2f..%2fetc")).status).toBe(404);
+    expect((await call(`/api/jobs/${"c".repeat(32)}`)).status).toBe(404);
     expect((await call("/api/results/..%2Fuploads%2Fx")).status).toBe(404);
   });
 });
@@ -231,6 +406,18 @@ describe("per-client rate limits", () => {
     expect([refused.status, refused.headers.get("Retry-After")]).toEqual([429, "60"]);
     expect((await call(`/api/jobs/${"b".repeat(32)}`, { client: "203.0.113.9" })).status).toBe(429);
     expect((await read("203.0.113.10")).status).toBe(404);
+  }, 20_000);
+
+  it("uploads (create, parts, complete, abort) have their own budget of 60 a minute", async () => {
+    await awayFromWindowEdge();
+    const create = (client: string) => call("/api/uploads", { method: "POST", body: "{}", client });
+    for (let i = 0; i < 60; i++) expect((await create("203.0.113.11")).status).toBe(400); // counted before the body is read
+    const refused = await call(`/api/uploads/${crypto.randomUUID()}/parts/1?uploadId=x`, { method: "PUT", body: "x",
+      client: "203.0.113.11" });
+    expect([refused.status, refused.headers.get("Retry-After")]).toEqual([429, "60"]);
+    expect((await create("203.0.113.12")).status).toBe(400);
+    // The signed media URLs are the gateway's: no client budget.
+    expect((await call("/api/media/uploads/x", { client: "203.0.113.11" })).status).toBe(403);
   }, 20_000);
 
   it("without CF-Connecting-IP (local runs) all requests share one key; the page has a sentence for 429", async () => {
