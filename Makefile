@@ -13,10 +13,12 @@ export CLOUDFLARE_CF_FETCH_ENABLED = false
 WEB_STAMP := worker/node_modules/.installed
 
 setup: $(STAMP)
-	@{ command -v redis-server >/dev/null && { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null; } || { \
-	  echo "installing Debian redis-server and haproxy (make cluster, tests/test_services.py)"; \
+	@{ command -v redis-server >/dev/null && { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null \
+	   && command -v kubectl >/dev/null; } || { \
+	  echo "installing Debian redis-server, haproxy and kubernetes-client (make cluster, tests of the cluster and deploy/)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server haproxy >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server haproxy \
+	    $$(command -v kubectl >/dev/null || echo kubernetes-client) >/dev/null; }
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -78,10 +80,11 @@ test-py: setup
 test-web: setup setup-web ## Worker: typecheck, vitest on the Workers runtime, browser end to end
 	cd worker && npm test
 
-bench: setup             ## face_swap images/s vs insightface, gateway added latency, 720p video frames/s
+bench: setup             ## face_swap images/s vs insightface, gateway added latency, 720p video frames/s, cluster spread
 	$(VPY) -m tools.bench
 	$(VPY) -m tools.bench_gateway
 	$(VPY) -m tools.bench_video
+	$(VPY) -m tools.bench_cluster
 	$(VPY) -m tools.bench_overload
 
 perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) against face_swap on `make serve`
@@ -91,7 +94,8 @@ perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) ag
 
 .PHONY: cluster cluster-stop
 
-cluster: setup           ## Redis, S3 (SeaweedFS), 2 Tritons, 2 gateways behind HAProxy, 2 job workers; loopback
+cluster:                 ## Redis, S3 (SeaweedFS), 2 Tritons, 2 gateways behind HAProxy, 2 job workers; loopback
+	@$(MAKE) --no-print-directory setup >&2  # stdout: only the component lines of tools.cluster
 	@$(VPY) -m tools.cluster start $(CLUSTER_ARGS)
 
 cluster-stop:            ## stop what `make cluster` started (by pid; safe twice)

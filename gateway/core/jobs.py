@@ -222,6 +222,11 @@ class JobRunner:
         """Where to read a done job's result: its file."""
         return Path(job.result)
 
+    async def counts(self) -> dict[str, int]:
+        """Jobs queued and running (for /metrics)."""
+        active = self.store.active()
+        return {s: sum(j.status == s for j in active) for s in ACTIVE}
+
     async def used_bytes(self) -> int | None:
         """Bytes under the jobs folder (inputs, results, partial outputs)."""
         return await asyncio.to_thread(self.media.used_bytes)

@@ -40,6 +40,8 @@ class Metrics:
                                 "control, by what was full (requests, pixels)", ["reason"], registry=self.registry)
         self.cancelled = Counter("gateway_cancelled_total", "Triton calls cancelled because the caller hung up",
                                  registry=self.registry)
+        self.jobs = Gauge("gateway_jobs", "Video and batch jobs by status (queued: waiting for a worker; running), "
+                          "read when scraped", ["status"], registry=self.registry)
 
 
 class ObserveMiddleware:

@@ -184,9 +184,9 @@ class QueueJobs:
     async def used_bytes(self) -> int | None:
         return await asyncio.to_thread(self.media.used_bytes)
 
-    async def queued(self) -> int:
-        """Jobs waiting for a worker."""
-        return await self.queue.count("queued")
+    async def counts(self) -> dict[str, int]:
+        """Jobs waiting for a worker and jobs running, over the whole queue (for /metrics)."""
+        return {"queued": await self.queue.count("queued"), "running": await self.queue.count("active")}
 
     async def start(self) -> int:
         """Connect (fails early when Redis is unreachable); nothing to recover: the queue keeps

@@ -70,5 +70,10 @@ async def readyz(request: Request, deep: bool = Query(False, description="also r
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics(m: Metrics = Depends(deps.metrics)) -> Response:
+async def metrics(request: Request, m: Metrics = Depends(deps.metrics)) -> Response:
+    try:
+        for status, n in (await asyncio.wait_for(request.app.state.jobs.counts(), 2)).items():
+            m.jobs.labels(status).set(n)
+    except Exception as exc:  # Redis away or slow: the other metrics still answer
+        log.warning("job counts unavailable for /metrics: %s", exc)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
