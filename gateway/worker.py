@@ -12,9 +12,25 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 
 from gateway.core.backends import job_limits, make_media
 from gateway.core.config import get_settings
+
+
+def _redis_reachable(url: str, wait_s: float) -> bool:
+    """True once Redis at ``url`` answers PING, trying every second for ``wait_s`` seconds."""
+    import redis
+
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as r:
+                return bool(r.ping())
+        except redis.RedisError:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="faceswap-worker", description=__doc__.split("\n\n")[0].replace("``", "`"))
     ap.add_argument("--concurrency", type=int, default=s.worker_concurrency,
                     help="jobs this process runs at once (default: FACESWAP_GATEWAY_WORKER_CONCURRENCY, %(default)s)")
+    ap.add_argument("--redis-wait", type=float, default=30.0,
+                    help="seconds to wait for Redis at start (it may start after the worker), default %(default)s")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -32,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from gateway.core.queue import JobWorker, make_queue
 
+    if not _redis_reachable(s.redis_url, args.redis_wait):
+        log.error("cannot reach Redis at %s (waited %g s): start it, or fix FACESWAP_GATEWAY_REDIS_URL", s.redis_url,
+                  args.redis_wait)
+        return 1
     try:
         media = make_media(s)
     except Exception as exc:  # boto3/botocore raise many types; say which store failed

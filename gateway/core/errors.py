@@ -126,6 +126,25 @@ def install(app: FastAPI) -> None:
         codes = {404: "not_found", 405: "method_not_allowed"}
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        backends: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, BotoCoreError, ClientError)
+    except ImportError:  # the scale-out libraries are optional for the one-machine default
+        backends = ()
+
+    async def _backend(request: Request, exc: Exception) -> JSONResponse:
+        # Redis (the job queue, the shared face store) or the S3 media store is unreachable
+        log.error("storage backend failed: %s: %s", type(exc).__name__, exc)
+        retry = str(request.app.state.settings.retry_after_s)
+        return error_response(503, "storage_unavailable", "The service's job or face storage is not reachable "
+                              "right now; retry shortly.", {"Retry-After": retry})
+
+    for kind in backends:
+        app.add_exception_handler(kind, _backend)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
