@@ -191,8 +191,13 @@ class QueueJobs:
     async def start(self) -> int:
         """Connect (fails early when Redis is unreachable); nothing to recover: the queue keeps
         the jobs and the workers' sweep takes those of dead workers."""
-        await self.queue.connect()
-        await self.queue.redis.ping()
+        from redis.exceptions import RedisError
+
+        try:
+            await self.queue.connect()
+            await self.queue.redis.ping()
+        except RedisError as exc:
+            raise RuntimeError(f"cannot reach the job queue's Redis (FACESWAP_GATEWAY_REDIS_URL): {exc}") from None
         return 0
 
     async def expire(self, ttl_s: float) -> int:
