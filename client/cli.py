@@ -182,6 +182,63 @@ def video(
 
 
 @app.command(epilog=EXIT_CODES)
+def live(
+    source: Path = typer.Option(None, "--source", "-s", show_default=False, help="Photo of the wanted face."),
+    source_face_id: str = typer.Option(None, "--source-face-id", show_default=False,
+                                       help="Instead of --source: a face registered with POST /v1/faces."),
+    input: Path = typer.Option(..., "--input", "-i", show_default=False,
+                               help="A video file, sent frame by frame at its own frame rate as a camera would."),
+    output: Path = typer.Option(None, "--output", "-o", show_default=False,
+                                help="Write the swapped stream (.mp4; a dropped frame holds the previous one)."),
+    gateway: str = typer.Option("ws://127.0.0.1:8080", "--gateway", envvar="FACESWAP_GATEWAY",
+                                help="The gateway (ws:// or wss://; http(s):// is turned into it)."),
+    secret: str = typer.Option(None, envvar="FACESWAP_GATEWAY_HMAC_SECRET", show_default=False,
+                               help="Sign the stream with this secret (when the gateway has one)."),
+    selection: str = typer.Option("largest", help="largest: one person, tracked; all: every face."),
+    max_fps: float = typer.Option(30.0, min=1, max=60, help="Frames the gateway processes per second at most."),
+    max_side: int = typer.Option(1280, min=64, help="Frames larger than this are scaled down before sending."),
+    smoothing: bool = typer.Option(True, help="Key-point smoothing (One-Euro) against flicker."),
+    detect_every: int = typer.Option(1, min=1, max=10, help="Run the detector on every k-th frame."),
+) -> None:
+    """Stream a video file through the gateway's live endpoint (/v1/stream) as a camera would,
+    and print the delivered frame rate, latency and drops."""
+    import asyncio
+
+    from client.live import StreamClosed, read_frames, stream_frames, write_video
+
+    if (source is None) == (source_face_id is None):
+        _fail(InvalidInput("give exactly one of --source and --source-face-id"))
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        _fail(InvalidInput(f"{output}: give a file name in an existing folder"))
+    url = gateway.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    try:
+        frames, times, rate = read_frames(input, max_side)
+        src = source.read_bytes() if source is not None else None
+    except OSError as exc:
+        _fail(InvalidInput(f"{source}: {exc.strerror}"))
+    except FaceSwapError as exc:
+        _fail(exc)
+    got: list[tuple[float, bytes]] = []
+    typer.echo(f"streaming {len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]} at {rate:.2f} fps "
+               f"to {url}/v1/stream ...", err=True)
+    opts = {"selection": selection, "max_fps": max_fps, "smoothing": smoothing, "detect_every": detect_every}
+    try:
+        rep = asyncio.run(stream_frames(url, frames, times, source=src, source_face_id=source_face_id, options=opts,
+                                        secret=secret,
+                                        on_frame=lambda meta, img: got.append((times[meta["seq"]], img))))
+    except StreamClosed as exc:
+        typer.secho(f"error: the gateway ended the stream: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2 if exc.code in ("no_face_in_source", "bad_request", "face_not_found") else 1) from None
+    except FaceSwapError as exc:
+        _fail(exc)
+    _warn_stand_ins(rep.stand_in_models)
+    typer.echo(rep.summary())
+    if output is not None:
+        n = write_video(output, got, rate)
+        typer.echo(f"wrote {output} ({n} swapped frames)")
+
+
+@app.command(epilog=EXIT_CODES)
 def batch(
     source: Path = typer.Option(..., "--source", "-s", show_default=False, help="Photo of the wanted face."),
     targets: Path = typer.Option(..., "--targets", "-t", show_default=False, help="A folder or a .zip of images."),

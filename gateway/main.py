@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from gateway.api.routes import faces, health, jobs, swap
+from gateway.api.routes import faces, health, jobs, stream, swap
 from gateway.core import errors
 from gateway.core.admission import Admission, AdmissionMiddleware
 from gateway.core.backends import make_face_store, make_jobs
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                      '{"code", "message"}; requests are signed with HMAC-SHA256 when a secret is set.')
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.streams = 0
     app.state.deep = DeepCheck(settings)
     app.state.admission = Admission(settings.max_in_flight, settings.max_pixels_in_flight,
                                     settings.overload_retry_after_s, app.state.metrics)
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(faces.router)
     app.include_router(swap.router)
     app.include_router(jobs.router)
+    app.include_router(stream.router)
 
     # Outermost last: Observe (counts every answer) -> RequestGuard (size, signature) ->
     # AdmissionMiddleware (slots, deadline) -> the routes.

@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="jobs this process runs at once (default: FACESWAP_GATEWAY_WORKER_CONCURRENCY, %(default)s)")
     ap.add_argument("--redis-wait", type=float, default=30.0,
                     help="seconds to wait for Redis at start (it may start after the worker), default %(default)s")
+    ap.add_argument("--metrics-port", type=int, default=0,
+                    help="serve Prometheus metrics (jobs by outcome, running, run time) on this port; 0: off")
+    ap.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics port (default %(default)s)")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     worker = JobWorker(make_queue(s.redis_url), media, s.triton_url, job_limits(s), args.concurrency,
                        s.job_heartbeat_s, s.job_ttl_s)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, args.metrics_host, registry=worker.metrics.registry)
+        log.info("metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
     asyncio.run(worker.run())
     return 0
 

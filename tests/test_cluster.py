@@ -90,6 +90,7 @@ def test_cluster_lines_name_every_component(cluster):
     for url in cluster.gateway_urls:
         ready = httpx.get(url + "/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
+        assert 'gateway_jobs{status="queued"} 0.0' in httpx.get(url + "/metrics", timeout=10).text
 
 
 def test_job_made_on_one_gateway_is_read_and_cancelled_on_the_other(cluster):
@@ -152,6 +153,8 @@ def test_killed_worker_job_is_finished_by_the_other(cluster, s3, tmp_path):
     assert frames(out) == frames(VIDEO)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=f"jobs/{job['id']}/")["Contents"]]
     assert sorted(keys) == [f"jobs/{job['id']}/input.mp4", f"jobs/{job['id']}/result.mp4"], keys
+    done = [httpx.get(w.metrics_url, timeout=5).text for w in cluster.workers if w.alive()]
+    assert any(re.search(r'^faceswap_worker_jobs_total\{outcome="done"\} [1-9]', t, re.M) for t in done), done
     cluster.start_worker()  # back to two workers for the tests that follow
 
 

@@ -405,8 +405,11 @@ def _worker(run_dir: Path, i: int, env: Mapping[str, str]) -> ManagedProcess:
     wenv = dict(env)
     wenv.setdefault("FACESWAP_GATEWAY_STORE_PATH", str(home / "faces.sqlite3"))
     wenv.setdefault("FACESWAP_GATEWAY_JOBS_DIR", str(home / "jobs"))
-    return ManagedProcess(run_dir, f"worker{i}", [sys.executable, "-m", "gateway.worker"], env=wenv,
-                          ready=log_contains("worker ready"), hint="gateway.worker", cwd=ROOT)
+    port = free_port()
+    w = ManagedProcess(run_dir, f"worker{i}", [sys.executable, "-m", "gateway.worker", "--metrics-port", str(port)],
+                       env=wenv, ready=log_contains("worker ready"), hint="gateway.worker", cwd=ROOT)
+    w.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
+    return w
 
 
 def _gateway(run_dir: Path, i: int, env: Mapping[str, str], port: int | None = None) -> ManagedProcess:

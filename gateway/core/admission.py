@@ -71,11 +71,13 @@ class Admission:
         return APIError(503, "overloaded", f"The service is at capacity ({detail}); retry after "
                         f"{self.retry_after_s} s.", {"Retry-After": str(self.retry_after_s)})
 
-    async def enter(self, timeout: float) -> bool:
+    async def enter(self, timeout: float, bounded_line: bool = True) -> bool:
         """Take a slot, waiting in line (at most ``max_waiting`` wait, each at most ``timeout``
-        seconds); False when the line is full or the wait ran out."""
+        seconds); False when the line is full or the wait ran out. ``bounded_line=False``: wait
+        even when the line is full (live stream frames: at most one per stream waits, and the
+        streams are bounded by ``max_streams``)."""
         if self._slots.locked() or self.waiting:
-            if self.waiting >= self.max_waiting:
+            if bounded_line and self.waiting >= self.max_waiting:
                 return False
             self.waiting += 1
             self.metrics.waiting.set(self.waiting)

@@ -76,6 +76,18 @@ class Settings(BaseSettings):
     max_jobs_disk_bytes: int = Field(20 << 30, description="Disk budget of the jobs folder; past it new jobs get "
                                      "503 storage_full.")
     job_timeout_s: float = Field(60.0, description="Deadline of each Triton call of a job.")
+    max_streams: int = Field(16, description="Live streams (/v1/stream) open at once in this process; more are "
+                             "closed with 4503 overloaded. Each stream's frames also take admission slots.")
+    stream_idle_timeout_s: float = Field(30.0, description="A stream without a message for this long is closed "
+                                         "(4408 idle_timeout).")
+    stream_max_frame_bytes: int = Field(4 << 20, description="Largest encoded frame of a stream (4413 "
+                                        "frame_too_large).")
+    stream_max_frame_pixels: int = Field(1920 * 1080, description="Largest frame of a stream, width x height "
+                                         "(4413 frame_too_large).")
+    stream_slot_wait_s: float = Field(10.0, description="A stream waits this long for an admission slot (in line "
+                                      "with requests, first come first served; when the slot comes the newest frame "
+                                      "goes), then drops the frame and goes on.")
+    stream_frame_timeout_s: float = Field(10.0, description="Deadline of each Triton call of a stream frame.")
     redis_url: str | None = Field(None, description="Scale-out: redis://host:port/db. Set, jobs go through this "
                                   "Redis queue to faceswap-worker processes and registered faces live in Redis (shared "
                                   "by every gateway). Unset (the one-machine default): jobs run inside the gateway and "

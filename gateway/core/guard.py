@@ -28,6 +28,7 @@ import hashlib
 import heapq
 import hmac
 import ipaddress
+import json
 import logging
 import re
 import tempfile
@@ -84,6 +85,9 @@ class RequestGuard:
         self._expiry: list[tuple[float, str]] = []  # heap of (forget at, signature)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -125,6 +129,23 @@ class RequestGuard:
                 return {"type": "http.request", "body": chunk, "more_body": more}
 
             await self.app(scope, replay, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket is checked on its upgrade request, signed as ``GET <path>`` with an empty
+        body. A refused caller gets the socket accepted, one ``{"type": "error", "code",
+        "message"}`` text message and a close with 4000 + the HTTP status (4401, 4403), so that
+        browsers, which cannot read a refused upgrade's status, can say why."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        problem, _ = self._check_caller({**scope, "method": "GET"}, headers)
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        status, code, message = problem
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": json.dumps({"type": "error", "code": code, "message": message})})
+        await send({"type": "websocket.close", "code": 4000 + status, "reason": code})
 
     async def _read(self, receive: Receive, limit: int, spool) -> str:
         """Copy the body into ``spool``; return its hex SHA-256 (raises _TooLarge past ``limit``)."""

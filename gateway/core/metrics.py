@@ -40,6 +40,13 @@ class Metrics:
                                 "control, by what was full (requests, pixels)", ["reason"], registry=self.registry)
         self.cancelled = Counter("gateway_cancelled_total", "Triton calls cancelled because the caller hung up",
                                  registry=self.registry)
+        self.streams = Gauge("gateway_streams", "Live streams (/v1/stream) open", registry=self.registry)
+        self.stream_frames = Counter("gateway_stream_frames_total", "Live stream frames by outcome (swapped; "
+                                     "dropped: replaced by a newer frame or no slot free; failed)", ["outcome"],
+                                     registry=self.registry)
+        self.stream_latency = Histogram("gateway_stream_frame_seconds", "Live stream frame latency, from its "
+                                        "arrival to its answer", buckets=(0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 5),
+                                        registry=self.registry)
         self.jobs = Gauge("gateway_jobs", "Video and batch jobs by status (queued: waiting for a worker; running), "
                           "read when scraped", ["status"], registry=self.registry)
 

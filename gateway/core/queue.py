@@ -225,6 +225,21 @@ async def sweep_expired(queue: Queue, media: MediaStore, ttl_s: float, now: floa
 
 # -- the worker side ---------------------------------------------------------------------------
 
+class WorkerMetrics:
+    """Prometheus metrics of one worker process (served with ``faceswap-worker --metrics-port``)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.jobs = Counter("faceswap_worker_jobs_total", "Jobs this worker ended, by outcome (done, failed; "
+                            "cancelled and handed-back jobs are not counted here)", ["outcome"],
+                            registry=self.registry)
+        self.running = Gauge("faceswap_worker_jobs_running", "Jobs running in this worker", registry=self.registry)
+        self.seconds = Histogram("faceswap_worker_job_seconds", "Run time of the jobs this worker ended",
+                                 buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600), registry=self.registry)
+
+
 class JobWorker:
     """What a ``faceswap-worker`` process runs: saq's worker with our job function.
 
@@ -241,6 +256,7 @@ class JobWorker:
         self.heartbeat_s, self.ttl_s = heartbeat_s, ttl_s
         self.work_dir = work_dir
         self.client: AsyncFaceSwapClient | None = None
+        self.metrics = WorkerMetrics()
         self.worker = Worker(queue, functions=[(FUNCTION, self.process)], concurrency=concurrency,
                              startup=self._startup, shutdown=self._shutdown, shutdown_grace_period_s=0,
                              timers={"sweep": max(int(heartbeat_s / 2), 1), "abort": 1, "schedule": 1,
@@ -281,6 +297,8 @@ class JobWorker:
         await job.update(meta=meta, progress=0.0)
         progress_fields: dict = {}
         beat = asyncio.create_task(self._heartbeat(job, meta, progress_fields))
+        t0 = time.monotonic()
+        self.metrics.running.inc()
         try:
             outcome = await self._execute(job, meta, input_key, _unvec(latent), _unvec(reference),
                                           progress_fields)
@@ -293,6 +311,9 @@ class JobWorker:
             log.warning("job %s failed: %s", job.key, exc)
         finally:
             beat.cancel()
+            self.metrics.running.dec()
+        self.metrics.jobs.labels(meta.get("outcome", "failed")).inc()
+        self.metrics.seconds.observe(time.monotonic() - t0)
         meta.update(progress_fields, eta_s=0.0 if meta.get("outcome") == "done" else None)
         await job.update(meta=meta, progress=1.0 if meta.get("outcome") == "done" else job.progress)
         await self.queue.redis.zadd(FINISHED, {job.key: time.time()})
