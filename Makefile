@@ -60,6 +60,7 @@ stop:                    ## stop what `make serve` / `make web` started
 web: setup setup-web     ## Triton + gateway (signed) + the Worker with local R2 on http://127.0.0.1:8787
 	@mkdir -p .run && test -s .run/web_secret || $(VPY) -c "import secrets; print(secrets.token_hex(32))" > .run/web_secret
 	FACESWAP_STANDIN_SIZE=$${FACESWAP_STANDIN_SIZE:-full} FACESWAP_GATEWAY_HMAC_SECRET=$$(cat .run/web_secret) \
+	  FACESWAP_GATEWAY_MEDIA_URL_PREFIXES=http://127.0.0.1:8787/api/media/ \
 	  $(VPY) -m tools.server start
 	cd worker && setsid npx wrangler dev --local --ip 127.0.0.1 --port 8787 --persist-to ../.run/wrangler \
 	  --var GATEWAY_URL:http://127.0.0.1:8080 --var GATEWAY_SECRET:$$(cat ../.run/web_secret) \
@@ -85,6 +86,8 @@ bench: setup             ## face_swap images/s vs insightface, gateway added lat
 	$(VPY) -m tools.bench_gateway
 	$(VPY) -m tools.bench_video
 	$(VPY) -m tools.bench_cluster
+	$(VPY) -m tools.bench_live
+	$(VPY) -m tools.bench_marking
 	$(VPY) -m tools.bench_overload
 
 perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) against face_swap on `make serve`

@@ -94,14 +94,20 @@ export async function handleSwap(request: Request, env: AppEnv): Promise<Respons
  * POST /api/jobs, a small multipart form: `upload` (the id of a finished /api/uploads upload:
  * an MP4/MKV video, or a zip of images for a batch) and `source` (a photo) or `source_face_id`.
  * The gateway gets signed URLs, never the bytes: `video_url` (or `archive_url`) to read the
- * upload, `result_url` to write the result into R2. The upload is deleted if the gateway
- * refuses the job, else once the job ends (GET /api/jobs/:id).
+ * upload, `result_url` to write the result into R2. The upload is deleted if the job is refused
+ * (here or by the gateway), else once the job ends (GET /api/jobs/:id).
  */
 export async function handleCreateJob(request: Request, env: AppEnv): Promise<Response> {
   const form = await readForm(request, Number(env.MAX_UPLOAD_BYTES) + 65536);
   if (form instanceof Response) return form;
   const id = form.get("upload");
   if (typeof id !== "string" || !UPLOAD_ID.test(id)) return errorResponse(400, "missing_file", "Upload the video first.");
+  const res = await startJob(request, env, form, `uploads/${id}`);
+  if (res.status >= 400) await deleteUploads(env, [`uploads/${id}`]);
+  return res;
+}
+
+async function startJob(request: Request, env: AppEnv, form: FormData, key: string): Promise<Response> {
   const fd = new FormData();
   const faceId = form.get("source_face_id");
   if (typeof faceId === "string" && faceId) {
@@ -111,23 +117,21 @@ export async function handleCreateJob(request: Request, env: AppEnv): Promise<Re
     if (source instanceof Response) return source;
     fd.append("source", photo("source", source));
   }
-  const key = `uploads/${id}`;
   const head = await env.FILES.get(key, { range: { offset: 0, length: 16 } });
   if (!head) return errorResponse(404, "upload_not_found", "The uploaded video is gone; upload it again.");
   const fmt = sniff(new Uint8Array(await head.arrayBuffer()));
   if (fmt !== "mp4" && fmt !== "mkv" && fmt !== "zip") {
-    await deleteUploads(env, [key]);
     return errorResponse(415, "unsupported_media_type", "The upload is not a supported video: use MP4 or MKV.");
+  }
+  if (!env.GATEWAY_SECRET) {
+    return errorResponse(500, "not_configured", "GATEWAY_SECRET is not set: the Worker cannot sign media URLs.");
   }
   const result = newKey("results", fmt === "zip" ? "zip" : "mp4");
   const origin = new URL(request.url).origin;
   fd.append(fmt === "zip" ? "archive_url" : "video_url", await mediaUrl(env, origin, "GET", key));
   fd.append("result_url", await mediaUrl(env, origin, "PUT", result));
   const res = await gatewayCall(env, "POST", "/v1/jobs", fd);
-  if (res.status >= 400) {
-    await deleteUploads(env, [key]);
-    return failure(res);
-  }
+  if (res.status >= 400) return failure(res);
   const job = (await res.json()) as { id: string; status: string };
   if (!JOB_ID.test(job.id)) return errorResponse(502, "gateway_error", "The face-swap service answered oddly.");
   await env.FILES.put(`jobs/${job.id}`, "", { customMetadata: { upload: key, result } });

@@ -173,7 +173,8 @@ $("form").addEventListener("submit", async (e) => {
       fd.append("upload", await upload(target));
       say("Starting the video job..."); $("progress").value = 0;
       const j = await send("POST", "/api/jobs", fd);
-      const done = await poll(j.poll); show(done.result, true); say("Done: the swapped video is ready.");
+      const done = await poll(j.poll); show(done.result, true);
+      say("Done: the swapped video is ready." + (done.warnings && done.warnings.length ? " Note: " + done.warnings.join("; ") + "." : ""));
     } else {
       say("Swapping faces...");
       fd.append("target", target);

@@ -1,8 +1,12 @@
 // End to end in a real browser: Triton + gateway (Python, loopback) + the Worker (wrangler dev
 // --local) + Debian Chromium driven by playwright-core. Uploads two real photos, waits for the
 // swapped image, checks its size and that pixels changed only around the faces, saves a screenshot.
+// A video job: the page uploads the video into the Worker's R2 in parts; the gateway's job reads
+// it and writes its result through URLs the Worker signed (one store, as in production); the
+// page shows and links the result, read from R2.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync } from "node:fs";
+import { createHmac } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before, test } from "node:test";
@@ -19,13 +23,28 @@ const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const BASE = 20000 + Math.floor(Math.random() * 20000);
 const PORTS = { http: BASE, grpc: BASE + 1, metrics: BASE + 2, gateway: BASE + 3, worker: BASE + 4 };
 const SECRET = "e2e-secret-" + BASE;
+const TMP = mkdtempSync(join(tmpdir(), "fs-e2e-"));
+const WORKER_URL = `http://127.0.0.1:${PORTS.worker}`;
 const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false",
   FACESWAP_STANDIN_SIZE: "tiny", FACESWAP_GATEWAY_HMAC_SECRET: SECRET,
-  FACESWAP_GATEWAY_STORE_PATH: join(mkdtempSync(join(tmpdir(), "fs-e2e-")), "faces.sqlite3") };
+  FACESWAP_GATEWAY_STORE_PATH: join(TMP, "faces.sqlite3"), FACESWAP_GATEWAY_JOBS_DIR: join(TMP, "jobs"),
+  // The gateway fetches inputs from and writes results to the Worker's signed media URLs only.
+  FACESWAP_GATEWAY_MEDIA_URL_PREFIXES: `${WORKER_URL}/api/media/` };
 delete env.CLOUDFLARE_API_TOKEN;
 const serverArgs = ["-m", "tools.server", "--http-port", String(PORTS.http), "--grpc-port", String(PORTS.grpc),
   "--metrics-port", String(PORTS.metrics), "--gateway-port", String(PORTS.gateway)];
 let wrangler;
+
+const BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"];
+
+/** A media URL path signed as the Worker signs them (to look at R2 from outside). */
+function signedMedia(method, key) {
+  const expires = Math.floor(Date.now() / 1000) + 600;
+  const sig = createHmac("sha256", SECRET).update(`${method}\n/api/media/${key}\n${expires}`).digest("hex");
+  return `${WORKER_URL}/api/media/${key}?expires=${expires}&signature=${sig}`;
+}
 
 async function waitFor(url, ms) {
   const end = Date.now() + ms;
@@ -43,25 +62,24 @@ before(async () => {
   const started = spawnSync(PY, [...serverArgs.slice(0, 2), "start", ...serverArgs.slice(2)],
     { cwd: ROOT, env, encoding: "utf8", timeout: 300_000 });
   assert.equal(started.status, 0, `Triton/gateway did not start:\n${started.stdout}\n${started.stderr}`);
-  const persist = mkdtempSync(join(tmpdir(), "fs-r2-"));
+  const persist = join(TMP, "r2");
   wrangler = spawn("npx", ["wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", String(PORTS.worker),
     "--persist-to", persist, "--var", `GATEWAY_URL:http://127.0.0.1:${PORTS.gateway}`, "--var", `GATEWAY_SECRET:${SECRET}`,
     "--show-interactive-dev-session=false"], { cwd: join(ROOT, "worker"), env, stdio: "ignore", detached: true });
-  await waitFor(`http://127.0.0.1:${PORTS.worker}/`, 60_000);
+  await waitFor(`${WORKER_URL}/`, 60_000);
 });
 
 after(() => {
   if (wrangler) try { process.kill(-wrangler.pid, "SIGTERM"); } catch { /* gone */ }
   spawnSync(PY, [...serverArgs.slice(0, 2), "stop", ...serverArgs.slice(2)], { cwd: ROOT, env, timeout: 120_000 });
+  rmSync(TMP, { recursive: true, force: true });
 });
 
 test("a swap in the browser: the result has the target's size and changes only around faces", async () => {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--headless", "--no-sandbox", "--disable-gpu",
-    "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", "--no-first-run", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"] });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
   try {
     const page = await browser.newPage({ viewport: { width: 1100, height: 1300 } });
-    await page.goto(`http://127.0.0.1:${PORTS.worker}/`);
+    await page.goto(`${WORKER_URL}/`);
     const target = join(SHARED, "two_obama_biden.jpg");
     await page.setInputFiles("#source", join(SHARED, "portrait_obama_official.jpg"));
     await page.setInputFiles("#target", target);
@@ -103,16 +121,92 @@ test("a swap in the browser: the result has the target's size and changes only a
 });
 
 test("a face-less source gets a clear sentence", async () => {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--headless", "--no-sandbox", "--disable-gpu",
-    "--disable-background-networking", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"] });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
   try {
     const page = await browser.newPage({ viewport: { width: 390, height: 844 } }); // a narrow screen
-    await page.goto(`http://127.0.0.1:${PORTS.worker}/`);
+    await page.goto(`${WORKER_URL}/`);
     await page.setInputFiles("#source", join(SHARED, "noface_cat_chelsea.png"));
     await page.setInputFiles("#target", join(SHARED, "two_obama_biden.jpg"));
     await page.click("#swap");
     await page.waitForSelector("#status.error", { timeout: 60_000 });
     assert.match(await page.textContent("#status"), /No face was found in the source photo/);
+  } finally {
+    await browser.close();
+  }
+});
+
+/** The shared 2 s clip (384x384, 48 frames, one face) followed by a 12 MiB top-level `free` box
+ * (players skip it): the same video, big enough to go up in two parts. */
+function paddedClip() {
+  const clip = readFileSync(join(SHARED, "video_astronaut_zoompan_384.mp4"));
+  const pad = Buffer.alloc(12 * 1048576);
+  pad.writeUInt32BE(pad.length, 0);
+  pad.write("free", 4, "latin1");
+  const path = join(TMP, "astronaut_padded.mp4");
+  writeFileSync(path, Buffer.concat([clip, pad]));
+  return path;
+}
+
+test("a video job in the browser: uploaded to R2 in parts, swapped by the gateway's job, result from R2", async () => {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1100, height: 1300 } });
+    const parts = [];
+    page.on("request", (r) => { if (r.method() === "PUT" && r.url().includes("/parts/")) parts.push(r.url()); });
+    const progress = [];
+    await page.exposeFunction("noteProgress", (v) => progress.push(v));
+    await page.goto(`${WORKER_URL}/`);
+    await page.evaluate(() => new MutationObserver(() => window.noteProgress(document.getElementById("status").textContent))
+      .observe(document.getElementById("status"), { childList: true, characterData: true, subtree: true }));
+    await page.setInputFiles("#source", join(SHARED, "portrait_obama_official.jpg"));
+    const video = paddedClip();
+    await page.setInputFiles("#target", video);
+    const created = page.waitForResponse((r) => r.url().endsWith("/api/uploads") && r.request().method() === "POST");
+    await page.click("#swap");
+    const upload = await (await created).json();
+    await page.waitForSelector("#result-video", { state: "visible", timeout: 240_000 });
+    assert.match(await page.textContent("#status"), /swapped video is ready\. Note: .*stand-in models used/);
+    assert.equal(parts.length, 2, `the video went up in ${parts.length} parts`);
+    assert.ok(progress.some((t) => /^Uploading the video: 10\.0 MB of 12\.\d MB/.test(t)), JSON.stringify(progress));
+    // The page plays the result (served from R2 with its type; Chromium may ask in ranges).
+    const shown = await page.waitForFunction(() => {
+      const v = document.getElementById("result-video");
+      return v.readyState >= 1 && { w: v.videoWidth, h: v.videoHeight, d: v.duration };
+    }, null, { timeout: 30_000 }).then((h) => h.jsonValue());
+    assert.deepEqual([shown.w, shown.h], [384, 384]);
+    assert.ok(Math.abs(shown.d - 2) < 0.2, `duration ${shown.d}`);
+    const href = await page.getAttribute("#download", "href");
+    assert.match(href, /^\/api\/results\/[0-9a-f-]{36}\.mp4$/);
+    const res = await fetch(WORKER_URL + href);
+    assert.equal(res.headers.get("content-type"), "video/mp4");
+    assert.match(res.headers.get("content-disposition"), /^inline; filename="faceswap-[0-9a-f-]{36}\.mp4"$/);
+    const out = join(TMP, "result.mp4");
+    writeFileSync(out, Buffer.from(await res.arrayBuffer()));
+    const probe = spawnSync(PY, ["-c", "import av,sys,json; c=av.open(sys.argv[1]); s=c.streams.video[0]; "
+      + "print(json.dumps([s.codec_context.width, s.codec_context.height, sum(1 for _ in c.decode(video=0))]))", out],
+    { encoding: "utf8" });
+    assert.deepEqual(JSON.parse(probe.stdout), [384, 384, 48], probe.stderr);
+    // The job has ended: its input is gone from R2.
+    assert.equal((await fetch(signedMedia("GET", `uploads/${upload.id}`))).status, 404);
+    mkdirSync(join(ROOT, "out"), { recursive: true });
+    await page.screenshot({ path: join(ROOT, "out", "worker_e2e_video.png"), fullPage: true });
+  } finally {
+    await browser.close();
+  }
+});
+
+test("a damaged video gets a clear sentence", async () => {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
+  try {
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
+    await page.goto(`${WORKER_URL}/`);
+    await page.setInputFiles("#source", join(SHARED, "portrait_obama_official.jpg"));
+    const clip = readFileSync(join(SHARED, "video_astronaut_zoompan_384.mp4"));
+    const broken = Buffer.concat([clip.subarray(0, 64), Buffer.alloc(200_000, 0x5a)]); // an MP4 header, then junk
+    await page.setInputFiles("#target", { name: "broken.mp4", mimeType: "video/mp4", buffer: broken });
+    await page.click("#swap");
+    await page.waitForSelector("#status.error", { timeout: 120_000 });
+    assert.match(await page.textContent("#status"), /damaged or not a video/);
   } finally {
     await browser.close();
   }

@@ -234,6 +234,8 @@ describe("uploads (R2 multipart, streamed parts)", () => {
     expect(done.status).toBe(200);
     expect(await done.json()).toEqual({ id: up.id, size: data.length });
     const got = await call(await signed("GET", `uploads/${up.id}`));
+    // A type that is never compressed on the way: the gateway gets the bytes and their length.
+    expect([got.headers.get("Content-Type"), got.headers.get("Content-Length")]).toEqual(["application/octet-stream", String(data.length)]);
     expect(hex(await crypto.subtle.digest("SHA-256", await got.arrayBuffer()))).toBe(hex(await crypto.subtle.digest("SHA-256", data)));
   });
   it("refuses what it cannot take: too big, no size, a part over 10 MiB or without length, a bad id", async () => {
@@ -339,11 +341,14 @@ describe("jobs", () => {
     expect([res.status, (await res.json() as { code: string }).code]).toEqual([422, "media_url_not_allowed"]);
     expect(await uploadKeys()).toEqual([]);
   });
-  it("415 (and deleted) for an upload that is not a video; 404 for one that is gone; 400 without one", async () => {
+  it("415 (and the upload deleted) for an upload that is not a video or a bad photo; 404 for one that is gone; 400 without one", async () => {
     const spy = mockGateway(() => new Response("never", { status: 500 }));
     const res = await call("/api/jobs", { method: "POST", body: form({ source: PNG, upload: await uploaded(PNG) }) });
     expect(res.status).toBe(415);
     expect(await uploadKeys()).toEqual([]);
+    const badPhoto = await call("/api/jobs", { method: "POST", body: form({ source: MP4, upload: await uploaded() }) });
+    expect(badPhoto.status).toBe(415);
+    expect(await uploadKeys()).toEqual([]); // a refused job leaves no upload behind
     expect((await call("/api/jobs", { method: "POST", body: form({ source: PNG, upload: crypto.randomUUID() }) })).status).toBe(404);
     expect((await call("/api/jobs", { method: "POST", body: form({ source: PNG, video: MP4 }) })).status).toBe(400);
     expect(spy).not.toHaveBeenCalled();
