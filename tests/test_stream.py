@@ -217,3 +217,10 @@ def test_still_clip_key_point_jitter_is_lower_with_smoothing(gw):
         result[smoothing] = jitter(kps[1:])  # the first frame starts the filter
     print(f"still clip key-point jitter: {result[False]:.3f} px raw, {result[True]:.3f} px smoothed")  # noqa: T201
     assert result[True] < result[False]
+
+
+def test_plain_get_says_upgrade_and_the_protocol_is_documented(gw):
+    r = httpx.get(gw.url + "/v1/stream", headers=signed_headers(SECRET, "GET", "/v1/stream"), timeout=10)
+    assert r.status_code == 426 and r.headers["upgrade"] == "websocket" and r.json()["code"] == "upgrade_required"
+    doc = httpx.get(gw.url + "/openapi.json", timeout=10).json()["paths"]["/v1/stream"]["get"]["description"]
+    assert "latest frame wins" in doc.lower() and "4422 no_face_in_source" in doc and "`detect_every`" in doc

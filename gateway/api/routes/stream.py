@@ -8,9 +8,11 @@ import logging
 import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
 from client import FaceSwapError, NoFaceError, Overloaded
 from client.errors import InvalidInput
+from gateway.core import stream as protocol
 from gateway.core.errors import APIError, from_triton
 from gateway.core.images import inspect_image
 from gateway.core.stream import (
@@ -59,6 +61,20 @@ async def _source(ws: WebSocket, cfg, settings) -> tuple:
     if not res.faces:
         raise StreamError("no_face_in_source", "No face was found in the source image.")
     return max(res.faces, key=lambda f: f.area).latent, reference, res.stand_in_models
+
+
+@router.get("/v1/stream", summary="Live face swap (WebSocket)", status_code=426,
+            description=protocol.__doc__.split("\n\n", 1)[1].replace("``", "`").replace(":class:", "")
+            .replace(":data:", "") + "\n\nFirst message (`StreamConfig`): "
+            + "; ".join(f"`{k}` (default {f.default!r}){': ' + f.description if f.description else ''}"
+                        for k, f in protocol.StreamConfig.model_fields.items()) + ".\n\nClose codes: "
+            + ", ".join(f"{v} {k}" for k, v in sorted(protocol.CLOSE_CODES.items(), key=lambda kv: kv[1])) + ".",
+            responses={426: {"description": "Not a WebSocket upgrade: open it as a WebSocket"}})
+async def stream_info() -> JSONResponse:
+    """A plain HTTP GET is answered 426 with how to open the stream."""
+    return JSONResponse({"code": "upgrade_required", "message": "GET /v1/stream is a WebSocket: open it with a "
+                         "WebSocket client (ws:// or wss://); the protocol is in the API documentation."},
+                        status_code=426, headers={"Upgrade": "websocket"})
 
 
 @router.websocket("/v1/stream")
