@@ -1,6 +1,6 @@
 """Python client of the face-swap Triton ensembles (sync and asyncio, HTTP and gRPC)."""
 
-from client.core import EmbedResult, Face, SwapResult
+from client.core import EmbedResult, Face, FaceQuality, SwapResult
 from client.errors import (
     FaceSwapError,
     InvalidInput,
@@ -13,6 +13,6 @@ from client.errors import (
 )
 from client.library import AsyncFaceSwapClient, FaceSwapClient
 
-__all__ = ["AsyncFaceSwapClient", "EmbedResult", "Face", "FaceSwapClient", "FaceSwapError", "InvalidInput",
-           "ModelFailed", "ModelOutputInvalid", "NoFaceError", "Overloaded", "RequestTimeout", "ServerUnavailable",
-           "SwapResult"]
+__all__ = ["AsyncFaceSwapClient", "EmbedResult", "Face", "FaceQuality", "FaceSwapClient", "FaceSwapError",
+           "InvalidInput", "ModelFailed", "ModelOutputInvalid", "NoFaceError", "Overloaded", "RequestTimeout",
+           "ServerUnavailable", "SwapResult"]

@@ -59,11 +59,15 @@ class _EntryRefused(Exception):
 
 @dataclass
 class BatchItem:
+    """One input file: its output or error, and per swapped face its quality figures
+    (``face``, ``identity_transfer``, ``identity_leakage``; see ``pipeline.quality``)."""
+
     name: str
     output: str | None = None
     faces_detected: int = 0
     faces_swapped: int = 0
     error: str | None = None
+    face_quality: list[dict] | None = None
 
 
 @dataclass
@@ -175,10 +179,14 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ArchiveLimit
 async def swap_batch(client: AsyncFaceSwapClient, source_latent: np.ndarray, source: Path, out_dir: Path,
                      in_flight: int = 4, progress: Callable[[int, int], None] | None = None,
                      cancelled: Callable[[], bool] | None = None, limits: ArchiveLimits = ArchiveLimits(),
-                     **opts) -> BatchReport:
+                     mark: Callable[[bytes, str, bytes], bytes] | None = None,
+                     source_embedding: np.ndarray | None = None, **opts) -> BatchReport:
     """Swap every image of ``source`` (folder or zip) into ``out_dir``; returns the report
     (also written to ``out_dir/batch_report.json``). A bad or refused file is an item with an
-    error. Entries are read one at a time, at most ``in_flight`` held at once.
+    error. Entries are read one at a time, at most ``in_flight`` held at once. ``mark(image,
+    format, target)`` (run in a thread) turns each output with a swapped face into what is
+    written (the gateway's provenance marks). ``source_embedding`` (the source's normed ArcFace
+    embedding) gives each item's quality figures their identity transfer (else null).
 
     Raises:
         ArchiveLimitError: the archive passes a whole-archive limit (see iter_inputs).
@@ -195,10 +203,12 @@ async def swap_batch(client: AsyncFaceSwapClient, source_latent: np.ndarray, sou
         try:
             if isinstance(data, Exception):
                 raise FaceSwapError(f"cannot read: {data}" if not str(data).startswith("refused") else str(data))
-            res = await client.swap(data, source_latent, **opts)
+            res = await client.swap(data, source_latent, source_embedding=source_embedding, **opts)
             path = out_dir / f"{i:04d}_{safe_stem(item.name)}.{'jpg' if res.format == 'jpeg' else res.format}"
-            path.write_bytes(res.image)
+            marked = mark is not None and res.faces_swapped > 0  # nothing swapped: nothing to declare
+            path.write_bytes(await asyncio.to_thread(mark, res.image, res.format, data) if marked else res.image)
             item.output, item.faces_detected, item.faces_swapped = path.name, len(res.faces), res.faces_swapped
+            item.face_quality = None if res.face_quality is None else [asdict(q) for q in res.face_quality]
             report.stand_in_models = res.stand_in_models
         except FaceSwapError as exc:
             item.error = str(exc)

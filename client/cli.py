@@ -114,10 +114,16 @@ def swap(
     trunc = " (truncated: more faces than the cap)" if res.truncated else ""
     typer.echo(f"{len(res.faces)} face(s) found, {res.faces_swapped} swapped{trunc}; wrote {output} "
                f"({res.width}x{res.height} {res.format})")
+    if res.face_quality:
+        typer.echo("identity transfer / leakage (cosine) per swapped face: " + ", ".join(
+            f"{q.face}: {'-' if q.identity_transfer is None else f'{q.identity_transfer:.3f}'} / "
+            f"{q.identity_leakage:.3f}" for q in res.face_quality))
 
 
-def _source_latent(c: FaceSwapClient, source: Path) -> np.ndarray:
-    return c.embed(source).largest().latent
+def _source_vectors(c: FaceSwapClient, source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(latent, embedding) of the largest face of SOURCE (the embedding: quality figures)."""
+    face = c.embed(source).largest()
+    return face.latent, face.embedding
 
 
 @app.command(epilog=EXIT_CODES)
@@ -150,7 +156,7 @@ def video(
         _fail(InvalidInput(f"{output}: give a file name in an existing folder"))
     try:
         with FaceSwapClient(url or "127.0.0.1:8001", "grpc", timeout) as c:
-            latent = _source_latent(c, source)
+            latent, embedding = _source_vectors(c, source)
             ref = c.embed(reference).largest().embedding if reference is not None else None
     except FaceSwapError as exc:
         _fail(exc)
@@ -166,7 +172,7 @@ def video(
     async def run():
         async with AsyncFaceSwapClient(url or "127.0.0.1:8001", "grpc", timeout) as ac:
             return await swap_video(ac, latent, target, output, VideoOptions(sel, smoothing, in_flight, crf),
-                                    reference=ref, progress=progress)
+                                    reference=ref, progress=progress, source_embedding=embedding)
 
     try:
         rep = asyncio.run(run())
@@ -258,7 +264,7 @@ def batch(
 
     try:
         with FaceSwapClient(url, protocol.value, timeout) as c:
-            latent = _source_latent(c, source)
+            latent, embedding = _source_vectors(c, source)
     except FaceSwapError as exc:
         _fail(exc)
     bar = tqdm(total=0, unit="image", desc="batch", dynamic_ncols=True)
@@ -269,7 +275,8 @@ def batch(
 
     async def run():
         async with AsyncFaceSwapClient(url, protocol.value, timeout) as ac:
-            return await swap_batch(ac, latent, targets, output, in_flight, progress, output_format=fmt.value)
+            return await swap_batch(ac, latent, targets, output, in_flight, progress, source_embedding=embedding,
+                                    output_format=fmt.value)
 
     try:
         rep = asyncio.run(run())

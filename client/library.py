@@ -20,6 +20,7 @@ from client.core import (
     SWAP_MODEL,
     SWAP_OUTPUTS,
     EmbedResult,
+    Face,
     ImageLike,
     SwapResult,
     build_inputs,
@@ -121,10 +122,10 @@ def grpc_channel_args() -> list[tuple[str, object]]:
 
 
 def _swap_request(target: ImageLike, source_latent: np.ndarray, reference_embedding: np.ndarray | None,
-                  opts: dict) -> dict[str, np.ndarray]:
+                  opts: dict, source_embedding: np.ndarray | None = None) -> dict[str, np.ndarray]:
     if opts.get("selection") in ("similar", "pairs") and reference_embedding is None:
         raise InvalidInput(f"selection {opts['selection']!r} needs reference_embedding")
-    return swap_arrays(target, source_latent, reference_embedding, options_json(**opts))
+    return swap_arrays(target, source_latent, reference_embedding, options_json(**opts), source_embedding)
 
 
 def _deadline_kwargs(protocol: str, seconds: float) -> dict:
@@ -151,15 +152,15 @@ def _overload_pause(err: Exception, attempt: int, waited: float, budget: float) 
     return min(0.05 * 2 ** attempt, 1.0) * random.uniform(0.5, 1.0)
 
 
-def _source_latent(res: EmbedResult, source_face: str | int) -> np.ndarray:
+def _source_face(res: EmbedResult, source_face: str | int) -> Face:
     if not res.faces:
         raise NoFaceError("no face found in the source image")
     if source_face == "largest":
-        return res.largest().latent
+        return res.largest()
     idx = int(source_face)
     if not 0 <= idx < len(res.faces):
         raise InvalidInput(f"source face {idx} is out of range: the source has {len(res.faces)} face(s)")
-    return res.faces[idx].latent
+    return res.faces[idx]
 
 
 class FaceSwapClient:
@@ -222,8 +223,12 @@ class FaceSwapClient:
         return parse_embed(self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS, timeout))
 
     def swap(self, target: ImageLike, source_latent: np.ndarray, *, reference_embedding: np.ndarray | None = None,
-             timeout: float | None = None, **opts: Any) -> SwapResult:
+             source_embedding: np.ndarray | None = None, timeout: float | None = None, **opts: Any) -> SwapResult:
         """Swap faces of ``target`` with the identity ``source_latent`` (float32 [512]).
+
+        ``source_embedding`` (float32 [512], or [K, 512] with K source latents for "pairs"):
+        the source's normed ArcFace embedding (``Face.embedding``), for the identity-transfer
+        figure of ``SwapResult.face_quality``; without it that figure is None.
 
         Options (see pipeline.selection.SwapOptions): selection ("all", "largest", "index",
         "similar", "pairs"), face_index, max_faces, output_format ("auto", "jpeg", "png", "webp"),
@@ -232,27 +237,29 @@ class FaceSwapClient:
         swapped and ``SwapResult.no_match`` is True). ``timeout``: seconds for this call
         (default: the client's).
         """
-        return parse_swap(self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding, opts),
-                                      SWAP_OUTPUTS, timeout))
+        return parse_swap(self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding, opts,
+                                                                source_embedding), SWAP_OUTPUTS, timeout))
 
     def swap_at(self, target: ImageLike, source_latent: np.ndarray, kps: np.ndarray, *,
-                timeout: float | None = None, **opts: Any) -> SwapResult:
+                source_embedding: np.ndarray | None = None, timeout: float | None = None, **opts: Any) -> SwapResult:
         """Swap the faces whose 5 key points (float32 [M, 5, 2], pixels) the caller gives, skipping
-        detection (``face_swap_kps``; video uses it with key points smoothed across frames)."""
+        detection (``face_swap_kps``; video uses it with key points smoothed across frames).
+        ``source_embedding``: as in :meth:`swap`."""
         return parse_swap_kps(self._infer(SWAP_KPS_MODEL, swap_kps_arrays(target, source_latent, kps,
-                                                                           options_json(**opts)),
+                                                                           options_json(**opts), source_embedding),
                                           SWAP_KPS_OUTPUTS, timeout), kps)
 
     def swap_images(self, source: ImageLike, target: ImageLike, source_face: str | int = "largest",
                     **opts: Any) -> SwapResult:
-        """Embed the source face (the largest, or the given index), then swap it into the target.
+        """Embed the source face (the largest, or the given index), then swap it into the target
+        (its latent and, for the quality figures, its embedding).
 
         Raises:
             NoFaceError: the source image has no face.
         """
         timeout = opts.pop("timeout", None)
-        return self.swap(target, _source_latent(self.embed(source, timeout=timeout), source_face),
-                         timeout=timeout, **opts)
+        face = _source_face(self.embed(source, timeout=timeout), source_face)
+        return self.swap(target, face.latent, source_embedding=face.embedding, timeout=timeout, **opts)
 
     def statistics(self) -> dict[str, dict]:
         """Triton's per-model inference statistics ({model name: stats dict})."""
@@ -363,19 +370,21 @@ class AsyncFaceSwapClient:
         return parse_embed(await self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS, timeout))
 
     async def swap(self, target: ImageLike, source_latent: np.ndarray, *,
-                   reference_embedding: np.ndarray | None = None, timeout: float | None = None,
-                   **opts: Any) -> SwapResult:
+                   reference_embedding: np.ndarray | None = None, source_embedding: np.ndarray | None = None,
+                   timeout: float | None = None, **opts: Any) -> SwapResult:
         return parse_swap(await self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding,
-                                                                      opts), SWAP_OUTPUTS, timeout))
+                                                                      opts, source_embedding), SWAP_OUTPUTS, timeout))
 
     async def swap_at(self, target: ImageLike, source_latent: np.ndarray, kps: np.ndarray, *,
-                      timeout: float | None = None, **opts: Any) -> SwapResult:
+                      source_embedding: np.ndarray | None = None, timeout: float | None = None,
+                      **opts: Any) -> SwapResult:
         return parse_swap_kps(await self._infer(SWAP_KPS_MODEL, swap_kps_arrays(target, source_latent, kps,
-                                                                                 options_json(**opts)),
+                                                                                 options_json(**opts),
+                                                                                 source_embedding),
                                                 SWAP_KPS_OUTPUTS, timeout), kps)
 
     async def swap_images(self, source: ImageLike, target: ImageLike, source_face: str | int = "largest",
                           **opts: Any) -> SwapResult:
         timeout = opts.pop("timeout", None)
-        return await self.swap(target, _source_latent(await self.embed(source, timeout=timeout), source_face),
-                               timeout=timeout, **opts)
+        face = _source_face(await self.embed(source, timeout=timeout), source_face)
+        return await self.swap(target, face.latent, source_embedding=face.embedding, timeout=timeout, **opts)

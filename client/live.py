@@ -41,6 +41,7 @@ class LiveReport:
     received: int = 0
     dropped: int = 0
     frame_errors: int = 0
+    error_codes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     latency_ms: list[float] = field(default_factory=list)
     round_trip_ms: list[float] = field(default_factory=list)
@@ -61,7 +62,9 @@ class LiveReport:
         p50, p95 = self.percentile(50), self.percentile(95)
         lat = f"latency p50 {p50:.0f} ms, p95 {p95:.0f} ms" if p50 is not None else "no frame came back"
         return (f"{self.sent} frames sent, {self.received} swapped frames back ({self.fps:.1f} fps), "
-                f"{self.dropped} dropped by the server (latest frame wins), {self.frame_errors} frame errors; {lat}")
+                f"{self.dropped} dropped by the server (latest frame wins), {self.frame_errors} frame errors"
+                + (f" ({', '.join(f'{k}: {v}' for k, v in self.error_codes.items())})" if self.error_codes else "")
+                + f"; {lat}")
 
 
 def read_frames(path: Path, max_side: int | None = None) -> tuple[list[np.ndarray], list[float], float]:
@@ -152,6 +155,7 @@ async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], 
                 raise StreamClosed(meta["code"], meta["message"], None)
             if meta["type"] == "frame_error":
                 rep.frame_errors += 1
+                rep.error_codes[meta["code"]] = rep.error_codes.get(meta["code"], 0) + 1
                 continue
             image = await ws.recv()
             rep.received += 1

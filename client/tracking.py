@@ -141,20 +141,24 @@ class FaceTracker:
     def update(self, t: float, faces: list[Face]) -> list[np.ndarray]:
         """Feed the faces of the next frame (time ``t`` seconds); returns the key points
         (float32 [5, 2] each) of the faces to swap in it, possibly none."""
+        return [kps for _, kps in self.update_tracks(t, faces)]
+
+    def update_tracks(self, t: float, faces: list[Face]) -> list[tuple[int, np.ndarray]]:
+        """As :meth:`update`, with the track id of each face to swap: [(track id, key points)]."""
         self.frame += 1
         tracks = self._associate(faces)
         smoothed = [self._smooth(tr, f, t) for tr, f in zip(tracks, faces)]
         if self.selection == "all":
-            return smoothed
+            return [(tr.id, k) for tr, k in zip(tracks, smoothed)]
         if not faces:
             return []
         ids = [tr.id for tr in tracks]
         if self.target in ids:
-            return [smoothed[ids.index(self.target)]]
+            return [(self.target, smoothed[ids.index(self.target)])]
         if self.identity is None:  # "largest", first frame with a face: fix the identity
             i = int(np.argmax([f.area for f in faces]))
             self.target, self.identity = tracks[i].id, faces[i].embedding
-            return [smoothed[i]]
+            return [(self.target, smoothed[i])]
         candidates = [i for i, tr in enumerate(tracks)
                       if (self.target is None or tr.born == self.frame) and tr.embedding is not None]
         if self.target is None and self.selection == "similar":
@@ -168,5 +172,5 @@ class FaceTracker:
         threshold = -1.0 if (self.target is None and self.selection == "similar") else self.reid_threshold
         if best is not None and best_sim >= threshold:
             self.target = tracks[best].id
-            return [smoothed[best]]
+            return [(self.target, smoothed[best])]
         return []

@@ -31,6 +31,7 @@ import numpy as np
 
 from client.library import AsyncFaceSwapClient
 from client.tracking import FaceTracker
+from pipeline.quality import TrackFigures, flicker_ratio, small_grey, swap_region
 
 #: Audio codecs each output container takes as they are (others are re-encoded to AAC).
 COPYABLE_AUDIO = {
@@ -113,6 +114,8 @@ class VideoOptions:
         in_flight: requests outstanding to Triton at most.
         crf, preset: libx264 quality (lower crf = better) and speed.
         limits: checked on the headers and again on what is decoded.
+        frame_hook: applied to every output frame (BGR uint8 [H, W, 3], upright) before it is
+            encoded, swapped or not; the gateway's invisible watermark goes in here.
     """
 
     selection: str = "largest"
@@ -121,10 +124,17 @@ class VideoOptions:
     crf: int = 18
     preset: str = "veryfast"
     limits: VideoLimits = field(default_factory=VideoLimits)
+    frame_hook: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass
 class VideoReport:
+    """What a video job did. ``tracks``: quality figures per face track (``track``, ``frames``,
+    ``identity_transfer_mean``/``_min``, ``identity_leakage_mean``/``_min``, ``flicker_score``,
+    ``flicker_input``; see ``pipeline.quality.TrackFigures``): with selection "largest" or
+    "similar" one entry (track 0: the one person swapped), with "all" one per IoU track of the
+    tracker (a face lost and found again may start a new track)."""
+
     frames: int = 0
     frames_swapped: int = 0
     audio_streams: int = 0
@@ -133,6 +143,35 @@ class VideoReport:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     stand_in_models: list[str] = field(default_factory=list)
+    tracks: list[dict] = field(default_factory=list)
+
+
+class _VideoFigures:
+    """Quality figures of a video as its frames are written: each swapped face's figures from
+    the ensemble, and the flicker ratios of consecutive frames (on small grey copies of the
+    input and output frames, the output taken before ``frame_hook``)."""
+
+    def __init__(self) -> None:
+        self.tracks = TrackFigures()
+        self._prev: tuple[np.ndarray, np.ndarray, dict] | None = None
+
+    def frame(self, before: np.ndarray, after: np.ndarray, faces: list[tuple[int, np.ndarray]], quality) -> None:
+        grey_in, scale = small_grey(before)
+        grey_out = grey_in if after is before else small_grey(after)[0]
+        regions = {tid: swap_region(k, grey_in.shape[:2], scale) for tid, k in faces}
+        for (tid, _), q in zip(faces, quality or []):
+            self.tracks.add(tid, q.identity_transfer, q.identity_leakage)
+        if self._prev is not None and self._prev[0].shape == grey_in.shape:
+            prev_in, prev_out, prev_regions = self._prev
+            both = {tid: (min(r[0], p[0]), min(r[1], p[1]), max(r[2], p[2]), max(r[3], p[3]))
+                    for tid, r in regions.items() if (p := prev_regions.get(tid)) is not None}
+            if both:
+                others = [*prev_regions.values(), *regions.values()]
+                out_r = flicker_ratio(prev_out, grey_out, both, others)
+                in_r = flicker_ratio(prev_in, grey_in, both, others)
+                for tid in out_r:
+                    self.tracks.add_flicker(tid, out_r[tid], in_r[tid])
+        self._prev = (grey_in, grey_out, regions)
 
 
 def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
@@ -162,8 +201,11 @@ def _frame_total(stream) -> int:
 
 async def swap_video(client: AsyncFaceSwapClient, source_latent: np.ndarray, src: Path, dst: Path,
                      opts: VideoOptions | None = None, reference: np.ndarray | None = None,
-                     progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> VideoReport:
+                     progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
+                     source_embedding: np.ndarray | None = None) -> VideoReport:
     """Swap the faces of video ``src`` with ``source_latent`` (float32 [512]) into ``dst``.
+    ``source_embedding`` (the source's normed ArcFace embedding) gives the per-track quality
+    figures of the report their identity transfer (else null).
 
     The container of ``dst`` comes from its extension (.mp4, .mov, .mkv). ``dst`` is written
     to ``dst.part`` and renamed when complete.
@@ -192,7 +234,8 @@ async def swap_video(client: AsyncFaceSwapClient, source_latent: np.ndarray, src
         vin.thread_type = "AUTO"
         out = av.open(str(tmp), "w", format=fmt)
         try:
-            await _transcode(client, source_latent, inp, vin, out, fmt, opts, reference, report, progress, cancelled)
+            await _transcode(client, source_latent, inp, vin, out, fmt, opts, reference, report, progress, cancelled,
+                             source_embedding)
         finally:
             out.close()
         os.replace(tmp, dst)
@@ -216,7 +259,8 @@ def _first_frame(path: str):
     raise VideoError("no decodable video frame in the input")
 
 
-async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference, report, progress, cancelled):
+async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference, report, progress, cancelled,
+                     source_embedding=None):
     limits = opts.limits
     limits.check(*header_figures(inp))
     total = min(_frame_total(vin), limits.max_frames)  # a header may claim 2^31 frames: corrected as we go
@@ -245,6 +289,7 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
             report.warnings.append(f"audio stream {a.index} ({name}) cannot go into {fmt} as it is: re-encoded as AAC")
     report.audio_streams = len(audio_map)
     tracker = FaceTracker(opts.selection, reference, opts.smoothing)
+    figures = _VideoFigures()
     pending: list = []
     bad_packets = 0
     sem = asyncio.Semaphore(max(opts.in_flight, 1))
@@ -256,23 +301,32 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
 
     async def swap_at(data: bytes, kps: np.ndarray):
         async with sem:
-            return await client.swap_at(data, source_latent, np.stack(kps), output_format="bmp")
+            return await client.swap_at(data, source_latent, np.stack(kps), output_format="bmp",
+                                        source_embedding=source_embedding)
 
     async def flush(chunk: list) -> None:
         frames_bgr = [_upright(f.to_ndarray(format="bgr24"), rotation) for f in chunk]
         blobs = [cv2.imencode(".bmp", img)[1].tobytes() for img in frames_bgr]
         found = await asyncio.gather(*(embed(b) for b in blobs))
         tb = float(vin.time_base)
-        chosen = [tracker.update((f.pts or 0) * tb, r.faces) for f, r in zip(chunk, found)]
-        jobs = [swap_at(b, k) if k else None for b, k in zip(blobs, chosen)]
+        chosen = [tracker.update_tracks((f.pts or 0) * tb, r.faces) for f, r in zip(chunk, found)]
+        jobs = [swap_at(b, [k for _, k in c]) if c else None for b, c in zip(blobs, chosen)]
         results = await asyncio.gather(*(j for j in jobs if j is not None))
         it = iter(results)
-        for frame, img, job in zip(chunk, frames_bgr, jobs):
+        for frame, img, job, faces in zip(chunk, frames_bgr, jobs, chosen):
+            before, quality = img, None
             if job is not None:
                 res = next(it)
                 report.frames_swapped += 1
                 report.stand_in_models = res.stand_in_models
                 img = cv2.imdecode(np.frombuffer(res.image, np.uint8), cv2.IMREAD_COLOR)
+                quality = res.face_quality
+            # one person is swapped unless selection is "all": its track may change id when the
+            # tracker re-identifies it (fast motion, a gap), so its figures are kept as track 0
+            keyed = [(tid if opts.selection == "all" else 0, k) for tid, k in faces] if job is not None else []
+            figures.frame(before, img, keyed, quality)
+            if opts.frame_hook is not None:
+                img = opts.frame_hook(img)
             new = av.VideoFrame.from_ndarray(_pad_even(_stored(img, rotation)), format="bgr24")
             new.pts, new.time_base = frame.pts, frame.time_base
             for pkt in vout.encode(new):
@@ -340,3 +394,4 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
                 out.mux(p)
     if bad_packets:
         report.warnings.append(f"{bad_packets} damaged packet(s) could not be decoded and were skipped")
+    report.tracks = figures.tracks.report()

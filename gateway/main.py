@@ -11,18 +11,19 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from gateway.api.routes import faces, health, jobs, stream, swap
+from gateway.api.routes import faces, health, jobs, stream, swap, verify
 from gateway.core import errors
 from gateway.core.admission import Admission, AdmissionMiddleware
-from gateway.core.backends import make_face_store, make_jobs
+from gateway.core.backends import make_face_store, make_jobs, make_results
 from gateway.core.config import Settings, get_settings
 from gateway.core.guard import RequestGuard
 from gateway.core.health import DeepCheck
+from gateway.core.marking import Marker
 from gateway.core.metrics import Metrics, ObserveMiddleware
 
 log = logging.getLogger("gateway")
 #: Requests that take an admission slot (they run the pipeline); jobs have their own bound.
-COMPUTE_ROUTES = {("POST", "/v1/swap"), ("POST", "/v1/faces")}
+COMPUTE_ROUTES = {("POST", "/v1/swap"), ("POST", "/v1/faces"), ("POST", "/v1/verify")}
 #: Where the Swagger UI and ReDoc assets of /docs and /redoc are served (by the gateway, no CDN).
 DOCS_STATIC = "/docs-static"
 
@@ -70,7 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.triton = AsyncFaceSwapClient(settings.triton_url, "grpc", timeout=settings.request_timeout_s)
         app.state.store = await asyncio.to_thread(make_face_store, settings)
+        app.state.results = await asyncio.to_thread(make_results, settings)
+        app.state.marker = await Marker.start(settings, app.state.triton, app.state.results)
         app.state.jobs = await asyncio.to_thread(make_jobs, settings)
+        app.state.jobs.marker = app.state.marker
         advised = await _advised_admission(app.state.triton)
         app.state.admission.resize(settings.max_in_flight or advised[0],
                                    settings.max_waiting if settings.max_waiting >= 0 else advised[1])
@@ -89,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         sweeper.cancel()
         await app.state.jobs.close()
+        app.state.results.close()
         await app.state.triton.close()
         app.state.store.close()
 
@@ -109,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(swap.router)
     app.include_router(jobs.router)
     app.include_router(stream.router)
+    app.include_router(verify.router)
 
     # Outermost last: Observe (counts every answer) -> RequestGuard (size, signature) ->
     # AdmissionMiddleware (slots, deadline) -> the routes.
@@ -116,7 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        default_timeout_s=settings.request_timeout_s, max_timeout_s=settings.max_request_timeout_s)
     secret = settings.hmac_secret.get_secret_value() if settings.hmac_secret else None
     app.add_middleware(RequestGuard, max_body=settings.max_upload_bytes, secret=secret,
-                       large_bodies={"/v1/jobs": settings.max_job_upload_bytes},
+                       large_bodies={"/v1/jobs": settings.max_job_upload_bytes,
+                                     "/v1/verify": settings.max_verify_bytes},
                        max_age_s=settings.signature_max_age_s)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics, paths=lambda: [*app.openapi()["paths"],
                                                                         *(getattr(r, "path", "") for r in app.routes),

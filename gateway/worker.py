@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot use the media store %s: %s", s.s3_endpoint_url or s.jobs_dir, exc)
         return 1
     worker = JobWorker(make_queue(s.redis_url), media, s.triton_url, job_limits(s), args.concurrency,
-                       s.job_heartbeat_s, s.job_ttl_s)
+                       s.job_heartbeat_s, s.job_ttl_s, settings=s)
     if args.metrics_port:
         from prometheus_client import start_http_server
 

@@ -14,6 +14,8 @@ Configs are written with Triton's own ModelConfig protobuf, so they always parse
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -135,6 +137,7 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
     image = T("image", "TYPE_UINT8", [-1])
     max_px = {"max_pixels": DEFAULTS["max_pixels"]}
     options = T("options", "TYPE_STRING", [1])
+    source_embeddings = T("source_embeddings", "TYPE_FP32", [-1, 512], optional=True)
     stand = ",".join(stand_ins)
     det_p = {**{k: DEFAULTS[k] for k in ("det_size", "det_thresh", "nms_thresh")},
              "close_up_retry": "true", "detector_model": NET_MODEL["detector"], "detector_input": det.inputs[0].name,
@@ -155,12 +158,15 @@ def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage
             [T("original", "TYPE_UINT8", [-1]), T("latent_index", "TYPE_INT32", [-1]),
              T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]), T("affines", "TYPE_FP32", [-1, 2, 3]),
              T("selected", "TYPE_INT32", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]), options,
-             T("align_info", "TYPE_STRING", [1])],
+             T("align_info", "TYPE_STRING", [1]),
+             # quality figures (pipeline.quality): the key points of every face (indexed by
+             # ``selected``) and, optionally, one source embedding per source latent
+             T("kps", "TYPE_FP32", [-1, 5, 2]), source_embeddings],
             [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])],
             instances=2, params={"swapper_model": NET_MODEL["swapper"], "swapper_target": swp.inputs[0].name,
                                  "swapper_source": swp.inputs[1].name, "swapper_output": swp.outputs[0].name,
                                  "swapper_max_batch": str(swp.max_batch_size), "stand_in_models": stand,
-                                 **max_px}),
+                                 **rec_params, **max_px}),
         "landmark_aligner": Stage(
             [image, T("face_kps", "TYPE_FP32", [-1, 5, 2])],
             [T("selected", "TYPE_INT32", [-1]), T("latent_index", "TYPE_INT32", [-1]),
@@ -185,11 +191,18 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
     head_in = {h: f"head_{h}" for h in HEAD_NAMES}
     decode = ("image_decoder", {"image": "image"}, {"det_blob": "det_blob", "det_scale": "det_scale"})
     detect = ("face_detector", {det_in: "det_blob"}, head_map)
-    paste = ("face_paster", {"original": "image", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
-                             "affines": "affines", "selected": "selected", "source_latents": "source_latents",
-                             "options": "options", "align_info": "align_info"},
-             {"output_image": "output_image", "result": "result"})
+    paste_in = {"original": "image", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
+                "affines": "affines", "selected": "selected", "source_latents": "source_latents", "options": "options",
+                "align_info": "align_info", "source_embeddings": "source_embeddings"}
+
+    def paste(kps: str) -> tuple:
+        """The face_paster step, given the ensemble tensor holding the faces' key points."""
+        return ("face_paster", {**paste_in, "kps": kps}, {"output_image": "output_image", "result": "result"})
+
     face_outs = [T("boxes", "TYPE_FP32", [-1, 4]), T("scores", "TYPE_FP32", [-1]), T("kps", "TYPE_FP32", [-1, 5, 2])]
+    # optional: the source identity for the quality figures (pipeline.quality); absent, the
+    # identity transfer figure is null
+    source_embeddings = T("source_embeddings", "TYPE_FP32", [-1, 512], optional=True)
     faces_map = {"boxes": "boxes", "scores": "scores", "kps": "kps"}
     return {
         "face_embed": {
@@ -203,7 +216,8 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
         },
         "face_swap": {
             "inputs": [T("image", "TYPE_UINT8", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]),
-                       T("reference_embeddings", "TYPE_FP32", [-1, 512]), T("options", "TYPE_STRING", [1])],
+                       T("reference_embeddings", "TYPE_FP32", [-1, 512]), T("options", "TYPE_STRING", [1]),
+                       source_embeddings],
             "outputs": [T("output_image", "TYPE_UINT8", [-1]), *face_outs, T("selected", "TYPE_INT32", [-1]),
                         T("result", "TYPE_STRING", [1])],
             "steps": [decode, detect,
@@ -212,16 +226,17 @@ def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
                        {**faces_map, "selected": "selected", "latent_index": "latent_index",
                         "aligned_crops": "aligned_crops",
                         "affines": "affines", "align_info": "align_info"}),
-                      paste],
+                      paste("kps")],
         },
         "face_swap_kps": {
             "inputs": [T("image", "TYPE_UINT8", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]),
-                       T("face_kps", "TYPE_FP32", [-1, 5, 2]), T("options", "TYPE_STRING", [1])],
+                       T("face_kps", "TYPE_FP32", [-1, 5, 2]), T("options", "TYPE_STRING", [1]),
+                       source_embeddings],
             "outputs": [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])],
             "steps": [("landmark_aligner", {"image": "image", "face_kps": "face_kps"},
                        {"selected": "selected", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
                         "affines": "affines", "align_info": "align_info"}),
-                      paste],
+                      paste("face_kps")],
         },
     }
 
@@ -258,6 +273,22 @@ def cpu_engine() -> tuple[str, str]:
     return engine, precision
 
 
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _identity(net: Net, onnx_path: str) -> dict[str, str]:
+    """``model_name`` (the file's name) and ``model_sha256`` (of the ONNX file served): what the
+    gateway names in every output's C2PA manifest (read from Triton at start)."""
+    path = Path(onnx_path)
+    return {"model_name": path.stem, "model_sha256": _file_sha256(str(path.resolve())) if path.is_file() else ""}
+
+
 def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
     """Config of one network for the given profile."""
     cfg = mc.ModelConfig(name=NET_MODEL[net.role], max_batch_size=net.max_batch_size)
@@ -268,7 +299,7 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
         engine, precision = cpu_engine()
         _params(cfg, {"engine": engine, "precision": precision, "onnx_path": onnx_path, "intra_op_threads": "0",
-                      "stand_in": str(net.model.stand_in).lower()})
+                      "stand_in": str(net.model.stand_in).lower(), **_identity(net, onnx_path)})
     else:
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
         if profile == "gpu":
@@ -284,7 +315,7 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
         else:
             cfg.platform = "tensorrt_plan"
             cfg.default_model_filename = "model.plan"
-        _params(cfg, {"stand_in": str(net.model.stand_in).lower()})
+        _params(cfg, {"stand_in": str(net.model.stand_in).lower(), **_identity(net, onnx_path)})
     if net.max_batch_size > 0:
         cfg.dynamic_batching.max_queue_delay_microseconds = 2000
     queue_policy(cfg, cfg.name)

@@ -53,3 +53,10 @@ def make_face_store(s: Settings):
     from gateway.core.store import FaceStore, RedisFaceStore
 
     return RedisFaceStore(s.redis_url, s.face_ttl_s) if s.redis_url else FaceStore(s.store_path, s.face_ttl_s)
+
+
+def make_results(s: Settings):
+    """Where result ids are remembered: Redis with ``redis_url``, else beside the faces."""
+    from gateway.core.store import RedisResultLog, ResultLog
+
+    return RedisResultLog(s.redis_url, s.results_ttl_s) if s.redis_url else ResultLog(s.store_path, s.results_ttl_s)

@@ -88,6 +88,19 @@ class Settings(BaseSettings):
                                       "with requests, first come first served; when the slot comes the newest frame "
                                       "goes), then drops the frame and goes on.")
     stream_frame_timeout_s: float = Field(10.0, description="Deadline of each Triton call of a stream frame.")
+    marking: bool = Field(True, description="Mark every output as AI-made (C2PA manifest, XMP DigitalSourceType, "
+                          "invisible watermark). Only this setting turns it off (logged at start); no request can.")
+    c2pa_cert_chain: Path | None = Field(None, description="PEM certificate chain (end-entity first) that signs the "
+                                         "C2PA manifests; unset: a development chain made in c2pa_dev_dir (verifiers "
+                                         "then report the signer as untrusted).")
+    c2pa_private_key: Path | None = Field(None, description="PEM private key of c2pa_cert_chain.")
+    c2pa_dev_dir: Path = Field(ROOT / ".run" / "c2pa", description="Where the development signing chain is made and "
+                               "kept.")
+    service_id: int = Field(0x46535753, ge=0, lt=1 << 32, description="32-bit id of this service in the watermark "
+                            "payload (default 0x46535753, ASCII 'FSWS', provenance.DEFAULT_SERVICE_ID).")
+    max_verify_bytes: int = Field(100 << 20, description="Largest file POST /v1/verify checks; more is 413.")
+    results_ttl_s: float = Field(90 * 24 * 3600.0, description="How long result ids are remembered for /v1/verify "
+                                 "(when a marked file was made).")
     redis_url: str | None = Field(None, description="Scale-out: redis://host:port/db. Set, jobs go through this "
                                   "Redis queue to faceswap-worker processes and registered faces live in Redis (shared "
                                   "by every gateway). Unset (the one-machine default): jobs run inside the gateway and "

@@ -143,8 +143,10 @@ def progress_reporter(write: Callable[[dict], None], min_interval_s: float = 0.5
 
 async def run_job(client: AsyncFaceSwapClient, kind: str, input_path: Path, workdir: Path, latent: np.ndarray,
                   reference: np.ndarray | None, options: dict, limits: JobLimits, progress: ProgressFn,
-                  stop: Callable[[], bool], result_url: str | None = None) -> Outcome:
+                  stop: Callable[[], bool], result_url: str | None = None, marker=None) -> Outcome:
     """Swap a video or a batch archive; the result goes to ``workdir`` (and to ``result_url``).
+    ``marker`` (gateway.core.marking.Marker) marks every output image, every video frame and
+    the video file as AI-made before anything leaves.
 
     Raises:
         JobFailed: the caller's media break a limit or the result URL refused the result.
@@ -154,17 +156,22 @@ async def run_job(client: AsyncFaceSwapClient, kind: str, input_path: Path, work
     try:
         if kind == "video":
             out = workdir / RESULT_NAMES[kind]
+            rid, hook = marker.video_marks() if marker is not None else (None, None)
             opts = VideoOptions(options.get("selection", "largest"), options.get("smoothing", True),
-                                limits.in_flight, limits=limits.video)
+                                limits.in_flight, limits=limits.video, frame_hook=hook)
             rep = await swap_video(client, latent, input_path, out, opts, reference, progress, stop)
+            if marker is not None:
+                await asyncio.to_thread(marker.video_file, out, input_path, rid, rep.stand_in_models)
             warnings = rep.warnings + ([f"stand-in models used: {', '.join(rep.stand_in_models)}"]
                                        if rep.stand_in_models else [])
         else:
             out_dir = workdir / "results"
             if out_dir.exists():
                 shutil.rmtree(out_dir)
+            mark = None if marker is None or not marker.enabled else \
+                (lambda img, fmt, target: marker.image(img, fmt, target, kind="batch"))
             rep = await swap_batch(client, latent, input_path, out_dir, limits.in_flight, progress, stop,
-                                   limits.archive, output_format=options.get("output_format", "auto"))
+                                   limits.archive, mark=mark, output_format=options.get("output_format", "auto"))
             if stop():
                 raise asyncio.CancelledError
             out = workdir / RESULT_NAMES[kind]

@@ -169,6 +169,7 @@ class JobRunner:
         self.store, self.jobs_dir, self.triton_url = store, Path(jobs_dir), triton_url
         self.limits, self.max_restarts = limits, max_restarts
         self.media = LocalMedia(self.jobs_dir)
+        self.marker = None  # set by the gateway at start (gateway.core.marking.Marker)
         self._pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="job")
         self._cancel: dict[str, str] = {}
         self._stopping = False
@@ -320,4 +321,4 @@ class JobRunner:
                                        overload_wait=self.limits.call_timeout_s) as client:
             return await run_job(client, job.kind, input_path, d, latent, reference, job.options, self.limits,
                                  progress, lambda: self._stop_reason(job.id) is not None,
-                                 job.options.get("_result_url"))
+                                 job.options.get("_result_url"), self.marker)

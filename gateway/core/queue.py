@@ -251,8 +251,10 @@ class JobWorker:
     """
 
     def __init__(self, queue: Queue, media: MediaStore, triton_url: str, limits: JobLimits, concurrency: int = 1,
-                 heartbeat_s: float = 10.0, ttl_s: float = 24 * 3600.0, work_dir: Path | None = None) -> None:
+                 heartbeat_s: float = 10.0, ttl_s: float = 24 * 3600.0, work_dir: Path | None = None,
+                 settings=None) -> None:
         self.queue, self.media, self.triton_url, self.limits = queue, media, triton_url, limits
+        self.settings, self.marker = settings, None  # the marker comes from the settings at start
         self.heartbeat_s, self.ttl_s = heartbeat_s, ttl_s
         self.work_dir = work_dir
         self.client: AsyncFaceSwapClient | None = None
@@ -265,6 +267,11 @@ class JobWorker:
     async def _startup(self, ctx: dict) -> None:
         self.client = AsyncFaceSwapClient(self.triton_url, "grpc", timeout=self.limits.call_timeout_s,
                                           overload_wait=self.limits.call_timeout_s)
+        if self.settings is not None:
+            from gateway.core.backends import make_results
+            from gateway.core.marking import Marker
+
+            self.marker = await Marker.start(self.settings, self.client, make_results(self.settings))
         self._expiry = asyncio.create_task(self._expire_forever())
         log.info("worker ready: queue %s, Triton %s, %d job(s) at once, heartbeat %g s", QUEUE_NAME,
                  self.triton_url, self.worker.concurrency, self.heartbeat_s)
@@ -340,7 +347,7 @@ class JobWorker:
                 await asyncio.to_thread(self.media.get_file, input_key, input_path)
             progress = progress_reporter(fields.update)
             outcome = await run_job(self.client, kind, input_path, d, latent, reference, options, self.limits,
-                                    progress, lambda: False, options.get("_result_url"))
+                                    progress, lambda: False, options.get("_result_url"), self.marker)
             result_key = f"jobs/{job.key}/{outcome.result.name}"
             await asyncio.to_thread(self.media.put_file, result_key, outcome.result, outcome.content_type)
         return {"outcome": "done", "result_key": result_key,

@@ -158,3 +158,58 @@ class RedisFaceStore:
 
     def delete(self, face_id: str) -> bool:
         return bool(self._r.delete(self.PREFIX + face_id))
+
+
+class ResultLog:
+    """The result ids this service gave its outputs (carried by their watermark and manifest),
+    with when and what, for ``/v1/verify``: a SQLite table beside the faces, rows kept
+    ``ttl_s``."""
+
+    def __init__(self, path: Path, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY, created_at REAL NOT NULL, "
+                         "kind TEXT NOT NULL)")
+
+    def remember(self, result_id: int, kind: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("DELETE FROM results WHERE created_at < ?", (now - self.ttl_s,))
+            self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (result_id, now, kind))
+
+    def lookup(self, result_id: int) -> dict | None:
+        """``{"created_at": Unix s, "kind": "image" | "video" | "batch" | "stream"}`` or None."""
+        with self._lock:
+            row = self._db.execute("SELECT created_at, kind FROM results WHERE id = ? AND created_at >= ?",
+                                   (result_id, time.time() - self.ttl_s)).fetchone()
+        return None if row is None else {"created_at": row[0], "kind": row[1]}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class RedisResultLog:
+    """:class:`ResultLog` in Redis (shared by gateways and job workers; Redis expires the keys)."""
+
+    PREFIX = "faceswap:result:"
+
+    def __init__(self, url: str, ttl_s: float) -> None:
+        import redis
+
+        self.ttl_s = int(ttl_s)
+        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+    def remember(self, result_id: int, kind: str) -> None:
+        self._r.set(f"{self.PREFIX}{result_id}", json.dumps({"created_at": time.time(), "kind": kind}),
+                    ex=self.ttl_s)
+
+    def lookup(self, result_id: int) -> dict | None:
+        raw = self._r.get(f"{self.PREFIX}{result_id}")
+        return None if raw is None else json.loads(raw)
+
+    def close(self) -> None:
+        self._r.close()

@@ -23,8 +23,10 @@ takes an admission slot like a request (waiting in the same first-come-first-ser
 streams and requests share the service fairly); when none frees within ``stream_slot_wait_s``
 the frame is dropped.
 
-Faces are tracked across frames with the video path's :class:`client.tracking.FaceTracker`
-(One-Euro key-point smoothing, the same identity policy). With ``detect_every`` k > 1 the
+Every swapped frame is marked as the other outputs are (``gateway.core.marking``: watermark,
+XMP, C2PA); a frame with no face to swap comes back as it was sent. Faces are tracked across
+frames with the video path's :class:`client.tracking.FaceTracker` (One-Euro key-point
+smoothing, the same identity policy). With ``detect_every`` k > 1 the
 detector runs on every k-th frame and the frames between reuse the tracked key points.
 """
 
@@ -184,8 +186,9 @@ class StreamSession:
     """
 
     def __init__(self, client: AsyncFaceSwapClient, latent: np.ndarray, reference: np.ndarray | None,
-                 cfg: StreamConfig, call_timeout_s: float) -> None:
+                 cfg: StreamConfig, call_timeout_s: float, marker=None) -> None:
         self.client, self.latent, self.cfg, self.call_timeout_s = client, latent, cfg, call_timeout_s
+        self.marker = marker
         selection = "similar" if reference is not None else cfg.selection
         self.tracker = FaceTracker(selection, reference, cfg.smoothing)
         self.frames = 0
@@ -215,7 +218,11 @@ class StreamSession:
             return {**meta, "format": frame_format(frame.data)}, frame.data
         out = await self.client.swap_at(frame.data, self.latent, np.stack(self._kps), timeout=self.call_timeout_s,
                                         output_format=self.cfg.output_format, quality=self.cfg.quality)
-        return {**meta, "format": out.format}, out.image
+        image = out.image
+        if self.marker is not None and self.marker.enabled:  # a swapped frame says it is AI-made
+            image = await asyncio.to_thread(self.marker.image, image, out.format, None, out.stand_in_models,
+                                            "stream", self.cfg.quality)
+        return {**meta, "format": out.format}, image
 
 
 def _chosen(kps: np.ndarray, box: np.ndarray, swapped: list[np.ndarray]) -> bool:

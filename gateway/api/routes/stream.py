@@ -114,7 +114,8 @@ async def _serve(ws: WebSocket, settings, metrics, admission) -> None:
         err = from_triton(exc, settings)
         await _fail(ws, err.code, err.message)
         return
-    session = StreamSession(ws.app.state.triton, latent, reference, cfg, settings.stream_frame_timeout_s)
+    session = StreamSession(ws.app.state.triton, latent, reference, cfg, settings.stream_frame_timeout_s,
+                            ws.app.state.marker)
     box = LatestFrame(on_drop=metrics.stream_frames.labels("dropped").inc)
     await ws.send_text(json.dumps({"type": "ready", "max_fps": cfg.max_fps, "detect_every": cfg.detect_every,
                                    "max_frame_bytes": settings.stream_max_frame_bytes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Annotated, Literal
@@ -34,6 +35,11 @@ class SwapFace(BaseModel):
     box: list[float] = Field(description="x1, y1, x2, y2 pixels", examples=[[745.81, 339.19, 845.65, 480.63]])
     score: float = Field(description="detection score, 0..1", examples=[0.917])
     swapped: bool = Field(examples=[True])
+    identity_transfer: float | None = Field(None, description="swapped faces: cosine of the output face's ArcFace "
+                                            "embedding to the source's (null without a source embedding)",
+                                            examples=[0.62])
+    identity_leakage: float | None = Field(None, description="swapped faces: cosine of the output face's ArcFace "
+                                           "embedding to the original face's", examples=[0.11])
 
 
 class SwapJSON(BaseModel):
@@ -116,16 +122,24 @@ async def swap(
         res = await deps.triton_call(request, triton.swap, target_bytes, latents, reference_embedding=reference,
                                      **opts)
     metrics.faces_swapped.inc(res.faces_swapped)
+    # every output with a swapped face says it is AI-made: C2PA manifest, XMP, watermark
+    # (gateway.core.marking); an image where nothing was swapped comes back as it was
+    image = res.image if not res.faces_swapped else await asyncio.to_thread(
+        request.app.state.marker.image, res.image, res.format, target_bytes, res.stand_in_models, "image",
+        int(opts.get("quality") or 95))
     chosen = set(res.selected)
-    faces = [SwapFace(box=[round(float(v), 2) for v in f.box], score=round(f.score, 4), swapped=i in chosen)
+    quality = {q.face: q for q in res.face_quality or []}
+    faces = [SwapFace(box=[round(float(v), 2) for v in f.box], score=round(f.score, 4), swapped=i in chosen,
+                      identity_transfer=quality[i].identity_transfer if i in quality else None,
+                      identity_leakage=quality[i].identity_leakage if i in quality else None)
              for i, f in enumerate(res.faces)]
     if "application/json" in request.headers.get("accept", ""):
         body = SwapJSON(faces=faces, faces_detected=len(faces), faces_swapped=res.faces_swapped,
                         truncated=res.truncated, format=res.format, width=res.width, height=res.height,
-                        stand_in_models=res.stand_in_models, image=base64.b64encode(res.image).decode())
+                        stand_in_models=res.stand_in_models, image=base64.b64encode(image).decode())
         return JSONResponse(body.model_dump())
     headers = {"X-Faces-Detected": str(len(faces)), "X-Faces-Swapped": str(res.faces_swapped),
                "X-Truncated": str(res.truncated).lower(),
                "X-Faces": json.dumps([f.model_dump() for f in faces], separators=(",", ":")),
                "X-Stand-In-Models": ",".join(res.stand_in_models)}
-    return Response(res.image, media_type=MEDIA[res.format], headers=headers)
+    return Response(image, media_type=MEDIA[res.format], headers=headers)
