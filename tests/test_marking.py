@@ -1,0 +1,129 @@
+"""Every output says it is AI-made, through the real gateway and Triton (tiny stand-ins): swapped
+images, video job results and stream frames carry a valid C2PA manifest, the XMP
+DigitalSourceType and the watermark; ``/v1/verify`` reads them back (after a re-encode too) and
+says when this service made the result; an ordinary photo has no marks; only a server setting
+turns marking off, and the log says so."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+from client.live import read_frames, stream_frames
+from tests.conftest import image_path
+from tests.test_gateway import Gateway
+
+pytestmark = pytest.mark.server
+SOURCE = image_path("portrait_astronaut_eileen_collins.png")
+TARGET = image_path("group_insightface_t1.jpg")
+CLIP = image_path("video_astronaut_zoompan_384.mp4")
+
+
+@pytest.fixture(scope="module")
+def gw(triton, tmp_path_factory):
+    d = tmp_path_factory.mktemp("marking")
+    g = Gateway(triton.grpc_url, d / "faces.sqlite3")
+    g.env.update({"FACESWAP_GATEWAY_JOBS_DIR": str(d / "jobs"), "FACESWAP_GATEWAY_C2PA_DEV_DIR": str(d / "c2pa")})
+    g.start()
+    yield g
+    g.stop()
+
+
+def verify(gw, data: bytes, name: str) -> dict:
+    r = httpx.post(gw.url + "/v1/verify", files={"file": (name, data)}, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def swap(gw, fmt: str = "jpeg") -> httpx.Response:
+    r = httpx.post(gw.url + "/v1/swap", files={"source": ("s.png", SOURCE.read_bytes()),
+                                               "target": ("t.jpg", TARGET.read_bytes())},
+                   data={"output_format": fmt}, timeout=120)
+    assert r.status_code == 200 and int(r.headers["x-faces-swapped"]) > 0, r.text[:300]
+    return r
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp"])
+def test_swapped_images_carry_three_marks_and_verify_knows_them(gw, fmt):
+    t = time.time()
+    out = swap(gw, fmt).content
+    rep = verify(gw, out, f"out.{fmt}")
+    assert rep["c2pa"]["present"] and rep["c2pa"]["valid"], rep["c2pa"]
+    assert any(a.get("action") == "c2pa.edited" and a.get("digitalSourceType", "").endswith("compositeSynthetic")
+               for a in rep["c2pa"]["actions"]), rep["c2pa"]["actions"]
+    assert rep["xmp"]["ai_generated"] and rep["watermark"]["found"], rep["summary"]
+    assert rep["result"]["ours"] and rep["result"]["known"] and rep["result"]["kind"] == "image"
+    assert t - 5 <= rep["result"]["created_at"] <= time.time() + 1
+    assert set(rep["marks_found"]) == {"c2pa", "xmp", "watermark"} and rep["ai_generated"]
+
+
+def test_a_reencoded_copy_is_still_recognised_and_a_camera_photo_is_not(gw):
+    out = swap(gw).content
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(out)).convert("RGB").save(buf, "JPEG", quality=75)  # strips C2PA and XMP
+    rep = verify(gw, buf.getvalue(), "copy.jpg")
+    assert not rep["c2pa"]["present"] and rep["watermark"]["found"] and rep["result"]["known"], rep["summary"]
+    plain = verify(gw, TARGET.read_bytes(), "t.jpg")
+    assert plain["marks_found"] == [] and not plain["ai_generated"] and not plain["result"]["ours"]
+    assert plain["summary"] == "no marks found"
+
+
+def test_bytes_changed_after_signing_make_the_manifest_invalid(gw):
+    out = bytearray(swap(gw).content)
+    out[-200] ^= 0xFF  # inside the JPEG scan data, after every metadata segment
+    rep = verify(gw, bytes(out), "t.jpg")
+    assert rep["c2pa"]["present"] and rep["c2pa"]["valid"] is False, rep["c2pa"]
+
+
+def test_video_job_results_are_marked(gw):
+    with httpx.Client(base_url=gw.url, timeout=120) as c:
+        job = c.post("/v1/jobs", files={"video": ("v.mp4", CLIP.read_bytes()),
+                                        "source": ("s.png", SOURCE.read_bytes())}).json()
+        end = time.monotonic() + 180
+        while (j := c.get(f"/v1/jobs/{job['id']}").json())["status"] not in ("done", "failed"):
+            assert time.monotonic() < end, j
+            time.sleep(0.5)
+        assert j["status"] == "done", j
+        video = c.get(f"/v1/jobs/{job['id']}/result").content
+    rep = verify(gw, video, "out.mp4")
+    assert rep["format"] == "mp4" and rep["c2pa"]["valid"] and rep["xmp"]["ai_generated"], rep["summary"]
+    assert rep["watermark"]["found"] and rep["result"]["known"] and rep["result"]["kind"] == "video"
+
+
+def test_stream_frames_are_marked(gw):
+    frames, times, _ = read_frames(CLIP)
+    got: list[bytes] = []
+
+    def keep(meta: dict, img: bytes) -> None:
+        if meta["kps"]:
+            got.append(img)
+
+    asyncio.run(stream_frames(gw.url.replace("http", "ws"), frames[:12], times[:12], source=SOURCE.read_bytes(),
+                              on_frame=keep))
+    assert got
+    rep = verify(gw, got[-1], "frame.jpg")
+    assert set(rep["marks_found"]) == {"c2pa", "xmp", "watermark"} and rep["result"]["kind"] == "stream"
+
+
+def test_marking_is_off_only_by_the_server_setting_and_the_log_says_so(triton, tmp_path):
+    g = Gateway(triton.grpc_url, tmp_path / "faces.sqlite3")
+    g.env["FACESWAP_GATEWAY_MARKING"] = "false"
+    g.start()
+    try:
+        out = swap(g).content
+        assert verify(g, out, "o.jpg")["marks_found"] == []
+        assert "OUTPUT MARKING IS OFF" in g.log.read_text()
+    finally:
+        g.stop()
+
+
+def test_verify_refuses_what_it_cannot_read(gw):
+    r = httpx.post(gw.url + "/v1/verify", files={"file": ("x.txt", b"hello, not an image")}, timeout=30)
+    assert r.status_code == 415 and r.json()["code"] == "unsupported_media_type"
+    r = httpx.post(gw.url + "/v1/verify", files={"file": ("x.jpg", b"")}, timeout=30)
+    assert r.status_code == 400 and r.json()["code"] == "empty_file"
