@@ -355,14 +355,15 @@ def test_signed_post_with_body(signed_gw):
     req = httpx.Request("POST", signed_gw.url + "/v1/faces", files=files(image=OBAMA))
     body = req.read()
     ctype = req.headers["content-type"]
-    headers = {"Content-Type": ctype, **signed_headers(SECRET, "POST", "/v1/faces", body)}
+    now = int(time.time())  # distinct timestamps: each call's signature differs however slow the first is
+    headers = {"Content-Type": ctype, **signed_headers(SECRET, "POST", "/v1/faces", body, now)}
     r = httpx.post(signed_gw.url + "/v1/faces", content=body, headers=headers, timeout=60)
     assert r.status_code == 200 and len(r.json()["faces"]) == 1
-    headers.update(signed_headers(SECRET, "POST", "/v1/faces", body, int(time.time()) - 1))
+    headers.update(signed_headers(SECRET, "POST", "/v1/faces", body, now - 1))
     tampered = body.replace(b"image", b"imagf", 1)  # signed body, different body sent
     r = httpx.post(signed_gw.url + "/v1/faces", content=tampered, headers=headers)
     assert (r.status_code, r.json()["code"]) == (401, "content_sha256_mismatch")
-    ts = str(int(time.time()) - 2)  # signed over the body's hash but the hash header left out
+    ts = str(now - 2)  # signed over the body's hash but the hash header left out
     r = httpx.post(signed_gw.url + "/v1/faces", content=body, headers={
         "Content-Type": ctype, "X-Faceswap-Timestamp": ts,
         "X-Faceswap-Signature": sign(SECRET, "POST", "/v1/faces", ts, body)})
