@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 # The Worker's tools must not phone home (see ../shared/WORKER.md).
 export WRANGLER_SEND_METRICS = false
 export CLOUDFLARE_CF_FETCH_ENABLED = false
+export WRANGLER_HIDE_BANNER = true
 WEB_STAMP := worker/node_modules/.installed
 
 setup: $(STAMP)

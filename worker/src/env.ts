@@ -1,10 +1,12 @@
 /** Bindings and variables of the Worker (wrangler.jsonc; GATEWAY_SECRET is a Worker secret). */
 export interface AppEnv {
   FILES: R2Bucket;
-  /** Rate limits per client (src/limits.ts): POST /api/swap + POST /api/jobs, the reads, the uploads. */
+  /** Rate limits per client (src/limits.ts): POST /api/swap + POST /api/jobs, the reads, the
+   * uploads, the opening of live streams. */
   SUBMIT_LIMITER: RateLimit;
   READ_LIMITER: RateLimit;
   UPLOAD_LIMITER: RateLimit;
+  STREAM_LIMITER: RateLimit;
   GATEWAY_URL: string;
   /** Signs the calls to the gateway and the media URLs handed to it. */
   GATEWAY_SECRET?: string;
@@ -12,6 +14,11 @@ export interface AppEnv {
   MAX_UPLOAD_BYTES: string;
   MAX_VIDEO_BYTES: string;
   MAX_RESULT_BYTES: string;
+  /** Bytes: largest message of a live stream (a frame, or the first message with the base64
+   * source photo) the Worker relays; frames are also held to the gateway's own limit. */
+  MAX_STREAM_MESSAGE_BYTES: string;
+  /** Seconds the Worker waits for the gateway to open a live stream. */
+  STREAM_OPEN_TIMEOUT_S: string;
   /** Seconds a signed media URL stays valid. */
   MEDIA_URL_TTL_S: string;
   /** Origin used in media URLs; empty: the origin of the request that made them. */

@@ -2,6 +2,21 @@ import type { AppEnv } from "./env";
 
 const hex = (buf: ArrayBuffer) => [...new Uint8Array(buf)].map((x) => x.toString(16).padStart(2, "0")).join("");
 
+/** Add the signature headers (below) for ``method`` ``path`` (with its ?query) and ``body`` to
+ * ``headers``; nothing when no GATEWAY_SECRET is set (a gateway without one serves loopback only). */
+export async function sign(env: AppEnv, headers: Headers, method: string, path: string,
+                           body: Uint8Array = new Uint8Array()): Promise<void> {
+  if (!env.GATEWAY_SECRET) return;
+  const ts = String(Math.floor(Date.now() / 1000));
+  const bodyHash = hex(await crypto.subtle.digest("SHA-256", body));
+  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(env.GATEWAY_SECRET),
+    { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const msg = new TextEncoder().encode(`${method}\n${path}\n${ts}\n${bodyHash}`);
+  headers.set("X-Faceswap-Timestamp", ts);
+  headers.set("X-Faceswap-Content-SHA256", bodyHash);
+  headers.set("X-Faceswap-Signature", hex(await crypto.subtle.sign("HMAC", key, msg)));
+}
+
 /**
  * Call the gateway, signed: X-Faceswap-Content-SHA256 = hex SHA-256(body) and
  * X-Faceswap-Signature = hex HMAC-SHA256(secret, METHOD \n PATH[?QUERY] \n TIMESTAMP \n that hash),
@@ -16,16 +31,7 @@ export async function callGateway(env: AppEnv, method: string, path: string, bod
     bytes = new Uint8Array(await req.arrayBuffer());
     headers.set("Content-Type", req.headers.get("Content-Type") ?? "multipart/form-data");
   }
-  if (env.GATEWAY_SECRET) {
-    const ts = String(Math.floor(Date.now() / 1000));
-    const bodyHash = hex(await crypto.subtle.digest("SHA-256", bytes));
-    const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(env.GATEWAY_SECRET),
-      { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-    const msg = new TextEncoder().encode(`${method}\n${path}\n${ts}\n${bodyHash}`);
-    headers.set("X-Faceswap-Timestamp", ts);
-    headers.set("X-Faceswap-Content-SHA256", bodyHash);
-    headers.set("X-Faceswap-Signature", hex(await crypto.subtle.sign("HMAC", key, msg)));
-  }
+  await sign(env, headers, method, path, bytes);
   return fetch(env.GATEWAY_URL.replace(/\/$/, "") + path, {
     method, headers, body: body ? bytes : undefined,
   });

@@ -4,6 +4,7 @@ import { type Budget, rateLimit } from "./limits";
 import { handleMedia } from "./media";
 import { PAGE } from "./page";
 import { purge } from "./storage";
+import { handleStream } from "./stream";
 import { handleAbortUpload, handleCompleteUpload, handleCreateUpload, handleUploadPart } from "./uploads";
 
 /** A route; `budget` names the per-client rate limit it counts against (src/limits.ts). */
@@ -24,6 +25,9 @@ const ROUTES: Route[] = [
   { method: "POST", pattern: /^\/api\/uploads\/([^/]+)\/complete$/, budget: "upload",
     run: (req, env, m) => handleCompleteUpload(req, env, m[1]) },
   { method: "DELETE", pattern: /^\/api\/uploads\/([^/]+)$/, budget: "upload", run: (req, env, m) => handleAbortUpload(req, env, m[1]) },
+  // The live WebSocket, relayed to the gateway (src/stream.ts); it counts the "stream" budget
+  // itself, once it knows the request is an upgrade, and says so on the socket.
+  { method: "GET", pattern: /^\/api\/stream$/, run: (req, env) => handleStream(req, env) },
   // Signed (src/media.ts): the gateway reads uploads and writes results here; no client budget.
   { method: "GET", pattern: /^\/api\/media\/(.+)$/, run: (req, env, m) => handleMedia(req, env, m[1]) },
   { method: "PUT", pattern: /^\/api\/media\/(.+)$/, run: (req, env, m) => handleMedia(req, env, m[1]) },

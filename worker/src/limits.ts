@@ -3,7 +3,7 @@ import { type AppEnv, errorResponse } from "./env";
 /**
  * Per-client request limits, with Cloudflare's rate-limiting binding (wrangler.jsonc "ratelimits").
  *
- * Three budgets, keyed by the client's IP:
+ * Four budgets, keyed by the client's IP:
  * - "submit" (POST /api/swap and POST /api/jobs together, one budget): 10 a minute. Each one
  *   occupies the gateway's GPU pipeline; a person trying photos by hand rarely swaps more than a
  *   few times a minute, so 10 leaves room for retries while one client cannot keep the gateway
@@ -16,6 +16,12 @@ import { type AppEnv, errorResponse } from "./env";
  *   A video of the largest size (200 MB) is 20 parts of 10 MiB plus create and complete, 22
  *   requests; 60 lets a client upload two of those a minute, with retries, and bounds what one
  *   address can write into R2 to about 600 MB a minute.
+ * - "stream" (opening GET /api/stream, the live WebSocket): 10 a minute. A stream holds a
+ *   gateway stream slot and takes an admission slot per frame for as long as it runs; a person
+ *   starts one, maybe restarts it with another camera, resolution or photo: 10 leaves room for
+ *   that and for reconnects, while one address cannot churn streams. Counted when the upgrade
+ *   is asked for (not per frame: the gateway paces frames and drops the stale ones); a refused
+ *   one is told so on the socket (close 4429), as browsers cannot read a refused upgrade's status.
  * GET / (the static page) and 404/405 answers are not limited: they touch neither R2 nor the
  * gateway. Nor are the signed /api/media URLs (src/media.ts): only the gateway holds them, for
  * jobs that already counted against their client's "submit" budget.
@@ -25,7 +31,7 @@ import { type AppEnv, errorResponse } from "./env";
  * memory with fixed windows). Clients behind one address (an office, carrier-grade NAT) share a
  * budget; raise the limits in wrangler.jsonc if that bites.
  */
-export type Budget = "submit" | "read" | "upload";
+export type Budget = "submit" | "read" | "upload" | "stream";
 
 /** The period configured for every binding in wrangler.jsonc (the binding allows 10 or 60 s). */
 export const RATE_PERIOD_S = 60;
@@ -39,7 +45,15 @@ export function clientKey(request: Request): string {
 /** null when the request may go on; else the 429 answer. A failing limiter lets the request
  * through (and logs): the limits guard against abuse, they must not take the service down. */
 export async function rateLimit(request: Request, env: AppEnv, budget: Budget): Promise<Response | null> {
-  const limiter = { submit: env.SUBMIT_LIMITER, read: env.READ_LIMITER, upload: env.UPLOAD_LIMITER }[budget];
+  const message = await overLimit(request, env, budget);
+  return message === null ? null
+    : errorResponse(429, "rate_limited", message, { "Retry-After": String(RATE_PERIOD_S) });
+}
+
+/** null when the request may go on; else the sentence saying why not (the caller answers it). */
+export async function overLimit(request: Request, env: AppEnv, budget: Budget): Promise<string | null> {
+  const limiter = { submit: env.SUBMIT_LIMITER, read: env.READ_LIMITER, upload: env.UPLOAD_LIMITER,
+    stream: env.STREAM_LIMITER }[budget];
   try {
     const { success } = await limiter.limit({ key: clientKey(request) });
     if (success) return null;
@@ -47,8 +61,7 @@ export async function rateLimit(request: Request, env: AppEnv, budget: Budget): 
     console.error(`rate limiter ${budget} failed; letting the request through`, err);
     return null;
   }
-  const what = { submit: "swaps or video jobs", read: "requests", upload: "upload requests" }[budget];
-  return errorResponse(429, "rate_limited",
-    `Too many ${what} from your address in the last minute; try again in ${RATE_PERIOD_S} seconds.`,
-    { "Retry-After": String(RATE_PERIOD_S) });
+  const what = { submit: "swaps or video jobs", read: "requests", upload: "upload requests",
+    stream: "live streams opened" }[budget];
+  return `Too many ${what} from your address in the last minute; try again in ${RATE_PERIOD_S} seconds.`;
 }

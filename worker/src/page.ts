@@ -1,6 +1,10 @@
 /** The web page: choose or drop a source photo and a target photo or video, swap, see the result.
  * A video goes straight into R2 in 10 MiB parts through /api/uploads (progress shown), then
- * POST /api/jobs names it; the page polls the job and links the result in R2. */
+ * POST /api/jobs names it; the page polls the job and links the result in R2.
+ * Live: a camera (and resolution) and a source photo; Start opens /api/stream (the Worker relays
+ * it to the gateway's /v1/stream), sends the camera's frames as JPEG (at most 2 unanswered, at
+ * most the stream's max_fps) and draws the swapped frames with fps, latency and drops; Stop
+ * ends it; a sentence for each failure. (A template literal: no backticks or dollar-braces in it.) */
 export const PAGE = `<!doctype html>
 <html lang="en">
 <head>
@@ -27,6 +31,28 @@ export const PAGE = `<!doctype html>
   progress { width: 100%; }
   #result { background: #fff; border-radius: 12px; padding: 1rem; }
   #result[hidden] { display: none; }
+  #live { background: #fff; border-radius: 12px; padding: 1rem; margin-top: 2rem; }
+  #live h2 { margin-top: 0; }
+  .live-controls { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: .75rem 1rem; align-items: start; }
+  .live-controls > div { display: flex; flex-direction: column; gap: .3rem; min-width: 0; }
+  select { font-size: 1rem; padding: .4rem; border-radius: 6px; border: 1px solid #8a94a8; background: #fff; max-width: 100%; }
+  select:focus-visible { outline: 3px solid #2f6fed; outline-offset: 2px; }
+  .live-buttons { display: flex; gap: 1rem; flex-wrap: wrap; }
+  .live-buttons button { margin: .75rem 0; }
+  #live-stop { background: #5b6478; }
+  #live-stop:disabled, #live-start:disabled { background: #9aa7c2; cursor: default; }
+  .live-view { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
+  .live-view figure { margin: 0; min-width: 0; }
+  .live-view video, .live-view canvas { display: block; width: 100%; height: auto; background: #1d2330; border-radius: 8px; }
+  .live-view figcaption { font-size: .9rem; color: #4a5368; margin-top: .25rem; }
+  .live-stats { display: flex; flex-wrap: wrap; gap: .25rem 1.5rem; margin: .75rem 0 0; font-variant-numeric: tabular-nums; }
+  .live-stats div { display: flex; gap: .4rem; }
+  .live-stats div[hidden] { display: none; }
+  .live-stats dt { color: #4a5368; }
+  .live-stats dd { margin: 0; font-weight: 600; }
+  #live-status { min-height: 1.5rem; margin-top: .5rem; }
+  #live-status.error { color: #b00020; font-weight: 600; }
+  @media (max-width: 640px) { .live-controls, .live-view { grid-template-columns: 1fr; } }
 </style>
 </head>
 <body>
@@ -54,6 +80,51 @@ export const PAGE = `<!doctype html>
     <h2>Result</h2>
     <div id="result-media"></div>
     <p><a id="download" href="#" download>Download the result</a></p>
+  </section>
+  <section id="live" aria-labelledby="live-title">
+    <h2 id="live-title">Live</h2>
+    <p>Swap the face in your camera live: choose a camera, a resolution and a source photo, then Start.</p>
+    <div class="live-controls">
+      <div>
+        <label for="live-camera">Camera</label>
+        <select id="live-camera"><option value="">Default camera</option></select>
+      </div>
+      <div>
+        <label for="live-resolution">Resolution</label>
+        <select id="live-resolution">
+          <option value="640x480" selected>640 &times; 480</option>
+          <option value="1280x720">1280 &times; 720</option>
+        </select>
+      </div>
+      <div>
+        <label for="live-source">Source photo (if none is chosen here, the one in the form above is used)</label>
+        <input id="live-source" type="file" accept="image/jpeg,image/png,image/webp">
+      </div>
+    </div>
+    <div class="live-buttons">
+      <button id="live-start" type="button">Start</button>
+      <button id="live-stop" type="button" disabled>Stop</button>
+    </div>
+    <div class="live-view">
+      <figure>
+        <video id="live-video" muted playsinline aria-label="Your camera"></video>
+        <figcaption>Camera</figcaption>
+      </figure>
+      <figure>
+        <canvas id="live-output" width="640" height="480" role="img" aria-label="The swapped camera stream"></canvas>
+        <figcaption>Swapped</figcaption>
+      </figure>
+    </div>
+    <dl class="live-stats" aria-label="Live stream figures">
+      <div><dt>Frames</dt><dd id="live-frames">0</dd></div>
+      <div><dt>Delivered</dt><dd><span id="live-fps">-</span> fps</dd></div>
+      <div><dt>Latency (service)</dt><dd><span id="live-latency">-</span> ms</dd></div>
+      <div><dt>Round trip</dt><dd><span id="live-rtt">-</span> ms</dd></div>
+      <div><dt>Dropped</dt><dd id="live-dropped">0</dd></div>
+      <div id="live-failed-row" hidden><dt>Failed</dt><dd id="live-failed">0</dd></div>
+      <div><dt>Frame size</dt><dd id="live-size">-</dd></div>
+    </dl>
+    <div id="live-status" role="status" aria-live="polite"></div>
   </section>
 </main>
 <script>
@@ -186,6 +257,251 @@ $("form").addEventListener("submit", async (e) => {
   } catch (err) { say(err.message, true); }
   finally { $("swap").disabled = false; $("progress").hidden = true; }
 });
+
+// ---- Live: the camera through /api/stream (relayed by the Worker to the gateway's /v1/stream) ----
+const LIVE = {
+  no_camera: "No camera was found: connect a camera (or let this browser see it) and press Start again.",
+  permission: "The camera permission was refused: allow this page to use the camera (in the address bar's site settings) and press Start again.",
+  camera_busy: "The camera cannot be started: another application may be using it.",
+  camera_gone: "The chosen camera is no longer available: choose another one.",
+  insecure: "This browser offers no camera here: cameras need a secure page (HTTPS, or localhost).",
+  no_source: "Choose a source photo (here, or in the form above) before starting.",
+  bad_source: "The source photo cannot be read: choose a JPEG, PNG or WebP photo.",
+  service_down: "The live service cannot be reached right now; please try again later.",
+  no_face_in_source: "No face was found in the source photo: choose a photo where the face is clearly visible.",
+  overloaded: "The live service is busy right now (too many streams); please try again in a minute.",
+  rate_limited: "You have started too many live streams in the last minute; please wait a minute and try again.",
+  frame_too_large: "The camera frames are too large for the live service: choose a lower resolution.",
+  idle_timeout: "The stream stopped because no frame arrived for a while (is the camera still on?).",
+  face_not_found: "The chosen face is no longer registered with the service.",
+  unsupported_media_type: "The source photo is not a supported file: use a JPEG, PNG or WebP photo.",
+  signature: "The live service refused this site's signature (a configuration problem of this site).",
+  internal_error: "The live service failed; please try again.",
+};
+// Codes the Worker or the gateway send, and close codes alone, as one of the sentences above.
+const LIVE_ALIASES = { gateway_unreachable: "service_down", gateway_error: "service_down", gateway_timeout: "service_down",
+  gateway_closed: "service_down", triton_unavailable: "service_down", missing_signature: "signature",
+  bad_signature: "signature", stale_signature: "signature", replayed_signature: "signature", forbidden: "signature" };
+const LIVE_CLOSE = { 1001: "service_down", 1006: "service_down", 1009: "frame_too_large", 1011: "service_down",
+  4401: "signature", 4403: "signature", 4404: "face_not_found", 4408: "idle_timeout", 4413: "frame_too_large",
+  4415: "unsupported_media_type", 4422: "no_face_in_source", 4429: "rate_limited", 4500: "internal_error",
+  4502: "service_down", 4503: "overloaded", 4504: "service_down" };
+const live = { ws: null, stream: null, timer: 0, capture: document.createElement("canvas") };
+function liveSay(text, error = false) { $("live-status").textContent = text; $("live-status").className = error ? "error" : ""; }
+function liveExplain(closeCode, reason) {
+  const code = live.errorCode ? (LIVE_ALIASES[live.errorCode] || live.errorCode) : null;
+  if (code && LIVE[code]) return LIVE[code];
+  if (code && live.errorMessage) return "The live stream stopped: " + live.errorMessage;
+  const byClose = LIVE_CLOSE[closeCode];
+  if (byClose) return LIVE[byClose];
+  return "The live stream ended unexpectedly (code " + closeCode + (reason ? ": " + reason : "") + ").";
+}
+function cameraError(err) {
+  const name = err && err.name;
+  if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") return LIVE.permission;
+  if (name === "NotFoundError" || name === "DevicesNotFoundError") return LIVE.no_camera;
+  if (name === "OverconstrainedError") return LIVE.camera_gone;
+  if (name === "NotReadableError" || name === "TrackStartError" || name === "AbortError") return LIVE.camera_busy;
+  return "The camera cannot be started (" + ((err && err.message) || err) + ").";
+}
+async function listCameras() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+  let cams = [];
+  try { cams = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput"); } catch { return; }
+  const sel = $("live-camera"), keep = sel.value;
+  sel.textContent = "";
+  if (!cams.length) { sel.appendChild(new Option("No camera found", "")); return; }
+  cams.forEach((d, i) => sel.appendChild(new Option(d.label || ("Camera " + (i + 1)), d.deviceId)));
+  if (cams.some((d) => d.deviceId === keep)) sel.value = keep;
+}
+// The source photo as base64 JPEG, scaled down so that the first message stays well under the
+// 1 MiB a message may have (a face needs far fewer pixels than a camera photo has).
+async function sourceBase64(file) {
+  const bmp = await createImageBitmap(file);
+  let scale = Math.min(1, 1280 / Math.max(bmp.width, bmp.height)), b64 = "";
+  for (let i = 0; i < 4; i++, scale *= 0.7) {
+    const c = document.createElement("canvas");
+    c.width = Math.max(1, Math.round(bmp.width * scale)); c.height = Math.max(1, Math.round(bmp.height * scale));
+    c.getContext("2d").drawImage(bmp, 0, 0, c.width, c.height);
+    const blob = await new Promise((ok) => c.toBlob(ok, "image/jpeg", 0.92));
+    const bytes = new Uint8Array(await blob.arrayBuffer());
+    let bin = "";
+    for (let j = 0; j < bytes.length; j += 32768) bin += String.fromCharCode.apply(null, bytes.subarray(j, j + 32768));
+    b64 = btoa(bin);
+    if (b64.length < 700000) break;
+  }
+  bmp.close();
+  return b64;
+}
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor(s.length / 2)] : null; };
+function liveShowStats() {
+  const now = performance.now(), t = live.times;
+  while (t.length > 1 && now - t[0] > 3000) t.shift();
+  const fps = t.length > 1 ? (t.length - 1) / ((t[t.length - 1] - t[0]) / 1000) : null;
+  $("live-frames").textContent = String(live.frames);
+  $("live-fps").textContent = fps === null ? "-" : fps.toFixed(1);
+  const lat = median(live.latencies), rtt = median(live.rtts);
+  $("live-latency").textContent = lat === null ? "-" : String(Math.round(lat));
+  $("live-rtt").textContent = rtt === null ? "-" : String(Math.round(rtt));
+  $("live-dropped").textContent = String(live.dropped);
+  $("live-failed").textContent = String(live.frameErrors);
+  $("live-failed-row").hidden = !live.frameErrors;
+}
+// While a stream runs its settings are fixed; the keyboard focus follows the button that can act.
+function liveRunning(on, focused) {
+  for (const id of ["live-camera", "live-resolution", "live-source"]) $(id).disabled = on;
+  $("live-start").disabled = on; $("live-stop").disabled = !on;
+  if (focused) $(on ? "live-stop" : "live-start").focus();
+}
+// Send the camera's current picture when the stream may take one: at most 2 frames unanswered
+// (the service keeps only the newest anyway) and at most max_fps a second.
+function liveTick() {
+  const ws = live.ws;
+  if (!ws || ws.readyState !== 1 || !live.ready || live.stopping || live.encoding) return;
+  const now = performance.now();
+  // A frame the service dropped (a newer one won, or it was full) is never answered: after 5 s
+  // without any answer, the unanswered ones no longer count.
+  if (live.sent - 1 > live.answered && now - live.lastAnswer > 5000) { live.answered = live.sent - 1; live.lastAnswer = now; }
+  if (live.sent - 1 - live.answered >= 2 || now - live.lastSent < 1000 / live.maxFps) return;
+  const v = $("live-video");
+  if (v.readyState < 2 || !v.videoWidth) return;
+  const c = live.capture;
+  if (c.width !== v.videoWidth || c.height !== v.videoHeight) { c.width = v.videoWidth; c.height = v.videoHeight; }
+  c.getContext("2d").drawImage(v, 0, 0, c.width, c.height);
+  $("live-size").textContent = c.width + " x " + c.height;
+  live.encoding = true;
+  live.lastSent = now;
+  c.toBlob(async (blob) => {
+    try {
+      if (!blob || live.ws !== ws || ws.readyState !== 1 || live.stopping) return;
+      if (blob.size > live.maxBytes) { live.quality = Math.max(0.3, live.quality - 0.1); return; }
+      const buf = await blob.arrayBuffer();
+      if (live.ws !== ws || ws.readyState !== 1 || live.stopping) return;
+      if (live.sent - 1 === live.answered) live.lastAnswer = performance.now();
+      live.sentAt.set(live.sent, performance.now());
+      live.sent++;
+      ws.send(buf);
+    } finally { live.encoding = false; }
+  }, "image/jpeg", live.quality);
+}
+function liveMessage(ws, e) {
+  if (typeof e.data === "string") {
+    let m;
+    try { m = JSON.parse(e.data); } catch { return; }
+    if (m.type === "ready") {
+      live.ready = true;
+      live.maxFps = Math.min(Number(m.max_fps) || 30, 30);
+      live.maxBytes = Number(m.max_frame_bytes) || live.maxBytes;
+      liveSay("Live: swapping your camera." + (m.stand_in_models && m.stand_in_models.length ? " (Stand-in models: not a real swap.)" : ""));
+    } else if (m.type === "frame") {
+      live.meta = m;
+    } else if (m.type === "frame_error") {
+      live.answered = Math.max(live.answered, m.seq); live.lastAnswer = performance.now(); live.frameErrors++;
+      liveShowStats();
+    } else if (m.type === "error") {
+      live.errorCode = m.code; live.errorMessage = m.message;
+    } else if (m.type === "end") {
+      live.end = m;
+    }
+    return;
+  }
+  const m = live.meta;
+  live.meta = null;
+  if (!m) return;
+  const now = performance.now();
+  live.answered = Math.max(live.answered, m.seq);
+  live.lastAnswer = now;
+  const sentAt = live.sentAt.get(m.seq);
+  for (const k of [...live.sentAt.keys()]) if (k <= m.seq) live.sentAt.delete(k);
+  live.frames++;
+  live.times.push(now);
+  live.latencies.push(m.latency_ms); if (live.latencies.length > 30) live.latencies.shift();
+  if (sentAt !== undefined) { live.rtts.push(now - sentAt); if (live.rtts.length > 30) live.rtts.shift(); }
+  live.dropped = m.dropped;
+  live.facesSwapped = (m.faces || []).filter((f) => f.swapped).length;
+  const seq = m.seq;
+  createImageBitmap(new Blob([e.data], { type: "image/" + (m.format || "jpeg") })).then((bmp) => {
+    if (seq < live.drawn) { bmp.close(); return; } // an older frame decoded late
+    live.drawn = seq;
+    const out = $("live-output");
+    if (out.width !== bmp.width || out.height !== bmp.height) { out.width = bmp.width; out.height = bmp.height; }
+    out.getContext("2d").drawImage(bmp, 0, 0);
+    bmp.close();
+  }).catch(() => {});
+  liveShowStats();
+  liveTick();
+}
+function liveEnded(ws, e) {
+  if (live.ws !== ws) return;
+  clearInterval(live.timer); clearTimeout(live.stopTimer);
+  if (live.stream) live.stream.getTracks().forEach((t) => t.stop());
+  live.stream = null; live.ws = null;
+  $("live-video").srcObject = null;
+  liveRunning(false, document.activeElement === $("live-stop") || document.activeElement === document.body);
+  liveShowStats();
+  if (live.stopping && !live.opened) { liveSay("Stopped."); return; }
+  if (!live.opened) { liveSay(LIVE.service_down, true); return; }
+  if (e.code === 1000 && !live.errorCode) {
+    const end = live.end;
+    liveSay((live.stopping ? "Stopped: " : "The live service ended the stream: ") + live.frames + " swapped frames"
+      + (end ? ", " + end.dropped + " of " + end.received + " frames dropped by the service (the newest frame wins)" : "") + ".");
+    return;
+  }
+  liveSay(liveExplain(e.code, e.reason), true);
+}
+async function liveStart() {
+  if (live.ws) return;
+  const file = $("live-source").files[0] || $("source").files[0];
+  if (!file) { liveSay(LIVE.no_source, true); return; }
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) { liveSay(LIVE.insecure, true); return; }
+  const focused = document.activeElement === $("live-start");
+  const failed = (text) => { liveSay(text, true); $("live-start").disabled = false; if (focused) $("live-start").focus(); };
+  $("live-start").disabled = true;
+  liveSay("Starting the camera...");
+  let source;
+  try { source = await sourceBase64(file); } catch { failed(LIVE.bad_source); return; }
+  const [w, h] = $("live-resolution").value.split("x").map(Number), cam = $("live-camera").value;
+  const video = { width: { ideal: w }, height: { ideal: h } };
+  if (cam) video.deviceId = { exact: cam };
+  let stream;
+  try { stream = await navigator.mediaDevices.getUserMedia({ audio: false, video }); }
+  catch (err) { failed(cameraError(err)); return; }
+  listCameras(); // with the permission given, the cameras have names
+  live.stream = stream;
+  const v = $("live-video");
+  v.srcObject = stream;
+  v.play().catch(() => {});
+  Object.assign(live, { ready: false, opened: false, stopping: false, encoding: false, sent: 0, answered: -1, drawn: -1,
+    lastSent: 0, lastAnswer: performance.now(), sentAt: new Map(), meta: null, frames: 0, frameErrors: 0, dropped: 0,
+    times: [], latencies: [], rtts: [], errorCode: null, errorMessage: null, end: null, maxFps: 30, maxBytes: 1048576,
+    quality: 0.8 });
+  liveShowStats();
+  liveSay("Connecting to the live service...");
+  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/stream");
+  ws.binaryType = "arraybuffer";
+  live.ws = ws;
+  ws.onopen = () => {
+    live.opened = true;
+    ws.send(JSON.stringify({ source, selection: "largest", max_fps: 30, output_format: "jpeg", quality: 80, smoothing: true }));
+  };
+  ws.onmessage = (e) => liveMessage(ws, e);
+  ws.onclose = (e) => liveEnded(ws, e);
+  live.timer = setInterval(liveTick, 15);
+  liveRunning(true, focused);
+}
+function liveStop() {
+  const ws = live.ws;
+  if (!ws) return;
+  if (live.stopping) { ws.close(1000, "stopped"); return; } // pressed again: end at once
+  live.stopping = true;
+  liveSay("Stopping: the frames in work are finished (press Stop again to end at once)...");
+  if (ws.readyState === 1) ws.send(JSON.stringify({ type: "stop" })); else ws.close();
+  live.stopTimer = setTimeout(() => { if (live.ws === ws) ws.close(1000, "stopped"); }, 5000);
+}
+$("live-start").addEventListener("click", liveStart);
+$("live-stop").addEventListener("click", liveStop);
+if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) navigator.mediaDevices.addEventListener("devicechange", listCameras);
+listCameras();
 </script>
 </body>
 </html>`;

@@ -4,40 +4,14 @@
 // A video job: the page uploads the video into the Worker's R2 in parts; the gateway's job reads
 // it and writes its result through URLs the Worker signed (one store, as in production); the
 // page shows and links the result, read from R2.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-
-const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = resolve(HERE, "..", "..");
-const PY = join(ROOT, ".venv", "bin", "python");
-const SHARED = process.env.FACESWAP_SHARED_IMAGES ?? [resolve(ROOT, "..", "shared", "images"), "/work/shared/images"]
-  .find((p) => existsSync(p));
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const BASE = 20000 + Math.floor(Math.random() * 20000);
-const PORTS = { http: BASE, grpc: BASE + 1, metrics: BASE + 2, gateway: BASE + 3, worker: BASE + 4 };
-const SECRET = "e2e-secret-" + BASE;
-const TMP = mkdtempSync(join(tmpdir(), "fs-e2e-"));
-const WORKER_URL = `http://127.0.0.1:${PORTS.worker}`;
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false",
-  FACESWAP_STANDIN_SIZE: "tiny", FACESWAP_GATEWAY_HMAC_SECRET: SECRET,
-  FACESWAP_GATEWAY_STORE_PATH: join(TMP, "faces.sqlite3"), FACESWAP_GATEWAY_JOBS_DIR: join(TMP, "jobs"),
-  // The gateway fetches inputs from and writes results to the Worker's signed media URLs only.
-  FACESWAP_GATEWAY_MEDIA_URL_PREFIXES: `${WORKER_URL}/api/media/` };
-delete env.CLOUDFLARE_API_TOKEN;
-const serverArgs = ["-m", "tools.server", "--http-port", String(PORTS.http), "--grpc-port", String(PORTS.grpc),
-  "--metrics-port", String(PORTS.metrics), "--gateway-port", String(PORTS.gateway)];
-let wrangler;
-
-const BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
-  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"];
+import { BROWSER_ARGS, CHROMIUM, PY, ROOT, SECRET, SHARED, startStack, stopStack, TMP, WORKER_URL } from "./stack.mjs";
 
 /** A media URL path signed as the Worker signs them (to look at R2 from outside). */
 function signedMedia(method, key) {
@@ -46,34 +20,8 @@ function signedMedia(method, key) {
   return `${WORKER_URL}/api/media/${key}?expires=${expires}&signature=${sig}`;
 }
 
-async function waitFor(url, ms) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try { if ((await fetch(url)).ok) return; } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  throw new Error(`${url} did not answer in ${ms} ms`);
-}
-
-before(async () => {
-  assert.ok(SHARED, "real photos are needed: provide ../shared/images or set FACESWAP_SHARED_IMAGES");
-  assert.ok(existsSync(CHROMIUM), `Chromium is needed at ${CHROMIUM}: apt-get install chromium (make setup-web does)`);
-  assert.ok(existsSync(PY), "the Python environment is needed: run `make setup` first");
-  const started = spawnSync(PY, [...serverArgs.slice(0, 2), "start", ...serverArgs.slice(2)],
-    { cwd: ROOT, env, encoding: "utf8", timeout: 300_000 });
-  assert.equal(started.status, 0, `Triton/gateway did not start:\n${started.stdout}\n${started.stderr}`);
-  const persist = join(TMP, "r2");
-  wrangler = spawn("npx", ["wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", String(PORTS.worker),
-    "--persist-to", persist, "--var", `GATEWAY_URL:http://127.0.0.1:${PORTS.gateway}`, "--var", `GATEWAY_SECRET:${SECRET}`,
-    "--show-interactive-dev-session=false"], { cwd: join(ROOT, "worker"), env, stdio: "ignore", detached: true });
-  await waitFor(`${WORKER_URL}/`, 60_000);
-});
-
-after(() => {
-  if (wrangler) try { process.kill(-wrangler.pid, "SIGTERM"); } catch { /* gone */ }
-  spawnSync(PY, [...serverArgs.slice(0, 2), "stop", ...serverArgs.slice(2)], { cwd: ROOT, env, timeout: 120_000 });
-  rmSync(TMP, { recursive: true, force: true });
-});
+before(startStack);
+after(stopStack);
 
 test("a swap in the browser: the result has the target's size and changes only around faces", async () => {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });

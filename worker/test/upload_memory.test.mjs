@@ -21,7 +21,8 @@ const MiB = 1048576;
 const SIZE = 150 * MiB;
 /** Allowed growth of a workerd process's RSS over its idle level while 150 MiB pass, MiB. */
 const MAX_GROWTH_MIB = 60;
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+// WRANGLER_HIDE_BANNER: the banner asks the npm registry for a newer wrangler; not here.
+const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_HIDE_BANNER: "true" };
 delete env.CLOUDFLARE_API_TOKEN;
 let wrangler, persist;
 
