@@ -2,11 +2,12 @@
 export interface AppEnv {
   FILES: R2Bucket;
   /** Rate limits per client (src/limits.ts): POST /api/swap + POST /api/jobs, the reads, the
-   * uploads, the opening of live streams. */
+   * uploads, the opening of live streams, the files checked (POST /api/verify). */
   SUBMIT_LIMITER: RateLimit;
   READ_LIMITER: RateLimit;
   UPLOAD_LIMITER: RateLimit;
   STREAM_LIMITER: RateLimit;
+  VERIFY_LIMITER: RateLimit;
   GATEWAY_URL: string;
   /** Signs the calls to the gateway and the media URLs handed to it. */
   GATEWAY_SECRET?: string;
@@ -14,6 +15,8 @@ export interface AppEnv {
   MAX_UPLOAD_BYTES: string;
   MAX_VIDEO_BYTES: string;
   MAX_RESULT_BYTES: string;
+  /** Bytes: largest file POST /api/verify checks (streamed through R2, never held). */
+  MAX_VERIFY_BYTES: string;
   /** Bytes: largest message of a live stream (a frame, or the first message with the base64
    * source photo) the Worker relays; frames are also held to the gateway's own limit. */
   MAX_STREAM_MESSAGE_BYTES: string;

@@ -1,14 +1,21 @@
 import type { AppEnv } from "./env";
 
-const hex = (buf: ArrayBuffer) => [...new Uint8Array(buf)].map((x) => x.toString(16).padStart(2, "0")).join("");
+export const hex = (buf: ArrayBuffer) => [...new Uint8Array(buf)].map((x) => x.toString(16).padStart(2, "0")).join("");
 
 /** Add the signature headers (below) for ``method`` ``path`` (with its ?query) and ``body`` to
  * ``headers``; nothing when no GATEWAY_SECRET is set (a gateway without one serves loopback only). */
 export async function sign(env: AppEnv, headers: Headers, method: string, path: string,
                            body: Uint8Array = new Uint8Array()): Promise<void> {
   if (!env.GATEWAY_SECRET) return;
+  await signDigest(env, headers, method, path, hex(await crypto.subtle.digest("SHA-256", body)));
+}
+
+/** As ``sign``, for a body whose hex SHA-256 is already known (a streamed body, hashed as it
+ * was stored: src/verify.ts). */
+export async function signDigest(env: AppEnv, headers: Headers, method: string, path: string,
+                                 bodyHash: string): Promise<void> {
+  if (!env.GATEWAY_SECRET) return;
   const ts = String(Math.floor(Date.now() / 1000));
-  const bodyHash = hex(await crypto.subtle.digest("SHA-256", body));
   const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(env.GATEWAY_SECRET),
     { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
   const msg = new TextEncoder().encode(`${method}\n${path}\n${ts}\n${bodyHash}`);

@@ -6,6 +6,7 @@ import { PAGE } from "./page";
 import { purge } from "./storage";
 import { handleStream } from "./stream";
 import { handleAbortUpload, handleCompleteUpload, handleCreateUpload, handleUploadPart } from "./uploads";
+import { handleVerify } from "./verify";
 
 /** A route; `budget` names the per-client rate limit it counts against (src/limits.ts). */
 type Route = {
@@ -25,6 +26,8 @@ const ROUTES: Route[] = [
   { method: "POST", pattern: /^\/api\/uploads\/([^/]+)\/complete$/, budget: "upload",
     run: (req, env, m) => handleCompleteUpload(req, env, m[1]) },
   { method: "DELETE", pattern: /^\/api\/uploads\/([^/]+)$/, budget: "upload", run: (req, env, m) => handleAbortUpload(req, env, m[1]) },
+  // A file checked for AI-made marks by the gateway's /v1/verify (src/verify.ts).
+  { method: "POST", pattern: /^\/api\/verify$/, budget: "verify", run: (req, env) => handleVerify(req, env) },
   // The live WebSocket, relayed to the gateway (src/stream.ts); it counts the "stream" budget
   // itself, once it knows the request is an upgrade, and says so on the socket.
   { method: "GET", pattern: /^\/api\/stream$/, run: (req, env) => handleStream(req, env) },

@@ -3,7 +3,7 @@ import { type AppEnv, errorResponse } from "./env";
 /**
  * Per-client request limits, with Cloudflare's rate-limiting binding (wrangler.jsonc "ratelimits").
  *
- * Four budgets, keyed by the client's IP:
+ * Five budgets, keyed by the client's IP:
  * - "submit" (POST /api/swap and POST /api/jobs together, one budget): 10 a minute. Each one
  *   occupies the gateway's GPU pipeline; a person trying photos by hand rarely swaps more than a
  *   few times a minute, so 10 leaves room for retries while one client cannot keep the gateway
@@ -22,6 +22,11 @@ import { type AppEnv, errorResponse } from "./env";
  *   that and for reconnects, while one address cannot churn streams. Counted when the upgrade
  *   is asked for (not per frame: the gateway paces frames and drops the stale ones); a refused
  *   one is told so on the socket (close 4429), as browsers cannot read a refused upgrade's status.
+ * - "verify" (POST /api/verify, a file checked for AI-made marks): 20 a minute. Each check
+ *   writes the file into R2 and back out and takes one of the gateway's admission slots (a
+ *   video's frames are decoded); a person checks a handful of files by hand, a newsroom's batch
+ *   should use the gateway's API directly; 20 leaves room for that handful with retries while
+ *   one address cannot turn the Worker into a free bulk scanner (up to 2 GB a minute).
  * GET / (the static page) and 404/405 answers are not limited: they touch neither R2 nor the
  * gateway. Nor are the signed /api/media URLs (src/media.ts): only the gateway holds them, for
  * jobs that already counted against their client's "submit" budget.
@@ -31,7 +36,7 @@ import { type AppEnv, errorResponse } from "./env";
  * memory with fixed windows). Clients behind one address (an office, carrier-grade NAT) share a
  * budget; raise the limits in wrangler.jsonc if that bites.
  */
-export type Budget = "submit" | "read" | "upload" | "stream";
+export type Budget = "submit" | "read" | "upload" | "stream" | "verify";
 
 /** The period configured for every binding in wrangler.jsonc (the binding allows 10 or 60 s). */
 export const RATE_PERIOD_S = 60;
@@ -53,7 +58,7 @@ export async function rateLimit(request: Request, env: AppEnv, budget: Budget): 
 /** null when the request may go on; else the sentence saying why not (the caller answers it). */
 export async function overLimit(request: Request, env: AppEnv, budget: Budget): Promise<string | null> {
   const limiter = { submit: env.SUBMIT_LIMITER, read: env.READ_LIMITER, upload: env.UPLOAD_LIMITER,
-    stream: env.STREAM_LIMITER }[budget];
+    stream: env.STREAM_LIMITER, verify: env.VERIFY_LIMITER }[budget];
   try {
     const { success } = await limiter.limit({ key: clientKey(request) });
     if (success) return null;
@@ -62,6 +67,6 @@ export async function overLimit(request: Request, env: AppEnv, budget: Budget): 
     return null;
   }
   const what = { submit: "swaps or video jobs", read: "requests", upload: "upload requests",
-    stream: "live streams opened" }[budget];
+    stream: "live streams opened", verify: "files checked" }[budget];
   return `Too many ${what} from your address in the last minute; try again in ${RATE_PERIOD_S} seconds.`;
 }

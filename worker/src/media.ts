@@ -86,17 +86,21 @@ export async function handleMedia(request: Request, env: AppEnv, key: string): P
  */
 export const READ_CHUNK = 8 * 1048576;
 
+/** Write ``obj`` (as it was when ``obj`` was read: same ETag) into ``writable`` in ranges of
+ * READ_CHUNK, one after the other, with backpressure; ``writable`` is left open (and unlocked). */
+export async function pipeObject(env: AppEnv, obj: R2Object, writable: WritableStream): Promise<void> {
+  for (let offset = 0; offset < obj.size; offset += READ_CHUNK) {
+    const part = await env.FILES.get(obj.key, { range: { offset, length: Math.min(READ_CHUNK, obj.size - offset) },
+      onlyIf: { etagMatches: obj.etag } });
+    if (!part || !("body" in part)) throw new Error(`${obj.key} changed or went while it was read`);
+    await (part as R2ObjectBody).body.pipeTo(writable, { preventClose: true });
+  }
+}
+
 function rangedBody(env: AppEnv, obj: R2Object): ReadableStream {
   const { readable, writable } = new FixedLengthStream(obj.size);
-  (async () => {
-    for (let offset = 0; offset < obj.size; offset += READ_CHUNK) {
-      const part = await env.FILES.get(obj.key, { range: { offset, length: Math.min(READ_CHUNK, obj.size - offset) },
-        onlyIf: { etagMatches: obj.etag } });
-      if (!part || !("body" in part)) throw new Error(`${obj.key} changed or went while it was read`);
-      await (part as R2ObjectBody).body.pipeTo(writable, { preventClose: true });
-    }
-    await writable.close();
-  })().catch((err) => writable.abort(err).catch(() => { /* the reader has gone */ }));
+  pipeObject(env, obj, writable).then(() => writable.close())
+    .catch((err) => writable.abort(err).catch(() => { /* the reader has gone */ }));
   return readable;
 }
 

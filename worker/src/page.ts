@@ -4,7 +4,11 @@
  * Live: a camera (and resolution) and a source photo; Start opens /api/stream (the Worker relays
  * it to the gateway's /v1/stream), sends the camera's frames as JPEG (at most 2 unanswered, at
  * most the stream's max_fps) and draws the swapped frames with fps, latency and drops; Stop
- * ends it; a sentence for each failure. (A template literal: no backticks or dollar-braces in it.) */
+ * ends it; a sentence for each failure.
+ * Check a file: choose or drop an image or video (or press "Check it" under a result); it is sent
+ * as the raw body of POST /api/verify and the answer is said in plain words (made by this service
+ * and when; the AI-made marks found; or none), with the full JSON in a <details>.
+ * (A template literal: no backticks or dollar-braces in it.) */
 export const PAGE = `<!doctype html>
 <html lang="en">
 <head>
@@ -53,6 +57,25 @@ export const PAGE = `<!doctype html>
   #live-status { min-height: 1.5rem; margin-top: .5rem; }
   #live-status.error { color: #b00020; font-weight: 600; }
   @media (max-width: 640px) { .live-controls, .live-view { grid-template-columns: 1fr; } }
+  #check { background: #fff; border-radius: 12px; padding: 1rem; margin-top: 2rem; }
+  #check h2 { margin-top: 0; }
+  #check .drop { min-height: 0; }
+  #check .drop img, #check .drop video { max-height: 10rem; align-self: flex-start; }
+  #check-status { min-height: 1.5rem; }
+  #check-status.error { color: #b00020; font-weight: 600; }
+  #check-answer { border-left: 6px solid #8a94a8; padding: .25rem 0 .25rem 1rem; }
+  #check-answer[hidden] { display: none; }
+  #check-answer.ours { border-color: #2f6fed; }
+  #check-answer.marked { border-color: #c77700; }
+  #check-answer.none { border-color: #2e7d32; }
+  #check-headline { font-size: 1.15rem; font-weight: 600; margin: .25rem 0; }
+  #check-lead { margin: .5rem 0 0; }
+  #check-lead[hidden], #check-marks[hidden], #check-note[hidden] { display: none; }
+  #check-note { color: #4a5368; margin: .25rem 0 .5rem; }
+  #check-marks { margin: .25rem 0 .5rem; padding-left: 1.25rem; }
+  #check-details pre { white-space: pre-wrap; word-break: break-all; font-size: .8rem; background: #f4f6fa;
+                       padding: .5rem; border-radius: 6px; max-height: 24rem; overflow: auto; }
+  button.secondary { background: #5b6478; font-size: 1rem; padding: .45rem 1.2rem; margin: 0 0 0 1rem; }
 </style>
 </head>
 <body>
@@ -79,7 +102,30 @@ export const PAGE = `<!doctype html>
   <section id="result" hidden aria-label="Result">
     <h2>Result</h2>
     <div id="result-media"></div>
-    <p><a id="download" href="#" download>Download the result</a></p>
+    <p><a id="download" href="#" download>Download the result</a>
+      <button id="check-result" type="button" class="secondary">Check it for AI-made marks</button></p>
+  </section>
+  <section id="check" aria-labelledby="check-title">
+    <h2 id="check-title">Check a file</h2>
+    <p>Is a photo or video marked as made by AI? Choose or drop an image (JPEG, PNG, WebP) or an MP4
+      video: the check reads its C2PA manifest, its XMP label and the invisible watermark, and says
+      whether this service made it.</p>
+    <form id="check-form">
+      <div class="drop" id="drop-check">
+        <label for="check-file">Image or video to check</label>
+        <input id="check-file" type="file" accept="image/jpeg,image/png,image/webp,video/mp4,video/quicktime">
+        <div class="preview" id="preview-check" aria-live="polite"></div>
+      </div>
+      <button id="check-button" type="submit">Check</button>
+    </form>
+    <div id="check-status" role="status" aria-live="polite"></div>
+    <div id="check-answer" hidden>
+      <p id="check-headline"></p>
+      <p id="check-lead">AI-made marks found:</p>
+      <ul id="check-marks"></ul>
+      <p id="check-note"></p>
+      <details id="check-details"><summary>The full answer (JSON)</summary><pre id="check-json"></pre></details>
+    </div>
   </section>
   <section id="live" aria-labelledby="live-title">
     <h2 id="live-title">Live</h2>
@@ -170,8 +216,8 @@ function preview(input, box) {
   el.src = url; if (el.tagName === "VIDEO") { el.controls = true; el.muted = true; } else { el.alt = "Preview of " + f.name; }
   box.appendChild(el);
 }
-for (const role of ["source", "target"]) {
-  const input = $(role), drop = $("drop-" + role), box = $("preview-" + role);
+for (const [id, role] of [["source", "source"], ["target", "target"], ["check-file", "check"]]) {
+  const input = $(id), drop = $("drop-" + role), box = $("preview-" + role);
   input.addEventListener("change", () => preview(input, box));
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
@@ -256,6 +302,115 @@ $("form").addEventListener("submit", async (e) => {
     }
   } catch (err) { say(err.message, true); }
   finally { $("swap").disabled = false; $("progress").hidden = true; }
+});
+
+// ---- Check a file: POST /api/verify (the Worker streams it through R2 to the gateway's /v1/verify) ----
+const CHECK = {
+  unsupported_media_type: "That file cannot be checked: use a JPEG, PNG or WebP image or an MP4 video.",
+  payload_too_large: "That file is too big to check here.",
+  empty_file: "That file is empty: there is nothing to check.",
+  rate_limited: "You have checked too many files in the last minute; please wait a minute and try again.",
+  gateway_unreachable: "The checking service cannot be reached right now; please try again later.",
+  gateway_error: "The checking service failed; please try again.",
+  service_not_ready: "The checking service is not ready yet; please try again in a minute.",
+  overloaded: "The checking service is busy right now; please try again in a few seconds.",
+  deadline_exceeded: "Checking that file took too long and was stopped: try a shorter video.",
+  incomplete_body: "The file did not arrive whole; please try again.",
+  length_required: "The file was sent without its length; please try again.",
+  no_file: "Choose (or drop) an image or video to check.",
+  offline: "The check could not be sent: is this computer online?",
+};
+// When an answer has no code of ours (a proxy's page): by its status.
+const CHECK_STATUS = { 413: "payload_too_large", 415: "unsupported_media_type", 429: "rate_limited",
+  502: "gateway_unreachable", 503: "service_not_ready", 504: "deadline_exceeded" };
+const KINDS = { image: "an image", video: "a video", batch: "an image of a batch", stream: "a live-stream frame" };
+function checkSay(text, error = false) { $("check-status").textContent = text; $("check-status").className = error ? "error" : ""; }
+const saysAI = (t) => /Synthetic|AlgorithmicMedia|algorithmicallyEnhanced|dataDrivenMedia/.test(t || "");
+// The JSON of /v1/verify in plain words: a headline, one line per mark.
+function verdict(r) {
+  const c = r.c2pa || {}, x = r.xmp || {}, wm = r.watermark || {}, res = r.result || {};
+  const marks = [];
+  const c2paAI = (c.actions || []).some((a) => saysAI(a.digitalSourceType));
+  if (c.present) {
+    const who = c.signer && (c.signer.common_name || c.signer.issuer);
+    const dev = /DEVELOPMENT/.test(((c.signer || {}).common_name || "") + ((c.signer || {}).issuer || ""));
+    const signer = who ? " (signer \u201c" + who + "\u201d: " + (c.trusted ? "a trusted certificate" : dev
+      ? "an untrusted development certificate" : "a certificate not on the trust list") + ")" : "";
+    marks.push("C2PA manifest " + (c.valid ? "valid" : "INVALID: the file was changed after it was signed") + signer
+      + (c.valid && !c2paAI ? "; it does not say AI-made" : "")
+      + (!c.valid && c.failures && c.failures.length ? " [" + c.failures.join(", ") + "]" : ""));
+  }
+  if (x.ai_generated) marks.push("XMP says AI-generated");
+  if (wm.found) {
+    const p = wm.payload || {};
+    marks.push("Watermark found (confidence " + (wm.confidence || 0).toFixed(2)
+      + (res.ours ? "" : ", from another service: id " + p.service_id) + ")");
+  }
+  const id = (wm.payload && wm.payload.result_id) ?? (c.result && c.result.result_id);
+  let headline, tone, note = "";
+  if (res.ours && res.known) {
+    const when = new Date(res.created_at * 1000).toLocaleString(undefined, { dateStyle: "long", timeStyle: "short" });
+    headline = "Made by this service on " + when + " (result " + id + ")" + (KINDS[res.kind] ? ", as " + KINDS[res.kind] : "") + ".";
+    tone = "ours";
+  } else if (res.ours) {
+    headline = "Made by this service (result " + id + ").";
+    note = "When it was made is no longer remembered (results are remembered for a limited time).";
+    tone = "ours";
+  } else if (r.ai_generated || x.ai_generated || wm.found || (c.present && (c2paAI || !c.valid))) {
+    headline = "AI-made marks found.";
+    tone = "marked";
+  } else {
+    headline = "No AI-made marks found.";
+    note = "A file without marks may still be AI-made: marks can be stripped, and cropping or a screenshot can remove the watermark.";
+    tone = "none";
+  }
+  return { headline, tone, marks, note };
+}
+function showVerdict(r) {
+  const v = verdict(r), list = $("check-marks");
+  $("check-headline").textContent = v.headline;
+  $("check-note").textContent = v.note; $("check-note").hidden = !v.note;
+  $("check-lead").hidden = list.hidden = !v.marks.length;
+  list.textContent = "";
+  for (const m of v.marks) { const li = document.createElement("li"); li.textContent = m; list.appendChild(li); }
+  $("check-json").textContent = JSON.stringify(r, null, 2);
+  $("check-answer").className = v.tone; $("check-answer").hidden = false;
+}
+async function checkFile(file, label) {
+  if (!file) { checkSay(CHECK.no_file, true); return; }
+  label = label || file.name;
+  $("check-button").disabled = true; $("check-answer").hidden = true;
+  checkSay("Checking " + label + "...");
+  try {
+    // The file itself is the body (streamed by the Worker, never held); its name only in a header.
+    const r = await fetch("/api/verify", { method: "POST", body: file,
+      headers: { "X-File-Name": encodeURIComponent(file.name || "file") } });
+    let j = {};
+    try { j = await r.json(); } catch { j = {}; }
+    if (!r.ok) {
+      const code = j.code || CHECK_STATUS[r.status];
+      let text = CHECK[code] || j.message || ("The check failed (" + r.status + ").");
+      if (code === "payload_too_large" && j.message) text += " " + j.message;
+      checkSay(text, true);
+      return;
+    }
+    showVerdict(j);
+    checkSay("Checked " + label + ".");
+  } catch { checkSay(CHECK.offline, true); }
+  finally { $("check-button").disabled = false; }
+}
+$("check-form").addEventListener("submit", (e) => { e.preventDefault(); checkFile($("check-file").files[0]); });
+// The result just made, checked as it is stored (fetched back from R2).
+$("check-result").addEventListener("click", async () => {
+  const url = $("download").getAttribute("href");
+  $("check").scrollIntoView({ block: "start" });
+  checkSay("Fetching the result...");
+  try {
+    const r = await fetch(url);
+    if (!r.ok) { checkSay("The result is no longer stored (results expire after a day).", true); return; }
+    const blob = await r.blob();
+    await checkFile(new File([blob], "faceswap-" + url.split("/").pop(), { type: blob.type }), "the result above");
+  } catch { checkSay(CHECK.offline, true); }
 });
 
 // ---- Live: the camera through /api/stream (relayed by the Worker to the gateway's /v1/stream) ----

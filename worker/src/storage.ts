@@ -8,8 +8,10 @@ import type { AppEnv } from "./env";
  *   signed URL; expires after RESULT_TTL_S.
  * - `jobs/<gateway job id>`: an empty object whose custom metadata names the job's upload and
  *   result keys (the Worker keeps no other state).
+ * - `verify/<uuid>`: a file sent to POST /api/verify, held only while the gateway checks it
+ *   (deleted as soon as it has answered; it expires after VERIFY_HOLD_S otherwise).
  */
-export function newKey(prefix: "uploads" | "results", ext?: string): string {
+export function newKey(prefix: "uploads" | "results" | "verify", ext?: string): string {
   return `${prefix}/${crypto.randomUUID()}${ext ? "." + ext : ""}`;
 }
 
@@ -35,14 +37,16 @@ export function expired(obj: { customMetadata?: Record<string, string> }): boole
   return at > 0 && at < Date.now();
 }
 
-/** Delete expired results, and uploads and job records older than RESULT_TTL_S (the cron
- * handler). Uploads are deleted as soon as their job ends (handlers.ts); this is the backstop
- * for uploads never used and jobs nobody polled to the end. Incomplete multipart uploads are
- * not listed by R2: R2 aborts them after 7 days (or sooner with a lifecycle rule). */
+/** Delete expired results and files held for /api/verify, and uploads and job records older
+ * than RESULT_TTL_S (the cron handler). Uploads are deleted as soon as their job ends
+ * (handlers.ts), verify files as soon as the gateway has answered (verify.ts); this is the
+ * backstop for uploads never used, jobs nobody polled to the end and a check cut off midway.
+ * Incomplete multipart uploads are not listed by R2: R2 aborts them after 7 days (or sooner
+ * with a lifecycle rule). */
 export async function purge(env: AppEnv): Promise<number> {
   let removed = 0;
   const cutoff = Date.now() - Number(env.RESULT_TTL_S) * 1000;
-  for (const prefix of ["results/", "uploads/", "jobs/"]) {
+  for (const prefix of ["results/", "uploads/", "jobs/", "verify/"]) {
     let cursor: string | undefined;
     do {
       const page = await env.FILES.list({ prefix, cursor, include: ["customMetadata"] });

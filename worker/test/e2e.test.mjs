@@ -3,7 +3,8 @@
 // swapped image, checks its size and that pixels changed only around the faces, saves a screenshot.
 // A video job: the page uploads the video into the Worker's R2 in parts; the gateway's job reads
 // it and writes its result through URLs the Worker signed (one store, as in production); the
-// page shows and links the result, read from R2.
+// page shows and links the result, read from R2; that result carries the AI-made marks (C2PA,
+// XMP, watermark), checked by the gateway's /v1/verify.
 import { spawnSync } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -11,7 +12,8 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { BROWSER_ARGS, CHROMIUM, PY, ROOT, SECRET, SHARED, startStack, stopStack, TMP, WORKER_URL } from "./stack.mjs";
+import { BROWSER_ARGS, CHROMIUM, PY, ROOT, SECRET, SHARED, startStack, stopStack, TMP, verifyAtGateway,
+  WORKER_URL } from "./stack.mjs";
 
 /** A media URL path signed as the Worker signs them (to look at R2 from outside). */
 function signedMedia(method, key) {
@@ -134,6 +136,11 @@ test("a video job in the browser: uploaded to R2 in parts, swapped by the gatewa
       + "print(json.dumps([s.codec_context.width, s.codec_context.height, sum(1 for _ in c.decode(video=0))]))", out],
     { encoding: "utf8" });
     assert.deepEqual(JSON.parse(probe.stdout), [384, 384, 48], probe.stderr);
+    // What the gateway's job PUT into R2 through the Worker is what it marked.
+    const marks = await verifyAtGateway(readFileSync(out), "result.mp4");
+    assert.deepEqual(marks.marks_found, ["c2pa", "xmp", "watermark"], JSON.stringify(marks));
+    assert.equal(marks.c2pa.valid, true, JSON.stringify(marks.c2pa));
+    assert.deepEqual([marks.result.ours, marks.result.known, marks.result.kind], [true, true, "video"]);
     // The job has ended: its input is gone from R2.
     assert.equal((await fetch(signedMedia("GET", `uploads/${upload.id}`))).status, 404);
     mkdirSync(join(ROOT, "out"), { recursive: true });

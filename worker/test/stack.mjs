@@ -4,6 +4,7 @@
 // flags. Nothing here phones home: wrangler's metrics and Cloudflare fetches are off, Chromium
 // resolves no names but loopback.
 import { spawn, spawnSync } from "node:child_process";
+import { createHash, createHmac } from "node:crypto";
 import { existsSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -77,4 +78,21 @@ export function stopStack() {
   if (wrangler) try { process.kill(-wrangler.pid, "SIGTERM"); } catch { /* gone */ }
   spawnSync(PY, [...serverArgs.slice(0, 2), "stop", ...serverArgs.slice(2)], { cwd: ROOT, env, timeout: 120_000 });
   rmSync(TMP, { recursive: true, force: true });
+}
+
+/** The gateway's POST /v1/verify called directly, signed as the Worker signs (HMAC over method,
+ * path, timestamp and the form's SHA-256): its JSON report on ``bytes`` (named ``name``). */
+export async function verifyAtGateway(bytes, name) {
+  const fd = new FormData();
+  fd.append("file", new Blob([bytes]), name);
+  const form = new Request("http://form.local/", { method: "POST", body: fd });
+  const body = Buffer.from(await form.arrayBuffer());
+  const ts = String(Math.floor(Date.now() / 1000));
+  const sha = createHash("sha256").update(body).digest("hex");
+  const res = await fetch(`${GATEWAY_URL}/v1/verify`, { method: "POST", body, headers: {
+    "Content-Type": form.headers.get("content-type"), "X-Faceswap-Timestamp": ts, "X-Faceswap-Content-SHA256": sha,
+    "X-Faceswap-Signature": createHmac("sha256", SECRET).update(`POST\n/v1/verify\n${ts}\n${sha}`).digest("hex") } });
+  const text = await res.text();
+  assert.equal(res.status, 200, text);
+  return JSON.parse(text);
 }
