@@ -43,6 +43,9 @@ class SwapOptions:
         threshold: float in [-1, 1], default 0.3 (``MATCH_THRESHOLD``): the minimum cosine
             similarity between a face's normed embedding and its reference for selections
             "similar" and "pairs"; -1 accepts any face (the most similar one, for "similar").
+        face_quality: compute the quality figures of each swapped face (``result``
+            ``face_quality``, see ``pipeline.quality``: one recognizer call on 2M crops); false
+            leaves them out (``null``), e.g. for a live stream that does not show them.
     """
 
     selection: str = "all"
@@ -52,6 +55,7 @@ class SwapOptions:
     quality: int = 95
     det_thresh: float = 0.0
     threshold: float = MATCH_THRESHOLD
+    face_quality: bool = True
 
     @classmethod
     def from_json(cls, raw: bytes | str | None) -> "SwapOptions":
@@ -92,6 +96,8 @@ class SwapOptions:
             raise OptionsError(f"det_thresh {self.det_thresh} is outside [0, 1)")
         if not -1.0 <= self.threshold <= 1.0:
             raise OptionsError(f"threshold {self.threshold} is outside [-1, 1]")
+        if not isinstance(self.face_quality, bool):
+            raise OptionsError(f"face_quality {self.face_quality!r} must be true or false")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -230,7 +230,7 @@ def frame(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS, alpha: bool = 
 def paste_stage(image: np.ndarray, original: bytes, info: dict, aligned_crops: np.ndarray, affines: np.ndarray,
                 latents: np.ndarray, opts: SwapOptions, swap_fn: SwapFn, batch: int,
                 alpha: np.ndarray | None = None) -> tuple[bytes, str, int]:
-    """Swap the aligned crops, paste them back and encode.
+    """Swap the aligned crops, paste them back and encode (``pasted_frame`` then ``encode_stage``).
 
     With no face to swap and an output format equal to the input's, the original bytes come
     back untouched (pixel-identical, metadata kept). A grey input gives a grey output (the
@@ -244,21 +244,38 @@ def paste_stage(image: np.ndarray, original: bytes, info: dict, aligned_crops: n
     Returns:
         (encoded image, its format, faces swapped).
     """
-    input_fmt = info.get("format", "")
-    fmt = output_format(opts, input_fmt)
-    keep_alpha = alpha if alpha is not None and alpha.size else None
-    n = aligned_crops.shape[0]
-    if n == 0:
-        if fmt == input_fmt:
-            return bytes(original), fmt, 0
-        return encode_image(image, fmt, opts.quality, keep_alpha), fmt, 0
+    pasted = pasted_frame(image, info, aligned_crops, affines, latents, swap_fn, batch)
+    data, fmt = encode_stage(image, original, info, pasted, opts, alpha)
+    return data, fmt, aligned_crops.shape[0]
+
+
+def pasted_frame(image: np.ndarray, info: dict, aligned_crops: np.ndarray, affines: np.ndarray,
+                 latents: np.ndarray, swap_fn: SwapFn, batch: int) -> np.ndarray | None:
+    """A copy of ``image`` with the swapped crops pasted back (grey when the input was grey),
+    or None when there is no crop (the swapper is not called)."""
+    if aligned_crops.shape[0] == 0:
+        return None
     fakes = swap_crops(aligned_crops, latents, swap_fn, batch)
     frame = image.copy()
     for fake, m in zip(fakes, affines):
         paste_back(frame, fake, m)
     if info.get("grey"):
         frame = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-    return encode_image(frame, fmt, opts.quality, keep_alpha), fmt, n
+    return frame
+
+
+def encode_stage(image: np.ndarray, original: bytes, info: dict, pasted: np.ndarray | None, opts: SwapOptions,
+                 alpha: np.ndarray | None = None) -> tuple[bytes, str]:
+    """(encoded output, its format): ``pasted``, or with no face swapped (None) the input itself,
+    its original bytes when the output format is the input's (see ``paste_stage``)."""
+    input_fmt = info.get("format", "")
+    fmt = output_format(opts, input_fmt)
+    keep_alpha = alpha if alpha is not None and alpha.size else None
+    if pasted is None:
+        if fmt == input_fmt:
+            return bytes(original), fmt
+        return encode_image(image, fmt, opts.quality, keep_alpha), fmt
+    return encode_image(pasted, fmt, opts.quality, keep_alpha), fmt
 
 
 def latents_for(latent_index: np.ndarray, source_latents: np.ndarray) -> np.ndarray:

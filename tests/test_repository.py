@@ -69,3 +69,22 @@ def test_python_stage_parameters_are_typed_defaults(repo):
     p = configs["face_aligner"].parameters
     assert float(p["det_thresh"].string_value) == 0.5 and int(p["max_faces"].string_value) == 64
     assert configs["face_paster"].parameters["stand_in_models"].string_value == "w600k_r50,inswapper_128"
+
+
+def test_quality_figures_are_wired_in_both_swap_ensembles(repo):
+    """face_paster gets every face's key points and the optional source embeddings, and calls the
+    recognizer named in its parameters (one batched call for the quality figures)."""
+    _, _, configs = repo
+    paster = configs["face_paster"]
+    inputs = {i.name: i for i in paster.input}
+    assert not inputs["kps"].optional and inputs["source_embeddings"].optional
+    assert list(inputs["source_embeddings"].dims) == [-1, 512]
+    p = {k: v.string_value for k, v in paster.parameters.items()}
+    rec = configs["face_recognizer"]
+    assert p["recognizer_model"] == "face_recognizer" and p["recognizer_input"] == rec.input[0].name
+    assert p["recognizer_output"] == rec.output[0].name and int(p["recognizer_max_batch"]) == rec.max_batch_size
+    for ens, kps in (("face_swap", "kps"), ("face_swap_kps", "face_kps")):
+        cfg = configs[ens]
+        assert {i.name: i.optional for i in cfg.input}["source_embeddings"] is True
+        (step,) = [s for s in cfg.ensemble_scheduling.step if s.model_name == "face_paster"]
+        assert step.input_map["kps"] == kps and step.input_map["source_embeddings"] == "source_embeddings"

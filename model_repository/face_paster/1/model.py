@@ -1,12 +1,14 @@
-"""face_paster: inswapper on the aligned crops (BLS, chunked), paste-back blending, encoding."""
+"""face_paster: inswapper on the aligned crops (BLS, chunked), paste-back blending, quality figures
+(one ArcFace call through BLS on the original and the pasted faces), encoding."""
 
 import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from pipeline.quality import face_quality, source_rows
 from pipeline.selection import SwapOptions
-from pipeline.stages import frame, latents_for, paste_stage, result_json
+from pipeline.stages import encode_stage, frame, latents_for, pasted_frame, result_json
 from pipeline.triton_glue import bls_fn, bytes_tensor, cancelled_check, get, get_bytes, parameters, respond
 
 
@@ -17,6 +19,9 @@ class TritonPythonModel:
         self.swap_fn = bls_fn(p.get("swapper_model", "face_swapper"),
                               [p.get("swapper_target", "target"), p.get("swapper_source", "source")],
                               p.get("swapper_output", "output"))
+        self.embed_batch = int(p.get("recognizer_max_batch", "0"))
+        self.embed_fn = bls_fn(p.get("recognizer_model", "face_recognizer"), [p.get("recognizer_input", "input.1")],
+                               p.get("recognizer_output", "683"))
         self.stand_ins = [s for s in p.get("stand_in_models", "").split(",") if s]
         self.max_pixels = int(p.get("max_pixels", "40000000"))
         if self.stand_ins:
@@ -28,8 +33,11 @@ class TritonPythonModel:
         info = json.loads(get_bytes(request, "align_info", b"{}"))
         crops = get(request, "aligned_crops")
         selected = get(request, "selected").reshape(-1)
-        latents = (latents_for(get(request, "latent_index"), get(request, "source_latents")) if crops.shape[0]
-                   else np.zeros((0, 512), np.float32))
+        latent_index = get(request, "latent_index").reshape(-1)
+        source_latents = get(request, "source_latents")
+        latents = latents_for(latent_index, source_latents) if crops.shape[0] else np.zeros((0, 512), np.float32)
+        sources = source_rows(get(request, "source_embeddings", np.zeros((0, 512), np.float32)),
+                              np.asarray(source_latents).reshape(-1, 512).shape[0])
         original = get(request, "original")
         d = frame(original, self.max_pixels, alpha=True)
         image = d.bgr
@@ -39,11 +47,21 @@ class TritonPythonModel:
             check()
             return self.swap_fn(blob, lat)
 
-        data, fmt, n = paste_stage(image, original.tobytes(), {"format": d.fmt, "grey": d.grey}, crops,
-                                   get(request, "affines"), latents, opts, swap_fn, self.swap_batch, d.alpha)
-        summary = result_json(faces_detected=info.get("faces_detected", 0), faces_swapped=n,
+        def embed_fn(blob):
+            check()
+            return self.embed_fn(blob)
+
+        info_d = {"format": d.fmt, "grey": d.grey}
+        pasted = pasted_frame(image, info_d, crops, get(request, "affines"), latents, swap_fn, self.swap_batch)
+        quality = None
+        if opts.face_quality:
+            kps = get(request, "kps").reshape(-1, 5, 2)[selected]  # the swapped faces' key points
+            quality = (face_quality(image, pasted, kps, selected, latent_index, embed_fn, self.embed_batch, sources)
+                       if pasted is not None else [])
+        data, fmt = encode_stage(image, original.tobytes(), info_d, pasted, opts, d.alpha)
+        summary = result_json(faces_detected=info.get("faces_detected", 0), faces_swapped=int(crops.shape[0]),
                               truncated=info.get("truncated", False), no_match=info.get("no_match", False),
-                              selected=selected.tolist(), format=fmt,
+                              selected=selected.tolist(), format=fmt, face_quality=quality,
                               width=int(image.shape[1]), height=int(image.shape[0]), stand_in_models=self.stand_ins)
         return [pb_utils.Tensor("output_image", np.frombuffer(data, np.uint8)), bytes_tensor("result", summary)]
 
