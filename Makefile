@@ -89,6 +89,7 @@ bench: setup             ## face_swap images/s vs insightface, gateway added lat
 	$(VPY) -m tools.bench_cluster
 	$(VPY) -m tools.bench_live
 	$(VPY) -m tools.bench_marking
+	$(VPY) -m tools.bench_quality
 	$(VPY) -m tools.bench_overload
 
 perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) against face_swap on `make serve`

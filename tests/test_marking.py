@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 
 import httpx
@@ -45,6 +46,9 @@ def swap(gw, fmt: str = "jpeg") -> httpx.Response:
                                                "target": ("t.jpg", TARGET.read_bytes())},
                    data={"output_format": fmt}, timeout=120)
     assert r.status_code == 200 and int(r.headers["x-faces-swapped"]) > 0, r.text[:300]
+    swapped = [f for f in json.loads(r.headers["x-faces"]) if f["swapped"]]
+    # the gateway sends the source's embedding: both quality figures are there for each swapped face
+    assert swapped and all(-1 <= f["identity_transfer"] <= 1 and -1 <= f["identity_leakage"] <= 1 for f in swapped)
     return r
 
 
@@ -89,6 +93,8 @@ def test_video_job_results_are_marked(gw):
             assert time.monotonic() < end, j
             time.sleep(0.5)
         assert j["status"] == "done", j
+        assert j["quality"] and j["quality"][0]["frames"] > 0, j  # per-track figures in the job
+        assert "_source_embedding" not in j["options"]
         video = c.get(f"/v1/jobs/{job['id']}/result").content
     rep = verify(gw, video, "out.mp4")
     assert rep["format"] == "mp4" and rep["c2pa"]["valid"] and rep["xmp"]["ai_generated"], rep["summary"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import numpy as np
 from fastapi import Request, UploadFile
 
 from client import AsyncFaceSwapClient, NoFaceError
+from client.core import Face
 from gateway.core.admission import Admission, remaining, until_disconnect
 from gateway.core.config import Settings
 from gateway.core.errors import APIError
@@ -60,9 +60,10 @@ async def read_image(upload: UploadFile, settings: Settings, field: str) -> tupl
     return data, meta.width * meta.height
 
 
-async def source_latent(request: Request, data: bytes, triton: AsyncFaceSwapClient) -> np.ndarray:
-    """The swap latent of the largest face of a source photo's bytes (422 no_face_in_source)."""
+async def source_face(request: Request, data: bytes, triton: AsyncFaceSwapClient) -> Face:
+    """The largest face of a source photo's bytes, with its swap latent and its normed ArcFace
+    embedding (the identity the quality figures compare with); 422 no_face_in_source."""
     faces = (await triton_call(request, triton.embed, data)).faces
     if not faces:
         raise NoFaceError("no face found in the source image")
-    return max(faces, key=lambda f: f.area).latent
+    return max(faces, key=lambda f: f.area)

@@ -113,11 +113,13 @@ def fetch_input(kind: str, url: str, workdir: Path, limits: JobLimits) -> Path:
 
 @dataclass
 class Outcome:
-    """A finished job: ``result`` (a file in the job's folder), its media type, warnings."""
+    """A finished job: ``result`` (a file in the job's folder), its media type, warnings, and
+    for video the quality figures per face track (``client.video.VideoReport.tracks``)."""
 
     result: Path
     content_type: str
     warnings: list[str]
+    quality: list[dict] = field(default_factory=list)
 
 
 ProgressFn = Callable[[int, int, "float | None"], None]
@@ -153,17 +155,22 @@ async def run_job(client: AsyncFaceSwapClient, kind: str, input_path: Path, work
         asyncio.CancelledError: ``stop()`` turned true (cancel or shutdown).
         FaceSwapError, VideoError, OSError, zipfile.BadZipFile: the job failed.
     """
+    emb = options.get("_source_embedding")
+    embedding = None if emb is None else np.asarray(emb, np.float32)
+    tracks: list[dict] = []
     try:
         if kind == "video":
             out = workdir / RESULT_NAMES[kind]
             rid, hook = marker.video_marks() if marker is not None else (None, None)
             opts = VideoOptions(options.get("selection", "largest"), options.get("smoothing", True),
                                 limits.in_flight, limits=limits.video, frame_hook=hook)
-            rep = await swap_video(client, latent, input_path, out, opts, reference, progress, stop)
+            rep = await swap_video(client, latent, input_path, out, opts, reference, progress, stop,
+                                   source_embedding=embedding)
             if marker is not None:
                 await asyncio.to_thread(marker.video_file, out, input_path, rid, rep.stand_in_models)
             warnings = rep.warnings + ([f"stand-in models used: {', '.join(rep.stand_in_models)}"]
                                        if rep.stand_in_models else [])
+            tracks = list(rep.tracks)
         else:
             out_dir = workdir / "results"
             if out_dir.exists():
@@ -171,7 +178,8 @@ async def run_job(client: AsyncFaceSwapClient, kind: str, input_path: Path, work
             mark = None if marker is None or not marker.enabled else \
                 (lambda img, fmt, target: marker.image(img, fmt, target, kind="batch"))
             rep = await swap_batch(client, latent, input_path, out_dir, limits.in_flight, progress, stop,
-                                   limits.archive, mark=mark, output_format=options.get("output_format", "auto"))
+                                   limits.archive, mark=mark, source_embedding=embedding,
+                                   output_format=options.get("output_format", "auto"))
             if stop():
                 raise asyncio.CancelledError
             out = workdir / RESULT_NAMES[kind]
@@ -187,4 +195,4 @@ async def run_job(client: AsyncFaceSwapClient, kind: str, input_path: Path, work
             await asyncio.to_thread(put_url, result_url, out, CONTENT_TYPES[kind])
         except MediaError as exc:
             raise JobFailed(exc.code, str(exc)) from None
-    return Outcome(out, CONTENT_TYPES[kind], warnings)
+    return Outcome(out, CONTENT_TYPES[kind], warnings, tracks)

@@ -46,12 +46,14 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 """
 #: Columns added after the first release, with their definitions (added to older files at open).
-MIGRATIONS = {"error_code": "TEXT"}
+MIGRATIONS = {"error_code": "TEXT", "quality": "TEXT NOT NULL DEFAULT '[]'"}
 
 
 @dataclass
 class Job:
-    """A job's row. ``done``/``total`` count frames (video) or files (batch)."""
+    """A job's row. ``done``/``total`` count frames (video) or files (batch). ``quality``: per
+    face track of a done video, frames, mean and minimum identity transfer and leakage, and the
+    flicker score (batch jobs carry theirs per image in ``batch_report.json``)."""
 
     id: str
     kind: str
@@ -69,6 +71,7 @@ class Job:
     options: dict = field(default_factory=dict)
     restarts: int = 0
     error_code: str | None = None
+    quality: list[dict] = field(default_factory=list)
 
     def public(self) -> dict:
         """The job as the API shows it: no server paths, no signed URLs (options starting with
@@ -112,12 +115,13 @@ class JobStore:
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             row = self._db.execute("SELECT id, kind, status, created_at, updated_at, progress, done, total, eta_s, "
-                                   "warnings, error, input, result, options, restarts, error_code FROM jobs "
+                                   "warnings, error, input, result, options, restarts, error_code, quality FROM jobs "
                                    "WHERE id = ?",
                                    (job_id,)).fetchone()
         if row is None:
             return None
-        return Job(*row[:9], json.loads(row[9]), row[10], row[11], row[12], json.loads(row[13]), row[14], row[15])
+        return Job(*row[:9], json.loads(row[9]), row[10], row[11], row[12], json.loads(row[13]), row[14], row[15],
+                   json.loads(row[16] or "[]"))
 
     def vectors(self, job_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         with self._lock:
@@ -125,8 +129,9 @@ class JobStore:
         return np.frombuffer(lat, np.float32), None if ref is None else np.frombuffer(ref, np.float32)
 
     def update(self, job_id: str, **fields) -> None:
-        if "warnings" in fields:
-            fields["warnings"] = json.dumps(fields["warnings"])
+        for key in ("warnings", "quality"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
         fields["updated_at"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._lock:
@@ -293,7 +298,7 @@ class JobRunner:
         try:
             outcome = asyncio.run(self._run_async(job))
             self.store.update(job_id, status="done", progress=1.0, eta_s=0.0, result=str(outcome.result),
-                              warnings=[*job.warnings, *outcome.warnings])
+                              warnings=[*job.warnings, *outcome.warnings], quality=outcome.quality)
         except asyncio.CancelledError:
             if self._stop_reason(job_id) == "cancelled":
                 self.store.update(job_id, status="cancelled")

@@ -99,7 +99,7 @@ def to_public(job: SaqJob, ttl_s: float, heartbeat_s: float) -> Job:
                done=int(meta.get("done", 0)), total=int(meta.get("total", 0)), eta_s=meta.get("eta_s"),
                warnings=list(meta.get("warnings", [])), error=error, input="",
                result=meta.get("result_key") if status == "done" else None, options=dict(meta.get("options", {})),
-               restarts=max(job.attempts - 1, 0), error_code=code)
+               restarts=max(job.attempts - 1, 0), error_code=code, quality=list(meta.get("quality", [])))
 
 
 class QueueJobs:
@@ -350,5 +350,5 @@ class JobWorker:
                                     progress, lambda: False, options.get("_result_url"), self.marker)
             result_key = f"jobs/{job.key}/{outcome.result.name}"
             await asyncio.to_thread(self.media.put_file, result_key, outcome.result, outcome.content_type)
-        return {"outcome": "done", "result_key": result_key,
+        return {"outcome": "done", "result_key": result_key, "quality": outcome.quality,
                 "warnings": [*meta.get("warnings", []), *outcome.warnings]}

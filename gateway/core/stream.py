@@ -217,7 +217,8 @@ class StreamSession:
         if not self._kps:
             return {**meta, "format": frame_format(frame.data)}, frame.data
         out = await self.client.swap_at(frame.data, self.latent, np.stack(self._kps), timeout=self.call_timeout_s,
-                                        output_format=self.cfg.output_format, quality=self.cfg.quality)
+                                        output_format=self.cfg.output_format, quality=self.cfg.quality,
+                                        face_quality=False)  # live: latency first (a batched ArcFace call)
         image = out.image
         if self.marker is not None and self.marker.enabled:  # a swapped frame says it is AI-made
             image = await asyncio.to_thread(self.marker.image, image, out.format, None, out.stand_in_models,

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -107,11 +108,12 @@ async def create_job(
     if (source is None) == (source_face_id is None):
         raise APIError(422, "missing_source", "Send exactly one of: a source image or source_face_id.")
     if source_face_id is not None:
-        latent = deps.face_or_404(store, source_face_id).latent
+        face = deps.face_or_404(store, source_face_id)
     else:
         data, pixels = await deps.read_image(source, settings, "source")
         with request.app.state.admission.pixels_reserved(pixels):
-            latent = await deps.source_latent(request, data, triton)
+            face = await deps.source_face(request, data, triton)
+    latent = face.latent
     reference = None if reference_face_id is None else deps.face_or_404(store, reference_face_id).embedding
     runner = request.app.state.jobs
     used = await runner.used_bytes()
@@ -154,6 +156,8 @@ async def create_job(
     opts = {"selection": "similar" if reference is not None else selection, "smoothing": smoothing,
             "output_format": output_format}
     opts.update({k: v for k, v in (("_input_url", input_url), ("_result_url", result_url)) if v})
+    # the source's identity, for the per-track quality figures (private: never shown back)
+    opts["_source_embedding"] = [float(v) for v in np.asarray(face.embedding, np.float32)]
     try:
         job = await runner.create(job_id, kind, path, latent, reference, opts)
     except BaseException:

@@ -111,16 +111,20 @@ async def swap(
                            '{"reference_face_id": "...", "source_face_id": "..."}.') from None
         if not plist:
             raise APIError(422, "invalid_option", "pairs is empty.")
-        latents = np.stack([deps.face_or_404(store, p.source_face_id).latent for p in plist])
+        sources = [deps.face_or_404(store, p.source_face_id) for p in plist]
+        latents, embeddings = np.stack([f.latent for f in sources]), np.stack([f.embedding for f in sources])
         reference = np.stack([deps.face_or_404(store, p.reference_face_id).embedding for p in plist])
         opts.update(selection="pairs", threshold=threshold)
     elif source_face_id is not None:
-        latents = deps.face_or_404(store, source_face_id).latent[None]
+        face = deps.face_or_404(store, source_face_id)
+        latents, embeddings = face.latent[None], face.embedding[None]
     with admission.pixels_reserved(pixels):
         if source_bytes is not None:
-            latents = (await deps.source_latent(request, source_bytes, triton))[None]
+            face = await deps.source_face(request, source_bytes, triton)
+            latents, embeddings = face.latent[None], face.embedding[None]
+        # the source embeddings let face_paster report identity transfer per swapped face
         res = await deps.triton_call(request, triton.swap, target_bytes, latents, reference_embedding=reference,
-                                     **opts)
+                                     source_embedding=embeddings, **opts)
     metrics.faces_swapped.inc(res.faces_swapped)
     # every output with a swapped face says it is AI-made: C2PA manifest, XMP, watermark
     # (gateway.core.marking); an image where nothing was swapped comes back as it was
