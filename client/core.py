@@ -144,7 +144,7 @@ def read_image(image: ImageLike) -> bytes:
 def options_json(**opts: Any) -> bytes:
     """The ``options`` tensor's JSON. Keys and values are validated by the server
     (pipeline.selection.SwapOptions): selection, face_index, max_faces, output_format, quality,
-    det_thresh, threshold; an unknown key is an InvalidInput naming the valid ones."""
+    det_thresh, threshold, face_quality, pixel_boost; an unknown key is an InvalidInput naming the valid ones."""
     return json.dumps(opts).encode()
 
 

@@ -234,8 +234,9 @@ class FaceSwapClient:
         "similar", "pairs"), face_index, max_faces, output_format ("auto", "jpeg", "png", "webp"),
         quality, det_thresh, threshold (float, -1..1, default 0.3: the cosine a face needs to
         ``reference_embedding`` for "similar"/"pairs"; below it for every face, nothing is
-        swapped and ``SwapResult.no_match`` is True). ``timeout``: seconds for this call
-        (default: the client's).
+        swapped and ``SwapResult.no_match`` is True), pixel_boost (128, 256, 384, 512: the face
+        swapped at that size as (pixel_boost / 128)^2 sub-crops). ``timeout``: seconds for this
+        call (default: the client's).
         """
         return parse_swap(self._infer(SWAP_MODEL, _swap_request(target, source_latent, reference_embedding, opts,
                                                                 source_embedding), SWAP_OUTPUTS, timeout))

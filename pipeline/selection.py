@@ -10,6 +10,7 @@ import numpy as np
 from pipeline.codec import OUTPUT_FORMATS
 from pipeline.detection import Detections, box_areas
 from pipeline.embedding import cosine
+from pipeline.pixel_boost import PIXEL_BOOSTS
 
 SELECTIONS = ("all", "largest", "index", "similar", "pairs")
 #: Default cosine similarity a target face needs to its reference for selections "similar" and
@@ -46,6 +47,9 @@ class SwapOptions:
         face_quality: compute the quality figures of each swapped face (``result``
             ``face_quality``, see ``pipeline.quality``: one recognizer call on 2M crops); false
             leaves them out (``null``), e.g. for a live stream that does not show them.
+        pixel_boost: 128 (default: inswapper's 128x128 crop), 256, 384 or 512: each face is
+            aligned at that size and swapped as (pixel_boost / 128)^2 sub-pixel-shifted 128x128
+            crops, interleaved back (``pipeline.pixel_boost``); more detail, (n^2)x the swapper work.
     """
 
     selection: str = "all"
@@ -56,6 +60,7 @@ class SwapOptions:
     det_thresh: float = 0.0
     threshold: float = MATCH_THRESHOLD
     face_quality: bool = True
+    pixel_boost: int = 128
 
     @classmethod
     def from_json(cls, raw: bytes | str | None) -> "SwapOptions":
@@ -76,6 +81,9 @@ class SwapOptions:
             opts = cls(**data)
             opts.face_index, opts.max_faces, opts.quality = int(opts.face_index), int(opts.max_faces), int(opts.quality)
             opts.det_thresh, opts.threshold = float(opts.det_thresh), float(opts.threshold)
+            if isinstance(opts.pixel_boost, bool) or opts.pixel_boost != int(opts.pixel_boost):
+                raise ValueError(f"pixel_boost {opts.pixel_boost!r} is not an integer")
+            opts.pixel_boost = int(opts.pixel_boost)
         except (TypeError, ValueError) as exc:
             raise OptionsError(f"bad option value: {exc}") from None
         opts.validate()
@@ -96,6 +104,8 @@ class SwapOptions:
             raise OptionsError(f"det_thresh {self.det_thresh} is outside [0, 1)")
         if not -1.0 <= self.threshold <= 1.0:
             raise OptionsError(f"threshold {self.threshold} is outside [-1, 1]")
+        if self.pixel_boost not in PIXEL_BOOSTS:
+            raise OptionsError(f"pixel_boost {self.pixel_boost!r} is not one of {', '.join(map(str, PIXEL_BOOSTS))}")
         if not isinstance(self.face_quality, bool):
             raise OptionsError(f"face_quality {self.face_quality!r} must be true or false")
 

@@ -23,6 +23,7 @@ from pipeline.codec import MAX_PIXELS, decode_image, encode_image
 from pipeline.detection import Detections, decode_scrfd, detect_tiles, detector_blob, letterbox
 from pipeline.embedding import ARCFACE_MEAN, ARCFACE_STD, SWAP_MEAN, SWAP_STD, normed, swap_latents
 from pipeline.paste import paste_back, swapper_output_to_bgr
+from pipeline.pixel_boost import boost_factor, boosted_crops, explode, implode
 from pipeline.selection import SwapOptions, select_faces
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
@@ -200,7 +201,8 @@ def place_stage(image: np.ndarray, kps: np.ndarray) -> Aligned:
 
 
 def swap_crops(crops: np.ndarray, latents: np.ndarray, swap_fn: SwapFn, batch: int) -> np.ndarray:
-    """uint8 [M, 128, 128, 3] BGR swapped crops; ``latents`` float32 [M, 512] (one per crop)."""
+    """uint8 [M, 128, 128, 3] BGR swapped crops of uint8 [M, 128, 128, 3] BGR crops;
+    ``latents`` float32 [M, 512] (one per crop); ``swap_fn`` called on chunks of <= ``batch``."""
     if crops.shape[0] == 0:
         return crops
     blob = crops_to_blob(crops, SWAP_MEAN, SWAP_STD)
@@ -244,20 +246,48 @@ def paste_stage(image: np.ndarray, original: bytes, info: dict, aligned_crops: n
     Returns:
         (encoded image, its format, faces swapped).
     """
-    pasted = pasted_frame(image, info, aligned_crops, affines, latents, swap_fn, batch)
+    pasted = pasted_frame(image, info, aligned_crops, affines, latents, swap_fn, batch, opts.pixel_boost)
     data, fmt = encode_stage(image, original, info, pasted, opts, alpha)
     return data, fmt, aligned_crops.shape[0]
 
 
+def swapped_faces(image: np.ndarray, aligned_crops: np.ndarray, affines: np.ndarray, latents: np.ndarray,
+                  swap_fn: SwapFn, batch: int, pixel_boost: int = SWAP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The swapped faces and the matrices to paste them with.
+
+    Args:
+        image: uint8 [H, W, 3] BGR frame.
+        aligned_crops: uint8 [M, 128, 128, 3] BGR crops; affines: float [M, 2, 3] their matrices.
+        latents: float32 [M, 512], one source latent per crop.
+        swap_fn, batch: the swapper, called on chunks of at most ``batch`` rows.
+        pixel_boost: 128 (the crops as given) or 128 n (n = 2..4: each face aligned again at 128 n
+            from ``image`` and swapped as n x n sub-crops, ``pipeline.pixel_boost``); the sub-crops
+            of all faces go through ``swap_fn`` together, face after face.
+
+    Returns:
+        (uint8 [M, S, S, 3] BGR swapped faces, S = pixel_boost; float [M, 2, 3] frame -> face matrices).
+
+    Raises:
+        ValueError: pixel_boost not one of 128, 256, 384, 512.
+    """
+    n = boost_factor(int(pixel_boost))
+    if n == 1:
+        return swap_crops(aligned_crops, latents, swap_fn, batch), affines
+    crops, mats = boosted_crops(image, affines, n)
+    subs = swap_crops(explode(crops, n), np.repeat(np.asarray(latents, np.float32), n * n, axis=0), swap_fn, batch)
+    return implode(subs, n), mats
+
+
 def pasted_frame(image: np.ndarray, info: dict, aligned_crops: np.ndarray, affines: np.ndarray,
-                 latents: np.ndarray, swap_fn: SwapFn, batch: int) -> np.ndarray | None:
-    """A copy of ``image`` with the swapped crops pasted back (grey when the input was grey),
-    or None when there is no crop (the swapper is not called)."""
+                 latents: np.ndarray, swap_fn: SwapFn, batch: int, pixel_boost: int = SWAP_SIZE
+                 ) -> np.ndarray | None:
+    """A copy of ``image`` with the swapped faces (``swapped_faces``, same arguments) pasted back
+    (grey when the input was grey), or None when there is no crop (the swapper is not called)."""
     if aligned_crops.shape[0] == 0:
         return None
-    fakes = swap_crops(aligned_crops, latents, swap_fn, batch)
+    fakes, mats = swapped_faces(image, aligned_crops, affines, latents, swap_fn, batch, pixel_boost)
     frame = image.copy()
-    for fake, m in zip(fakes, affines):
+    for fake, m in zip(fakes, mats):
         paste_back(frame, fake, m)
     if info.get("grey"):
         frame = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)

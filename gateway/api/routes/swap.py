@@ -78,6 +78,7 @@ async def swap(
     quality: Annotated[int, Form(ge=1, le=100, description="jpeg/webp quality", examples=[90])] = 95,
     threshold: Annotated[float, Form(ge=-1, le=1, description="min cosine similarity for pairs",
                                      examples=[0.35])] = 0.3,
+    pixel_boost: Annotated[int, Form(description="face swapped at 128, 256, 384 or 512 px", examples=[256])] = 128,
     triton: AsyncFaceSwapClient = Depends(deps.triton),
     store: FaceStore = Depends(deps.store),
     settings: Settings = Depends(deps.settings),
@@ -96,7 +97,7 @@ async def swap(
     if face_index is not None:
         selection = "index"
     opts = {"selection": selection, "face_index": face_index or 0, "max_faces": max_faces,
-            "output_format": output_format, "quality": quality}
+            "output_format": output_format, "quality": quality, "pixel_boost": pixel_boost}
     given = [x is not None for x in (source, source_face_id, pairs)]
     if sum(given) != 1:
         raise APIError(422, "missing_source", "Send exactly one of: a source image, source_face_id, or pairs.")

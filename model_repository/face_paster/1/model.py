@@ -1,4 +1,5 @@
-"""face_paster: inswapper on the aligned crops (BLS, chunked), paste-back blending, quality figures
+"""face_paster: inswapper on the aligned crops (BLS, chunked; option pixel_boost: N x N sub-crops of each
+face at 128 N, all faces' in the same chunks), paste-back blending, quality figures
 (one ArcFace call through BLS on the original and the pasted faces), encoding."""
 
 import json
@@ -52,7 +53,8 @@ class TritonPythonModel:
             return self.embed_fn(blob)
 
         info_d = {"format": d.fmt, "grey": d.grey}
-        pasted = pasted_frame(image, info_d, crops, get(request, "affines"), latents, swap_fn, self.swap_batch)
+        pasted = pasted_frame(image, info_d, crops, get(request, "affines"), latents, swap_fn, self.swap_batch,
+                              opts.pixel_boost)
         quality = None
         if opts.face_quality:
             kps = get(request, "kps").reshape(-1, 5, 2)[selected]  # the swapped faces' key points
