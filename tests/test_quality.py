@@ -28,7 +28,10 @@ from pipeline.quality import TrackFigures, face_quality, flicker_ratio, swap_reg
 from tests.conftest import image_path, load
 from tools.media import moving_face_frames, write_clip
 
-insightface = pytest.importorskip("insightface", reason="install insightface==0.7.3 (make setup does)")
+try:
+    import insightface
+except ImportError as exc:  # a missing package fails the tests, saying what to install
+    raise ImportError("install insightface==0.7.3 (make setup does)") from exc
 pytestmark = pytest.mark.server
 TOL = 1e-3  # absolute, on cosines
 GROUP = "group_insightface_t1.jpg"  # six faces

@@ -17,7 +17,10 @@ from pipeline.selection import SwapOptions
 from pipeline.stages import align_stage, analyze_stage, paste_stage
 from tests.conftest import load
 
-insightface = pytest.importorskip("insightface", reason="install insightface==0.7.3 (make setup does)")
+try:
+    import insightface
+except ImportError as exc:  # a missing package fails the tests, saying what to install
+    raise ImportError("install insightface==0.7.3 (make setup does)") from exc
 pytestmark = pytest.mark.reference
 
 PHOTOS = ["portrait_obama_official.jpg", "group_insightface_t1.jpg", "two_obama_biden.jpg",
