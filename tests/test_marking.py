@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import struct
 import time
+import zlib
 
 import httpx
 import pytest
@@ -133,3 +136,17 @@ def test_verify_refuses_what_it_cannot_read(gw):
     assert r.status_code == 415 and r.json()["code"] == "unsupported_media_type"
     r = httpx.post(gw.url + "/v1/verify", files={"file": ("x.jpg", b"")}, timeout=30)
     assert r.status_code == 400 and r.json()["code"] == "empty_file"
+    # a name says nothing: random bytes called x.jpg are not a JPEG
+    r = httpx.post(gw.url + "/v1/verify", files={"file": ("x.jpg", os.urandom(100_000))}, timeout=30)
+    assert r.status_code == 415 and r.json()["code"] == "unsupported_media_type"
+    # a decompression bomb (20000 x 20000 zero pixels in about 1 MB) is refused from its header
+    rows = zlib.compress(b"".join(b"\0" + b"\0" * 20000 for _ in range(20000)), 9)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    r = httpx.post(gw.url + "/v1/verify", files={"file": ("bomb.png", bomb)}, timeout=30)
+    assert r.status_code == 413 and r.json()["code"] == "image_too_large", r.text
+    assert httpx.get(gw.url + "/healthz", timeout=5).status_code == 200
