@@ -54,6 +54,14 @@ class StoredFace:
     expires_at: float
     stand_in: bool
 
+    @classmethod
+    def new(cls, box: list[float], score: float, embedding: np.ndarray, latent: np.ndarray, thumbnail: bytes,
+            image_sha256: str, stand_in: bool, ttl_s: float) -> StoredFace:
+        """A face registered now, with a fresh id, expiring ``ttl_s`` seconds from now."""
+        now = time.time()
+        return cls(uuid.uuid4().hex, [float(v) for v in box], float(score), np.asarray(embedding, np.float32),
+                   np.asarray(latent, np.float32), thumbnail, image_sha256, now, now + ttl_s, stand_in)
+
 
 class FaceStore:
     """Thread-safe SQLite store; expired faces are invisible and purged on writes."""
@@ -72,10 +80,8 @@ class FaceStore:
 
     def add(self, box: list[float], score: float, embedding: np.ndarray, latent: np.ndarray, thumbnail: bytes,
             image_sha256: str, stand_in: bool) -> StoredFace:
-        now = time.time()
-        face = StoredFace(uuid.uuid4().hex, [float(v) for v in box], float(score),
-                          np.asarray(embedding, np.float32), np.asarray(latent, np.float32), thumbnail,
-                          image_sha256, now, now + self.ttl_s, stand_in)
+        face = StoredFace.new(box, score, embedding, latent, thumbnail, image_sha256, stand_in, self.ttl_s)
+        now = face.created_at
         with self._lock:
             self._db.execute("DELETE FROM faces WHERE expires_at < ?", (now,))
             self._db.execute(
@@ -129,10 +135,7 @@ class RedisFaceStore:
 
     def add(self, box: list[float], score: float, embedding: np.ndarray, latent: np.ndarray, thumbnail: bytes,
             image_sha256: str, stand_in: bool) -> StoredFace:
-        now = time.time()
-        face = StoredFace(uuid.uuid4().hex, [float(v) for v in box], float(score),
-                          np.asarray(embedding, np.float32), np.asarray(latent, np.float32), thumbnail,
-                          image_sha256, now, now + self.ttl_s, stand_in)
+        face = StoredFace.new(box, score, embedding, latent, thumbnail, image_sha256, stand_in, self.ttl_s)
         key = self.PREFIX + face.id
         with self._r.pipeline(transaction=True) as p:
             p.hset(key, mapping={"box": json.dumps(face.box), "score": face.score,
