@@ -160,7 +160,24 @@ class JobStore:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
 
-class JobRunner:
+class UploadFolders:
+    """Where a route puts a job's upload before the backend takes it: ``upload_root/<job id>/``."""
+
+    upload_root: Path
+
+    def new_job(self) -> tuple[str, Path]:
+        """A new job id and its folder (where the route puts the upload)."""
+        job_id = uuid.uuid4().hex
+        d = self.upload_root / job_id
+        d.mkdir(parents=True)
+        return job_id, d
+
+    def discard(self, job_id: str) -> None:
+        """Drop a job folder made by :meth:`new_job` (a job refused, or an upload moved away)."""
+        shutil.rmtree(self.upload_root / job_id, ignore_errors=True)
+
+
+class JobRunner(UploadFolders):
     """The in-process job backend: runs jobs on ``workers`` threads of the gateway.
 
     Args:
@@ -172,6 +189,7 @@ class JobRunner:
     def __init__(self, store: JobStore, jobs_dir: Path, triton_url: str, workers: int, limits: JobLimits,
                  max_restarts: int = 3) -> None:
         self.store, self.jobs_dir, self.triton_url = store, Path(jobs_dir), triton_url
+        self.upload_root = self.jobs_dir  # an upload stays where the job runs
         self.limits, self.max_restarts = limits, max_restarts
         self.media = LocalMedia(self.jobs_dir)
         self.marker = None  # set by the gateway at start (gateway.core.marking.Marker)
@@ -184,17 +202,6 @@ class JobRunner:
     @property
     def video_limits(self):
         return self.limits.video
-
-    def new_job(self) -> tuple[str, Path]:
-        """A new job id and its folder (where the route puts the upload)."""
-        job_id = uuid.uuid4().hex
-        d = self.jobs_dir / job_id
-        d.mkdir(parents=True)
-        return job_id, d
-
-    def discard(self, job_id: str) -> None:
-        """Drop a job folder made by :meth:`new_job` that never became a job."""
-        shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
 
     async def create(self, job_id: str, kind: str, input_path: Path | None, latent: np.ndarray,
                      reference: np.ndarray | None, options: dict) -> Job:
@@ -221,7 +228,7 @@ class JobRunner:
         return job
 
     async def delete(self, job_id: str) -> None:
-        self.discard(job_id)
+        self.discard(job_id)  # the job's folder: its input and result
         self.store.delete(job_id)
 
     async def result(self, job: Job, filename: str) -> Path | str:

@@ -22,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import shutil
 import tempfile
 import time
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from saq import Queue, Status, Worker
 from client import AsyncFaceSwapClient, FaceSwapError
 from client.video import VideoError
 from gateway.core.execute import CONTENT_TYPES, JobFailed, JobLimits, fetch_input, progress_reporter, run_job
-from gateway.core.jobs import Job
+from gateway.core.jobs import Job, UploadFolders
 from gateway.core.media import MediaStore
 
 log = logging.getLogger("gateway.queue")
@@ -102,28 +100,19 @@ def to_public(job: SaqJob, ttl_s: float, heartbeat_s: float) -> Job:
                restarts=max(job.attempts - 1, 0), error_code=code, quality=list(meta.get("quality", [])))
 
 
-class QueueJobs:
+class QueueJobs(UploadFolders):
     """The Redis-queue job backend as a gateway uses it (same interface as the in-process
     :class:`gateway.core.jobs.JobRunner`); the jobs run in ``faceswap-worker`` processes."""
 
     def __init__(self, queue: Queue, media: MediaStore, limits: JobLimits, upload_dir: Path, ttl_s: float,
                  heartbeat_s: float = 10.0, max_restarts: int = 3) -> None:
         self.queue, self.media, self.limits = queue, media, limits
-        self.upload_dir = Path(upload_dir)
+        self.upload_root = Path(upload_dir)  # uploads wait here until they are objects
         self.ttl_s, self.heartbeat_s, self.max_restarts = ttl_s, heartbeat_s, max_restarts
 
     @property
     def video_limits(self):
         return self.limits.video
-
-    def new_job(self) -> tuple[str, Path]:
-        job_id = uuid.uuid4().hex
-        d = self.upload_dir / job_id
-        d.mkdir(parents=True)
-        return job_id, d
-
-    def discard(self, job_id: str) -> None:
-        shutil.rmtree(self.upload_dir / job_id, ignore_errors=True)
 
     async def create(self, job_id: str, kind: str, input_path: Path | None, latent: np.ndarray,
                      reference: np.ndarray | None, options: dict) -> Job:
