@@ -20,6 +20,7 @@ from gateway.core.guard import RequestGuard
 from gateway.core.health import DeepCheck
 from gateway.core.marking import Marker
 from gateway.core.metrics import Metrics, ObserveMiddleware
+from gateway.core.precision import PrecisionReport
 
 log = logging.getLogger("gateway")
 #: Requests that take an admission slot (they run the pipeline); jobs have their own bound.
@@ -78,6 +79,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         advised = await _advised_admission(app.state.triton)
         app.state.admission.resize(settings.max_in_flight or advised[0],
                                    settings.max_waiting if settings.max_waiting >= 0 else advised[1])
+        nets = await app.state.precision.read()
+        for url, models in nets.items():
+            for model, net in sorted(models.items()):
+                if isinstance(net, dict):
+                    log.info("%s on %s: %s (%s, %s)", model, url, net.get("precision"), net.get("engine"),
+                             net.get("chosen_by"))
+                else:
+                    log.warning("precision of the networks on %s unknown: %s", url, net)
         resumed = await app.state.jobs.start()
         if resumed:
             log.warning("%d job(s) left by an earlier run queued again", resumed)
@@ -106,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.streams = 0
     app.state.deep = DeepCheck(settings)
+    app.state.precision = PrecisionReport(settings.triton_url, settings.triton_metrics_url, settings.health_timeout_s)
     app.state.admission = Admission(settings.max_in_flight, settings.max_pixels_in_flight,
                                     settings.overload_retry_after_s, app.state.metrics)
     errors.install(app)

@@ -1,10 +1,17 @@
 """Triton Python model that serves one ONNX network with a CPU inference engine.
 
 Used by the embedded (CPU, no ONNX Runtime backend) profile for ``face_detector``,
-``face_recognizer`` and ``face_swapper``. The engine is named by the ``engine`` parameter
-in config.pbtxt (``onnxruntime``, the default, or ``openvino``) with its ``precision``
-(``f32``; ``bf16`` with openvino); see ``pipeline.engines``. With ``max_batch_size > 0`` Triton's dynamic
-batcher hands several requests at once; they are concatenated, run in one call and split.
+``face_recognizer`` and ``face_swapper``. The fp32 engine is named by the ``engine`` parameter
+in config.pbtxt (``onnxruntime``, the default, or ``openvino``); ``precision`` is ``auto`` (the
+parity self-check of ``pipeline.precision`` picks f32, bf16 or int8 at load) or forces one.
+With ``max_batch_size > 0`` Triton's dynamic batcher hands several requests at once; they are
+concatenated, run in one call and split.
+
+What serves is reported three ways: the startup log (one line per network with the probe's
+figures), Triton's ``/metrics`` (``faceswap_network_precision{model,precision,engine,chosen_by}``
+= 1, ``faceswap_precision_probe{model,precision,figure}``, ``faceswap_precision_probe_seconds``)
+and every response's parameters (``precision``, ``engine``, ``chosen_by``; the gateway's deep
+readiness check reads them).
 """
 
 from __future__ import annotations
@@ -15,8 +22,12 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from pipeline import precision as prec
 from pipeline.engines import OutputNotFinite, checked, load
 from pipeline.triton_glue import parameters
+
+#: Figures of the probe exported as metrics (where present).
+FIGURES = ("ms", "speedup", "psnr_db", "cosine", "box_px")
 
 
 class OnnxModel:
@@ -27,16 +38,61 @@ class OnnxModel:
         self.batching = int(cfg.get("max_batch_size", 0)) > 0
         self.input_names = [i["name"] for i in cfg["input"]]
         self.output_names = [o["name"] for o in cfg["output"]]
-        engine, precision = p.get("engine", "onnxruntime"), p.get("precision", "f32")
+        engine, setting = p.get("engine", "onnxruntime"), p.get("precision", "auto")
         path = p["onnx_path"]
         if not os.path.isabs(path):
             path = os.path.join(args["model_repository"], path)
         threads = int(p.get("intra_op_threads", "0"))
-        self.run = checked(load(path, self.output_names, engine, precision, threads), self.output_names, self.name,
-                           precision, lambda: load(path, self.output_names, engine, "f32", threads),
-                           pb_utils.Logger.log_warn)
+        batch_dim = 1 if self.batching else 0
+        ranks = [len(i["dims"]) + batch_dim for i in cfg["input"]]
+        probe = os.path.join(os.path.dirname(os.path.abspath(args["model_repository"])), prec.PROBE_FILE)
+        choice = prec.choose(self.name, setting, path, engine, p.get("model_sha256", ""),
+                             p.get("cache_dir") or os.path.join(os.path.dirname(probe), ".cache"), probe,
+                             self.input_names, ranks, self.output_names,
+                             lambda f, outs, e, pr: load(f, outs, e, pr, threads))
+        self.choice = choice
+        self.run = checked(load(choice.path, self.output_names, choice.engine, choice.precision, threads),
+                           self.output_names, self.name, choice.precision,
+                           lambda: load(path, self.output_names, engine, "f32", threads), pb_utils.Logger.log_warn)
         label = " (STAND-IN: random weights)" if p.get("stand_in", "false") == "true" else ""
-        pb_utils.Logger.log_info(f"{self.name}: {engine} {precision} serving {path}{label}")
+        pb_utils.Logger.log_info(f"{choice.summary()}; serving {choice.path}{label}")
+        self._metrics = self._export(choice)
+        self.response_parameters = {"precision": choice.precision, "engine": choice.engine,
+                                    "chosen_by": choice.chosen_by}
+        try:  # response parameters need a Python backend that has them (Triton 24.04+)
+            pb_utils.InferenceResponse(output_tensors=[], parameters=self.response_parameters)
+        except TypeError:
+            self.response_parameters = None
+
+    def _export(self, choice) -> list:
+        """Triton custom metrics (kept referenced: a dropped Metric disappears from /metrics)."""
+        if not hasattr(pb_utils, "MetricFamily"):
+            return []
+        gauge = pb_utils.MetricFamily.GAUGE
+        fams = [pb_utils.MetricFamily(name="faceswap_network_precision", kind=gauge,
+                                      description="1 for the precision each network serves in (chosen_by: "
+                                                  "self-check, cache, setting, no probe)"),
+                pb_utils.MetricFamily(name="faceswap_precision_probe", kind=gauge,
+                                      description="load-time parity probe per precision: ms per probe call, "
+                                                  "speedup over f32, psnr_db / cosine / box_px against f32, "
+                                                  "passed (1/0)"),
+                pb_utils.MetricFamily(name="faceswap_precision_probe_seconds", kind=gauge,
+                                      description="seconds the load-time precision probe took (0: not run)")]
+        metrics = [fams[0].Metric(labels={"model": self.name, "precision": choice.precision,
+                                          "engine": choice.engine, "chosen_by": choice.chosen_by})]
+        metrics[0].set(1)
+        for row in choice.results:
+            figs = {**row, **row.get("figures", {}), "passed": 1.0 if row.get("passed") else 0.0}
+            for fig in FIGURES + ("passed",):
+                value = figs.get(fig)
+                if isinstance(value, (int, float)) and value == value and abs(value) != float("inf"):
+                    m = fams[1].Metric(labels={"model": self.name, "precision": row["precision"],
+                                               "engine": row["engine"], "figure": fig})
+                    m.set(float(value))
+                    metrics.append(m)
+        m = fams[2].Metric(labels={"model": self.name})
+        m.set(float(choice.probe_seconds))
+        return fams + metrics + [m]
 
     def execute(self, requests):
         try:
@@ -59,5 +115,7 @@ class OnnxModel:
         return responses
 
     def _respond(self, outs):
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(o))
-                                                          for n, o in zip(self.output_names, outs)])
+        tensors = [pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outs)]
+        if self.response_parameters is None:
+            return pb_utils.InferenceResponse(output_tensors=tensors)
+        return pb_utils.InferenceResponse(output_tensors=tensors, parameters=self.response_parameters)

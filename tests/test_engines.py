@@ -63,7 +63,11 @@ def test_engine_settings_are_validated(monkeypatch):
     monkeypatch.setenv("FACESWAP_PRECISION", "bf16")
     assert cpu_engine() == ("openvino", "bf16")
     monkeypatch.setenv("FACESWAP_ENGINE", "onnxruntime")
-    with pytest.raises(ValueError, match="bf16 with openvino only"):
+    assert cpu_engine() == ("onnxruntime", "bf16")  # bf16 and int8 always run on OpenVINO
+    monkeypatch.delenv("FACESWAP_PRECISION")
+    assert cpu_engine() == ("onnxruntime", "auto")  # the default: the load-time self-check decides
+    monkeypatch.setenv("FACESWAP_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="precisions"):
         cpu_engine()
     with pytest.raises(ValueError, match="engine"):
         engines.load("x.onnx", [], "tensorflow")

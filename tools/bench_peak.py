@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -38,55 +36,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from pipeline.precision import NATIVE_FLAGS, REPORTED_FLAGS, cpu_info, native_support  # noqa: F401 (re-exported)
+
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("f32", "bf16", "int8")
-#: /proc/cpuinfo flags that decide native support, in order of preference per precision.
-NATIVE_FLAGS = {
-    "f32": ("avx512f", "avx2", "fma"),
-    "bf16": ("amx_bf16", "avx512_bf16"),
-    "int8": ("amx_int8", "avx512_vnni", "avx_vnni"),
-}
-REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
-                  "amx_int8", "avx512_fp16")
 #: OpenVINO runtime precisions that count as the precision asked for (heavy layers).
 OV_RUNTIME = {"f32": ("f32",), "bf16": ("bf16",), "int8": ("u8", "i8")}
 OV_HEAVY = ("Convolution", "FullyConnected", "MatMul")
 OPSET = 17
-
-
-def cpu_info(cpuinfo: str | None = None) -> dict:
-    """Model name, the relevant feature flags and the core count (from /proc/cpuinfo)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    model, flags = platform.processor() or "unknown", set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and model in ("unknown", "", "x86_64"):
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return {"model": model, "cores": cores, "flags": sorted(f for f in REPORTED_FLAGS if f in flags),
-            "all_flags": sorted(flags)}
-
-
-def native_support(flags: set[str] | list[str]) -> dict[str, dict]:
-    """{precision: {"native": bool, "isa": flags that give it, "reason": why not}} from CPU flags."""
-    flags = set(flags)
-    out = {}
-    for prec, names in NATIVE_FLAGS.items():
-        have = [f for f in names if f in flags]
-        native = prec == "f32" or bool(have)  # fp32 runs on any CPU; the flags say how wide
-        out[prec] = {"native": native, "isa": have,
-                     "reason": "" if native else f"no {' / '.join(names)} in /proc/cpuinfo flags"}
-    return out
 
 
 # ---------------------------------------------------------------------------- FLOP counting

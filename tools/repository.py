@@ -29,8 +29,9 @@ from google.protobuf import text_format
 from onnx import numpy_helper
 from tritonclient.grpc import model_config_pb2 as mc
 
+from pipeline import precision as prec
 from pipeline.detection import HEAD_NAMES
-from pipeline.engines import ENGINES, PRECISIONS
+from pipeline.engines import ENGINES
 from tools.resolve import ResolvedModel, resolve
 
 log = logging.getLogger(__name__)
@@ -263,14 +264,28 @@ def _params(cfg: mc.ModelConfig, params: dict[str, str]) -> None:
 
 
 def cpu_engine() -> tuple[str, str]:
-    """(engine, precision) of a network in the CPU profile: ``FACESWAP_ENGINE`` (onnxruntime |
-    openvino, default onnxruntime) and ``FACESWAP_PRECISION`` (f32 | bf16, default f32)."""
+    """(fp32 engine, precision setting) of the networks in the CPU profile.
+
+    ``FACESWAP_ENGINE`` (onnxruntime | openvino, default onnxruntime) runs fp32;
+    ``FACESWAP_PRECISION`` is ``auto`` (default: the load-time self-check of
+    ``pipeline.precision`` picks the fastest precision that keeps parity) or forces ``f32``,
+    ``bf16`` or ``int8`` (both on OpenVINO).
+
+    Raises:
+        ValueError: an unknown engine or precision.
+    """
     engine = os.environ.get("FACESWAP_ENGINE", "onnxruntime")
-    precision = os.environ.get("FACESWAP_PRECISION", "f32")
-    if engine not in ENGINES or precision not in PRECISIONS or (engine == "onnxruntime" and precision != "f32"):
+    precision = os.environ.get("FACESWAP_PRECISION", "auto")
+    if engine not in ENGINES or precision not in prec.SETTINGS:
         raise ValueError(f"FACESWAP_ENGINE={engine!r} / FACESWAP_PRECISION={precision!r}: engines {ENGINES}, "
-                         f"precisions {PRECISIONS} (bf16 with openvino only)")
+                         f"precisions {prec.SETTINGS}")
     return engine, precision
+
+
+def cache_dir() -> Path:
+    """``FACESWAP_CACHE_DIR``, default ``.run/cache`` in the checkout: int8 files and the
+    self-check's decisions, kept across restarts."""
+    return Path(os.environ.get("FACESWAP_CACHE_DIR") or ROOT / ".run" / "cache").resolve()
 
 
 @functools.lru_cache(maxsize=16)
@@ -299,7 +314,8 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
         engine, precision = cpu_engine()
         _params(cfg, {"engine": engine, "precision": precision, "onnx_path": onnx_path, "intra_op_threads": "0",
-                      "stand_in": str(net.model.stand_in).lower(), **_identity(net, onnx_path)})
+                      "cache_dir": str(cache_dir()), "stand_in": str(net.model.stand_in).lower(),
+                      **_identity(net, onnx_path)})
     else:
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
         if profile == "gpu":
@@ -397,11 +413,70 @@ def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] 
     for name, cfg in configs.items():
         (out_dir / name).mkdir(parents=True, exist_ok=True)
         (out_dir / name / "config.pbtxt").write_text(to_text(cfg))
-    np.save(out_dir / "face_analyzer" / "emap.npy", extract_emap(models["swapper"].path))
+    emap = extract_emap(models["swapper"].path)
+    np.save(out_dir / "face_analyzer" / "emap.npy", emap)
     summary = {"profile": profile, "models": {r: vars(m) for r, m in models.items()}, "stand_ins": stand_ins}
+    if profile == "cpu":
+        summary["precision"] = prepare_precision(out_dir, models, emap)
     (out_dir / "repository.json").write_text(json.dumps(summary, indent=2))
     log.info("model repository (%s) written to %s", profile, out_dir)
     return summary
+
+
+def write_probe(out_dir: Path, models: dict[str, ResolvedModel], emap: np.ndarray) -> Path | None:
+    """``precision_probe.npz`` (``pipeline.precision.make_probe``) from our test photos
+    (``tools.demo.default_images``: the shared portrait and group photo, else insightface's own),
+    cut with the fp32 detector and recognizer; None (and a warning) when there is no photo."""
+    import cv2
+    import onnxruntime as ort
+
+    from tools.demo import default_images
+
+    try:
+        photos = [cv2.imread(str(p)) for p in default_images()]
+    except ImportError:
+        photos = []
+    photos = [p for p in photos if p is not None]
+    if not photos:
+        log.warning("no test photo for the precision probe: the networks will serve fp32")
+        return None
+
+    def session(path: str):
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+    det, rec = session(models["detector"].path), session(models["recognizer"].path)
+    det_in, rec_in = det.get_inputs()[0].name, rec.get_inputs()[0].name
+    try:
+        arrays = prec.make_probe(photos, lambda blob: det.run(None, {det_in: blob}),
+                                 lambda blob: rec.run(None, {rec_in: blob})[0], emap)
+    except ValueError as exc:
+        log.warning("precision probe not made (%s): the networks will serve fp32", exc)
+        return None
+    path = out_dir / prec.PROBE_FILE
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def prepare_precision(out_dir: Path, models: dict[str, ResolvedModel], emap: np.ndarray) -> dict:
+    """The probe, and the int8 files (cached by hash) where int8 is native and may be chosen."""
+    engine, setting = cpu_engine()
+    probe = write_probe(out_dir, models, emap)
+    out: dict = {"setting": setting, "probe": str(probe) if probe else None, "int8": {}}
+    native = prec.native_support(prec.cpu_info()["all_flags"])["int8"]["native"]
+    if probe is None or setting not in ("auto", "int8") or not native:
+        return out
+    from tools.quantize import ensure_int8
+
+    for role, m in models.items():
+        name = NET_MODEL[role]
+        try:
+            out["int8"][name] = str(ensure_int8(name, m.path, _file_sha256(str(Path(m.path).resolve())), probe,
+                                                cache_dir()))
+        except Exception as exc:  # a network that does not quantize simply has no int8 candidate
+            log.warning("%s: no int8 model (%s: %s)", name, type(exc).__name__, exc)
+    return out
 
 
 def main() -> None:

@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC host:port, or several comma-separated "
                             "(calls are spread round-robin; one refused as UNAVAILABLE is retried once on another "
                             "server), or a gRPC target such as dns:///triton-headless:8001.")
+    triton_metrics_url: str = Field("", description="Triton's Prometheus metrics URL(s), comma-separated, read for "
+                                    "the precision each network serves in (/readyz, gateway_network_precision). "
+                                    "Empty: http://<host>:<port + 1>/metrics for each host:port of triton_url "
+                                    "(Triton's default ports: gRPC 8001, metrics 8002).")
     request_timeout_s: float = Field(60.0, description="Deadline of a request from its arrival (all its Triton "
                                      "calls together); past it the answer is 504 deadline_exceeded.")
     max_request_timeout_s: float = Field(300.0, description="Largest deadline a caller may ask for with "

@@ -47,8 +47,23 @@ class Metrics:
         self.stream_latency = Histogram("gateway_stream_frame_seconds", "Live stream frame latency, from its "
                                         "arrival to its answer", buckets=(0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 5),
                                         registry=self.registry)
+        self.network_precision = Gauge("gateway_network_precision", "1 for the precision each network serves in "
+                                       "on each Triton (read from Triton's metrics: the networks' load-time parity "
+                                       "self-check), refreshed when scraped", ["triton", "model", "precision",
+                                                                              "engine", "chosen_by"],
+                                       registry=self.registry)
         self.jobs = Gauge("gateway_jobs", "Video and batch jobs by status (queued: waiting for a worker; running), "
                           "read when scraped", ["status"], registry=self.registry)
+
+
+def set_precision(m: Metrics, report: dict[str, dict]) -> None:
+    """Replace ``gateway_network_precision`` with what ``gateway.core.precision`` read."""
+    m.network_precision.clear()
+    for url, nets in report.items():
+        for model, net in nets.items():
+            if isinstance(net, dict) and "precision" in net:
+                m.network_precision.labels(url, model, net["precision"], net.get("engine", ""),
+                                           net.get("chosen_by", "")).set(1)
 
 
 class ObserveMiddleware:

@@ -13,7 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from client import AsyncFaceSwapClient, FaceSwapError
 from gateway.api import deps
 from gateway.core.config import Settings
-from gateway.core.metrics import Metrics
+from gateway.core.metrics import Metrics, set_precision
+from gateway.core.precision import brief
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("gateway.health")
@@ -40,7 +41,9 @@ async def readyz(request: Request, deep: bool = Query(False, description="also r
     """200 {"status": "ready"} or 503 {"status": "degraded", "error": <code>} within
     ``health_timeout_s`` whatever Triton does (deep: plus the pipeline run's own time limit).
     Error codes: triton_timeout, triton_unreachable, models_not_ready, and the deep check's
-    (pipeline_timeout, pipeline_failed, no_face_found, output_not_finite, ...)."""
+    (pipeline_timeout, pipeline_failed, no_face_found, output_not_finite, ...).
+    ``precision``: per Triton metrics URL, the precision each network serves in and what chose
+    it (``self-check``, ``cache``, ``setting``, ``no probe``); deep: with the probe's figures."""
     retry = {"Retry-After": str(settings.retry_after_s)}
 
     def degraded(error: str, **extra) -> JSONResponse:
@@ -61,7 +64,12 @@ async def readyz(request: Request, deep: bool = Query(False, description="also r
         not_ready = [m for m, ok in h.get("models", {}).items() if not ok]
         log.warning("readyz: models not ready: %s (real models expected in %s)", not_ready, settings.models_dir)
         return degraded("models_not_ready", models_not_ready=not_ready)
-    body: dict = {"status": "ready", "stand_ins": stand_ins}
+    try:
+        report = await asyncio.wait_for(request.app.state.precision.read(), settings.health_timeout_s)
+    except asyncio.TimeoutError:
+        report = {"triton metrics": {"error": "metrics_timeout"}}
+    set_precision(request.app.state.metrics, report)
+    body: dict = {"status": "ready", "stand_ins": stand_ins, "precision": report if deep else brief(report)}
     if deep:
         body["deep"] = await request.app.state.deep.result(triton, stand_ins)
         if not body["deep"]["ok"]:
