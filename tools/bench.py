@@ -131,13 +131,28 @@ def _per_face_ms(before: dict, after: dict, model: str = "face_swapper") -> floa
 
 
 def served_engine(repository: Path, model: str = "face_swapper") -> dict:
-    """Engine and precision written into ``model``'s config (the product's settings)."""
+    """Engine, precision and file that serve ``model`` with the repository's settings: the
+    config's, and where its precision is ``auto`` the load-time self-check's decision
+    (``pipeline.precision.choose``: the server's cached record, or the same probe run here)."""
     try:
         text = (repository / model / "config.pbtxt").read_text()
     except OSError:
         return {}
     params = dict(re.findall(r'key:\s*"(\w+)"\s*value\s*\{\s*string_value:\s*"([^"]*)"', text))
-    return {k: params[k] for k in ("engine", "precision", "onnx_path") if k in params}
+    out = {k: params[k] for k in ("engine", "precision", "onnx_path") if k in params}
+    if "onnx_path" in params:
+        from pipeline import engines
+        from pipeline import precision as prec
+        from tools.quantize import io_names
+
+        names, ranks, outs = io_names(params["onnx_path"])
+        choice = prec.choose(model, params.get("precision", "auto"), params["onnx_path"],
+                             params.get("engine", "onnxruntime"), params.get("model_sha256", ""),
+                             params.get("cache_dir", ""), repository / prec.PROBE_FILE, names, ranks, outs,
+                             engines.load)
+        out.update(engine=choice.engine, precision=choice.precision, onnx_path=choice.path,
+                   chosen_by=choice.chosen_by)
+    return out
 
 
 def bench_server(size: str, photos: dict, source: Path, requests: dict, concurrency: int, port: int) -> dict:
@@ -146,7 +161,7 @@ def bench_server(size: str, photos: dict, source: Path, requests: dict, concurre
     name = f"bench_{size}"
     rows = {}
     with embedded(name, models, port) as server:
-        engine = served_engine(RUN / name)
+        engine = served_engine(RUN / name)  # after the server's own self-check: its cached decision
         with FaceSwapClient(server.grpc_url, "grpc", timeout=600) as c:
             latent = c.embed(source).largest().latent
         for photo in photos.values():
@@ -249,7 +264,7 @@ def measure_swapper() -> dict | None:
     served = served_engine(repo)
     engine, precision = served.get("engine", "onnxruntime"), served.get("precision", "f32")
     try:
-        sw = bench_swapper(models["swapper"].path, engine, precision)
+        sw = bench_swapper(served.get("onnx_path", models["swapper"].path), engine, precision)
     except (ValueError, ImportError) as exc:
         print(f"full  swapper alone: not measured ({exc})")
         return None
