@@ -6,13 +6,18 @@ ARG TRITON_TAG=24.10-py3
 FROM nvcr.io/nvidia/tritonserver:${TRITON_TAG}
 
 # Versions as in requirements.lock (numpy<2, opencv-python-headless<4.11, Pillow<11).
-# onnxruntime: the cpu profile runs its networks in the Python backend (pipeline/engines.py);
-# the gpu profile uses Triton's own onnxruntime backend and does not import it.
+# onnxruntime and openvino: the cpu profile runs its networks in the Python backend
+# (pipeline/engines.py; OpenVINO serves bf16 and int8 where the load-time self-check of
+# pipeline/precision.py picks them); the gpu profile uses Triton's own backends.
 RUN pip install --no-cache-dir \
-        'numpy==1.26.4' 'opencv-python-headless==4.10.0.84' 'Pillow==10.4.0' 'onnxruntime==1.20.1'
+        'numpy==1.26.4' 'opencv-python-headless==4.10.0.84' 'Pillow==10.4.0' 'onnxruntime==1.20.1' \
+        'openvino==2025.3.0'
 
 COPY pipeline/ /app/pipeline/
 ENV PYTHONPATH=/app
+# The precision self-check's decisions and the int8 files (python -m tools.quantize writes them
+# where the repository is built; copy them here, or the cpu profile serves bf16/f32 only).
+ENV FACESWAP_CACHE_DIR=/engine_cache
 
 # Not root (the Kubernetes manifests run it as 1000:1000; fsGroup makes /engine_cache writable).
 USER 1000:1000

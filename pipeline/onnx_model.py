@@ -47,7 +47,8 @@ class OnnxModel:
         ranks = [len(i["dims"]) + batch_dim for i in cfg["input"]]
         probe = os.path.join(os.path.dirname(os.path.abspath(args["model_repository"])), prec.PROBE_FILE)
         choice = prec.choose(self.name, setting, path, engine, p.get("model_sha256", ""),
-                             p.get("cache_dir") or os.path.join(os.path.dirname(probe), ".cache"), probe,
+                             os.environ.get("FACESWAP_CACHE_DIR") or p.get("cache_dir")
+                             or os.path.join(os.path.dirname(probe), ".cache"), probe,
                              self.input_names, ranks, self.output_names,
                              lambda f, outs, e, pr: load(f, outs, e, pr, threads))
         self.choice = choice

@@ -410,9 +410,16 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
         return Choice(model, "f32", f32_engine, f32_path, "self-check", note="; ".join(notes))
     key = cache_key(model, cands, probe_path, flags, {f32_path: model_sha256} if model_sha256 else None)
     record = Path(cache_dir) / "precision" / f"{key}.json"
-    record.parent.mkdir(parents=True, exist_ok=True)
+    with np.load(probe_path) as z:
+        probe = {k: z[k] for k in z.files}
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(record.parent / ".lock", "a")
+    except OSError as exc:  # a read-only or missing cache folder: probe every time, say so
+        notes = [*notes, f"decision not cached ({cache_dir}: {exc.strerror})"]
+        return self_check(model, cands, probe, input_names, input_ranks, output_names, load, notes)
     # Triton loads the networks in parallel: one probe at a time, or each would time the others.
-    with open(record.parent / ".lock", "a") as lock:
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if record.is_file():
             try:
@@ -421,8 +428,6 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
                 return cached
             except (ValueError, TypeError):
                 pass  # unreadable record: probe again
-        with np.load(probe_path) as z:
-            probe = {k: z[k] for k in z.files}
         choice = self_check(model, cands, probe, input_names, input_ranks, output_names, load, notes)
         tmp = record.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(asdict(choice), indent=1))

@@ -97,9 +97,13 @@ class OnnxModule:
         heavy_weights = {n.input[i] for n in g.node if n.op_type in HEAVY for i in range(1, len(n.input))}
         self.consts: dict[str, object] = {}
         self.np_consts: dict[str, np.ndarray] = {}
+        # Small constants as Python values, read in __call__ (torch.compile cannot trace numpy reads).
+        self.small: dict[str, tuple[list, int]] = {}
         for init in g.initializer:
             arr = numpy_helper.to_array(init)
             self.np_consts[init.name] = arr
+            if arr.size <= 64:
+                self.small[init.name] = (arr.reshape(-1).tolist(), arr.ndim)
             t = torch.from_numpy(np.array(arr, copy=True)).to(device)
             if t.is_floating_point():
                 t = t.to(dtype if init.name in heavy_weights else torch.float32)
@@ -117,7 +121,7 @@ class OnnxModule:
                            for i, (_, ins, _, _) in enumerate(self.nodes)]
 
     def _int_list(self, name: str) -> list[int]:
-        return [int(v) for v in np.asarray(self.np_consts[name]).reshape(-1)]
+        return [int(v) for v in self.small[name][0]]
 
     def _const_like(self, name: str, other):
         """An initializer in the floating type of the tensor it meets (cached per type)."""
@@ -209,8 +213,8 @@ class OnnxModule:
             elif op == "Gather":
                 x, axis = v[0], at.get("axis", 0)
                 idx = v[1]
-                if ins[1] in self.np_consts and self.np_consts[ins[1]].ndim == 0:
-                    y = x.select(axis, int(self.np_consts[ins[1]]))
+                if ins[1] in self.small and self.small[ins[1]][1] == 0:
+                    y = x.select(axis, int(self.small[ins[1]][0][0]))
                 else:
                     y = x.index_select(axis, idx.long().reshape(-1))
                     y = y.reshape(list(x.shape[:axis]) + list(idx.shape) + list(x.shape[axis % x.dim() + 1:]))
@@ -219,7 +223,7 @@ class OnnxModule:
                 mode = mode.decode() if isinstance(mode, bytes) else mode
                 ctm = at.get("coordinate_transformation_mode", b"half_pixel")
                 ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
-                scales = self.np_consts[ins[2]].reshape(-1).tolist() if len(ins) > 2 and ins[2] else None
+                scales = list(self.small[ins[2]][0]) if len(ins) > 2 and ins[2] else None
                 if scales is None or scales[:2] != [1.0, 1.0] or any(s != int(s) for s in scales):
                     raise NotImplementedError("Resize: only integer spatial scales given as a constant")
                 if mode == "nearest":  # integer upscaling: every ONNX nearest mode picks floor(x / s)
@@ -229,7 +233,7 @@ class OnnxModule:
                 else:
                     raise NotImplementedError(f"Resize mode {mode} / {ctm}")
             elif op == "Clip":  # bounds from constants (a host read of a device value would break capture)
-                lo, hi = (float(self.np_consts[ins[i]].reshape(-1)[0]) if len(ins) > i and ins[i] else None
+                lo, hi = (float(self.small[ins[i]][0][0]) if len(ins) > i and ins[i] else None
                           for i in (1, 2))
                 y = torch.clamp(v[0], lo, hi)
             elif op == "Identity":
