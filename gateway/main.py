@@ -80,13 +80,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.admission.resize(settings.max_in_flight or advised[0],
                                    settings.max_waiting if settings.max_waiting >= 0 else advised[1])
         nets = await app.state.precision.read()
-        for url, models in nets.items():
+        if not nets:
+            log.info("precision of the networks unknown: set FACESWAP_GATEWAY_TRITON_METRICS_URL to Triton's "
+                     "metrics URL(s) for /readyz to show it")
+        for i, (url, models) in enumerate(nets.items()):
             for model, net in sorted(models.items()):
                 if isinstance(net, dict):
-                    log.info("%s on %s: %s (%s, %s)", model, url, net.get("precision"), net.get("engine"),
-                             net.get("chosen_by"))
+                    log.info("%s on triton-%d (%s): %s (%s, %s)", model, i, url, net.get("precision"),
+                             net.get("engine"), net.get("chosen_by"))
                 else:
-                    log.warning("precision of the networks on %s unknown: %s", url, net)
+                    log.warning("precision of the networks on triton-%d (%s) unknown: %s", i, url, net)
         resumed = await app.state.jobs.start()
         if resumed:
             log.warning("%d job(s) left by an earlier run queued again", resumed)

@@ -9,7 +9,7 @@ one whose output stays within ``THRESHOLDS`` of fp32:
 
 - ``bf16``: OpenVINO with ``INFERENCE_PRECISION_HINT=bf16``; native with AVX512_BF16 or AMX-BF16.
 - ``int8``: the network quantized by ``tools.quantize`` (QDQ ONNX, cached by the fp32 file's
-  SHA-256) run by OpenVINO; native with AVX512-VNNI, AVX-VNNI or AMX-INT8.
+  SHA-256 and the recipe's version) run by OpenVINO; native with AVX512-VNNI, AVX-VNNI or AMX-INT8.
 
 Native support is read from ``/proc/cpuinfo`` flags, never assumed. A precision without native
 instructions is not tried (it would be emulated, slower than fp32). ``FACESWAP_PRECISION``
@@ -54,6 +54,8 @@ PROBE_FILE = "precision_probe.npz"
 #: candidate are spent, at most MAX_TIMED_REPS rounds; a network slower than that is timed once.
 TIMED_S, MAX_TIMED_REPS = 0.3, 10
 CACHE_VERSION = 1
+#: Version of tools.quantize's recipe, part of the int8 file's name: a new recipe makes new files.
+INT8_RECIPE = 2
 
 
 # ---------------------------------------------------------------------------- the CPU
@@ -254,7 +256,7 @@ class Choice:
 
 def int8_path(cache_dir: str | Path, model_sha256: str) -> Path:
     """Where ``tools.quantize`` keeps the int8 (QDQ) version of the fp32 file with this SHA-256."""
-    return Path(cache_dir) / "int8" / f"{model_sha256[:16]}.onnx"
+    return Path(cache_dir) / "int8" / f"{model_sha256[:16]}.r{INT8_RECIPE}.onnx"
 
 
 def candidates(f32_path: str, f32_engine: str, flags: set[str] | list[str], int8_file: Path | None,

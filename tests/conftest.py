@@ -86,6 +86,16 @@ def triton(models, tmp_path_factory):
     server.stop()
 
 
+def served_precision(server, model: str) -> str:
+    """The precision ``model`` serves in on ``server`` (Triton's metrics: the load-time self-check)."""
+    import urllib.request
+
+    from gateway.core.precision import parse
+
+    page = urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=10).read().decode()
+    return parse(page)[model]["precision"]
+
+
 @pytest.fixture(scope="session")
 def source_latent(triton):
     from client import FaceSwapClient

@@ -105,9 +105,19 @@ def test_healthz_and_readyz(http):
     r = http.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ready"
     assert set(r.json()["stand_ins"]) == {"w600k_r50", "inswapper_128"}
-    deep = http.get("/readyz", params={"deep": 1}).json()["deep"]
+    nets = r.json()["precision"]["triton-0"]  # what each network serves in (Triton's metrics)
+    assert set(nets) == {"face_detector", "face_recognizer", "face_swapper"}
+    assert all(n["precision"] in ("f32", "bf16", "int8") and "probe" not in n for n in nets.values())
+    body = http.get("/readyz", params={"deep": 1}).json()
+    deep = body["deep"]
     assert deep["ok"] and not deep.get("cached")
+    swapper = body["precision"]["triton-0"]["face_swapper"]
+    if swapper["chosen_by"] in ("self-check", "cache"):  # deep: with the probe's figures
+        assert swapper["probe"]["f32 (onnxruntime)"]["passed"] == 1
     assert http.get("/readyz", params={"deep": 1}).json()["deep"]["cached"]
+    metrics = http.get("/metrics").text
+    for model, net in nets.items():
+        assert f'model="{model}",precision="{net["precision"]}"' in metrics
 
 
 def test_register_read_delete_face(http):

@@ -33,7 +33,11 @@ try:
 except ImportError as exc:  # a missing package fails the tests, saying what to install
     raise ImportError("install insightface==0.7.3 (make setup does)") from exc
 pytestmark = pytest.mark.server
-TOL = 1e-3  # absolute, on cosines
+TOL = 1e-3  # absolute, on cosines, with ArcFace in fp32 as insightface runs it
+#: With ArcFace served in bf16 (the self-check let it: embedding cosine >= 0.999 against fp32 on
+#: the probe) the figures move further from insightface's fp32 ones; measured up to 1.03e-3 on
+#: the shared photos (tiny stand-in), bounded here at 1e-2.
+TOL_REDUCED = 1e-2
 GROUP = "group_insightface_t1.jpg"  # six faces
 TWO = "two_obama_biden.jpg"
 
@@ -80,12 +84,23 @@ def decode(data: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
+SERVED = {"tol": TOL}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tolerance(triton):
+    """The tolerance of served figures: TOL with ArcFace in fp32, else TOL_REDUCED."""
+    from tests.conftest import served_precision
+
+    SERVED["tol"] = TOL if served_precision(triton, "face_recognizer") == "f32" else TOL_REDUCED
+
+
 def assert_figures(res, expected, with_transfer: bool) -> None:
     assert res.face_quality is not None and [q.face for q in res.face_quality] == res.selected
     for q, (transfer, leakage) in zip(res.face_quality, expected):
-        assert abs(q.identity_leakage - leakage) <= TOL
+        assert abs(q.identity_leakage - leakage) <= SERVED["tol"]
         if with_transfer:
-            assert q.identity_transfer is not None and abs(q.identity_transfer - transfer) <= TOL
+            assert q.identity_transfer is not None and abs(q.identity_transfer - transfer) <= SERVED["tol"]
         else:
             assert q.identity_transfer is None
 

@@ -3,7 +3,7 @@
     python -m tools.quantize [--repository .run/model_repository] [--json out/quantize.json]
 
 For each network of the model repository (or ``--models tiny|full``) this writes the int8 file
-the CPU profile may serve, ``<cache>/int8/<first 16 hex of the fp32 file's SHA-256>.onnx``
+the CPU profile may serve, ``<cache>/int8/<first 16 hex of the fp32 file's SHA-256>.r<recipe>.onnx``
 (``pipeline.precision.int8_path``; made once per model file, reused after), then measures it
 against fp32 and bf16 with the load-time self-check's own probe and thresholds and prints one
 row per precision: time per probe call, speed-up over fp32, parity, pass/fail. The model
@@ -12,11 +12,13 @@ step; this command is the report (and a way to rebuild after deleting the cache)
 
 How: onnxruntime's static quantization (``onnxruntime.quantization.quantize_static``), QDQ
 format, weights int8 per output channel, activations uint8 per tensor (asymmetric, MinMax
-calibration), ``Conv`` layers only by default: on the inswapper stand-in, quantizing its
-``MatMul`` layers too (the latent's style and colour projections) dropped the face's PSNR
-against fp32 from 56.7 dB to 17.1 dB for almost no speed. Calibration data: the probe's faces
-mirrored left-right (and, for the swapper, each face with every other face's identity), so the
-self-check never scores the int8 file on the exact inputs it was calibrated on.
+calibration), ``Conv`` layers only (the detector's output heads stay fp32, ``FP32_HEADS``): on
+the inswapper stand-in, quantizing its ``MatMul`` layers too (the latent's style and colour
+projections) dropped the face's PSNR against fp32 from 56.7 dB to 17.1 dB for almost no speed.
+Calibration data: the probe's faces mirrored left-right (and, for the swapper, each face with
+every other face's identity), so the self-check never scores the int8 file on the exact inputs
+it was calibrated on. A change of this recipe must bump ``pipeline.precision.INT8_RECIPE`` (it
+names the cached files).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ log = logging.getLogger("tools.quantize")
 ROOT = Path(__file__).resolve().parents[1]
 #: Operators quantized per network (see the module docstring for why not MatMul).
 OP_TYPES = {"detector": ("Conv",), "recognizer": ("Conv",), "swapper": ("Conv",)}
+#: Networks whose output convolutions stay fp32: SCRFD's 9 heads regress boxes and key points in
+#: stride units, and int8 there moved boxes by 1.17 px (det_2.5g; 0.95 px with the heads in fp32).
+FP32_HEADS = {"detector": True, "recognizer": False, "swapper": False}
 MAX_CALIBRATION = 16
 MIN_OPSET = 13
 
@@ -77,8 +82,26 @@ def calibration_feeds(role: str, probe: dict[str, np.ndarray], input_names: list
     return [feeds[k] for k in rng.permutation(len(feeds))[:MAX_CALIBRATION]]
 
 
-def quantize(f32_path: str, out_path: Path, feeds: list[dict[str, np.ndarray]], op_types: tuple[str, ...]) -> Path:
+def head_convs(model) -> list[str]:
+    """Names of the Conv nodes nearest each graph output (walking back through other ops)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    heads, stack, seen = set(), [o.name for o in model.graph.output], set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type == "Conv":
+            heads.add(node.name)
+        else:
+            stack += list(node.input)
+    return sorted(heads)
+
+
+def quantize(f32_path: str, out_path: Path, feeds: list[dict[str, np.ndarray]], op_types: tuple[str, ...],
+             fp32_heads: bool = False) -> Path:
     """Write the QDQ int8 version of ``f32_path`` to ``out_path`` (atomically); return it.
+    ``fp32_heads``: leave the output convolutions (``head_convs``) unquantized.
 
     Raises:
         ImportError: onnxruntime's quantization tools are missing.
@@ -104,12 +127,14 @@ def quantize(f32_path: str, out_path: Path, feeds: list[dict[str, np.ndarray]], 
         if opset < MIN_OPSET:  # per-channel QuantizeLinear/DequantizeLinear need opset 13
             src = str(Path(tmp) / "opset.onnx")
             onnx.save(onnx.version_converter.convert_version(model, MIN_OPSET), src)
+        exclude = head_convs(model) if fp32_heads else []
         del model
         quant_pre_process(src, str(pre), skip_symbolic_shape=True)
         staged = Path(tmp) / "int8.onnx"
         quantize_static(str(pre), str(staged), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=list(op_types), extra_options={"ActivationSymmetric": False})
+                        op_types_to_quantize=list(op_types), nodes_to_exclude=exclude,
+                        extra_options={"ActivationSymmetric": False})
         os.replace(staged, out_path)
     return out_path
 
@@ -128,7 +153,7 @@ def ensure_int8(model: str, f32_path: str, model_sha256: str, probe_path: Path, 
     with np.load(probe_path) as z:
         probe = {k: z[k] for k in z.files}
     t = time.perf_counter()
-    quantize(f32_path, out, calibration_feeds(role, probe, names, ranks), OP_TYPES[role])
+    quantize(f32_path, out, calibration_feeds(role, probe, names, ranks), OP_TYPES[role], FP32_HEADS[role])
     log.info("%s: int8 model written to %s in %.1f s", model, out, time.perf_counter() - t)
     return out
 

@@ -68,7 +68,8 @@ class PrecisionReport:
         self._cache: tuple[float, dict] | None = None
 
     async def read(self) -> dict[str, dict]:
-        """{metrics URL: parse() of it, or {"error": why}}; {} when no URL is known."""
+        """{metrics URL: parse() of it, or {"error": why}} in the order of ``urls``; {} when no
+        URL is known."""
         if self._cache and time.monotonic() - self._cache[0] < CACHE_S:
             return self._cache[1]
         out: dict[str, dict] = {}
@@ -82,12 +83,20 @@ class PrecisionReport:
                     out[url] = {"error": f"metrics unreadable: {type(exc).__name__}"}
 
             await asyncio.gather(*(one(u) for u in self.urls))
+        out = {u: out[u] for u in self.urls}
         if all("error" not in v for v in out.values()):
             self._cache = (time.monotonic(), out)
         return out
 
 
-def brief(report: dict[str, dict]) -> dict[str, dict]:
-    """The report without the probe figures (for the plain /readyz)."""
-    return {url: ({m: {k: v for k, v in net.items() if k != "probe"} for m, net in nets.items()}
-                  if "error" not in nets else nets) for url, nets in report.items()}
+def public(report: dict[str, dict], figures: bool) -> dict[str, dict]:
+    """The report for /readyz: keyed ``triton-<i>`` (the order of the metrics URLs; a public
+    health body names no address), the probe's figures only when ``figures``."""
+    out = {}
+    for i, nets in enumerate(report.values()):
+        if "error" in nets:
+            out[f"triton-{i}"] = nets
+        else:
+            out[f"triton-{i}"] = {m: {k: v for k, v in net.items() if figures or k != "probe"}
+                                  for m, net in nets.items()}
+    return out

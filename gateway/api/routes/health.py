@@ -14,7 +14,7 @@ from client import AsyncFaceSwapClient, FaceSwapError
 from gateway.api import deps
 from gateway.core.config import Settings
 from gateway.core.metrics import Metrics, set_precision
-from gateway.core.precision import brief
+from gateway.core.precision import public
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("gateway.health")
@@ -42,8 +42,9 @@ async def readyz(request: Request, deep: bool = Query(False, description="also r
     ``health_timeout_s`` whatever Triton does (deep: plus the pipeline run's own time limit).
     Error codes: triton_timeout, triton_unreachable, models_not_ready, and the deep check's
     (pipeline_timeout, pipeline_failed, no_face_found, output_not_finite, ...).
-    ``precision``: per Triton metrics URL, the precision each network serves in and what chose
-    it (``self-check``, ``cache``, ``setting``, ``no probe``); deep: with the probe's figures."""
+    ``precision``: per Triton (``triton-<i>``, in the order of the metrics URLs the gateway logs
+    at start), the precision each network serves in and what chose it (``self-check``,
+    ``cache``, ``setting``, ``no probe``); deep: with the probe's figures."""
     retry = {"Retry-After": str(settings.retry_after_s)}
 
     def degraded(error: str, **extra) -> JSONResponse:
@@ -67,9 +68,9 @@ async def readyz(request: Request, deep: bool = Query(False, description="also r
     try:
         report = await asyncio.wait_for(request.app.state.precision.read(), settings.health_timeout_s)
     except asyncio.TimeoutError:
-        report = {"triton metrics": {"error": "metrics_timeout"}}
+        report = {"-": {"error": "metrics_timeout"}}
     set_precision(request.app.state.metrics, report)
-    body: dict = {"status": "ready", "stand_ins": stand_ins, "precision": report if deep else brief(report)}
+    body: dict = {"status": "ready", "stand_ins": stand_ins, "precision": public(report, figures=deep)}
     if deep:
         body["deep"] = await request.app.state.deep.result(triton, stand_ins)
         if not body["deep"]["ok"]:
