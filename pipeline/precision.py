@@ -412,8 +412,12 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
         return Choice(model, "f32", f32_engine, f32_path, "self-check", note="; ".join(notes))
     key = cache_key(model, cands, probe_path, flags, {f32_path: model_sha256} if model_sha256 else None)
     record = Path(cache_dir) / "precision" / f"{key}.json"
-    with np.load(probe_path) as z:
-        probe = {k: z[k] for k in z.files}
+    try:
+        with np.load(probe_path) as z:
+            probe = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:  # a damaged probe never stops the network from loading
+        return Choice(model, "f32", f32_engine, f32_path, "no probe",
+                      note=f"{Path(probe_path).name} unreadable ({type(exc).__name__}): fp32 serves")
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
         lock = open(record.parent / ".lock", "a")

@@ -94,6 +94,16 @@ def test_self_check_serves_the_fastest_precision_that_keeps_parity(probe):
     assert rows["int8"]["passed"] is False and "PSNR" in rows["int8"]["reason"]
     assert rows["bf16"]["figures"]["psnr_db"] >= 40 and rows["bf16"]["speedup"] > 1
     assert "ms" not in rows["int8"]  # a failed precision is not even timed
+    runs = []
+    counting = _fake_load({"f32": [ref], "bf16": [close], "int8": [noisy]}, {})
+
+    def load_counting(path, names_, engine, precision):
+        run = counting(path, names_, engine, precision)
+        return lambda feeds: runs.append(precision) or run(feeds)
+    prec.self_check("face_swapper", cands, probe, names, ranks, ["output"], load_counting)
+    # Bounded cost: one parity run each, then at most MAX_TIMED_REPS timed rounds of those that passed.
+    assert runs.count("int8") == 1
+    assert 2 <= runs.count("f32") == runs.count("bf16") <= 1 + prec.MAX_TIMED_REPS
 
     # Non-finite output never serves, however fast.
     bad = close.copy()
@@ -190,6 +200,11 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
     missing = prec.choose("face_swapper", "auto", sw, "onnxruntime", sha, cache, tmp_path / "none.npz", names,
                           ranks, outs, load=load, flags=ZEN4)
     assert (missing.precision, missing.chosen_by) == ("f32", "no probe")
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes((probe_repo / prec.PROBE_FILE).read_bytes()[:5000])
+    broken = prec.choose("face_swapper", "auto", sw, "onnxruntime", sha, cache, damaged, names, ranks, outs,
+                         load=load, flags=ZEN4)
+    assert (broken.precision, broken.chosen_by) == ("f32", "no probe") and "unreadable" in broken.note
 
 
 def test_int8_swapper_is_quantized_once_and_keeps_parity(probe_repo, models, tmp_path):
