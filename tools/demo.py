@@ -120,6 +120,25 @@ def write_sheet(path: Path, target: Path, output_bytes: bytes, faces: list[Face]
     return path
 
 
+def precision_lines(metrics_port: int) -> list[str]:
+    """What each network serves in (the load-time self-check, read from Triton's metrics)."""
+    import urllib.request
+
+    from gateway.core.precision import parse
+
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    except OSError as exc:
+        return [f"   precision: unknown ({exc})"]
+    lines = ["== precision per network (FACESWAP_PRECISION=auto: a parity self-check against fp32 at load)"]
+    for model, net in sorted(parse(page).items()):
+        figs = "; ".join(f"{k}: " + ", ".join(f"{f} {v:g}" for f, v in sorted(row.items()))
+                         for k, row in sorted(net.get("probe", {}).items()))
+        lines.append(f"   {model:16s} {net['precision']:5s} ({net['engine']}, {net['chosen_by']})"
+                     + (f"  [{figs}]" if figs else ""))
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="Face swap demo through a real Triton server.")
     ap.add_argument("--source", type=Path, default=None)
@@ -146,6 +165,8 @@ def main() -> int:
     print(f"== starting tritonserver (embedded, CPU) on 127.0.0.1:{args.http_port}/{args.http_port + 1} ...")
     with embedded("demo_repository", models, args.http_port) as server:
         print(f"   ready after {time.perf_counter() - t0:.1f} s (log: {server.log_file})")
+        for line in precision_lines(server.ports.metrics):
+            print(line)
         with FaceSwapClient(server.grpc_url, "grpc") as c:
             try:
                 before = c.statistics()
