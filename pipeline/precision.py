@@ -415,7 +415,7 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
     try:
         with np.load(probe_path) as z:
             probe = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:  # a damaged probe never stops the network from loading
+    except Exception as exc:  # noqa: BLE001 - a damaged probe (BadZipFile, EOFError...) never stops a load
         return Choice(model, "f32", f32_engine, f32_path, "no probe",
                       note=f"{Path(probe_path).name} unreadable ({type(exc).__name__}): fp32 serves")
     try:
