@@ -118,6 +118,7 @@ def test_healthz_and_readyz(http):
     metrics = http.get("/metrics").text
     for model, net in nets.items():
         assert f'model="{model}",precision="{net["precision"]}"' in metrics
+    assert 'gateway_precision_probe{' in metrics and 'figure="passed"' in metrics
 
 
 def test_register_read_delete_face(http):

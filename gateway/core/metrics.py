@@ -52,18 +52,27 @@ class Metrics:
                                        "self-check), refreshed when scraped", ["triton", "model", "precision",
                                                                               "engine", "chosen_by"],
                                        registry=self.registry)
+        self.precision_probe = Gauge("gateway_precision_probe", "The load-time parity probe's figures per network "
+                                     "and precision on each Triton (ms per probe call, speedup over f32, psnr_db / "
+                                     "cosine / box_px against f32, passed 1/0), refreshed when scraped",
+                                     ["triton", "model", "precision", "figure"], registry=self.registry)
         self.jobs = Gauge("gateway_jobs", "Video and batch jobs by status (queued: waiting for a worker; running), "
                           "read when scraped", ["status"], registry=self.registry)
 
 
 def set_precision(m: Metrics, report: dict[str, dict]) -> None:
-    """Replace ``gateway_network_precision`` with what ``gateway.core.precision`` read."""
+    """Replace ``gateway_network_precision`` and ``gateway_precision_probe`` with what
+    ``gateway.core.precision`` read."""
     m.network_precision.clear()
+    m.precision_probe.clear()
     for url, nets in report.items():
         for model, net in nets.items():
             if isinstance(net, dict) and "precision" in net:
                 m.network_precision.labels(url, model, net["precision"], net.get("engine", ""),
                                            net.get("chosen_by", "")).set(1)
+                for prec, figures in net.get("probe", {}).items():
+                    for figure, value in figures.items():
+                        m.precision_probe.labels(url, model, prec, figure).set(value)
 
 
 class ObserveMiddleware:

@@ -85,4 +85,8 @@ async def metrics(request: Request, m: Metrics = Depends(deps.metrics)) -> Respo
             m.jobs.labels(status).set(n)
     except Exception as exc:  # Redis away or slow: the other metrics still answer
         log.warning("job counts unavailable for /metrics: %s", exc)
+    try:  # what each network serves in (cached CACHE_S by PrecisionReport)
+        set_precision(m, await asyncio.wait_for(request.app.state.precision.read(), 2))
+    except asyncio.TimeoutError:
+        log.warning("Triton's metrics did not answer within 2 s: gateway_network_precision not refreshed")
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
