@@ -82,8 +82,9 @@ test-py: setup
 test-web: setup setup-web ## Worker: typecheck, vitest on the Workers runtime, browser end to end
 	cd worker && npm test
 
-bench: setup             ## face_swap images/s vs insightface, gateway added latency, 720p video frames/s, cluster spread
+bench: setup             ## face_swap images/s vs insightface, int8/bf16/fp32 speed and parity, gateway added latency, video, cluster
 	$(VPY) -m tools.bench
+	$(VPY) -m tools.quantize --models full --json out/quantize_full.json
 	$(VPY) -m tools.bench_gateway
 	$(VPY) -m tools.bench_video
 	$(VPY) -m tools.bench_cluster
