@@ -16,6 +16,9 @@ instructions is not tried (it would be emulated, slower than fp32). ``FACESWAP_P
 (``f32``, ``bf16``, ``int8``) forces one and skips the probe. The decision and its figures are
 cached (``<cache_dir>/precision/<key>.json``; the key covers the model files, the probe, the CPU
 flags, the engine versions and the thresholds), so a restart on the same machine costs no probe.
+A record that does not parse, or names a file that is not one of the candidates, is ignored and
+the probe runs again. The cache folder must be writable by the service alone: a record is the
+self-check's verdict.
 """
 
 from __future__ import annotations
@@ -430,8 +433,10 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
         if record.is_file():
             try:
                 cached = Choice(**json.loads(record.read_text()))
-                cached.chosen_by = "cache"
-                return cached
+                # Only ever one of today's candidates: a record naming another file is not trusted.
+                if (cached.precision, cached.engine, cached.path) in {(c.precision, c.engine, c.path) for c in cands}:
+                    cached.chosen_by = "cache"
+                    return cached
             except (ValueError, TypeError):
                 pass  # unreadable record: probe again
         choice = self_check(model, cands, probe, input_names, input_ranks, output_names, load, notes)

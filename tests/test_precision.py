@@ -185,6 +185,11 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
     assert again.chosen_by == "cache" and again.precision == choice.precision and calls == []
     record = next((cache / "precision").glob("*.json"))
     assert json.loads(record.read_text())["precision"] == choice.precision
+    poisoned = {**json.loads(record.read_text()), "precision": "int8", "engine": "openvino", "path": "/tmp/evil.onnx"}
+    record.write_text(json.dumps(poisoned))
+    assert prec.choose(*args, load=load, flags=ZEN4).chosen_by == "self-check"  # not one of the candidates
+    record.write_text("{not json")
+    assert prec.choose(*args, load=load, flags=ZEN4).chosen_by == "self-check"
 
     other_cpu = prec.choose(*args, load=load, flags=["avx2", "fma", "avx512f", "avx512_vnni"])  # no bf16 here
     assert other_cpu.chosen_by == "self-check" and "bf16" not in {r["precision"] for r in other_cpu.results}
