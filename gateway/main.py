@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -53,6 +54,11 @@ async def _advised_admission(triton: AsyncFaceSwapClient) -> tuple[int, int]:
         return 2, 2
 
 
+def _no_credentials(url: str) -> str:
+    """``url`` without a ``user:password@`` part (for the log)."""
+    return re.sub(r"//[^/@]*@", "//", url)
+
+
 async def _sweep_forever(app: FastAPI, settings: Settings) -> None:
     """Every ``sweep_interval_s``: expire finished jobs past ``job_ttl_s`` and expired faces."""
     while True:
@@ -86,10 +92,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for i, (url, models) in enumerate(nets.items()):
             for model, net in sorted(models.items()):
                 if isinstance(net, dict):
-                    log.info("%s on triton-%d (%s): %s (%s, %s)", model, i, url, net.get("precision"),
-                             net.get("engine"), net.get("chosen_by"))
+                    log.info("%s on triton-%d (%s): %s (%s, %s)", model, i, _no_credentials(url),
+                             net.get("precision"), net.get("engine"), net.get("chosen_by"))
                 else:
-                    log.warning("precision of the networks on triton-%d (%s) unknown: %s", i, url, net)
+                    log.warning("precision of the networks on triton-%d (%s) unknown: %s", i, _no_credentials(url),
+                                net)
         resumed = await app.state.jobs.start()
         if resumed:
             log.warning("%d job(s) left by an earlier run queued again", resumed)

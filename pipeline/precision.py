@@ -251,7 +251,7 @@ class Choice:
             state = "reference" if r["precision"] == "f32" else ("pass" if r.get("passed") else
                                                                  f"FAIL: {r.get('reason') or r.get('error')}")
             ms = f"{r['ms']:.0f} ms" if r.get("ms") is not None else "-"
-            parts.append(f"{r['precision']} {ms}{' ' + figs if figs else ''} ({state})")
+            parts.append(f"{r['precision']} ({r.get('engine', '?')}) {ms}{' ' + figs if figs else ''} ({state})")
         return (f"{self.model}: {self.precision} ({self.engine}) chosen by {self.chosen_by}"
                 + (f" in {self.probe_seconds:.1f} s" if self.chosen_by == "self-check" else "")
                 + (f": {'; '.join(parts)}" if parts else "") + (f" [{self.note}]" if self.note else ""))
@@ -262,9 +262,33 @@ def int8_path(cache_dir: str | Path, model_sha256: str) -> Path:
     return Path(cache_dir) / "int8" / f"{model_sha256[:16]}.r{INT8_RECIPE}.onnx"
 
 
+def int8_stamp(int8_file: Path, model_sha256: str) -> None:
+    """Write ``<int8 file>.json``: the fp32 file's SHA-256 it was made from and its own SHA-256."""
+    side = Path(f"{int8_file}.json")
+    side.write_text(json.dumps({"source_sha256": model_sha256, "sha256": _file_sha(int8_file),
+                                "recipe": INT8_RECIPE}))
+
+
+def int8_intact(int8_file: Path | None, model_sha256: str) -> tuple[bool, str]:
+    """(True, "") when ``int8_file`` is the file ``tools.quantize`` made from the fp32 file with
+    this SHA-256 (its ``.json`` stamp matches both); else (False, why)."""
+    if int8_file is None or not int8_file.is_file():
+        return False, f"no quantized model at {int8_file}"
+    try:
+        stamp = json.loads(Path(f"{int8_file}.json").read_text())
+    except (OSError, ValueError):
+        return False, f"{int8_file.name} has no readable stamp ({int8_file.name}.json)"
+    if not isinstance(stamp, dict) or stamp.get("source_sha256") != model_sha256:
+        return False, f"{int8_file.name} was not made from this model"
+    if stamp.get("sha256") != _file_sha(int8_file):
+        return False, f"{int8_file.name} changed after it was made"
+    return True, ""
+
+
 def candidates(f32_path: str, f32_engine: str, flags: set[str] | list[str], int8_file: Path | None,
-               have_openvino: bool) -> tuple[list[Candidate], list[str]]:
-    """(candidates in the order tried, fp32 first; notes on the precisions left out)."""
+               have_openvino: bool, int8_problem: str | None = None) -> tuple[list[Candidate], list[str]]:
+    """(candidates in the order tried, fp32 first; notes on the precisions left out).
+    ``int8_problem``: why the int8 file may not be used (``int8_intact``), if it may not."""
     native = native_support(flags)
     out, notes = [Candidate("f32", f32_engine, f32_path)], []
     for prec in ("bf16", "int8"):
@@ -274,6 +298,8 @@ def candidates(f32_path: str, f32_engine: str, flags: set[str] | list[str], int8
             notes.append(f"{prec}: openvino is not installed")
         elif prec == "int8" and (int8_file is None or not int8_file.is_file()):
             notes.append("int8: no quantized model (make it with python -m tools.quantize)")
+        elif prec == "int8" and int8_problem:
+            notes.append(f"int8: {int8_problem} (delete it; the next repository build makes it again)")
         else:
             out.append(Candidate(prec, "openvino", str(int8_file) if prec == "int8" else f32_path))
     return out, notes
@@ -329,6 +355,8 @@ def self_check(model: str, cands: list[Candidate], probe: dict[str, np.ndarray],
     role = ROLE_OF_MODEL[model]
     t0 = time.perf_counter()
     feeds = probe_feeds(role, probe, input_names, input_ranks)
+    if not feeds or any(np.asarray(a).shape[:1] == (0,) for f in feeds for a in f.values()):
+        raise ValueError("the probe holds no item for this network")
     results, runs, ref = [], [], None
     for cand in cands:  # parity first: each candidate's outputs (this call also warms it up)
         row: dict = {"precision": cand.precision, "engine": cand.engine}
@@ -396,9 +424,11 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
         note = "" if native["native"] else f"forced although not native here ({native['reason']})"
         if setting == "f32":
             return Choice(model, "f32", f32_engine, f32_path, "setting", note=note)
-        if setting == "int8" and (int8_file is None or not int8_file.is_file()):
-            raise ValueError(f"{model}: precision int8 forced but no quantized model at {int8_file} "
-                             "(make it with python -m tools.quantize)")
+        if setting == "int8":
+            ok, why = int8_intact(int8_file, model_sha256)
+            if not ok:
+                raise ValueError(f"{model}: precision int8 forced but {why} (delete it if it exists, then make it "
+                                 "with python -m tools.quantize)")
         path = str(int8_file) if setting == "int8" else f32_path
         return Choice(model, setting, "openvino", path, "setting", note=note)
     try:
@@ -407,7 +437,8 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
         have_ov = True
     except ImportError:
         have_ov = False
-    cands, notes = candidates(f32_path, f32_engine, flags, int8_file, have_ov)
+    int8_ok, int8_why = int8_intact(int8_file, model_sha256) if int8_file is not None else (False, "")
+    cands, notes = candidates(f32_path, f32_engine, flags, int8_file, have_ov, None if int8_ok else int8_why)
     if probe_path is None or not Path(probe_path).is_file():
         return Choice(model, "f32", f32_engine, f32_path, "no probe",
                       note="no precision_probe.npz in the model repository: fp32 serves")
@@ -426,21 +457,52 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
         lock = open(record.parent / ".lock", "a")
     except OSError as exc:  # a read-only or missing cache folder: probe every time, say so
         notes = [*notes, f"decision not cached ({cache_dir}: {exc.strerror})"]
-        return self_check(model, cands, probe, input_names, input_ranks, output_names, load, notes)
+        return _checked(model, cands, probe, input_names, input_ranks, output_names, load, notes, f32_engine, f32_path)
     # Triton loads the networks in parallel: one probe at a time, or each would time the others.
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if record.is_file():
-            try:
-                cached = Choice(**json.loads(record.read_text()))
-                # Only ever one of today's candidates: a record naming another file is not trusted.
-                if (cached.precision, cached.engine, cached.path) in {(c.precision, c.engine, c.path) for c in cands}:
-                    cached.chosen_by = "cache"
-                    return cached
-            except (ValueError, TypeError):
-                pass  # unreadable record: probe again
-        choice = self_check(model, cands, probe, input_names, input_ranks, output_names, load, notes)
+            cached, why = _cached(record, model, cands)
+            if cached is not None:
+                return cached
+            notes = [*notes, f"cached decision ignored ({why}): probed again"]
+        choice = _checked(model, cands, probe, input_names, input_ranks, output_names, load, notes, f32_engine,
+                          f32_path)
+        if choice.chosen_by != "self-check":
+            return choice  # a probe that could not run is not remembered
         tmp = record.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(asdict(choice), indent=1))
         os.replace(tmp, record)
     return choice
+
+
+def _checked(model: str, cands: list[Candidate], probe: dict, input_names: list[str], input_ranks: list[int],
+             output_names: list[str], load: Callable, notes: list[str], f32_engine: str, f32_path: str) -> Choice:
+    """``self_check``, or fp32 with a note when the probe itself cannot run (wrong or empty arrays):
+    a bad probe never stops a network from loading."""
+    try:
+        return self_check(model, cands, probe, input_names, input_ranks, output_names, load, notes)
+    except Exception as exc:  # noqa: BLE001
+        return Choice(model, "f32", f32_engine, f32_path, "no probe",
+                      note=f"the probe could not run ({type(exc).__name__}: {str(exc)[:120]}): fp32 serves")
+
+
+def _cached(record: Path, model: str, cands: list[Candidate]) -> tuple[Choice | None, str]:
+    """A cached decision if it is sound: this network's, one of today's candidates, a precision
+    that passed in its own figures; else (None, why)."""
+    try:
+        data = json.loads(record.read_text())
+        cached = Choice(**data)
+    except (OSError, ValueError, TypeError) as exc:
+        return None, f"unreadable: {type(exc).__name__}"
+    if cached.model != model:
+        return None, "another network's record"
+    if (cached.precision, cached.engine, cached.path) not in {(c.precision, c.engine, c.path) for c in cands}:
+        return None, "names a file that is not a candidate"
+    rows = cached.results if isinstance(cached.results, list) else []
+    if not all(isinstance(r, dict) for r in rows) or not any(
+            r.get("precision") == cached.precision and r.get("engine") == cached.engine and r.get("passed") is True
+            for r in rows):
+        return None, "its figures do not show the precision passing"
+    cached.chosen_by = "cache"
+    return cached, ""

@@ -67,7 +67,7 @@ def test_engine_settings_are_validated(monkeypatch):
     monkeypatch.delenv("FACESWAP_PRECISION")
     assert cpu_engine() == ("onnxruntime", "auto")  # the default: the load-time self-check decides
     monkeypatch.setenv("FACESWAP_PRECISION", "fp16")
-    with pytest.raises(ValueError, match="precisions"):
+    with pytest.raises(ValueError, match="FACESWAP_PRECISION='fp16' is not one of auto, f32, bf16, int8"):
         cpu_engine()
     with pytest.raises(ValueError, match="engine"):
         engines.load("x.onnx", [], "tensorflow")

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -265,6 +266,13 @@ def test_deep_check_failure_is_cached_and_public_body_names_a_code(ov_triton, tm
         assert first.json()["error"] == "no_face_found" and second.json()["deep"]["cached"]
     finally:
         g.stop()
+    for bad in (tmp_path / "missing.png", Path(__file__)):  # no file; a file that is no image
+        g = gateway(ov_triton, tmp_path, deep_check_image=bad)
+        try:
+            r = httpx.get(f"{g.url}/readyz", params={"deep": 1}, timeout=60)
+            assert r.status_code == 503 and r.json()["error"] == "deep_check_image_unreadable", r.text
+        finally:
+            g.stop()
 
 
 def test_guard_answers_are_counted_in_metrics(ov_triton, tmp_path):

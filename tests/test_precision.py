@@ -165,6 +165,7 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
     q = prec.int8_path(cache, sha)
     q.parent.mkdir(parents=True)
     _damaged_copy(sw, q, 0.05)  # PSNR 26 dB
+    prec.int8_stamp(q, sha)  # stamped as if tools.quantize had made it: only the parity check can tell
     names, ranks, outs = quantize.io_names(sw)
     calls = []
 
@@ -185,11 +186,17 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
     assert again.chosen_by == "cache" and again.precision == choice.precision and calls == []
     record = next((cache / "precision").glob("*.json"))
     assert json.loads(record.read_text())["precision"] == choice.precision
-    poisoned = {**json.loads(record.read_text()), "precision": "int8", "engine": "openvino", "path": "/tmp/evil.onnx"}
-    record.write_text(json.dumps(poisoned))
-    assert prec.choose(*args, load=load, flags=ZEN4).chosen_by == "self-check"  # not one of the candidates
+    good = json.loads(record.read_text())
+    for poison, why in (({"path": "/tmp/evil.onnx", "precision": "int8", "engine": "openvino"}, "not a candidate"),
+                        ({"path": str(q), "precision": "int8", "engine": "openvino"}, "do not show"),  # int8 failed
+                        ({"model": "face_detector"}, "another network"),
+                        ({"results": "abc"}, "do not show")):
+        record.write_text(json.dumps({**good, **poison}))
+        again = prec.choose(*args, load=load, flags=ZEN4)
+        assert again.chosen_by == "self-check" and why in again.note and again.precision == choice.precision
     record.write_text("{not json")
-    assert prec.choose(*args, load=load, flags=ZEN4).chosen_by == "self-check"
+    again = prec.choose(*args, load=load, flags=ZEN4)
+    assert again.chosen_by == "self-check" and "unreadable" in again.note
 
     other_cpu = prec.choose(*args, load=load, flags=["avx2", "fma", "avx512f", "avx512_vnni"])  # no bf16 here
     assert other_cpu.chosen_by == "self-check" and "bf16" not in {r["precision"] for r in other_cpu.results}
@@ -200,6 +207,18 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
     assert "not native" in forced.note
     with pytest.raises(ValueError, match="tools.quantize"):
         prec.choose("face_swapper", "int8", sw, "onnxruntime", "cd" * 32, cache, None, names, ranks, outs, load=load)
+    # Forced int8 serves only the file made from this model, unchanged since (its stamp).
+    other = prec.int8_path(cache, "cd" * 32)
+    shutil.copy(q, other)
+    shutil.copy(f"{q}.json", f"{other}.json")  # another model's file and stamp copied over
+    with pytest.raises(ValueError, match="not made from this model"):
+        prec.choose("face_swapper", "int8", sw, "onnxruntime", "cd" * 32, cache, None, names, ranks, outs, load=load)
+    with open(q, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ValueError, match="changed after it was made"):
+        prec.choose("face_swapper", "int8", sw, "onnxruntime", sha, cache, None, names, ranks, outs, load=load)
+    changed = prec.choose(*args, load=load, flags=ZEN4)  # auto: the changed file is no candidate at all
+    assert "int8" not in {r["precision"] for r in changed.results} and "changed after" in changed.note
     with pytest.raises(ValueError, match="not one of"):
         prec.choose("face_swapper", "fp16", sw, "onnxruntime", sha, cache, None, names, ranks, outs, load=load)
     missing = prec.choose("face_swapper", "auto", sw, "onnxruntime", sha, cache, tmp_path / "none.npz", names,
@@ -210,6 +229,15 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
     broken = prec.choose("face_swapper", "auto", sw, "onnxruntime", sha, cache, damaged, names, ranks, outs,
                          load=load, flags=ZEN4)
     assert (broken.precision, broken.chosen_by) == ("f32", "no probe") and "unreadable" in broken.note
+    with np.load(probe_repo / prec.PROBE_FILE) as z:
+        arrays = {k: z[k] for k in z.files}
+    for name, bad in (("no_swap.npz", {k: v for k, v in arrays.items() if not k.startswith("swap")}),
+                      ("empty.npz", {**arrays, "swap_crops": arrays["swap_crops"][:0]}),
+                      ("small.npz", {**arrays, "swap_crops": arrays["swap_crops"][:, :50, :50]})):
+        np.savez(tmp_path / name, **bad)
+        out = prec.choose("face_swapper", "auto", sw, "onnxruntime", sha, cache, tmp_path / name, names, ranks, outs,
+                          load=load, flags=ZEN4)
+        assert (out.precision, out.chosen_by) == ("f32", "no probe") and "could not run" in out.note, name
 
 
 def test_int8_swapper_is_quantized_once_and_keeps_parity(probe_repo, models, tmp_path):
@@ -221,6 +249,10 @@ def test_int8_swapper_is_quantized_once_and_keeps_parity(probe_repo, models, tmp
     stamp = q.stat().st_mtime_ns
     assert quantize.ensure_int8("face_swapper", sw, "ef" * 32, probe_repo / prec.PROBE_FILE, tmp_path) == q
     assert q.stat().st_mtime_ns == stamp  # cached by the fp32 file's hash, not made again
+    assert prec.int8_intact(q, "ef" * 32) == (True, "")
+    q.write_bytes(q.read_bytes()[:5000])  # damaged: made again on the next build
+    assert quantize.ensure_int8("face_swapper", sw, "ef" * 32, probe_repo / prec.PROBE_FILE, tmp_path) == q
+    assert prec.int8_intact(q, "ef" * 32) == (True, "") and q.stat().st_size > 5000
     names, ranks, outs = quantize.io_names(sw)
     with np.load(probe_repo / prec.PROBE_FILE) as z:
         probe = {k: z[k] for k in z.files}

@@ -35,9 +35,20 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import engines
-from pipeline.precision import PROBE_FILE, ROLE_OF_MODEL, Candidate, cpu_info, int8_path, native_support, self_check
+from pipeline.precision import (
+    PROBE_FILE,
+    ROLE_OF_MODEL,
+    Candidate,
+    cpu_info,
+    int8_intact,
+    int8_path,
+    int8_stamp,
+    native_support,
+    self_check,
+)
 
 log = logging.getLogger("tools.quantize")
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Operators quantized per network (see the module docstring for why not MatMul).
 OP_TYPES = {"detector": ("Conv",), "recognizer": ("Conv",), "swapper": ("Conv",)}
@@ -140,20 +151,26 @@ def quantize(f32_path: str, out_path: Path, feeds: list[dict[str, np.ndarray]], 
 
 
 def ensure_int8(model: str, f32_path: str, model_sha256: str, probe_path: Path, cache: Path | None = None) -> Path:
-    """The cached int8 file of this network, quantized now when missing (seconds to a minute)."""
+    """The cached int8 file of this network, quantized now (seconds to a minute) when it is missing
+    or not intact (``pipeline.precision.int8_intact``: its stamp names another source or another
+    content); stamped with both hashes."""
     if cache is None:
         from tools.repository import cache_dir
 
         cache = cache_dir()
     out = int8_path(cache, model_sha256)
-    if out.is_file():
+    ok, why = int8_intact(out, model_sha256)
+    if ok:
         return out
+    if out.is_file():
+        log.warning("%s: %s: making it again", model, why)
     role = ROLE_OF_MODEL[model]
     names, ranks, _ = io_names(f32_path)
     with np.load(probe_path) as z:
         probe = {k: z[k] for k in z.files}
     t = time.perf_counter()
     quantize(f32_path, out, calibration_feeds(role, probe, names, ranks), OP_TYPES[role], FP32_HEADS[role])
+    int8_stamp(out, model_sha256)
     log.info("%s: int8 model written to %s in %.1f s", model, out, time.perf_counter() - t)
     return out
 
@@ -214,14 +231,15 @@ def main() -> int:
         from tools.repository import build
         from tools.resolve import resolve
 
-        tmp = Path(tempfile.mkdtemp(prefix="quantize-"))
-        build(tmp / "repo", "cpu", resolve(args.models))
-        args.repository = tmp / "repo"
-    if not (args.repository / PROBE_FILE).is_file():
+        with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
+            build(Path(tmp) / "repo", "cpu", resolve(args.models))
+            out = report(Path(tmp) / "repo", cache)
+    elif not (args.repository / PROBE_FILE).is_file():
         print(f"no {PROBE_FILE} in {args.repository}: build the repository with python -m tools.repository",
               file=sys.stderr)
         return 2
-    out = report(args.repository, cache)
+    else:
+        out = report(args.repository, cache)
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

@@ -276,9 +276,11 @@ def cpu_engine() -> tuple[str, str]:
     """
     engine = os.environ.get("FACESWAP_ENGINE", "onnxruntime")
     precision = os.environ.get("FACESWAP_PRECISION", "auto")
-    if engine not in ENGINES or precision not in prec.SETTINGS:
-        raise ValueError(f"FACESWAP_ENGINE={engine!r} / FACESWAP_PRECISION={precision!r}: engines {ENGINES}, "
-                         f"precisions {prec.SETTINGS}")
+    if engine not in ENGINES:
+        raise ValueError(f"FACESWAP_ENGINE={engine!r} is not one of {', '.join(ENGINES)}")
+    if precision not in prec.SETTINGS:
+        hint = " (f32 is written f32)" if precision in ("fp32", "float32") else ""
+        raise ValueError(f"FACESWAP_PRECISION={precision!r} is not one of {', '.join(prec.SETTINGS)}{hint}")
     return engine, precision
 
 

@@ -245,8 +245,10 @@ def stop_from_pidfile(ports: Ports = Ports(), run_dir: Path = RUN) -> bool:
     return _stop_pidfile(run_dir / f"triton_{ports.http}.pid", 30.0)
 
 
-def start_gateway(port: int, triton_grpc: str, run_dir: Path = RUN, timeout: float = 60.0) -> int:
+def start_gateway(port: int, triton_grpc: str, run_dir: Path = RUN, timeout: float = 60.0,
+                  triton_metrics: str | None = None) -> int:
     """Start ``python -m gateway`` in the background on loopback; return its pid.
+    ``triton_metrics``: Triton's metrics URL (default: the gateway's guess, gRPC port + 1).
 
     Raises:
         RuntimeError: the port is busy or the gateway did not answer /healthz in time.
@@ -254,6 +256,8 @@ def start_gateway(port: int, triton_grpc: str, run_dir: Path = RUN, timeout: flo
     if not port_free(port):
         raise RuntimeError(f"gateway port {port} already in use (`make stop`, or FACESWAP_GATEWAY_PORT)")
     env = {**os.environ, "FACESWAP_GATEWAY_PORT": str(port), "FACESWAP_GATEWAY_TRITON_URL": triton_grpc}
+    if triton_metrics:
+        env["FACESWAP_GATEWAY_TRITON_METRICS_URL"] = triton_metrics
     env.setdefault("FACESWAP_GATEWAY_HOST", "127.0.0.1")
     log_file = run_dir / f"gateway_{port}.log"
     proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=env, stdout=log_file.open("wb"),
@@ -303,7 +307,11 @@ def main() -> int:
     models = resolve(args.standin_size)
     for m in models.values():
         print(m.describe())
-    build(RUN / "model_repository", "cpu", models)
+    try:
+        build(RUN / "model_repository", "cpu", models)
+    except ValueError as exc:  # a bad setting (FACESWAP_PRECISION, FACESWAP_ENGINE): one line, not a traceback
+        log.error("%s", exc)
+        return 2
     try:
         server.start()
     except RuntimeError as exc:
@@ -313,7 +321,8 @@ def main() -> int:
           f"metrics 127.0.0.1:{ports.metrics}; log {server.log_file}")
     if not args.no_gateway:
         try:
-            start_gateway(args.gateway_port, server.grpc_url)
+            start_gateway(args.gateway_port, server.grpc_url,
+                          triton_metrics=f"http://127.0.0.1:{ports.metrics}/metrics")
         except RuntimeError as exc:
             log.error("%s", exc)
             server.stop()

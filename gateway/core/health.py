@@ -61,6 +61,8 @@ async def run_pipeline(triton: AsyncFaceSwapClient, face: bytes | None, stand_in
         raise ProbeFailed("output_changed", "the face-less probe image did not come back unchanged")
     if face is not None:
         img = cv2.imdecode(np.frombuffer(face, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ProbeFailed("deep_check_image_unreadable", "deep_check_image is not an image OpenCV can decode")
         h, w = img.shape[:2]
         faces = (await triton.embed(face)).faces
         if not faces and DETECTOR_STAND_IN not in stand_ins:
@@ -107,7 +109,10 @@ class DeepCheck:
     async def _run(self, triton: AsyncFaceSwapClient, stand_ins: list[str]) -> dict:
         self.runs += 1
         try:
-            face = face_image(self.settings)
+            try:
+                face = face_image(self.settings)
+            except OSError as exc:
+                raise ProbeFailed("deep_check_image_unreadable", f"deep_check_image unreadable: {exc}") from exc
             result = {"ok": True, **await asyncio.wait_for(run_pipeline(triton, face, stand_ins),
                                                            self.settings.deep_check_timeout_s)}
         except asyncio.TimeoutError:

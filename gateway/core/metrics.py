@@ -65,14 +65,14 @@ def set_precision(m: Metrics, report: dict[str, dict]) -> None:
     ``gateway.core.precision`` read."""
     m.network_precision.clear()
     m.precision_probe.clear()
-    for url, nets in report.items():
+    for i, nets in enumerate(report.values()):  # triton-<i> as in /readyz: no address (or credentials) in labels
         for model, net in nets.items():
             if isinstance(net, dict) and "precision" in net:
-                m.network_precision.labels(url, model, net["precision"], net.get("engine", ""),
+                m.network_precision.labels(f"triton-{i}", model, net["precision"], net.get("engine", ""),
                                            net.get("chosen_by", "")).set(1)
                 for prec, figures in net.get("probe", {}).items():
                     for figure, value in figures.items():
-                        m.precision_probe.labels(url, model, prec, figure).set(value)
+                        m.precision_probe.labels(f"triton-{i}", model, prec, figure).set(value)
 
 
 class ObserveMiddleware:

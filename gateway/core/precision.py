@@ -53,7 +53,7 @@ def parse(text: str) -> dict[str, dict]:
             elif s.name == "faceswap_precision_probe":
                 key = f"{s.labels.get('precision')} ({s.labels.get('engine')})"
                 probe = nets.setdefault(model, {}).setdefault("probe", {})
-                probe.setdefault(key, {})[s.labels.get("figure", "?")] = round(s.value, 4)
+                probe.setdefault(key, {})[s.labels.get("figure", "?")] = round(s.value, 6)
             elif s.name == "faceswap_precision_probe_seconds":
                 nets.setdefault(model, {})["probe_seconds"] = round(s.value, 2)
     return {m: v for m, v in nets.items() if "precision" in v}
