@@ -193,7 +193,8 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
                         ({"results": "abc"}, "do not show")):
         record.write_text(json.dumps({**good, **poison}))
         again = prec.choose(*args, load=load, flags=ZEN4)
-        assert again.chosen_by == "self-check" and why in again.note and again.precision == choice.precision
+        # (f32 or bf16 by timing; never the int8 that failed)
+        assert again.chosen_by == "self-check" and why in again.note and again.precision in ("f32", "bf16")
     record.write_text("{not json")
     again = prec.choose(*args, load=load, flags=ZEN4)
     assert again.chosen_by == "self-check" and "unreadable" in again.note
