@@ -7,11 +7,11 @@ parity self-check of ``pipeline.precision`` picks f32, bf16 or int8 at load) or 
 With ``max_batch_size > 0`` Triton's dynamic batcher hands several requests at once; they are
 concatenated, run in one call and split.
 
-What serves is reported three ways: the startup log (one line per network with the probe's
-figures), Triton's ``/metrics`` (``faceswap_network_precision{model,precision,engine,chosen_by}``
-= 1, ``faceswap_precision_probe{model,precision,figure}``, ``faceswap_precision_probe_seconds``)
-and every response's parameters (``precision``, ``engine``, ``chosen_by``; the gateway's deep
-readiness check reads them).
+What serves is reported in the startup log (one line per network with the probe's figures)
+and on Triton's ``/metrics`` (``faceswap_network_precision{model,precision,engine,chosen_by}``
+= 1, ``faceswap_precision_probe{model,precision,engine,figure}``,
+``faceswap_precision_probe_seconds``), which the gateway reads for /readyz (Triton 2.51's Python
+backend cannot attach parameters to responses).
 """
 
 from __future__ import annotations
@@ -58,12 +58,6 @@ class OnnxModel:
         label = " (STAND-IN: random weights)" if p.get("stand_in", "false") == "true" else ""
         pb_utils.Logger.log_info(f"{choice.summary()}; serving {choice.path}{label}")
         self._metrics = self._export(choice)
-        self.response_parameters = {"precision": choice.precision, "engine": choice.engine,
-                                    "chosen_by": choice.chosen_by}
-        try:  # response parameters need a Python backend that has them (Triton 24.04+)
-            pb_utils.InferenceResponse(output_tensors=[], parameters=self.response_parameters)
-        except TypeError:
-            self.response_parameters = None
 
     def _export(self, choice) -> list:
         """Triton custom metrics (kept referenced: a dropped Metric disappears from /metrics)."""
@@ -116,7 +110,5 @@ class OnnxModel:
         return responses
 
     def _respond(self, outs):
-        tensors = [pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outs)]
-        if self.response_parameters is None:
-            return pb_utils.InferenceResponse(output_tensors=tensors)
-        return pb_utils.InferenceResponse(output_tensors=tensors, parameters=self.response_parameters)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(o))
+                                                          for n, o in zip(self.output_names, outs)])

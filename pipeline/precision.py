@@ -270,8 +270,8 @@ def int8_stamp(int8_file: Path, model_sha256: str) -> None:
 
 
 def int8_intact(int8_file: Path | None, model_sha256: str) -> tuple[bool, str]:
-    """(True, "") when ``int8_file`` is the file ``tools.quantize`` made from the fp32 file with
-    this SHA-256 (its ``.json`` stamp matches both); else (False, why)."""
+    """(True, its SHA-256) when ``int8_file`` is the file ``tools.quantize`` made from the fp32
+    file with this SHA-256 (its ``.json`` stamp matches both); else (False, why)."""
     if int8_file is None or not int8_file.is_file():
         return False, f"no quantized model at {int8_file}"
     try:
@@ -282,7 +282,7 @@ def int8_intact(int8_file: Path | None, model_sha256: str) -> tuple[bool, str]:
         return False, f"{int8_file.name} was not made from this model"
     if stamp.get("sha256") != _file_sha(int8_file):
         return False, f"{int8_file.name} changed after it was made"
-    return True, ""
+    return True, stamp["sha256"]
 
 
 def candidates(f32_path: str, f32_engine: str, flags: set[str] | list[str], int8_file: Path | None,
@@ -439,12 +439,15 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
         have_ov = False
     int8_ok, int8_why = int8_intact(int8_file, model_sha256) if int8_file is not None else (False, "")
     cands, notes = candidates(f32_path, f32_engine, flags, int8_file, have_ov, None if int8_ok else int8_why)
+    known = {f32_path: model_sha256} if model_sha256 else {}
+    if int8_ok:
+        known[str(int8_file)] = int8_why  # its SHA-256, just checked: not hashed twice
     if probe_path is None or not Path(probe_path).is_file():
         return Choice(model, "f32", f32_engine, f32_path, "no probe",
                       note="no precision_probe.npz in the model repository: fp32 serves")
     if len(cands) == 1:
         return Choice(model, "f32", f32_engine, f32_path, "self-check", note="; ".join(notes))
-    key = cache_key(model, cands, probe_path, flags, {f32_path: model_sha256} if model_sha256 else None)
+    key = cache_key(model, cands, probe_path, flags, known)
     record = Path(cache_dir) / "precision" / f"{key}.json"
     try:
         with np.load(probe_path) as z:

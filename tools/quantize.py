@@ -48,8 +48,6 @@ from pipeline.precision import (
 )
 
 log = logging.getLogger("tools.quantize")
-
-ROOT = Path(__file__).resolve().parents[1]
 #: Operators quantized per network (see the module docstring for why not MatMul).
 OP_TYPES = {"detector": ("Conv",), "recognizer": ("Conv",), "swapper": ("Conv",)}
 #: Networks whose output convolutions stay fp32: SCRFD's 9 heads regress boxes and key points in
