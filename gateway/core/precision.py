@@ -14,13 +14,11 @@ their precision is the one their config names.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-log = logging.getLogger("gateway.precision")
 CACHE_S = 30.0
 
 
