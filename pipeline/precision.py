@@ -265,7 +265,7 @@ def int8_path(cache_dir: str | Path, model_sha256: str) -> Path:
 def int8_stamp(int8_file: Path, model_sha256: str) -> None:
     """Write ``<int8 file>.json``: the fp32 file's SHA-256 it was made from and its own SHA-256."""
     side = Path(f"{int8_file}.json")
-    side.write_text(json.dumps({"source_sha256": model_sha256, "sha256": _file_sha(int8_file),
+    side.write_text(json.dumps({"source_sha256": model_sha256, "sha256": file_sha256(int8_file),
                                 "recipe": INT8_RECIPE}))
 
 
@@ -280,7 +280,7 @@ def int8_intact(int8_file: Path | None, model_sha256: str) -> tuple[bool, str]:
         return False, f"{int8_file.name} has no readable stamp ({int8_file.name}.json)"
     if not isinstance(stamp, dict) or stamp.get("source_sha256") != model_sha256:
         return False, f"{int8_file.name} was not made from this model"
-    if stamp.get("sha256") != _file_sha(int8_file):
+    if stamp.get("sha256") != file_sha256(int8_file):
         return False, f"{int8_file.name} changed after it was made"
     return True, stamp["sha256"]
 
@@ -305,7 +305,8 @@ def candidates(f32_path: str, f32_engine: str, flags: set[str] | list[str], int8
     return out, notes
 
 
-def _file_sha(path: str | Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 4 MiB chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
@@ -326,9 +327,9 @@ def cache_key(model: str, cands: list[Candidate], probe_path: str | Path, flags:
         ov_version = openvino.__version__
     except ImportError:
         ov_version = "-"
-    files = [(c.precision, c.engine, known.get(c.path) or _file_sha(c.path)) for c in cands]
+    files = [(c.precision, c.engine, known.get(c.path) or file_sha256(c.path)) for c in cands]
     parts = {"v": CACHE_VERSION, "model": model, "files": files,
-             "probe": _file_sha(probe_path), "cpu": cpu_info()["model"], "flags": sorted(flags),
+             "probe": file_sha256(probe_path), "cpu": cpu_info()["model"], "flags": sorted(flags),
              "ort": onnxruntime.__version__, "ov": ov_version, "thresholds": THRESHOLDS}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 

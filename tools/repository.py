@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -290,13 +289,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FACESWAP_CACHE_DIR") or ROOT / ".run" / "cache").resolve()
 
 
-@functools.lru_cache(maxsize=16)
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+#: ``pipeline.precision.file_sha256``, remembered per path (the same files are hashed by several steps).
+_file_sha256 = functools.lru_cache(maxsize=16)(prec.file_sha256)
 
 
 def _identity(net: Net, onnx_path: str) -> dict[str, str]:
