@@ -22,6 +22,7 @@ from gateway.core.health import DeepCheck
 from gateway.core.marking import Marker
 from gateway.core.metrics import Metrics, ObserveMiddleware
 from gateway.core.precision import PrecisionReport
+from gateway.core.urls import MediaURLPolicy
 
 log = logging.getLogger("gateway")
 #: Requests that take an admission slot (they run the pipeline); jobs have their own bound.
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          description="REST face of the Triton face-swap ensembles. Errors are JSON "
                                      '{"code", "message"}; requests are signed with HMAC-SHA256 when a secret is set.')
     app.state.settings = settings
+    app.state.media_urls = MediaURLPolicy(settings.media_url_prefixes)
     app.state.metrics = Metrics()
     app.state.streams = 0
     app.state.deep = DeepCheck(settings)

@@ -58,6 +58,13 @@ def _actions(manifest: dict) -> list[dict]:
     return out
 
 
+def has_manifest_store(data: bytes) -> bool:
+    """True when the bytes hold a C2PA manifest store, however damaged: its JUMBF superbox
+    (box type ``jumb``) labelled ``c2pa`` (C2PA 2.x, section 11.1.4: JPEG APP11 segments, the PNG
+    ``caBX`` chunk, the WebP ``C2PA`` chunk and the MP4 ``uuid`` box all carry that box)."""
+    return b"jumb" in data and b"c2pa" in data
+
+
 def read_c2pa(data: bytes, fmt: str, trust_anchors: str | None = None) -> dict:
     """The C2PA part of ``verify``: present / valid / trusted / signer / actions / models / failures.
 
@@ -70,8 +77,11 @@ def read_c2pa(data: bytes, fmt: str, trust_anchors: str | None = None) -> dict:
                  "claim_generator": None, "actions": [], "models": None, "failures": []}
     try:
         reader = c2pa.Reader.try_create(_mime(fmt, data), io.BytesIO(data), None, sdk_context(extra))
-    except c2pa.C2paError as exc:  # a manifest store that cannot even be parsed
-        out.update(present=True, valid=False, trusted=False, error=str(exc))
+    except c2pa.C2paError as exc:
+        if not has_manifest_store(data):  # a damaged file that never had a manifest: no mark, not a bad one
+            out["error"] = f"the file could not be parsed for C2PA ({exc}); it holds no manifest store"
+            return out
+        out.update(present=True, valid=False, trusted=False, error=str(exc))  # a store that cannot be parsed
         return out
     if reader is None:
         return out

@@ -42,9 +42,7 @@ def cluster(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cluster")
     topo = start_cluster(run_dir, tritons=2, gateways=2, workers=2, standin_size="tiny",
                          env_extra={"FACESWAP_GATEWAY_JOB_HEARTBEAT_S": str(HEARTBEAT_S),
-                                    "FACESWAP_GATEWAY_MAX_IN_FLIGHT": "4", "FACESWAP_GATEWAY_MAX_WAITING": "8",
-                                    # presigned URLs of the cluster's own S3 store (loopback) may be job media
-                                    "FACESWAP_GATEWAY_MEDIA_URL_PREFIXES": "http://127.0.0.1:"})
+                                    "FACESWAP_GATEWAY_MAX_IN_FLIGHT": "4", "FACESWAP_GATEWAY_MAX_WAITING": "8"})
     try:
         yield topo
     finally:

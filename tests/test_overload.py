@@ -373,3 +373,84 @@ def test_finished_jobs_and_faces_expire_and_disk_is_budgeted(ov_triton, tmp_path
         assert (r.status_code, r.json()["code"]) == (503, "storage_full") and r.headers["retry-after"]
     finally:
         g.stop()
+
+
+def _folder_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def test_jobs_disk_budget_is_exact_to_the_byte(ov_triton, tmp_path):
+    """The budget counts each upload as it arrives and the expected result (as large as the
+    input) before a job is accepted: a job that lands exactly on the budget is taken, one byte
+    less of budget refuses it, and concurrent uploads never push the folder past it (issue 18)."""
+    archive = b"PK\x03\x04" + os.urandom(300_000)  # a zip that fails at once: its input stays, no result
+    size = len(archive)
+
+    def post(c, fid):
+        return c.post("/v1/jobs", files=[("archive", ("a.zip", archive, "application/zip")),
+                                         ("source_face_id", (None, fid))])
+
+    def settle(c, job_id):
+        deadline = time.monotonic() + 60
+        while c.get(f"/v1/jobs/{job_id}").json()["status"] not in ("failed", "done"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+    for budget, accepted in ((2 * size, True), (2 * size - 1, False)):
+        jobs = tmp_path / f"jobs{budget}"
+        g = gateway(ov_triton, tmp_path, max_jobs_disk_bytes=budget, jobs_dir=jobs)
+        try:
+            with httpx.Client(base_url=g.url, timeout=60) as c:
+                fid = c.post("/v1/faces", files=files(image=OBAMA)).json()["faces"][0]["id"]
+                r = post(c, fid)
+                if not accepted:
+                    assert (r.status_code, r.json()["code"]) == (503, "storage_full"), r.text
+                    assert _folder_bytes(jobs) == 0
+                    continue
+                assert r.status_code == 202, r.text
+                settle(c, r.json()["id"])
+                assert _folder_bytes(jobs) == size  # its input; the result's reservation is back
+                r = post(c, fid)  # size on disk + size upload + size expected result > 2 size
+                assert (r.status_code, r.json()["code"]) == (503, "storage_full"), r.text
+                assert _folder_bytes(jobs) == size  # the refused upload left nothing
+        finally:
+            g.stop()
+
+    # twelve uploads at once against room for four: the folder never passes the budget
+    jobs = tmp_path / "jobs_concurrent"
+    budget = 8 * size + 1000
+    g = gateway(ov_triton, tmp_path, max_jobs_disk_bytes=budget, jobs_dir=jobs, max_concurrent_jobs=1)
+    peak, stop = [0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                peak[0] = max(peak[0], _folder_bytes(jobs))
+            except FileNotFoundError:  # a file renamed or deleted while walking
+                pass
+            time.sleep(0.002)
+
+    try:
+        with httpx.Client(base_url=g.url, timeout=60) as c:
+            fid = c.post("/v1/faces", files=files(image=OBAMA)).json()["faces"][0]["id"]
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        codes = []
+
+        def one():
+            with httpx.Client(base_url=g.url, timeout=60) as c:
+                codes.append(post(c, fid).status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(1)
+        stop.set()
+        sampler.join()
+        assert set(codes) <= {202, 503} and codes.count(202) >= 4, codes
+        assert peak[0] <= budget, (peak[0], budget)
+    finally:
+        stop.set()
+        g.stop()

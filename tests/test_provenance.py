@@ -427,3 +427,20 @@ def test_signing_and_verifying_need_no_network(state_dir, tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
     assert out.returncode == 0 and "offline ok" in out.stdout, out.stderr[-2000:]
     assert probe.returncode == 0, "unshare -n is unavailable: ran with the network; run as root to check offline"
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_truncated_file_that_never_had_a_manifest_reports_no_c2pa(fmt):
+    """A damaged plain file is "no manifest", not "manifest invalid" (issue 18)."""
+    ok, enc = cv2.imencode(".png" if fmt == "png" else ".jpg",
+                           np.random.default_rng(3).integers(0, 255, (96, 128, 3), np.uint8))
+    for cut in (len(enc) // 2, 40):
+        report = verify(enc.tobytes()[:cut], f"x.{fmt}")
+        assert "c2pa" not in report["marks_found"], report
+        assert report["c2pa"]["present"] is False and "INVALID" not in report["summary"], report
+
+
+def test_truncated_marked_file_still_reports_its_damaged_manifest(marked):
+    cut = marked["png"][: len(marked["png"]) * 3 // 4]
+    report = verify(cut, "x.png")
+    assert report["c2pa"]["present"] and report["c2pa"]["valid"] is False, report["c2pa"]

@@ -523,6 +523,8 @@ def _start(topo: Topology, n_tritons: int, n_gateways: int, n_workers: int, stan
         "FACESWAP_GATEWAY_S3_ACCESS_KEY_ID": s3.access_key,
         "FACESWAP_GATEWAY_S3_SECRET_ACCESS_KEY": s3.secret_key,
         "FACESWAP_GATEWAY_S3_REGION": s3.region,
+        # jobs may read and write presigned URLs of the cluster's own bucket (path-style)
+        "FACESWAP_GATEWAY_MEDIA_URL_PREFIXES": f"{s3.endpoint}/{s3.bucket}/",
     })
     env.update(env_extra)
     env.pop("FACESWAP_GATEWAY_PORT", None)

@@ -12,7 +12,7 @@ from client.batch import ArchiveLimits
 from client.video import VideoLimits
 from gateway.core.config import Settings
 from gateway.core.execute import JobLimits
-from gateway.core.media import LocalMedia, MediaStore, S3Media
+from gateway.core.media import DiskBudget, LocalMedia, MediaStore, S3Media
 
 
 def job_limits(s: Settings) -> JobLimits:
@@ -39,13 +39,17 @@ def make_jobs(s: Settings):
     if s.redis_url:
         from gateway.core.queue import QueueJobs, make_queue
 
-        return QueueJobs(make_queue(s.redis_url), make_media(s), job_limits(s), s.jobs_dir / "_uploads",
+        jobs = QueueJobs(make_queue(s.redis_url), make_media(s), job_limits(s), s.jobs_dir / "_uploads",
                          s.job_ttl_s, s.job_heartbeat_s, s.max_job_restarts)
-    from gateway.core.jobs import JobRunner, JobStore
+    else:
+        from gateway.core.jobs import JobRunner, JobStore
 
-    s.jobs_dir.mkdir(parents=True, exist_ok=True)
-    return JobRunner(JobStore(s.store_path), s.jobs_dir, s.triton_url, s.max_concurrent_jobs, job_limits(s),
-                     s.max_job_restarts)
+        s.jobs_dir.mkdir(parents=True, exist_ok=True)
+        jobs = JobRunner(JobStore(s.store_path), s.jobs_dir, s.triton_url, s.max_concurrent_jobs, job_limits(s),
+                         s.max_job_restarts)
+    if jobs.media.used_bytes() is not None:  # a local folder (an S3 bucket's quota is the operator's)
+        jobs.budget = DiskBudget(s.max_jobs_disk_bytes, jobs.media.used_bytes)
+    return jobs
 
 
 def make_face_store(s: Settings):

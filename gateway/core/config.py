@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,13 +116,23 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="S3 region (R2: auto).")
     s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id (unset: boto3's own chain).")
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
-    media_url_prefixes: str = Field("", description="Comma-separated URL prefixes that video_url / archive_url / "
-                                    "result_url of a job may start with (e.g. the Worker's "
-                                    "https://app.example.com/api/media/); empty: URL media are refused "
+    media_url_prefixes: str = Field("", description="Comma-separated URLs under which video_url / archive_url / "
+                                    "result_url of a job must lie (e.g. the Worker's "
+                                    "https://app.example.com/api/media/), compared as URLs: same scheme, host and "
+                                    "port, path under the prefix's path (gateway.core.urls). Each names a path "
+                                    "(https://host/ for a whole origin). Empty: URL media are refused "
                                     "(422 media_url_not_allowed).")
     job_heartbeat_s: float = Field(10.0, description="Scale-out: a job whose worker has not beaten for this long is "
                                    "taken by another worker (from its beginning).")
     worker_concurrency: int = Field(1, description="faceswap-worker: jobs one worker process runs at once.")
+
+    @field_validator("media_url_prefixes")
+    @classmethod
+    def _prefixes_parse(cls, v: str) -> str:
+        from gateway.core.urls import MediaURLPolicy
+
+        MediaURLPolicy(v)  # a malformed prefix, or one without a path, stops the start with its reason
+        return v
 
 
 @lru_cache

@@ -63,9 +63,31 @@ def deadline_exceeded(settings) -> APIError:
                     f"{settings.max_request_timeout_s:g} s, or swap fewer faces with max_faces).")
 
 
-def from_triton(exc: FaceSwapError, settings) -> APIError:
-    """Map the client library's typed errors (from Triton) to HTTP."""
+def storage_errors() -> tuple[type[Exception], ...]:
+    """The exception types of Redis and the S3 client that mean "the store is unreachable"
+    (empty when the scale-out libraries are not installed)."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # the scale-out libraries are optional for the one-machine default
+        return ()
+    return RedisConnectionError, RedisTimeoutError, BotoCoreError, ClientError
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """True for a Redis or S3 failure (see :func:`storage_errors`)."""
+    return isinstance(exc, storage_errors())
+
+
+def from_triton(exc: FaceSwapError, settings=None) -> APIError:
+    """Map the client library's typed errors (from Triton) to HTTP (``settings`` None: default
+    Retry-After values)."""
     msg = str(exc)
+    if settings is None:
+        from gateway.core.config import Settings
+
+        settings = Settings.model_construct()
     if isinstance(exc, Overloaded):
         return APIError(503, "overloaded", "The inference server is at capacity; retry after "
                         f"{settings.overload_retry_after_s} s.", {"Retry-After": str(settings.overload_retry_after_s)})
@@ -126,14 +148,7 @@ def install(app: FastAPI) -> None:
         codes = {404: "not_found", 405: "method_not_allowed"}
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
-        backends: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, BotoCoreError, ClientError)
-    except ImportError:  # the scale-out libraries are optional for the one-machine default
-        backends = ()
+    backends = storage_errors()
 
     async def _backend(request: Request, exc: Exception) -> JSONResponse:
         # Redis (the job queue, the shared face store) or the S3 media store is unreachable

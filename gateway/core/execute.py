@@ -20,10 +20,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from client import AsyncFaceSwapClient
+from client import AsyncFaceSwapClient, FaceSwapError
 from client.batch import ArchiveLimitError, ArchiveLimits, swap_batch
 from client.video import VideoLimitError, VideoLimits, VideoOptions, header_figures, swap_video
-from gateway.core.media import MediaError, fetch_url, put_url
+from gateway.core.media import MediaError, StorageFull, fetch_url, put_url
 
 log = logging.getLogger("gateway.jobs")
 CONTENT_TYPES = {"video": "video/mp4", "batch": "application/zip"}
@@ -36,6 +36,28 @@ class JobFailed(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def failure_code(exc: BaseException) -> str:
+    """The job ``error_code`` of any exception a job ended with (never None): the exception's own
+    ``code`` (JobFailed, limit errors), the API code of a Triton error (gateway.core.errors),
+    ``corrupt_video`` / ``corrupt_archive`` for unreadable media, ``storage_unavailable`` for the
+    S3 store or Redis, else ``internal_error``."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and code:
+        return code
+    from client.video import VideoError
+    from gateway.core.errors import from_triton, is_storage_error
+
+    if isinstance(exc, FaceSwapError):
+        return from_triton(exc, None).code
+    if isinstance(exc, VideoError):
+        return "corrupt_video"
+    if isinstance(exc, zipfile.BadZipFile):
+        return "corrupt_archive"
+    if is_storage_error(exc):
+        return "storage_unavailable"
+    return "internal_error"
 
 
 @dataclass(frozen=True)
@@ -81,18 +103,21 @@ def probe_video(path: Path, limits: VideoLimits | None = None) -> str | None:
     return "The video has no decodable frame."
 
 
-def fetch_input(kind: str, url: str, workdir: Path, limits: JobLimits) -> Path:
-    """Download a job's input from ``url`` into ``workdir`` and check it as an upload would be.
+def fetch_input(kind: str, url: str, workdir: Path, limits: JobLimits,
+                on_chunk: Callable[[int], None] | None = None) -> Path:
+    """Download a job's input from ``url`` into ``workdir`` and check it as an upload would be;
+    ``on_chunk(n)`` before each chunk is written (a :class:`~gateway.core.media.DiskBudget`
+    reservation that may raise ``StorageFull``).
 
     Raises:
-        JobFailed: input_fetch_failed, input_too_large, unsupported_media_type, corrupt_video
-            or a video limit code (video_too_long, ...).
+        JobFailed: input_fetch_failed, input_too_large, storage_full, unsupported_media_type,
+            corrupt_video or a video limit code (video_too_long, ...).
     """
     path = workdir / "input.bin"
     try:
-        fetch_url(url, path, limits.max_input_bytes, limits.call_timeout_s)
-    except MediaError as exc:
-        raise JobFailed(exc.code, str(exc)) from None
+        fetch_url(url, path, limits.max_input_bytes, limits.call_timeout_s, on_chunk)
+    except (MediaError, StorageFull) as exc:
+        raise JobFailed(exc.code, f"{exc}") from None
     head = path.open("rb").read(16)
     if kind == "batch":
         if head[:4] != b"PK\x03\x04":

@@ -31,8 +31,8 @@ import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapError
 from client.video import VideoError
-from gateway.core.execute import JobFailed, JobLimits, fetch_input, progress_reporter, run_job
-from gateway.core.media import LocalMedia
+from gateway.core.execute import JobFailed, JobLimits, failure_code, fetch_input, progress_reporter, run_job
+from gateway.core.media import DiskBudget, LocalMedia
 
 log = logging.getLogger("gateway.jobs")
 ACTIVE = ("queued", "running")
@@ -192,6 +192,8 @@ class JobRunner(UploadFolders):
         self.upload_root = self.jobs_dir  # an upload stays where the job runs
         self.limits, self.max_restarts = limits, max_restarts
         self.media = LocalMedia(self.jobs_dir)
+        self.budget: DiskBudget | None = None  # set by make_jobs (max_jobs_disk_bytes)
+        self._expected: dict[str, int] = {}  # job id -> bytes reserved for its result until it ends
         self.marker = None  # set by the gateway at start (gateway.core.marking.Marker)
         self._pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="job")
         self._cancel: dict[str, str] = {}
@@ -204,10 +206,13 @@ class JobRunner(UploadFolders):
         return self.limits.video
 
     async def create(self, job_id: str, kind: str, input_path: Path | None, latent: np.ndarray,
-                     reference: np.ndarray | None, options: dict) -> Job:
+                     reference: np.ndarray | None, options: dict, expected_bytes: int = 0) -> Job:
         """Record and queue a job. ``input_path``: the upload in the job's folder, or None when
-        ``options["_input_url"]`` names where to fetch it."""
+        ``options["_input_url"]`` names where to fetch it. ``expected_bytes``: what the route
+        reserved in :attr:`budget` for the result, given back when the job ends."""
         job = self.store.create(kind, str(input_path or ""), latent, reference, options, job_id)
+        if expected_bytes:
+            self._expected[job_id] = expected_bytes
         self._pool.submit(self._run, job_id)
         return job
 
@@ -298,6 +303,14 @@ class JobRunner(UploadFolders):
         return "shutdown" if self._stopping else self._cancel.get(job_id)
 
     def _run(self, job_id: str) -> None:
+        try:
+            self._run_job(job_id)
+        finally:
+            expected = self._expected.pop(job_id, 0)
+            if expected and self.budget is not None:
+                self.budget.give(expected)
+
+    def _run_job(self, job_id: str) -> None:
         job = self.store.get(job_id)
         if job is None or job.status not in ACTIVE or self._stop_reason(job_id):
             return
@@ -310,23 +323,33 @@ class JobRunner(UploadFolders):
             if self._stop_reason(job_id) == "cancelled":
                 self.store.update(job_id, status="cancelled")
             # shutdown: left "running" so that the next start queues it again
-        except JobFailed as exc:
-            self.store.update(job_id, status="failed", error=str(exc), error_code=exc.code)
-            log.warning("job %s failed: %s", job_id, exc)
-        except (FaceSwapError, VideoError, ValueError, OSError, zipfile.BadZipFile) as exc:
-            self.store.update(job_id, status="failed", error=str(exc))
-            log.warning("job %s failed: %s", job_id, exc)
+        except (JobFailed, FaceSwapError, VideoError, ValueError, OSError, zipfile.BadZipFile) as exc:
+            self.store.update(job_id, status="failed", error=str(exc), error_code=failure_code(exc))
+            log.warning("job %s failed (%s): %s", job_id, failure_code(exc), exc)
         except Exception as exc:  # a job must end in a state, whatever broke
             log.exception("job %s crashed", job_id)
-            self.store.update(job_id, status="failed", error=f"internal error: {exc}")
+            self.store.update(job_id, status="failed", error=f"internal error: {exc}", error_code=failure_code(exc))
 
     async def _run_async(self, job: Job):
         latent, reference = self.store.vectors(job.id)
         d = self.jobs_dir / job.id
         d.mkdir(parents=True, exist_ok=True)
         url = job.options.get("_input_url")
-        input_path = Path(job.input) if not url else await asyncio.to_thread(fetch_input, job.kind, url, d,
-                                                                            self.limits)
+        if url:
+            taken = 0
+
+            def reserve(n: int) -> None:  # each chunk of the download, in the disk budget
+                nonlocal taken
+                if self.budget is not None:
+                    self.budget.take(n)
+                    taken += n
+            try:
+                input_path = await asyncio.to_thread(fetch_input, job.kind, url, d, self.limits, reserve)
+            finally:
+                if taken:
+                    self.budget.give(taken)  # on disk now (measured), or deleted
+        else:
+            input_path = Path(job.input)
         progress = progress_reporter(lambda fields: self.store.update(job.id, **fields))
         # A job waits on a full Triton (up to the deadline of a call) instead of failing.
         async with AsyncFaceSwapClient(self.triton_url, "grpc", timeout=self.limits.call_timeout_s,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -22,7 +24,7 @@ CHUNK = 1 << 20
 
 class MediaError(Exception):
     """A media URL could not be read or written. ``code``: ``input_fetch_failed``,
-    ``input_too_large`` or ``result_upload_failed``."""
+    ``input_too_large``, ``result_upload_failed`` or ``media_url_invalid``."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -79,9 +81,13 @@ class LocalMedia:
         return p if p.exists() else None
 
     def used_bytes(self) -> int | None:
+        """Bytes of the files under the folder, less ``*.part`` files (uploads in progress, which
+        :class:`DiskBudget` counts as reservations)."""
         total = 0
         for root, _, files in os.walk(self.root):
             for f in files:
+                if f.endswith(".part"):
+                    continue
                 try:
                     total += os.stat(os.path.join(root, f)).st_size
                 except OSError:
@@ -157,8 +163,67 @@ class S3Media:
         return None  # the bucket's quota and lifecycle are the operator's; not summed here
 
 
-def fetch_url(url: str, path: Path, max_bytes: int, timeout_s: float = 60.0) -> int:
+class StorageFull(Exception):
+    """The jobs folder's disk budget has no room for these bytes (503 ``storage_full``)."""
+
+    code = "storage_full"
+
+
+class DiskBudget:
+    """The jobs folder's byte budget (setting ``max_jobs_disk_bytes``), kept exactly in one process.
+
+    What counts: the bytes on disk (``measure()``, which leaves out ``*.part`` files) plus the
+    bytes reserved with :meth:`take`: uploads as they arrive (chunk by chunk, before each chunk
+    is written), and the expected result of each accepted job until it ends. A reservation is
+    given back with :meth:`give` once its bytes are on disk (or gone); the disk is measured
+    again then. So the folder never holds more than ``limit`` bytes through this process,
+    though it may be refused a little early while a job's result is both written and reserved.
+
+    Args:
+        limit: bytes.
+        measure: bytes on disk now (e.g. ``LocalMedia.used_bytes``).
+    """
+
+    def __init__(self, limit: int, measure: Callable[[], int | None]) -> None:
+        self.limit, self._measure = int(limit), measure
+        self._lock = threading.Lock()
+        self._reserved = 0
+        self._disk: int | None = None
+
+    def _disk_now(self, fresh: bool) -> int:
+        if fresh or self._disk is None:
+            self._disk = int(self._measure() or 0)
+        return self._disk
+
+    def used(self) -> int:
+        """Bytes on disk plus bytes reserved (measured now)."""
+        with self._lock:
+            return self._disk_now(True) + self._reserved
+
+    def take(self, n: int, fresh: bool = False) -> None:
+        """Reserve ``n`` bytes (``fresh``: measure the disk first).
+
+        Raises:
+            StorageFull: they do not fit; nothing is reserved.
+        """
+        with self._lock:
+            if self._disk_now(fresh) + self._reserved + n > self.limit:
+                raise StorageFull(f"the jobs folder's budget of {self.limit} bytes has no room for {n} more")
+            self._reserved += n
+
+    def give(self, n: int) -> None:
+        """Give back a reservation of ``n`` bytes (its bytes are now on disk, or deleted)."""
+        with self._lock:
+            self._reserved = max(self._reserved - n, 0)
+            self._disk_now(True)
+
+
+def fetch_url(url: str, path: Path, max_bytes: int, timeout_s: float = 60.0,
+              on_chunk: Callable[[int], None] | None = None) -> int:
     """Stream ``url`` (GET) into ``path``; returns the bytes written.
+
+    ``on_chunk(n)`` is called before each chunk of ``n`` bytes is written (e.g.
+    :meth:`DiskBudget.take`); what it raises stops the download (the partial file is deleted).
 
     Raises:
         MediaError: ``input_fetch_failed`` (unreachable, not 200), ``input_too_large``
@@ -177,11 +242,16 @@ def fetch_url(url: str, path: Path, max_bytes: int, timeout_s: float = 60.0) -> 
                     written += len(chunk)
                     if written > max_bytes:
                         raise MediaError("input_too_large", f"the input is over the limit of {max_bytes} bytes")
+                    if on_chunk is not None:
+                        on_chunk(len(chunk))
                     out.write(chunk)
+    except httpx.InvalidURL:  # checked at submission (gateway.core.urls); a job from an older gateway may not be
+        path.unlink(missing_ok=True)
+        raise MediaError("media_url_invalid", "the input URL is malformed") from None
     except httpx.HTTPError as exc:
         path.unlink(missing_ok=True)
         raise MediaError("input_fetch_failed", f"fetching the input failed: {type(exc).__name__}") from None
-    except MediaError:
+    except BaseException:
         path.unlink(missing_ok=True)
         raise
     return written
@@ -204,13 +274,9 @@ def put_url(url: str, path: Path, content_type: str, timeout_s: float = 120.0) -
     try:
         r = httpx.put(url, content=chunks(), timeout=timeout_s,
                       headers={"Content-Type": content_type, "Content-Length": str(size)})
+    except httpx.InvalidURL:
+        raise MediaError("media_url_invalid", "the result URL is malformed") from None
     except httpx.HTTPError as exc:
         raise MediaError("result_upload_failed", f"storing the result failed: {type(exc).__name__}") from None
     if not 200 <= r.status_code < 300:
         raise MediaError("result_upload_failed", f"storing the result gave HTTP {r.status_code}")
-
-
-def url_allowed(url: str, prefixes: list[str]) -> bool:
-    """True when ``url`` starts with one of ``prefixes`` (the media URL allow-list: the gateway
-    only fetches from and writes to places its operator named)."""
-    return any(p and url.startswith(p) for p in prefixes)

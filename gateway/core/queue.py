@@ -33,7 +33,16 @@ from saq import Queue, Status, Worker
 
 from client import AsyncFaceSwapClient, FaceSwapError
 from client.video import VideoError
-from gateway.core.execute import CONTENT_TYPES, JobFailed, JobLimits, fetch_input, progress_reporter, run_job
+from gateway.core.errors import storage_errors
+from gateway.core.execute import (
+    CONTENT_TYPES,
+    JobFailed,
+    JobLimits,
+    failure_code,
+    fetch_input,
+    progress_reporter,
+    run_job,
+)
 from gateway.core.jobs import Job, UploadFolders
 from gateway.core.media import MediaStore
 
@@ -87,7 +96,7 @@ def to_public(job: SaqJob, ttl_s: float, heartbeat_s: float) -> Job:
         error, code = (f"the job's worker stopped while it ran, {job.attempts} time(s); it is not started again "
                        f"(limit {job.retries - 1} restarts)"), "job_restart_limit"
     elif job.status == Status.FAILED:
-        error, code = error or "internal error (see the job worker's log)", code
+        error, code = error or "internal error (see the job worker's log)", code or "internal_error"
     finished = (job.completed or 0) / 1000
     if status in ("done", "failed", "cancelled") and finished and time.time() - finished > ttl_s:
         status = "expired"
@@ -109,14 +118,20 @@ class QueueJobs(UploadFolders):
         self.queue, self.media, self.limits = queue, media, limits
         self.upload_root = Path(upload_dir)  # uploads wait here until they are objects
         self.ttl_s, self.heartbeat_s, self.max_restarts = ttl_s, heartbeat_s, max_restarts
+        self.budget = None  # set by make_jobs when the media are a local folder (uploads counted; results are the
+        #                     workers', in other processes)
 
     @property
     def video_limits(self):
         return self.limits.video
 
     async def create(self, job_id: str, kind: str, input_path: Path | None, latent: np.ndarray,
-                     reference: np.ndarray | None, options: dict) -> Job:
-        """Store the upload as an object (``jobs/<id>/input.*``) and enqueue the job."""
+                     reference: np.ndarray | None, options: dict, expected_bytes: int = 0) -> Job:
+        """Store the upload as an object (``jobs/<id>/input.*``) and enqueue the job.
+        ``expected_bytes`` (a result reservation) is given back at once: results are written by the
+        workers, outside this process's budget."""
+        if expected_bytes and self.budget is not None:
+            self.budget.give(expected_bytes)
         input_key = None
         if input_path is not None:
             input_key = f"jobs/{job_id}/{input_path.name}"
@@ -299,12 +314,10 @@ class JobWorker:
             outcome = await self._execute(job, meta, input_key, _unvec(latent), _unvec(reference),
                                           progress_fields)
             meta.update(outcome)
-        except JobFailed as exc:
-            meta.update(outcome="failed", error=str(exc), error_code=exc.code)
-            log.warning("job %s failed: %s", job.key, exc)
-        except (FaceSwapError, VideoError, ValueError, OSError, zipfile.BadZipFile) as exc:
-            meta.update(outcome="failed", error=str(exc))
-            log.warning("job %s failed: %s", job.key, exc)
+        except (JobFailed, FaceSwapError, VideoError, ValueError, OSError, zipfile.BadZipFile,
+                *storage_errors()) as exc:  # the S3 store away mid-job: failed, storage_unavailable
+            meta.update(outcome="failed", error=str(exc), error_code=failure_code(exc))
+            log.warning("job %s failed (%s): %s", job.key, failure_code(exc), exc)
         finally:
             beat.cancel()
             self.metrics.running.dec()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,8 +19,9 @@ from gateway.api import deps
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
 from gateway.core.execute import probe_video, sniff_video
-from gateway.core.media import url_allowed
+from gateway.core.media import DiskBudget, StorageFull
 from gateway.core.store import FaceStore
+from gateway.core.urls import MediaURLPolicy, URLRefused
 
 log = logging.getLogger("gateway.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -37,24 +37,88 @@ async def _head(upload: UploadFile, what: str) -> bytes:
     return head
 
 
-async def _save(upload: UploadFile, path: Path) -> None:
-    """Copy an upload to disk in chunks (never whole in memory)."""
-    def copy() -> None:
-        with path.open("wb") as out:
-            shutil.copyfileobj(upload.file, out, 1 << 20)
+async def _save(uploads: list[UploadFile], path: Path, budget: DiskBudget | None, zipped: bool) -> int:
+    """Copy an upload to ``path`` in 1 MiB chunks (never whole in memory), or several into one zip
+    (``zipped``; entry names are the client's, reported back, never used as paths). Each chunk is
+    reserved in ``budget`` before it is written, into ``<path>.part``; the file gets its name when
+    complete. Returns the bytes written.
 
-    await run_in_threadpool(copy)
+    Raises:
+        APIError: 503 ``storage_full`` (the partial file is deleted, nothing stays reserved).
+    """
+    part = path.with_name(path.name + ".part")
+    taken = 0
+
+    def reserve(n: int) -> None:
+        nonlocal taken
+        if budget is not None:
+            budget.take(n)
+            taken += n
+
+    def copy(src, out) -> None:
+        while chunk := src.read(1 << 20):
+            reserve(len(chunk))
+            out.write(chunk)
+
+    def write() -> None:
+        with part.open("wb") as f:
+            if not zipped:
+                copy(uploads[0].file, f)
+                return
+            with warnings.catch_warnings(), zipfile.ZipFile(f, "w") as z:
+                warnings.simplefilter("ignore", UserWarning)  # two uploads may share a name: both are kept
+                for up in uploads:
+                    up.file.seek(0)
+                    reserve(256)  # the entry's headers (local and central), names up to ~100 bytes
+                    with z.open(zipfile.ZipInfo(up.filename or "image"), "w") as out:
+                        copy(up.file, out)
+        reserve(max(part.stat().st_size - taken, 0))  # the zip's end record, long names
+
+    try:
+        await run_in_threadpool(write)
+        part.rename(path)
+    except StorageFull:
+        part.unlink(missing_ok=True)
+        raise APIError(503, "storage_full", "The service has no room for this job's upload right now; finished "
+                       "jobs expire and free room. Retry later.", {"Retry-After": "300"}) from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    finally:
+        if budget is not None and taken:
+            budget.give(taken)  # on disk under its name now (measured), or deleted
+    return path.stat().st_size
 
 
-def _zip_uploads(images: list[UploadFile], path: Path) -> None:
-    """Several uploaded images become one zip; entry names are the client's names (reported back,
-    never used as paths)."""
-    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as z:
-        warnings.simplefilter("ignore", UserWarning)  # two uploads may share a name: both are kept
-        for up in images:
-            up.file.seek(0)
-            with z.open(zipfile.ZipInfo(up.filename or "image"), "w") as out:
-                shutil.copyfileobj(up.file, out, 1 << 20)
+async def _saved(runner, job_id: str, uploads: list[UploadFile], path: Path, budget: DiskBudget | None,
+                 zipped: bool) -> None:
+    """:func:`_save`, dropping the job's folder when it fails."""
+    try:
+        await _save(uploads, path, budget, zipped)
+    except BaseException:
+        runner.discard(job_id)
+        raise
+
+
+def _checked_url(policy: MediaURLPolicy, field: str, url: str | None) -> str | None:
+    """The normalised URL to use for a job's ``field`` (see gateway.core.urls), or None.
+
+    Raises:
+        APIError: 422 ``media_url_invalid`` (malformed, userinfo, encoded dots...) or
+            ``media_url_not_allowed`` (not under the operator's prefixes, or URL media off).
+    """
+    if url is None:
+        return None
+    if not policy:
+        raise APIError(422, "media_url_not_allowed", f"{field}: this service takes no media by URL "
+                       "(no media URL prefixes are configured); upload the file instead.")
+    try:
+        return policy.check(url, field)
+    except URLRefused as exc:
+        raise APIError(422, "media_url_invalid", f"{exc}.") from None
+    except PermissionError:
+        raise APIError(422, "media_url_not_allowed", f"{field} is not under any of the media URL prefixes this "
+                       "service is configured with (same scheme, host and port; path under the prefix).") from None
 
 
 async def _job_or_404(request: Request, job_id: str):
@@ -100,11 +164,9 @@ async def create_job(
     if len(kinds) != 1:
         raise APIError(422, "missing_media", "Send exactly one of: video, images (one or more), archive (zip), "
                                              "video_url, archive_url.")
-    allowed = [p.strip() for p in settings.media_url_prefixes.split(",") if p.strip()]
-    for name, url in (("video_url", video_url), ("archive_url", archive_url), ("result_url", result_url)):
-        if url is not None and not url_allowed(url, allowed):
-            raise APIError(422, "media_url_not_allowed", f"{name} must start with one of the media URL prefixes this "
-                           "service is configured with" + ("" if allowed else " (none: URL media are off)") + ".")
+    video_url, archive_url, result_url = (_checked_url(request.app.state.media_urls, name, url) for name, url in
+                                          (("video_url", video_url), ("archive_url", archive_url),
+                                           ("result_url", result_url)))
     if (source is None) == (source_face_id is None):
         raise APIError(422, "missing_source", "Send exactly one of: a source image or source_face_id.")
     if source_face_id is not None:
@@ -116,12 +178,16 @@ async def create_job(
     latent = face.latent
     reference = None if reference_face_id is None else deps.face_or_404(store, reference_face_id).embedding
     runner = request.app.state.jobs
-    used = await runner.used_bytes()
-    if used is not None and used > settings.max_jobs_disk_bytes:
-        log.warning("jobs folder holds %d bytes, over its budget of %d: new jobs refused", used,
-                    settings.max_jobs_disk_bytes)
-        raise APIError(503, "storage_full", "The service has no room for new jobs right now; finished jobs expire "
-                       f"after {settings.job_ttl_s / 3600:g} h. Retry later.", {"Retry-After": "300"})
+    budget: DiskBudget | None = runner.budget
+    full = APIError(503, "storage_full", "The service has no room for new jobs right now; finished jobs expire "
+                    f"after {settings.job_ttl_s / 3600:g} h. Retry later.", {"Retry-After": "300"})
+    if budget is not None:
+        try:
+            await run_in_threadpool(budget.take, 1, True)  # a full folder refuses before any upload is copied
+            budget.give(1)
+        except StorageFull:
+            log.warning("jobs folder at its budget of %d bytes: new jobs refused", budget.limit)
+            raise full from None
     input_url = video_url or archive_url
     if input_url is not None:
         job_id, d = runner.new_job()
@@ -134,7 +200,7 @@ async def create_job(
                                                           f"{VIDEO_FORMATS} (judged from the bytes).")
         job_id, d = runner.new_job()
         path, kind = d / f"input.{kind_fmt}", "video"
-        await _save(video, path)
+        await _saved(runner, job_id, [video], path, budget, False)
         try:
             problem = await run_in_threadpool(probe_video, path, runner.video_limits)
         except VideoLimitError as exc:
@@ -148,20 +214,31 @@ async def create_job(
             raise APIError(415, "unsupported_media_type", "The archive is not a zip file (judged from the bytes).")
         job_id, d = runner.new_job()
         path, kind = d / "input.zip", "batch"
-        await _save(archive, path)
+        await _saved(runner, job_id, [archive], path, budget, False)
     else:
         job_id, d = runner.new_job()
         path, kind = d / "input.zip", "batch"
-        await run_in_threadpool(_zip_uploads, images, path)
+        await _saved(runner, job_id, images, path, budget, True)
+    # the result is about as large as the input (re-encoded video, images in a zip): reserved until the job ends
+    expected = path.stat().st_size if path is not None else 0
+    if budget is not None and expected:
+        try:
+            budget.take(expected)
+        except StorageFull:
+            runner.discard(job_id)
+            raise full from None
     opts = {"selection": "similar" if reference is not None else selection, "smoothing": smoothing,
             "output_format": output_format}
     opts.update({k: v for k, v in (("_input_url", input_url), ("_result_url", result_url)) if v})
     # the source's identity, for the per-track quality figures (private: never shown back)
     opts["_source_embedding"] = [float(v) for v in np.asarray(face.embedding, np.float32)]
     try:
-        job = await runner.create(job_id, kind, path, latent, reference, opts)
+        job = await runner.create(job_id, kind, path, latent, reference, opts,
+                                  expected_bytes=expected if budget is not None else 0)
     except BaseException:
         runner.discard(job_id)
+        if budget is not None and expected:
+            budget.give(expected)
         raise
     return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
 
