@@ -231,3 +231,43 @@ def test_killing_one_triton_under_load_fails_only_calls_in_flight(cluster):
     after = [r for r in results if r[0] > killed + 1.0]
     assert after and all(r[2] == 200 for r in after), after
     assert _served(cluster.tritons[0].ports.metrics) > served_before[0]
+
+
+def test_redis_killed_and_restarted_loses_nothing(cluster):
+    """Redis runs with an append-only file (fsync every second). Killed with SIGKILL while a
+    face is registered, jobs run and one waits: swaps with an inline source keep working, the
+    routes that need Redis answer 503 storage_unavailable with Retry-After; after a restart on
+    the same folder the face is there and every job finishes (issue 18)."""
+    base = cluster.balancer_url
+    with httpx.Client(base_url=base, timeout=60) as c:
+        r = c.post("/v1/faces", files={"image": ("s.png", SOURCE.read_bytes())})
+        assert r.status_code == 200, r.text
+        fid = r.json()["faces"][0]["id"]
+    jobs = [post_job(base)["id"] for _ in range(3)]  # two workers: two run, one waits
+    wait_job(base, jobs[0], lambda j: j["status"] == "running" and j["done"] > 0, 120)
+    time.sleep(1.5)  # past the append-only file's one-second fsync
+    assert cluster.redis.kill()
+    try:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            r = c.post("/v1/swap", files={"target": ("t.jpg", TARGET.read_bytes()),
+                                          "source": ("s.png", SOURCE.read_bytes())})
+            assert r.status_code == 200, r.text
+            for path in (f"/v1/faces/{fid}", f"/v1/jobs/{jobs[0]}"):
+                r = c.get(path)
+                assert (r.status_code, r.json()["code"]) == (503, "storage_unavailable"), (path, r.text)
+                assert int(r.headers["retry-after"]) > 0
+            r = c.post("/v1/swap", files={"target": ("t.jpg", TARGET.read_bytes())}, data={"source_face_id": fid})
+            assert (r.status_code, r.json()["code"]) == (503, "storage_unavailable"), r.text
+            time.sleep(2)  # the workers meet a Redis that is away
+    finally:
+        cluster.redis.start(30)
+    with httpx.Client(base_url=base, timeout=60) as c:
+        deadline = time.monotonic() + 30
+        while (r := c.get(f"/v1/faces/{fid}")).status_code != 200:  # the gateways' connections come back
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.5)
+        r = c.post("/v1/swap", files={"target": ("t.jpg", TARGET.read_bytes())}, data={"source_face_id": fid})
+        assert r.status_code == 200, r.text
+    for job_id in jobs:
+        j = wait_job(base, job_id, lambda j: j["status"] in ("done", "failed", "cancelled"), 240)
+        assert j["status"] == "done", j

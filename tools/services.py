@@ -456,7 +456,9 @@ def _check_ports(name: str, ports: Iterable[int]) -> None:
 
 
 class RedisServer(Service):
-    """Debian ``redis-server`` on 127.0.0.1:``port``, no persistence (``--save ''``, no AOF).
+    """Debian ``redis-server`` on 127.0.0.1:``port``, durable: append-only file with an fsync every
+    second (``<run_dir>/<name>-aof/``), no RDB snapshots; a restart on the same ``run_dir`` reloads
+    every queued job, job record and registered face (a crash loses at most the last second).
 
     Args:
         run_dir: its working folder (pid, log).
@@ -484,8 +486,10 @@ class RedisServer(Service):
 
     def command(self) -> list[str]:
         binary = _binary("redis-server", "apt-get install redis-server (or `make setup`)")
-        return [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-                "--dir", str(self.run_dir), "--daemonize", "no", "--protected-mode", "yes", "--logfile", ""]
+        return [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "yes",
+                "--appendfsync", "everysec", "--appendfilename", f"{self.name}.aof",
+                "--appenddirname", f"{self.name}-aof", "--dir", str(self.run_dir), "--daemonize", "no",
+                "--protected-mode", "yes", "--logfile", ""]
 
     def is_ready(self) -> bool:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger("gateway.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS faces (
@@ -196,21 +199,61 @@ class ResultLog:
 
 
 class RedisResultLog:
-    """:class:`ResultLog` in Redis (shared by gateways and job workers; Redis expires the keys)."""
+    """:class:`ResultLog` in Redis (shared by gateways and job workers; Redis expires the keys).
+
+    Remembering a result never fails a swap: while Redis is unreachable the ids wait in this
+    process (up to ``pending_max``, oldest dropped first, logged) and are written on the next call
+    that reaches Redis. ``lookup`` sees the waiting ids too.
+    """
 
     PREFIX = "faceswap:result:"
 
-    def __init__(self, url: str, ttl_s: float) -> None:
+    def __init__(self, url: str, ttl_s: float, pending_max: int = 100_000) -> None:
+        import collections
+
         import redis
 
         self.ttl_s = int(ttl_s)
-        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._r = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._pending: collections.OrderedDict[int, str] = collections.OrderedDict()
+        self._pending_max = pending_max
+        self._lock = threading.Lock()
+
+    def _flush(self) -> None:
+        with self._lock:
+            items = list(self._pending.items())
+        if not items:
+            return
+        with self._r.pipeline(transaction=False) as p:
+            for rid, value in items:
+                p.set(f"{self.PREFIX}{rid}", value, ex=self.ttl_s)
+            p.execute()
+        with self._lock:
+            for rid, _ in items:
+                self._pending.pop(rid, None)
+        log.info("%d result id(s) kept while Redis was away are written now", len(items))
 
     def remember(self, result_id: int, kind: str) -> None:
-        self._r.set(f"{self.PREFIX}{result_id}", json.dumps({"created_at": time.time(), "kind": kind}),
-                    ex=self.ttl_s)
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        value = json.dumps({"created_at": time.time(), "kind": kind})
+        try:
+            self._flush()
+            self._r.set(f"{self.PREFIX}{result_id}", value, ex=self.ttl_s)
+        except (ConnectionError, TimeoutError) as exc:
+            with self._lock:
+                self._pending[result_id] = value
+                while len(self._pending) > self._pending_max:
+                    self._pending.popitem(last=False)
+                n = len(self._pending)
+            log.warning("Redis unreachable (%s): result id kept in this process until it is back (%d waiting)",
+                        type(exc).__name__, n)
 
     def lookup(self, result_id: int) -> dict | None:
+        with self._lock:
+            waiting = self._pending.get(result_id)
+        if waiting is not None:
+            return json.loads(waiting)
         raw = self._r.get(f"{self.PREFIX}{result_id}")
         return None if raw is None else json.loads(raw)
 
