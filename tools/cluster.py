@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tools.server import RUN, Ports, TritonServer, port_free, prepare_backends, server_env
+from tools.server import RUN, Ports, TritonServer, prepare_backends
 from tools.services import (
     HAProxy,
     ManagedProcess,
@@ -63,36 +63,7 @@ class ClusterError(RuntimeError):
         self.component = component
 
 
-class TritonService(Service):
-    """One tritonserver as a :class:`Service` (pid file, log, stop by pid), built by
-    ``tools.server.TritonServer`` (command line, environment, readiness)."""
 
-    hint = "tritonserver"
-    stop_timeout = 30.0
-
-    def __init__(self, run_dir: Path, name: str, repository: Path, ports: Ports) -> None:
-        super().__init__(run_dir, name)
-        self.ports = ports
-        self.server = TritonServer(repository, ports, log_file=self.log_file, run_dir=run_dir)
-
-    @property
-    def grpc(self) -> str:
-        """``127.0.0.1:PORT`` (gRPC)."""
-        return self.server.grpc_url
-
-    def prepare(self) -> None:
-        busy = [p for p in (self.ports.http, self.ports.grpc, self.ports.metrics) if not port_free(p)]
-        if busy:
-            raise RuntimeError(f"{self.name}: loopback port(s) {busy} already in use")
-
-    def command(self) -> list[str]:
-        return self.server.command()
-
-    def env(self) -> dict[str, str]:
-        return server_env()
-
-    def is_ready(self) -> bool:
-        return self.server.is_ready()
 
 
 class Topology:
@@ -110,7 +81,7 @@ class Topology:
         self.run_dir = Path(run_dir)
         self.redis: RedisServer | None = None
         self.s3: S3Server | None = None
-        self.tritons: list[TritonService] = []
+        self.tritons: list[TritonServer] = []
         self.gateways: list[ManagedProcess] = []
         self.workers: list[ManagedProcess] = []
         self.balancer: HAProxy | None = None
@@ -139,7 +110,7 @@ class Topology:
     @property
     def triton_grpc(self) -> list[str]:
         """``127.0.0.1:PORT`` of each tritonserver's gRPC endpoint."""
-        return [t.grpc for t in self.tritons]
+        return [t.grpc_url for t in self.tritons]
 
     @property
     def worker_pids(self) -> list[int]:
@@ -179,9 +150,9 @@ class Topology:
                             stats_url=self.balancer.stats_url, stats_port=self.balancer.stats_port,
                             backends=self.balancer.backends) if self.balancer else None,
             "gateways": [rec(g, url=_gw_url(g), port=g.port) for g in self.gateways],  # type: ignore[attr-defined]
-            "tritons": [rec(t, grpc=t.grpc, http=t.server.http_url, metrics_port=t.ports.metrics,
+            "tritons": [rec(t, grpc=t.grpc_url, http=t.http_url, metrics_port=t.ports.metrics,
                             ports={"http": t.ports.http, "grpc": t.ports.grpc, "metrics": t.ports.metrics},
-                            repository=str(t.server.repository)) for t in self.tritons],
+                            repository=str(t.repository)) for t in self.tritons],
             "workers": [rec(w) for w in self.workers],
             "redis": rec(self.redis, url=self.redis.url, port=self.redis.port) if self.redis else None,
             "s3": rec(self.s3, **self.s3.info()) if self.s3 else None,
@@ -222,7 +193,7 @@ class Topology:
                                    name=s["name"], ports=s["ports"]), s)
         for t in d.get("tritons", []):
             ports = Ports(t["ports"]["http"], t["ports"]["grpc"], t["ports"]["metrics"])
-            topo.tritons.append(pid(TritonService(rd, t["name"], Path(t["repository"]), ports), t))
+            topo.tritons.append(pid(TritonServer(Path(t["repository"]), ports, rd, t["name"]), t))
         for g in d.get("gateways", []):
             gw = ManagedProcess(rd, g["name"], [], hint="gateway")
             gw.port = g["port"]  # type: ignore[attr-defined]
@@ -293,7 +264,7 @@ class Topology:
                 up = svc.is_ready()
             elif up and kind == "s3":
                 up = _tcp_open(svc.port)  # type: ignore[attr-defined]
-            addr = {"redis": lambda s: s.url, "s3": lambda s: s.endpoint, "triton": lambda s: f"grpc {s.grpc}",
+            addr = {"redis": lambda s: s.url, "s3": lambda s: s.endpoint, "triton": lambda s: f"grpc {s.grpc_url}",
                     "gateway": _gw_url, "worker": lambda s: f"pid {s.pid or s.last_pid}",
                     "balancer": lambda s: s.url}[kind](svc)
             out.append((kind, addr, up))
@@ -327,7 +298,7 @@ class Topology:
         self.save()
         return pid  # type: ignore[return-value]
 
-    def restart_triton(self, i: int, timeout: float = TRITON_TIMEOUT_S) -> TritonService:
+    def restart_triton(self, i: int, timeout: float = TRITON_TIMEOUT_S) -> TritonServer:
         """Start tritonserver ``i`` again on its ports (after :meth:`kill_triton`); waits until ready.
 
         Raises:
@@ -336,7 +307,7 @@ class Topology:
         old = self.tritons[i]
         if old.alive():
             old.stop()
-        t = TritonService(self.run_dir, old.name, old.server.repository, old.ports)
+        t = TritonServer(old.repository, old.ports, self.run_dir, old.name)
         t.start(timeout)
         self.tritons[i] = t
         self.save()
@@ -496,7 +467,7 @@ def _start(topo: Topology, n_tritons: int, n_gateways: int, n_workers: int, stan
     prepare_backends(rd)  # once, before the servers start in parallel
     for i in range(n_tritons):
         ports = Ports(free_port(), free_port(), free_port())
-        topo.tritons.append(TritonService(rd, f"triton{i}", repo, ports))
+        topo.tritons.append(TritonServer(repo, ports, rd, f"triton{i}"))
     topo.save()
     with ThreadPoolExecutor(max_workers=n_tritons) as pool:
         futures = [pool.submit(t.start, triton_timeout) for t in topo.tritons]

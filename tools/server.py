@@ -17,11 +17,9 @@ import logging
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import sysconfig
-import time
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,9 +27,10 @@ from pathlib import Path
 
 import httpx
 
+from tools.services import ROOT, ManagedProcess, Service, http_ok, log_contains, port_free
+
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
-ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run"
 
 
@@ -80,22 +79,25 @@ def server_env() -> dict[str, str]:
     return env
 
 
-class TritonServer:
-    """One embedded tritonserver process on loopback.
+class TritonServer(Service):
+    """One embedded tritonserver process on loopback, a :class:`tools.services.Service`: its own
+    process group (with the Python-backend stubs it starts), pid file ``<run_dir>/<name>.pid``,
+    log ``<run_dir>/<name>.log``, stopped by pid (SIGTERM, then SIGKILL to the whole group).
 
     Args:
         repository: model repository folder (see ``tools.repository``).
         ports: loopback ports.
-        log_file: where the server's stdout/stderr go.
+        run_dir: folder of the pid file and the log.
+        name: file stem (default ``triton_<http port>``).
     """
 
-    def __init__(self, repository: Path, ports: Ports = Ports(), log_file: Path | None = None,
-                 run_dir: Path = RUN) -> None:
+    hint = "tritonserver"
+    stop_timeout = 30.0
+
+    def __init__(self, repository: Path, ports: Ports = Ports(), run_dir: Path = RUN, name: str | None = None) -> None:
+        super().__init__(run_dir, name or f"triton_{ports.http}")
         self.repository = Path(repository)
         self.ports = ports
-        self.run_dir = run_dir
-        self.log_file = log_file or run_dir / f"triton_{ports.http}.log"
-        self.proc: subprocess.Popen | None = None
 
     @property
     def http_url(self) -> str:
@@ -119,26 +121,26 @@ class TritonServer:
             "--exit-timeout-secs=10", "--log-verbose=0",
         ]
 
-    def start(self, timeout: float = 180.0) -> "TritonServer":
-        """Start the server and wait until it is ready.
+    def env(self) -> dict[str, str]:
+        return server_env()
 
-        Raises:
-            RuntimeError: the process exited or was not ready in time (the log's tail is included).
-        """
+    def cwd(self) -> Path:
+        return ROOT
+
+    def prepare(self) -> None:
         busy = [p for p in (self.ports.http, self.ports.grpc, self.ports.metrics) if not port_free(p)]
         if busy:
-            raise RuntimeError(f"loopback port(s) {busy} already in use (another tritonserver? `make stop`, "
-                               "or choose other ports)")
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        out = self.log_file.open("wb")
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=server_env(),
-                                     start_new_session=True)
-        (self.run_dir / f"triton_{self.ports.http}.pid").write_text(str(self.proc.pid))
-        try:
-            self.wait_ready(timeout)
-        except RuntimeError:
-            self.stop()
-            raise
+            raise RuntimeError(f"{self.name}: loopback port(s) {busy} already in use (another tritonserver? "
+                               "`make stop`, or choose other ports)")
+
+    def start(self, timeout: float = 300.0) -> TritonServer:
+        """Start the server and wait until it is ready (``/v2/health/ready``).
+
+        Raises:
+            RuntimeError: a port is busy, the process exited or was not ready in time (the log's
+                tail is included); nothing is left running then.
+        """
+        super().start(timeout)
         return self
 
     def is_ready(self) -> bool:
@@ -146,39 +148,6 @@ class TritonServer:
             return httpx.get(f"http://{self.http_url}/v2/health/ready", timeout=2.0).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with code {self.proc.returncode}:\n{self.log_tail()}")
-            if self.is_ready():
-                time.sleep(0.2)
-                if self.proc is not None and self.proc.poll() is not None:
-                    continue  # exited: reported at the top of the loop
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the server (and its stubs); SIGKILL after ``timeout`` s."""
-        if self.proc is None:
-            return
-        _terminate(self.proc.pid, timeout)
-        self.proc = None
-        (self.run_dir / f"triton_{self.ports.http}.pid").unlink(missing_ok=True)
-
-    def __enter__(self) -> "TritonServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 @contextmanager
@@ -192,112 +161,162 @@ def embedded(name: str, models: dict, http_port: int) -> Iterator[TritonServer]:
         yield server
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM the process group (tritonserver and its Python stubs), wait, then SIGKILL the
-    group so that no stub outlives the server."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            _kill_group(pid)  # stubs may survive their server
-            return
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    _kill_group(pid)
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _stop_pidfile(pidfile: Path, timeout: float) -> bool:
-    """Stop the process group named by a pidfile; True if there was one."""
-    if not pidfile.exists():
-        return False
-    _terminate(int(pidfile.read_text()), timeout)
-    pidfile.unlink(missing_ok=True)
-    return True
-
-
-def stop_from_pidfile(ports: Ports = Ports(), run_dir: Path = RUN) -> bool:
-    """Stop a server started by ``serve`` in another process; True if one was running."""
-    return _stop_pidfile(run_dir / f"triton_{ports.http}.pid", 30.0)
+def gateway_service(port: int, triton_grpc: str, run_dir: Path = RUN, triton_metrics: str | None = None
+                    ) -> ManagedProcess:
+    """``python -m gateway`` on 127.0.0.1:``port`` as a :class:`tools.services.ManagedProcess`
+    (pid file and log ``<run_dir>/gateway_<port>.*``), ready when ``/healthz`` answers.
+    ``triton_metrics``: Triton's metrics URL (default: the gateway's guess, gRPC port + 1)."""
+    env = {**os.environ, "FACESWAP_GATEWAY_PORT": str(port), "FACESWAP_GATEWAY_TRITON_URL": triton_grpc}
+    if triton_metrics:
+        env["FACESWAP_GATEWAY_TRITON_METRICS_URL"] = triton_metrics
+    env.setdefault("FACESWAP_GATEWAY_HOST", "127.0.0.1")
+    g = ManagedProcess(run_dir, f"gateway_{port}", [sys.executable, "-m", "gateway"], env=env, hint="gateway",
+                       ready=lambda _: http_ok(f"http://127.0.0.1:{port}/healthz"), cwd=ROOT)
+    g.port = port  # type: ignore[attr-defined]
+    return g
 
 
 def start_gateway(port: int, triton_grpc: str, run_dir: Path = RUN, timeout: float = 60.0,
                   triton_metrics: str | None = None) -> int:
-    """Start ``python -m gateway`` in the background on loopback; return its pid.
-    ``triton_metrics``: Triton's metrics URL (default: the gateway's guess, gRPC port + 1).
+    """Start the gateway (:func:`gateway_service`) in the background; return its pid.
 
     Raises:
         RuntimeError: the port is busy or the gateway did not answer /healthz in time.
     """
     if not port_free(port):
         raise RuntimeError(f"gateway port {port} already in use (`make stop`, or FACESWAP_GATEWAY_PORT)")
-    env = {**os.environ, "FACESWAP_GATEWAY_PORT": str(port), "FACESWAP_GATEWAY_TRITON_URL": triton_grpc}
-    if triton_metrics:
-        env["FACESWAP_GATEWAY_TRITON_METRICS_URL"] = triton_metrics
-    env.setdefault("FACESWAP_GATEWAY_HOST", "127.0.0.1")
-    log_file = run_dir / f"gateway_{port}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=env, stdout=log_file.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with code {proc.returncode}; see {log_file}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                (run_dir / f"gateway_{port}.pid").write_text(str(proc.pid))
-                return proc.pid
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    _terminate(proc.pid, 5)
-    raise RuntimeError(f"gateway not answering after {timeout:.0f} s; see {log_file}")
+    g = gateway_service(port, triton_grpc, run_dir, triton_metrics).start(timeout)
+    pid = g.pid
+    g.detach()
+    return pid
 
 
 def stop_gateway(port: int, run_dir: Path = RUN) -> bool:
     """Stop a gateway started by ``start_gateway``; True if one was running."""
-    return _stop_pidfile(run_dir / f"gateway_{port}.pid", 15.0)
+    return ManagedProcess(run_dir, f"gateway_{port}", [], hint="gateway").stop(15.0)
+
+
+def stop_from_pidfile(ports: Ports = Ports(), run_dir: Path = RUN) -> bool:
+    """Stop a server started by ``serve`` in another process; True if one was running."""
+    return TritonServer(run_dir / "model_repository", ports, run_dir).stop()
+
+
+# -- make serve: a supervisor process that starts Triton and the gateway and keeps them up ------
+
+SUPERVISOR = "supervisor"
+READY_LINE = "supervisor: all up"
+
+
+def _supervisor_file(run_dir: Path, suffix: str) -> Path:
+    return run_dir / f"{SUPERVISOR}.{suffix}"
+
+
+def supervise(repository: Path, ports: Ports, gateway_port: int | None, run_dir: Path = RUN) -> int:
+    """The body of ``python -m tools.server supervise``: start tritonserver and the gateway (as
+    children of this process), log :data:`READY_LINE`, then restart either when it dies
+    (``tools.supervise``) until SIGTERM/SIGINT, which stops both (the gateway first)."""
+    from tools.supervise import Supervisor
+
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt  # while starting: stop what started (Service.start cleans up), then exit
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupt)
+    triton = TritonServer(repository, ports, run_dir)
+    services: list[Service] = [triton]
+    try:
+        triton.start()
+        log.info("tritonserver ready: HTTP %s, gRPC %s, metrics 127.0.0.1:%d; log %s", triton.http_url,
+                 triton.grpc_url, ports.metrics, triton.log_file)
+        if gateway_port is not None:
+            gw = gateway_service(gateway_port, triton.grpc_url, run_dir,
+                                 f"http://127.0.0.1:{ports.metrics}/metrics").start(90)
+            services.append(gw)
+            log.info("gateway ready: http://127.0.0.1:%d; log %s", gateway_port, gw.log_file)
+    except (RuntimeError, KeyboardInterrupt) as exc:
+        log.error("%s", exc or "stopped while starting")
+        for svc in reversed(services):
+            svc.stop()
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sup = Supervisor(services)
+    log.info("%s (pid %d): restarting what dies; `make stop` ends it", READY_LINE, os.getpid())
+    while not stop.wait(sup.interval):
+        try:
+            sup.check()
+        except Exception:  # never let one bad round end the supervision
+            log.exception("supervision round failed")
+    sup.stop()
+    log.info("stopping")
+    for svc in reversed(services):
+        svc.stop()
+    return 0
+
+
+def start_supervised(repository: Path, ports: Ports, gateway_port: int | None, run_dir: Path = RUN,
+                     timeout: float = 900.0) -> int:
+    """Start ``python -m tools.server supervise`` in its own session and wait for
+    :data:`READY_LINE` in its log; returns its pid.
+
+    Raises:
+        RuntimeError: it exited, or did not get ready in ``timeout`` s (the log's tail included;
+            it is stopped then).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "tools.server", "supervise", f"--repository={repository}",
+           f"--http-port={ports.http}", f"--grpc-port={ports.grpc}", f"--metrics-port={ports.metrics}",
+           f"--run-dir={run_dir}"]
+    if gateway_port is not None:
+        cmd.append(f"--gateway-port={gateway_port}")
+    sup = ManagedProcess(run_dir, SUPERVISOR, cmd, hint="tools.server", stop_timeout=60.0,
+                         ready=log_contains(READY_LINE), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    sup.start(timeout)
+    pid = sup.pid
+    sup.detach()
+    return pid
+
+
+def stop_supervised(ports: Ports, gateway_port: int, run_dir: Path = RUN) -> list[str]:
+    """Stop what ``make serve`` started: the supervisor (which stops its servers), then any server
+    left from an older run by its pid file. Returns what was running."""
+    stopped = []
+    if ManagedProcess(run_dir, SUPERVISOR, [], hint="tools.server", stop_timeout=60.0).stop():
+        stopped.append("supervisor")
+    if stop_gateway(gateway_port, run_dir):
+        stopped.append("gateway")
+    if stop_from_pidfile(ports, run_dir):
+        stopped.append("tritonserver")
+    return stopped
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description="Run the embedded Triton server (CPU, loopback) and the gateway.")
-    ap.add_argument("action", choices=["start", "stop", "status"])
+    ap = argparse.ArgumentParser(
+        description="Run the embedded Triton server (CPU, loopback) and the gateway under a supervisor that "
+                    "restarts either when it dies (log .run/supervisor.log).")
+    ap.add_argument("action", choices=["start", "stop", "status", "supervise"],
+                    help="start (background, returns when ready), stop, status; supervise is what start runs")
     ap.add_argument("--gateway-port", type=int, default=int(os.environ.get("FACESWAP_GATEWAY_PORT", 8080)))
     ap.add_argument("--no-gateway", action="store_true", help="start Triton only")
     ap.add_argument("--http-port", type=int, default=int(os.environ.get("TRITON_HTTP_PORT", 8000)))
     ap.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8001)))
     ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8002)))
     ap.add_argument("--standin-size", choices=["tiny", "full"], default=None)
+    ap.add_argument("--repository", type=Path, default=RUN / "model_repository", help=argparse.SUPPRESS)
+    ap.add_argument("--run-dir", type=Path, default=RUN, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s" if args.action == "supervise"
+                        else "%(message)s")
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
+    run_dir = args.run_dir
+    if args.action == "supervise":
+        return supervise(args.repository, ports, None if args.no_gateway else args.gateway_port, run_dir)
     if args.action == "stop":
-        print("gateway stopped" if stop_gateway(args.gateway_port) else "no gateway was running")
-        print("tritonserver stopped" if stop_from_pidfile(ports) else "no tritonserver was running")
+        stopped = stop_supervised(ports, args.gateway_port, run_dir)
+        print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
         return 0
-    server = TritonServer(RUN / "model_repository", ports)
+    server = TritonServer(args.repository, ports, run_dir)
     if args.action == "status":
         print("ready" if server.is_ready() else "not ready")
         return 0 if server.is_ready() else 1
@@ -308,29 +327,22 @@ def main() -> int:
     for m in models.values():
         print(m.describe())
     try:
-        build(RUN / "model_repository", "cpu", models)
+        build(args.repository, "cpu", models)
     except ValueError as exc:  # a bad setting (FACESWAP_PRECISION, FACESWAP_ENGINE): one line, not a traceback
         log.error("%s", exc)
         return 2
     try:
-        server.start()
+        start_supervised(args.repository, ports, None if args.no_gateway else args.gateway_port, run_dir)
     except RuntimeError as exc:
         log.error("%s", exc)
         return 1
     print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, "
           f"metrics 127.0.0.1:{ports.metrics}; log {server.log_file}")
     if not args.no_gateway:
-        try:
-            start_gateway(args.gateway_port, server.grpc_url,
-                          triton_metrics=f"http://127.0.0.1:{ports.metrics}/metrics")
-        except RuntimeError as exc:
-            log.error("%s", exc)
-            server.stop()
-            return 1
         print(f"gateway ready: http://127.0.0.1:{args.gateway_port} (OpenAPI at /docs); "
-              f"log {RUN / f'gateway_{args.gateway_port}.log'}")
-    print("stop with `make stop`")
-    server.proc = None  # leave it running
+              f"log {run_dir / f'gateway_{args.gateway_port}.log'}")
+    print(f"supervised: a server that dies is restarted (log {_supervisor_file(run_dir, 'log')}); "
+          "stop with `make stop`")
     return 0
 
 

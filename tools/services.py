@@ -28,12 +28,22 @@ from pathlib import Path
 
 import httpx
 
-from tools.server import ROOT, port_free
-
 log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
 
 _HANDED_OUT: set[int] = set()
 _UNIX_PATH_MAX = 100  # sun_path is 108 bytes; leave room
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on (or holds) TCP ``port`` on 127.0.0.1."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port(also_free: Sequence[int] = ()) -> int:
@@ -286,14 +296,7 @@ class Service:
         """
         if self.alive():
             return self
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.prepare()
-        cmd = self.command()
-        with self.log_file.open("wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self.env(), cwd=self.cwd(), start_new_session=True)
-        self.pid_file.write_text(str(self.proc.pid))
-        log.info("%s started (pid %d): %s", self.name, self.proc.pid, " ".join(cmd))
+        self.spawn()
         deadline = time.monotonic() + timeout
         pause = 0.1
         try:
@@ -312,6 +315,32 @@ class Service:
         except BaseException:
             self.stop()
             raise
+
+    def spawn(self, append_log: bool = False) -> int:
+        """Start the process in its own session without waiting for it (:meth:`start` waits; a
+        supervisor does not); returns its pid. ``append_log``: keep the old log (a restart).
+
+        Raises:
+            RuntimeError: a binary is missing or a port is busy (from :meth:`prepare`).
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        cmd = self.command()
+        with self.log_file.open("ab" if append_log else "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=self.env(), cwd=self.cwd(), start_new_session=True)
+        self._pid = None
+        self.pid_file.write_text(str(self.proc.pid))
+        log.info("%s started (pid %d): %s", self.name, self.proc.pid, " ".join(cmd))
+        return self.proc.pid
+
+    def exit_status(self) -> str:
+        """How the process ended, for a log line ("exit code 1", "signal SIGKILL"), or "gone"
+        when it was not this process's child."""
+        if self.proc is None or self.proc.returncode is None:
+            return "gone"
+        rc = self.proc.returncode
+        return f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the server: SIGTERM to its process group, SIGKILL after ``timeout`` s (default

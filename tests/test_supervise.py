@@ -1,0 +1,133 @@
+"""Servers that come back on their own (issue 18): ``tools.supervise.Supervisor`` on plain
+processes, and ``make serve`` (``python -m tools.server start``) with a real tritonserver
+killed with SIGKILL: no Python-backend stub is left, and the gateway swaps again within 30 s."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port_block, image_path
+from tools.services import ManagedProcess, pid_alive
+from tools.supervise import Supervisor
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live pids whose process group is ``pgid`` (from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(d.name))
+    return out
+
+
+def wait_for(cond, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while not (got := cond()):
+        assert time.monotonic() < end, f"{what} not within {timeout} s"
+        time.sleep(0.1)
+    return got
+
+
+def test_supervisor_restarts_with_backoff_and_kills_leftovers(tmp_path):
+    # the leader starts a child in its group, as tritonserver starts its Python stubs
+    svc = ManagedProcess(tmp_path, "napper", ["sh", "-c", "sleep 300 & exec sleep 301"], hint="sleep")
+    svc.start(5)
+    sup = Supervisor([svc], interval=0.05, backoff_s=0.3, max_backoff_s=1.2, stable_s=60).start()
+    try:
+        first = svc.pid
+        wait_for(lambda: len(group_members(first)) == 2, 5, "the child")
+        os.kill(first, signal.SIGKILL)  # the leader alone, as an OOM kill would
+        t0 = time.monotonic()
+        second = wait_for(lambda: svc.pid if svc.pid != first and svc.alive() else None, 5, "a restart")
+        assert time.monotonic() - t0 >= 0.3  # after the backoff
+        assert group_members(first) == []  # the orphaned child went with its leader
+        assert sup.restarts["napper"] == 1
+        # a second quick death doubles the pause
+        os.kill(second, signal.SIGKILL)
+        t0 = time.monotonic()
+        wait_for(lambda: svc.pid not in (first, second) and svc.alive(), 5, "a second restart")
+        assert time.monotonic() - t0 >= 0.6
+        assert sup.restarts["napper"] == 2
+    finally:
+        sup.stop()
+        svc.stop()
+    assert not svc.alive()
+
+
+@pytest.mark.server
+def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
+    from tools.repository import build
+
+    run = tmp_path / "run"
+    build(run / "model_repository", "cpu", models)
+    base, gw_port = free_port_block(3), free_port_block(1)
+    args = [f"--http-port={base}", f"--grpc-port={base + 1}", f"--metrics-port={base + 2}",
+            f"--gateway-port={gw_port}", f"--run-dir={run}", f"--repository={run / 'model_repository'}"]
+    env = {**os.environ, "FACESWAP_GATEWAY_STORE_PATH": str(tmp_path / "faces.sqlite3"),
+           "FACESWAP_GATEWAY_JOBS_DIR": str(tmp_path / "jobs")}
+    env.pop("FACESWAP_GATEWAY_HMAC_SECRET", None)
+    # the supervise step directly (start would rebuild the repository from FACESWAP_STANDIN_SIZE)
+    sup = ManagedProcess(run, "supervisor", [sys.executable, "-m", "tools.server", "supervise", *args],
+                         env=env, hint="tools.server", stop_timeout=60, cwd=ROOT,
+                         ready=lambda p: "supervisor: all up" in p.log_tail(200))
+    sup.start(300)
+    gateway = f"http://127.0.0.1:{gw_port}"
+    files = {"target": ("t.jpg", image_path("group_insightface_t1.jpg").read_bytes()),
+             "source": ("s.jpg", image_path("portrait_obama_official.jpg").read_bytes())}
+    try:
+        assert httpx.post(f"{gateway}/v1/swap", files=files, timeout=60).status_code == 200
+        triton_pid = int((run / f"triton_{base}.pid").read_text())
+        stubs = [p for p in group_members(triton_pid) if p != triton_pid]
+        assert stubs, "expected Python-backend stubs in tritonserver's process group"
+        gw_pid = int((run / f"gateway_{gw_port}.pid").read_text())
+        os.kill(triton_pid, signal.SIGKILL)  # the server alone: its stubs would be orphans
+        t0 = time.monotonic()
+        r = httpx.post(f"{gateway}/v1/swap", files=files, timeout=60)
+        assert (r.status_code, r.json()["code"]) == (503, "triton_unavailable"), r.text
+        wait_for(lambda: not any(pid_alive(p) for p in stubs), 10, "the old stubs gone")
+
+        def swapped() -> bool:
+            try:
+                return httpx.post(f"{gateway}/v1/swap", files=files, timeout=20).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(swapped, 30 - (time.monotonic() - t0), "the first 200 after the kill")
+        assert int((run / f"triton_{base}.pid").read_text()) != triton_pid
+        said = (run / "supervisor.log").read_text()
+        assert f"triton_{base} (pid {triton_pid}) died after" in said and "signal SIGKILL" in said, said[-2000:]
+        assert f"triton_{base} restarted" in said
+        # the gateway dies too: it comes back on its own
+        os.kill(gw_pid, signal.SIGKILL)
+        wait_for(swapped, 30, "the gateway back")
+        assert int((run / f"gateway_{gw_port}.pid").read_text()) != gw_pid
+    finally:
+        sup.stop()
+    # stopping the supervisor stops what it started: nothing left
+    for name in (f"triton_{base}", f"gateway_{gw_port}"):
+        assert not (run / f"{name}.pid").exists(), name
+    assert not _listening(base) and not _listening(gw_port)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
