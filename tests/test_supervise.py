@@ -131,3 +131,59 @@ def _listening(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+@pytest.mark.server
+def test_make_cluster_restarts_what_dies_and_stops_everything(tmp_path):
+    """``python -m tools.cluster start`` (what ``make cluster`` runs) leaves a supervisor behind:
+    a job worker, Redis and a gateway killed with SIGKILL come back on their own (Redis with its
+    data), and ``stop`` leaves nothing running."""
+    import json
+
+    run = tmp_path / "cluster"
+    cli = [sys.executable, "-m", "tools.cluster"]
+    env = {**os.environ, "FACESWAP_STANDIN_SIZE": "tiny"}
+    r = subprocess.run([*cli, "start", f"--run-dir={run}", "--tritons=1", "--gateways=1", "--workers=1"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    try:
+        topo = json.loads((run / "topology.json").read_text())
+        balancer = topo["balancer"]["url"]
+        with httpx.Client(base_url=balancer, timeout=60) as c:
+            r = c.post("/v1/faces", files={"image": ("s.jpg", image_path("portrait_obama_official.jpg").read_bytes())})
+            assert r.status_code == 200, r.text
+            fid = r.json()["faces"][0]["id"]
+        time.sleep(1.5)  # Redis' append-only file is fsynced every second
+        killed = {kind: topo[kind][0]["pid"] if isinstance(topo[kind], list) else topo[kind]["pid"]
+                  for kind in ("workers", "redis", "gateways")}
+        for pid in killed.values():
+            os.kill(pid, signal.SIGKILL)
+
+        def all_back() -> bool:
+            t = json.loads((run / "topology.json").read_text())
+            now = {"workers": t["workers"][0]["pid"], "redis": t["redis"]["pid"], "gateways": t["gateways"][0]["pid"]}
+            return all(now[k] not in (None, killed[k]) and pid_alive(now[k]) for k in killed)
+
+        wait_for(all_back, 60, "the killed components restarted")
+
+        def face_back() -> bool:
+            try:
+                return httpx.get(f"{balancer}/v1/faces/{fid}", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(face_back, 60, "the face, through a restarted gateway and Redis")
+        status = subprocess.run([*cli, "status", f"--run-dir={run}"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        said = (run / "supervisor.log").read_text()
+        assert said.count("died after") >= 3 and said.count("restarted (pid") >= 3, said[-3000:]
+    finally:
+        stop = subprocess.run([*cli, "stop", f"--run-dir={run}"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+    assert stop.returncode == 0, stop.stderr
+    topo = json.loads((run / "topology.json").read_text())
+    pids = [t["last_pid"] for kind in ("tritons", "gateways", "workers") for t in topo[kind]]
+    pids += [topo[k]["last_pid"] for k in ("redis", "s3", "balancer")]
+    assert not [p for p in pids if p and pid_alive(p)], topo
+    assert not (run / "supervisor.pid").exists()

@@ -531,11 +531,60 @@ def _running(run_dir: Path) -> Topology | None:
     return topo if any(svc.pid and pid_alive(svc.pid, svc.hint) for _, svc in topo.components()) else None
 
 
+SUPERVISED_LINE = "cluster: all up, supervising"
+
+
+def _supervisor(run_dir: Path, cmd: list[str] | None = None) -> ManagedProcess:
+    """The ``python -m tools.cluster run`` process (pid and log ``<run_dir>/supervisor.*``)."""
+    return ManagedProcess(run_dir, "supervisor", cmd or [], hint="tools.cluster", stop_timeout=90.0,
+                          ready=log_contains(SUPERVISED_LINE), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _run_supervised(run_dir: Path, tritons: int, gateways: int, workers: int, standin_size: str | None) -> int:
+    """``python -m tools.cluster run``: start the cluster as children of this process, then restart
+    any component that dies (``tools.supervise``; ``topology.json`` follows the new pids) until
+    SIGTERM/SIGINT, which stops everything."""
+    import signal
+    import threading
+
+    from tools.supervise import Supervisor
+
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt  # while starting: start_cluster stops what it started
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupt)
+    try:
+        topo = start_cluster(run_dir, tritons, gateways, workers, standin_size)
+    except ClusterError as exc:
+        log.error("cluster start failed at %s: %s", exc.component, exc)
+        return 1
+    except KeyboardInterrupt:
+        log.error("stopped while starting")
+        return 130
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sup = Supervisor([svc for _, svc in topo.components()], on_restart=lambda _: topo.save())
+    log.info("%s (pid %d)", SUPERVISED_LINE, os.getpid())
+    while not stop.wait(sup.interval):
+        try:
+            sup.check()
+        except Exception:  # never let one bad round end the supervision
+            log.exception("supervision round failed")
+    sup.stop()
+    log.info("stopping the cluster")
+    topo.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m tools.cluster start|stop|status``; returns the exit status."""
     ap = argparse.ArgumentParser(description="Local cluster on loopback: Redis, S3 (SeaweedFS), tritonservers, "
                                  "gateways behind HAProxy, job workers.")
-    ap.add_argument("action", choices=["start", "stop", "status"])
+    ap.add_argument("action", choices=["start", "stop", "status", "run"],
+                    help="start (in the background under a supervisor that restarts what dies; returns when all is "
+                         "up), stop, status; run is what start runs")
     ap.add_argument("--tritons", type=int, default=2)
     ap.add_argument("--gateways", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
@@ -547,13 +596,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("tools.services").setLevel(logging.WARNING)
     run_dir = args.run_dir.resolve()
 
+    if args.action == "run":
+        return _run_supervised(run_dir, args.tritons, args.gateways, args.workers, args.standin_size)
+
     if args.action == "stop":
+        supervisor = _supervisor(run_dir)
+        was_supervised = supervisor.stop()  # it stops every component itself
         try:
             topo = Topology.load(run_dir)
         except FileNotFoundError:
             print(f"no cluster in {run_dir}", file=sys.stderr)
             return 0
-        stopped = topo.stop()
+        stopped = topo.stop() + (["supervisor"] if was_supervised else [])
         print(f"cluster stopped ({len(stopped)} running: {', '.join(stopped) or 'none'})", file=sys.stderr)
         return 0
 
@@ -578,19 +632,26 @@ def main(argv: list[str] | None = None) -> int:
         pass
     if old is not None:
         old.stop()  # leftovers of a crashed run (orphaned groups)
+    cmd = [sys.executable, "-m", "tools.cluster", "run", f"--run-dir={run_dir}", f"--tritons={args.tritons}",
+           f"--gateways={args.gateways}", f"--workers={args.workers}"]
+    if args.standin_size:
+        cmd.append(f"--standin-size={args.standin_size}")
+    supervisor = _supervisor(run_dir, cmd)
     try:
-        topo = start_cluster(run_dir, args.tritons, args.gateways, args.workers, args.standin_size)
-    except ClusterError as exc:
-        print(f"cluster start failed at {exc.component}; everything started was stopped.\n{exc}", file=sys.stderr)
+        supervisor.start(TRITON_TIMEOUT_S + 300)
+    except RuntimeError as exc:
+        print(f"cluster start failed; everything started was stopped.\n{exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130
-    topo.detach()
+    supervisor.detach()
+    topo = Topology.load(run_dir)
     for line in topo.lines():
         print(line)
     sys.stdout.flush()
-    print(f"topology: {topo.path}; logs in {run_dir}; stop with `make cluster-stop`", file=sys.stderr)
+    print(f"topology: {topo.path}; logs in {run_dir}; supervised (a component that dies is restarted, see "
+          f"{supervisor.log_file}); stop with `make cluster-stop`", file=sys.stderr)
     return 0
 
 
