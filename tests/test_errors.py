@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import types
+import zipfile
+from pathlib import Path
 
 import pytest
 from tritonclient.utils import InferenceServerException
@@ -109,3 +111,46 @@ def test_replay_memory_is_bounded():
     for i in range(5):
         g._remember(f"sig{i}", 1e12 + i)
     assert len(g._seen) == len(g._expiry) == 3 and "sig4" in g._seen and "sig0" not in g._seen
+
+
+def _codes_in_source() -> dict[str, set[str]]:
+    """Every error code the gateway, its jobs and streams can answer with, found in the source:
+    arguments of the error types and functions, ``code=`` / ``error_code=`` literals, the code
+    tables of the HTTP handler and the signature guard, ``job_<status>`` answers."""
+    import re
+
+    pat = re.compile(r'(?:APIError|JobFailed|MediaError|StreamError|error_response|LimitError|_reject|_deny)'
+                     r'\(\s*(?:[\w.]+,\s*)?(?:\d+,\s*)?f?"([a-z][a-z0-9_]+)"'
+                     r'|\b(?:error_)?code"?\s*[=:]\s*"([a-z][a-z0-9_]+)"|codes\s*=\s*\{([^}]*)\}'
+                     r'|\(\s*\d{3},\s*"([a-z][a-z0-9_]+)"')
+    found: dict[str, set[str]] = {}
+    root = Path(__file__).resolve().parents[1]
+    for p in [*root.glob("gateway/**/*.py"), *root.glob("client/*.py")]:
+        text = p.read_text()
+        for m in pat.finditer(text):
+            codes = re.findall(r'"([a-z][a-z_]+)"', m.group(3)) if m.group(3) else [m.group(1) or m.group(2)
+                                                                                   or m.group(4)]
+            for c in codes:
+                found.setdefault(c, set()).add(p.name)
+        if re.search(r'f"job_\{job\.status\}"', text):
+            found.setdefault("job_failed", set()).add(p.name)
+            found.setdefault("job_cancelled", set()).add(p.name)
+    return found
+
+
+def test_every_error_code_is_documented_and_the_readme_table_is_generated():
+    from gateway.core.codes import ERROR_CODES, markdown
+    from gateway.core.execute import failure_code
+
+    found = _codes_in_source()
+    client_only = {"closed"}  # client.live's own StreamClosed code, never sent by the server
+    missing = sorted(set(found) - set(ERROR_CODES) - client_only)
+    assert not missing, {c: found[c] for c in missing}
+    for c in ("missing_signature", "storage_unavailable", "internal_error", "http_error", "media_url_invalid"):
+        assert c in found or c in ERROR_CODES, c
+    # a job never ends with a null code
+    assert failure_code(RuntimeError("boom")) == "internal_error"
+    assert failure_code(zipfile.BadZipFile("x")) == "corrupt_archive"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- error-codes:start -->", 1)[1].split("<!-- error-codes:end -->", 1)[0].strip()
+    assert block == markdown(), "README's table of error codes is stale: paste `python -m gateway.core.codes`"

@@ -33,14 +33,9 @@ class ErrorBody(BaseModel):
 
 def errors(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI ``responses`` entries for the given error statuses."""
-    text = {400: "empty_file, bad request", 401: "missing/bad/stale/replayed signature", 403: "non-loopback caller "
-            "without a configured secret", 404: "face_not_found / job_not_found", 409: "job_not_done / job_failed / "
-            "job_cancelled", 413: "payload_too_large / image_too_large", 415: "unsupported_media_type",
-            422: "corrupt_image, corrupt_video, no_face_in_source, face_index_out_of_range, invalid_option, "
-            "missing_source, missing_media, invalid_request", 502: "model_failed (a model inside Triton failed), "
-            "model_output_invalid (a network returned NaN/inf), triton_error",
-            503: "overloaded (at capacity: retry after Retry-After), triton_unavailable (with Retry-After)",
-            504: "deadline_exceeded (the request's deadline passed: X-Request-Timeout)"}
+    from gateway.core.codes import for_status
+
+    text = {s: ", ".join(for_status(s)) or "error" for s in statuses}
     return {s: {"model": ErrorBody, "description": text.get(s, "error")} for s in statuses}
 
 
@@ -145,7 +140,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {400: "invalid_form", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+                 415: "unsupported_media_type"}  # 400: Starlette's multipart parser (form limits, bad boundary)
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
     backends = storage_errors()
