@@ -271,3 +271,25 @@ def test_redis_killed_and_restarted_loses_nothing(cluster):
     for job_id in jobs:
         j = wait_job(base, job_id, lambda j: j["status"] in ("done", "failed", "cancelled"), 240)
         assert j["status"] == "done", j
+
+
+def test_s3_store_killed_mid_job_fails_it_with_a_code_and_recovers(cluster):
+    """SeaweedFS killed while a job runs: the job fails with error_code storage_unavailable (its
+    result cannot be stored), new uploads get 503 storage_unavailable with Retry-After, and once
+    the store is back (same data folder) jobs run again (issue 18)."""
+    base = cluster.balancer_url
+    job = post_job(base)["id"]
+    wait_job(base, job, lambda j: j["status"] == "running" and j["done"] > 0, 120)
+    assert cluster.s3.kill()
+    try:
+        j = wait_job(base, job, lambda j: j["status"] in ("done", "failed"), 180)
+        assert (j["status"], j["error_code"]) == ("failed", "storage_unavailable"), j
+        with httpx.Client(base_url=base, timeout=60) as c:
+            r = c.post("/v1/jobs", files={"video": ("v.mp4", VIDEO.read_bytes()),
+                                          "source": ("s.png", SOURCE.read_bytes())})
+            assert (r.status_code, r.json()["code"]) == (503, "storage_unavailable"), r.text
+            assert int(r.headers["retry-after"]) > 0
+    finally:
+        cluster.s3.start(60)
+    j = wait_job(base, post_job(base)["id"], lambda j: j["status"] in ("done", "failed"), 180)
+    assert j["status"] == "done", j
