@@ -545,7 +545,6 @@ def _run_supervised(run_dir: Path, tritons: int, gateways: int, workers: int, st
     any component that dies (``tools.supervise``; ``topology.json`` follows the new pids) until
     SIGTERM/SIGINT, which stops everything."""
     import signal
-    import threading
 
     from tools.supervise import Supervisor
 
@@ -562,17 +561,9 @@ def _run_supervised(run_dir: Path, tritons: int, gateways: int, workers: int, st
     except KeyboardInterrupt:
         log.error("stopped while starting")
         return 130
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     sup = Supervisor([svc for _, svc in topo.components()], on_restart=lambda _: topo.save())
     log.info("%s (pid %d)", SUPERVISED_LINE, os.getpid())
-    while not stop.wait(sup.interval):
-        try:
-            sup.check()
-        except Exception:  # never let one bad round end the supervision
-            log.exception("supervision round failed")
-    sup.stop()
+    sup.run_until_signalled()
     log.info("stopping the cluster")
     topo.stop()
     return 0

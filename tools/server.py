@@ -19,7 +19,6 @@ import shutil
 import signal
 import sys
 import sysconfig
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -238,17 +237,9 @@ def supervise(repository: Path, ports: Ports, gateway_port: int | None, run_dir:
         for svc in reversed(services):
             svc.stop()
         return 1
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     sup = Supervisor(services)
     log.info("%s (pid %d): restarting what dies; `make stop` ends it", READY_LINE, os.getpid())
-    while not stop.wait(sup.interval):
-        try:
-            sup.check()
-        except Exception:  # never let one bad round end the supervision
-            log.exception("supervision round failed")
-    sup.stop()
+    sup.run_until_signalled()
     log.info("stopping")
     for svc in reversed(services):
         svc.stop()

@@ -122,6 +122,12 @@ class Supervisor:
             except Exception:  # never let one bad round end the supervision
                 log.exception("supervision round failed")
 
+    def run_until_signalled(self) -> None:
+        """:meth:`run` in this (main) thread until SIGTERM or SIGINT."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        self.run()
+
     def start(self) -> Supervisor:
         """Run in a daemon thread of this process."""
         self._thread = threading.Thread(target=self.run, name="supervisor", daemon=True)
