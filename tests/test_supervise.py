@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, free_port_block, image_path
-from tools.services import ManagedProcess, pid_alive
+from tools.services import ManagedProcess, pid_alive, tcp_open
 from tools.supervise import Supervisor
 
 
@@ -120,17 +120,7 @@ def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
     # stopping the supervisor stops what it started: nothing left
     for name in (f"triton_{base}", f"gateway_{gw_port}"):
         assert not (run / f"{name}.pid").exists(), name
-    assert not _listening(base) and not _listening(gw_port)
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+    assert not tcp_open(base) and not tcp_open(gw_port)
 
 
 @pytest.mark.server

@@ -45,6 +45,7 @@ from tools.services import (
     http_ok,
     log_contains,
     pid_alive,
+    tcp_open,
 )
 
 log = logging.getLogger("tools.cluster")
@@ -61,9 +62,6 @@ class ClusterError(RuntimeError):
     def __init__(self, component: str, message: str) -> None:
         super().__init__(f"{component}: {message}")
         self.component = component
-
-
-
 
 
 class Topology:
@@ -263,7 +261,7 @@ class Topology:
             elif up and kind in ("redis", "triton", "balancer"):
                 up = svc.is_ready()
             elif up and kind == "s3":
-                up = _tcp_open(svc.port)  # type: ignore[attr-defined]
+                up = tcp_open(svc.port)  # type: ignore[attr-defined]
             addr = {"redis": lambda s: s.url, "s3": lambda s: s.endpoint, "triton": lambda s: f"grpc {s.grpc_url}",
                     "gateway": _gw_url, "worker": lambda s: f"pid {s.pid or s.last_pid}",
                     "balancer": lambda s: s.url}[kind](svc)
@@ -358,16 +356,6 @@ class Topology:
 
 def _gw_url(g: Service) -> str:
     return f"http://127.0.0.1:{g.port}"  # type: ignore[attr-defined]
-
-
-def _tcp_open(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _worker(run_dir: Path, i: int, env: Mapping[str, str]) -> ManagedProcess:
@@ -544,15 +532,9 @@ def _run_supervised(run_dir: Path, tritons: int, gateways: int, workers: int, st
     """``python -m tools.cluster run``: start the cluster as children of this process, then restart
     any component that dies (``tools.supervise``; ``topology.json`` follows the new pids) until
     SIGTERM/SIGINT, which stops everything."""
-    import signal
+    from tools.supervise import Supervisor, interrupt_on_signals
 
-    from tools.supervise import Supervisor
-
-    def interrupt(*_) -> None:
-        raise KeyboardInterrupt  # while starting: start_cluster stops what it started
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, interrupt)
+    interrupt_on_signals()  # while starting: start_cluster stops what it started
     try:
         topo = start_cluster(run_dir, tritons, gateways, workers, standin_size)
     except ClusterError as exc:

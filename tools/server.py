@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import sys
 import sysconfig
 from collections.abc import Iterator
@@ -214,13 +213,9 @@ def supervise(repository: Path, ports: Ports, gateway_port: int | None, run_dir:
     """The body of ``python -m tools.server supervise``: start tritonserver and the gateway (as
     children of this process), log :data:`READY_LINE`, then restart either when it dies
     (``tools.supervise``) until SIGTERM/SIGINT, which stops both (the gateway first)."""
-    from tools.supervise import Supervisor
+    from tools.supervise import Supervisor, interrupt_on_signals
 
-    def interrupt(*_) -> None:
-        raise KeyboardInterrupt  # while starting: stop what started (Service.start cleans up), then exit
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, interrupt)
+    interrupt_on_signals()
     triton = TritonServer(repository, ports, run_dir)
     services: list[Service] = [triton]
     try:

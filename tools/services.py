@@ -46,6 +46,15 @@ def port_free(port: int) -> bool:
     return True
 
 
+def tcp_open(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:``port`` (within 1 s)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def free_port(also_free: Sequence[int] = ()) -> int:
     """A free TCP port on 127.0.0.1, never the same one twice in this process.
 
@@ -645,11 +654,8 @@ class S3Server(Service):
     def is_ready(self) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        for port in self.ports.values():  # every component listens (the admin comes up last)
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return False
+        if not all(tcp_open(port) for port in self.ports.values()):  # every component listens (admin last)
+            return False
         s3 = self.client()
         try:
             try:
@@ -778,11 +784,7 @@ class HAProxy(Service):
         return [binary, "-f", str(self.config_file), "-db"]
 
     def is_ready(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+        return tcp_open(self.port)
 
     def server_states(self) -> dict[str, str]:
         """Backend server address -> HAProxy state (``UP``, ``DOWN``, ``UP 1/2``...), from the runtime API.

@@ -64,18 +64,6 @@ class Supervisor:
         """Service name -> restarts so far."""
         return {w.svc.name: w.restarts for w in self._watches}
 
-    def add(self, svc: Service) -> None:
-        """Watch one more service."""
-        with self._lock:
-            self._watches.append(_Watch(svc))
-
-    def replace(self, old: Service, new: Service) -> None:
-        """Watch ``new`` in the place of ``old`` (a service restarted by hand)."""
-        with self._lock:
-            for w in self._watches:
-                if w.svc is old:
-                    w.svc, w.started_at, w.restart_at = new, time.monotonic(), None
-
     def check(self) -> None:
         """One round: note deaths, restart those whose backoff has passed."""
         now = time.monotonic()
@@ -139,6 +127,17 @@ class Supervisor:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt in the main thread: a supervisor process that
+    is still starting its servers stops what it started (``Service.start`` cleans up) and exits.
+    :meth:`Supervisor.run_until_signalled` replaces these handlers once all is up."""
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupt)
 
 
 def _kill_leftovers(pid: int | None) -> None:

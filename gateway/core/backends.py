@@ -47,7 +47,7 @@ def make_jobs(s: Settings):
         s.jobs_dir.mkdir(parents=True, exist_ok=True)
         jobs = JobRunner(JobStore(s.store_path), s.jobs_dir, s.triton_url, s.max_concurrent_jobs, job_limits(s),
                          s.max_job_restarts)
-    if jobs.media.used_bytes() is not None:  # a local folder (an S3 bucket's quota is the operator's)
+    if isinstance(jobs.media, LocalMedia):  # an S3 bucket's quota is the operator's
         jobs.budget = DiskBudget(s.max_jobs_disk_bytes, jobs.media.used_bytes)
     return jobs
 

@@ -32,7 +32,7 @@ import numpy as np
 from client import AsyncFaceSwapClient, FaceSwapError
 from client.video import VideoError
 from gateway.core.execute import JobFailed, JobLimits, failure_code, fetch_input, progress_reporter, run_job
-from gateway.core.media import DiskBudget, LocalMedia
+from gateway.core.media import DiskBudget, LocalMedia, reserving
 
 log = logging.getLogger("gateway.jobs")
 ACTIVE = ("queued", "running")
@@ -245,10 +245,6 @@ class JobRunner(UploadFolders):
         active = self.store.active()
         return {s: sum(j.status == s for j in active) for s in ACTIVE}
 
-    async def used_bytes(self) -> int | None:
-        """Bytes under the jobs folder (inputs, results, partial outputs)."""
-        return await asyncio.to_thread(self.media.used_bytes)
-
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> int:
@@ -336,18 +332,8 @@ class JobRunner(UploadFolders):
         d.mkdir(parents=True, exist_ok=True)
         url = job.options.get("_input_url")
         if url:
-            taken = 0
-
-            def reserve(n: int) -> None:  # each chunk of the download, in the disk budget
-                nonlocal taken
-                if self.budget is not None:
-                    self.budget.take(n)
-                    taken += n
-            try:
+            with reserving(self.budget) as reserve:  # each chunk of the download, in the disk budget
                 input_path = await asyncio.to_thread(fetch_input, job.kind, url, d, self.limits, reserve)
-            finally:
-                if taken:
-                    self.budget.give(taken)  # on disk now (measured), or deleted
         else:
             input_path = Path(job.input)
         progress = progress_reporter(lambda fields: self.store.update(job.id, **fields))

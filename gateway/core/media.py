@@ -12,7 +12,8 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -216,6 +217,32 @@ class DiskBudget:
         with self._lock:
             self._reserved = max(self._reserved - n, 0)
             self._disk_now(True)
+
+
+class Reservation:
+    """Bytes taken from a budget for one write; call it with ``n`` before writing ``n`` bytes
+    (raises :class:`StorageFull`). ``taken``: the bytes reserved so far."""
+
+    def __init__(self, budget: DiskBudget | None) -> None:
+        self.budget, self.taken = budget, 0
+
+    def __call__(self, n: int) -> None:
+        if self.budget is not None:
+            self.budget.take(n)
+            self.taken += n
+
+
+@contextmanager
+def reserving(budget: DiskBudget | None) -> Iterator[Reservation]:
+    """A :class:`Reservation` for bytes about to be written (each chunk of an upload or a
+    download); all of it is given back when the block ends, when the bytes are on disk
+    (measured) or deleted. ``budget`` None: nothing is reserved."""
+    r = Reservation(budget)
+    try:
+        yield r
+    finally:
+        if r.taken:
+            budget.give(r.taken)
 
 
 def fetch_url(url: str, path: Path, max_bytes: int, timeout_s: float = 60.0,

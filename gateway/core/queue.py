@@ -185,9 +185,6 @@ class QueueJobs(UploadFolders):
         return await asyncio.to_thread(self.media.presigned_get, job.result, int(min(self.ttl_s, 3600)), filename,
                                        CONTENT_TYPES.get(job.kind, "application/octet-stream"))
 
-    async def used_bytes(self) -> int | None:
-        return await asyncio.to_thread(self.media.used_bytes)
-
     async def counts(self) -> dict[str, int]:
         """Jobs waiting for a worker and jobs running, over the whole queue (for /metrics)."""
         return {"queued": await self.queue.count("queued"), "running": await self.queue.count("active")}

@@ -19,7 +19,7 @@ from gateway.api import deps
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
 from gateway.core.execute import probe_video, sniff_video
-from gateway.core.media import DiskBudget, StorageFull
+from gateway.core.media import DiskBudget, Reservation, StorageFull, reserving
 from gateway.core.store import FaceStore
 from gateway.core.urls import MediaURLPolicy, URLRefused
 
@@ -37,30 +37,24 @@ async def _head(upload: UploadFile, what: str) -> bytes:
     return head
 
 
-async def _save(uploads: list[UploadFile], path: Path, budget: DiskBudget | None, zipped: bool) -> int:
+async def _save(runner, job_id: str, uploads: list[UploadFile], path: Path, budget: DiskBudget | None,
+                zipped: bool) -> int:
     """Copy an upload to ``path`` in 1 MiB chunks (never whole in memory), or several into one zip
     (``zipped``; entry names are the client's, reported back, never used as paths). Each chunk is
     reserved in ``budget`` before it is written, into ``<path>.part``; the file gets its name when
-    complete. Returns the bytes written.
+    complete. Returns its size in bytes. On any failure the job's folder is dropped.
 
     Raises:
-        APIError: 503 ``storage_full`` (the partial file is deleted, nothing stays reserved).
+        APIError: 503 ``storage_full`` (nothing stays on disk or reserved).
     """
     part = path.with_name(path.name + ".part")
-    taken = 0
 
-    def reserve(n: int) -> None:
-        nonlocal taken
-        if budget is not None:
-            budget.take(n)
-            taken += n
+    def write(reserve: Reservation) -> None:
+        def copy(src, out) -> None:
+            while chunk := src.read(1 << 20):
+                reserve(len(chunk))
+                out.write(chunk)
 
-    def copy(src, out) -> None:
-        while chunk := src.read(1 << 20):
-            reserve(len(chunk))
-            out.write(chunk)
-
-    def write() -> None:
         with part.open("wb") as f:
             if not zipped:
                 copy(uploads[0].file, f)
@@ -72,32 +66,20 @@ async def _save(uploads: list[UploadFile], path: Path, budget: DiskBudget | None
                     reserve(256)  # the entry's headers (local and central), names up to ~100 bytes
                     with z.open(zipfile.ZipInfo(up.filename or "image"), "w") as out:
                         copy(up.file, out)
-        reserve(max(part.stat().st_size - taken, 0))  # the zip's end record, long names
+        reserve(max(part.stat().st_size - reserve.taken, 0))  # the zip's end record, long names
 
     try:
-        await run_in_threadpool(write)
-        part.rename(path)
-    except StorageFull:
+        with reserving(budget) as reserve:
+            await run_in_threadpool(write, reserve)
+            part.rename(path)
+    except BaseException as exc:
         part.unlink(missing_ok=True)
-        raise APIError(503, "storage_full", "The service has no room for this job's upload right now; finished "
-                       "jobs expire and free room. Retry later.", {"Retry-After": "300"}) from None
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    finally:
-        if budget is not None and taken:
-            budget.give(taken)  # on disk under its name now (measured), or deleted
-    return path.stat().st_size
-
-
-async def _saved(runner, job_id: str, uploads: list[UploadFile], path: Path, budget: DiskBudget | None,
-                 zipped: bool) -> None:
-    """:func:`_save`, dropping the job's folder when it fails."""
-    try:
-        await _save(uploads, path, budget, zipped)
-    except BaseException:
         runner.discard(job_id)
+        if isinstance(exc, StorageFull):
+            raise APIError(503, "storage_full", "The service has no room for this job's upload right now; "
+                           "finished jobs expire and free room. Retry later.", {"Retry-After": "300"}) from None
         raise
+    return path.stat().st_size
 
 
 def _checked_url(policy: MediaURLPolicy, field: str, url: str | None) -> str | None:
@@ -181,14 +163,11 @@ async def create_job(
     budget: DiskBudget | None = runner.budget
     full = APIError(503, "storage_full", "The service has no room for new jobs right now; finished jobs expire "
                     f"after {settings.job_ttl_s / 3600:g} h. Retry later.", {"Retry-After": "300"})
-    if budget is not None:
-        try:
-            await run_in_threadpool(budget.take, 1, True)  # a full folder refuses before any upload is copied
-            budget.give(1)
-        except StorageFull:
-            log.warning("jobs folder at its budget of %d bytes: new jobs refused", budget.limit)
-            raise full from None
+    if budget is not None and await run_in_threadpool(budget.used) >= budget.limit:  # before any upload is copied
+        log.warning("jobs folder at its budget of %d bytes: new jobs refused", budget.limit)
+        raise full
     input_url = video_url or archive_url
+    expected = 0  # bytes of the upload: its result will be about as large (re-encoded video, images in a zip)
     if input_url is not None:
         job_id, d = runner.new_job()
         path, kind = None, "video" if video_url else "batch"
@@ -200,7 +179,7 @@ async def create_job(
                                                           f"{VIDEO_FORMATS} (judged from the bytes).")
         job_id, d = runner.new_job()
         path, kind = d / f"input.{kind_fmt}", "video"
-        await _saved(runner, job_id, [video], path, budget, False)
+        expected = await _save(runner, job_id, [video], path, budget, False)
         try:
             problem = await run_in_threadpool(probe_video, path, runner.video_limits)
         except VideoLimitError as exc:
@@ -214,14 +193,12 @@ async def create_job(
             raise APIError(415, "unsupported_media_type", "The archive is not a zip file (judged from the bytes).")
         job_id, d = runner.new_job()
         path, kind = d / "input.zip", "batch"
-        await _saved(runner, job_id, [archive], path, budget, False)
+        expected = await _save(runner, job_id, [archive], path, budget, False)
     else:
         job_id, d = runner.new_job()
         path, kind = d / "input.zip", "batch"
-        await _saved(runner, job_id, images, path, budget, True)
-    # the result is about as large as the input (re-encoded video, images in a zip): reserved until the job ends
-    expected = path.stat().st_size if path is not None else 0
-    if budget is not None and expected:
+        expected = await _save(runner, job_id, images, path, budget, True)
+    if budget is not None and expected:  # reserved for the result until the job ends
         try:
             budget.take(expected)
         except StorageFull:
