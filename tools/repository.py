@@ -74,7 +74,7 @@ class Stage:
 #: Batch limit given to networks whose graph has a symbolic batch dimension.
 NET_MAX_BATCH = {"detector": 0, "recognizer": 32, "swapper": 8}
 NET_MODEL = {"detector": "face_detector", "recognizer": "face_recognizer", "swapper": "face_swapper"}
-#: Tunables of the Python stages (config ``parameters``); keep in sync with README.
+#: Tunables of the Python stages (config ``parameters``); keep in sync with docs/models-and-pipeline.md.
 DEFAULTS = {"det_size": "640", "det_thresh": "0.5", "nms_thresh": "0.4", "max_faces": "64", "max_pixels": "40000000"}
 #: Queue policy of every non-ensemble model (Triton ``ModelQueuePolicy``): at most this many
 #: requests wait per model, then Triton answers UNAVAILABLE at once; a request that waited

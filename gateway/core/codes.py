@@ -1,9 +1,9 @@
 """Every error code the gateway, its job workers and its live streams can answer with, in one
-table: the OpenAPI error descriptions (:func:`gateway.core.errors.errors`) and the README's
-table of codes are generated from it, and ``tests/test_errors.py`` finds every code the source
+table: the OpenAPI error descriptions (:func:`gateway.core.errors.errors`) and the table in
+docs/gateway.md are generated from it, and ``tests/test_errors.py`` finds every code the source
 uses and checks that it is here, so the list cannot drift.
 
-``python -m gateway.core.codes`` prints the README's table (Markdown).
+``python -m gateway.core.codes`` prints that table (Markdown).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
 
 
 def markdown() -> str:
-    """The README's table of codes."""
+    """The table of codes in docs/gateway.md."""
     rows = ["| code | where | meaning |", "|---|---|---|"]
     rows += [f"| `{code}` | {where} | {meaning} |" for code, (where, meaning) in ERROR_CODES.items()]
     return "\n".join(rows)

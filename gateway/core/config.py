@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Settings(BaseSettings):
-    """Every setting, with its default. See README "Gateway settings"."""
+    """Every setting, with its default. See docs/gateway.md "Settings"."""
 
     model_config = SettingsConfigDict(env_prefix="FACESWAP_GATEWAY_", env_file=".env", extra="ignore")
 

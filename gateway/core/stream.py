@@ -1,6 +1,6 @@
 """Live face swap over a WebSocket (``GET /v1/stream``): one session per connection.
 
-Protocol (also in the README and the OpenAPI description):
+Protocol (also in docs/live.md and the OpenAPI description):
 
 1. the client's first message is text JSON, :class:`StreamConfig` (the source face and options);
 2. the server answers ``{"type": "ready", ...}``, or ``{"type": "error", "code", "message"}``

@@ -14,7 +14,7 @@ import { overLimit } from "./limits";
  * and the gateway's `ready` message gets the smaller of the two limits as its `max_frame_bytes`,
  * so the page knows the bound that holds. The Worker keeps no frame beyond the one message it is
  * passing on. The protocol itself (first message, ready, frame, frame_error, stop, end) is the
- * gateway's: see README "Gateway" and gateway/core/stream.py.
+ * gateway's: see docs/gateway.md, docs/live.md and gateway/core/stream.py.
  *
  * Closing: when either side closes, the other is closed with the same code and reason; codes a
  * socket cannot send are mapped: none (1005) -> 1000; the gateway gone without a close (1006,
