@@ -68,6 +68,22 @@ def test_supervisor_restarts_with_backoff_and_kills_leftovers(tmp_path):
     assert not svc.alive()
 
 
+def test_a_service_stopped_by_hand_is_left_down(tmp_path):
+    svc = ManagedProcess(tmp_path, "napper", ["sleep", "300"], hint="sleep")
+    svc.start(5)
+    sup = Supervisor([svc], interval=0.05, backoff_s=0.1).start()
+    try:
+        pid = svc.pid
+        # as another process stops it (make stop, tools.server.stop_gateway): by pid, pid file removed
+        assert ManagedProcess(tmp_path, "napper", [], hint="sleep").stop()
+        time.sleep(1.0)
+        assert sup.restarts["napper"] == 0 and not svc.alive() and not pid_alive(pid)
+        assert not (tmp_path / "napper.pid").exists()
+    finally:
+        sup.stop()
+        svc.stop()
+
+
 @pytest.mark.server
 def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
     from tools.repository import build

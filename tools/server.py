@@ -201,12 +201,15 @@ def stop_from_pidfile(ports: Ports = Ports(), run_dir: Path = RUN) -> bool:
 
 # -- make serve: a supervisor process that starts Triton and the gateway and keeps them up ------
 
-SUPERVISOR = "supervisor"
 READY_LINE = "supervisor: all up"
 
 
-def _supervisor_file(run_dir: Path, suffix: str) -> Path:
-    return run_dir / f"{SUPERVISOR}.{suffix}"
+def _supervisor(ports: Ports, run_dir: Path, cmd: list[str] | None = None) -> ManagedProcess:
+    """The ``python -m tools.server supervise`` process of the servers on ``ports`` (pid and log
+    ``<run_dir>/supervisor_<http port>.*``, so that several ``make serve`` stacks on other ports
+    keep apart, as their servers' own files do)."""
+    return ManagedProcess(run_dir, f"supervisor_{ports.http}", cmd or [], hint="tools.server", stop_timeout=60.0,
+                          ready=log_contains(READY_LINE), env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def supervise(repository: Path, ports: Ports, gateway_port: int | None, run_dir: Path = RUN) -> int:
@@ -256,8 +259,7 @@ def start_supervised(repository: Path, ports: Ports, gateway_port: int | None, r
            f"--run-dir={run_dir}"]
     if gateway_port is not None:
         cmd.append(f"--gateway-port={gateway_port}")
-    sup = ManagedProcess(run_dir, SUPERVISOR, cmd, hint="tools.server", stop_timeout=60.0,
-                         ready=log_contains(READY_LINE), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    sup = _supervisor(ports, run_dir, cmd)
     sup.start(timeout)
     pid = sup.pid
     sup.detach()
@@ -268,7 +270,7 @@ def stop_supervised(ports: Ports, gateway_port: int, run_dir: Path = RUN) -> lis
     """Stop what ``make serve`` started: the supervisor (which stops its servers), then any server
     left from an older run by its pid file. Returns what was running."""
     stopped = []
-    if ManagedProcess(run_dir, SUPERVISOR, [], hint="tools.server", stop_timeout=60.0).stop():
+    if _supervisor(ports, run_dir).stop():
         stopped.append("supervisor")
     if stop_gateway(gateway_port, run_dir):
         stopped.append("gateway")
@@ -280,7 +282,7 @@ def stop_supervised(ports: Ports, gateway_port: int, run_dir: Path = RUN) -> lis
 def main() -> int:
     ap = argparse.ArgumentParser(
         description="Run the embedded Triton server (CPU, loopback) and the gateway under a supervisor that "
-                    "restarts either when it dies (log .run/supervisor.log).")
+                    "restarts either when it dies (log .run/supervisor_<http port>.log).")
     ap.add_argument("action", choices=["start", "stop", "status", "supervise"],
                     help="start (background, returns when ready), stop, status; supervise is what start runs")
     ap.add_argument("--gateway-port", type=int, default=int(os.environ.get("FACESWAP_GATEWAY_PORT", 8080)))
@@ -327,7 +329,7 @@ def main() -> int:
     if not args.no_gateway:
         print(f"gateway ready: http://127.0.0.1:{args.gateway_port} (OpenAPI at /docs); "
               f"log {run_dir / f'gateway_{args.gateway_port}.log'}")
-    print(f"supervised: a server that dies is restarted (log {_supervisor_file(run_dir, 'log')}); "
+    print(f"supervised: a server that dies is restarted (log {_supervisor(ports, run_dir).log_file}); "
           "stop with `make stop`")
     return 0
 

@@ -1,7 +1,9 @@
 """Servers that come back on their own: a supervisor for the processes ``make serve`` and
 ``make cluster`` start (:class:`tools.services.Service` objects).
 
-Every ``interval`` seconds each service is checked. One that died is logged with how it ended
+Every ``interval`` seconds each service is checked. One that was stopped by hand (``make stop``,
+``tools.server.stop_gateway``: :meth:`Service.stop` removes its pid file) is left alone. One
+that died (its pid file still there) is logged with how it ended
 (exit code or signal), what is left of its process group is killed with SIGKILL (tritonserver's
 Python-backend stubs live in its group and outlive a server killed alone), and it is started
 again after a backoff: 1 s, doubled after each death that came less than ``stable_s`` after its
@@ -35,6 +37,7 @@ class _Watch:
     backoff_s: float = 0.0
     restart_at: float | None = None  # set while dead, waiting for its backoff
     restarts: int = 0
+    parked: bool = False  # stopped by hand: left alone
 
 
 class Supervisor:
@@ -72,6 +75,13 @@ class Supervisor:
         for w in watches:
             if self._stop.is_set():
                 return
+            if w.parked:
+                continue
+            if not w.svc.alive() and not w.svc.pid_file.exists():
+                # stopped by hand (Service.stop removes the pid file once the process is gone; a crash leaves it)
+                w.parked, w.restart_at = True, None
+                log.warning("%s was stopped by hand (its pid file is gone): not restarted", w.svc.name)
+                continue
             if w.restart_at is None:
                 if w.svc.alive():
                     continue
