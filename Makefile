@@ -40,29 +40,29 @@ $(WEB_STAMP): worker/package-lock.json worker/package.json
 	touch $(WEB_STAMP)
 
 models: setup            ## download the real models (size + SHA-256 checked); offline: says what is missing
-	$(VPY) -m tools.download
+	$(VPY) -m repository models
 
 standins: setup          ## generate the tiny and full stand-in models (not real face models)
-	$(VPY) -m tools.standins --size tiny
-	$(VPY) -m tools.standins --size full
+	$(VPY) -m repository standins --size tiny
+	$(VPY) -m repository standins --size full
 
 repository: setup        ## write the CPU and GPU model repositories (config.pbtxt of every model)
-	$(VPY) -m tools.repository --profile cpu
-	$(VPY) -m tools.repository --profile gpu
-	$(VPY) -m tools.repository --profile gpu-trt
+	$(VPY) -m repository build --profile cpu
+	$(VPY) -m repository build --profile gpu
+	$(VPY) -m repository build --profile gpu-trt
 
 serve: setup             ## Triton (HTTP 8000, gRPC 8001, metrics 8002) and the gateway (8080), loopback
-	FACESWAP_STANDIN_SIZE=$${FACESWAP_STANDIN_SIZE:-full} $(VPY) -m tools.server start
+	FACESWAP_STANDIN_SIZE=$${FACESWAP_STANDIN_SIZE:-full} $(VPY) -m launch.server start
 
 stop:                    ## stop what `make serve` / `make web` started
-	@test -x $(VPY) && $(VPY) -m tools.server stop || true
+	@test -x $(VPY) && $(VPY) -m launch.server stop || true
 	@test -f .run/wrangler.pid && { kill -- -$$(cat .run/wrangler.pid) 2>/dev/null; rm -f .run/wrangler.pid; echo "worker stopped"; } || true
 
 web: setup setup-web     ## Triton + gateway (signed) + the Worker with local R2 on http://127.0.0.1:8787
 	@mkdir -p .run && test -s .run/web_secret || $(VPY) -c "import secrets; print(secrets.token_hex(32))" > .run/web_secret
 	FACESWAP_STANDIN_SIZE=$${FACESWAP_STANDIN_SIZE:-full} FACESWAP_GATEWAY_HMAC_SECRET=$$(cat .run/web_secret) \
 	  FACESWAP_GATEWAY_MEDIA_URL_PREFIXES=http://127.0.0.1:8787/api/media/ \
-	  $(VPY) -m tools.server start
+	  $(VPY) -m launch.server start
 	cd worker && setsid npx wrangler dev --local --ip 127.0.0.1 --port 8787 --persist-to ../.run/wrangler \
 	  --var GATEWAY_URL:http://127.0.0.1:8080 --var GATEWAY_SECRET:$$(cat ../.run/web_secret) \
 	  --show-interactive-dev-session=false > ../.run/wrangler.log 2>&1 & echo $$! > .run/wrangler.pid
@@ -70,8 +70,8 @@ web: setup setup-web     ## Triton + gateway (signed) + the Worker with local R2
 	@echo "web page: http://127.0.0.1:8787 (R2 kept in .run/wrangler; log .run/wrangler.log); stop with make stop"
 
 demo: setup              ## real models where they can be had, real photos, a real Triton server, end to end
-	$(VPY) -m tools.download --retries 2 --timeout 20
-	$(VPY) -m tools.demo
+	$(VPY) -m repository models --retries 2 --timeout 20
+	$(VPY) -m launch.demo
 
 test: test-py test-web   ## the whole test suite (starts its own servers on free loopback ports)
 
@@ -83,29 +83,29 @@ test-web: setup setup-web ## Worker: typecheck, vitest on the Workers runtime, b
 	cd worker && npm test
 
 bench: setup             ## face_swap images/s vs insightface, int8/bf16/fp32 speed and parity, gateway added latency, video, cluster
-	$(VPY) -m tools.bench
-	$(VPY) -m tools.quantize --models full --json out/quantize_full.json
-	$(VPY) -m tools.bench_gateway
-	$(VPY) -m tools.bench_video
-	$(VPY) -m tools.bench_cluster
-	$(VPY) -m tools.bench_live
-	$(VPY) -m tools.bench_marking
-	$(VPY) -m tools.bench_quality
-	$(VPY) -m tools.bench_overload
+	$(VPY) -m bench.vs_insightface
+	$(VPY) -m repository quantize --models full --json out/quantize_full.json
+	$(VPY) -m bench.gateway
+	$(VPY) -m bench.video
+	$(VPY) -m bench.cluster
+	$(VPY) -m bench.live
+	$(VPY) -m bench.marking
+	$(VPY) -m bench.quality
+	$(VPY) -m bench.overload
 
 perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) against face_swap on `make serve`
 	@ldconfig -p | grep -q libb64.so.0d || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libb64-0d >/dev/null; }
-	$(VPY) -m tools.perf_analyzer $(PERF_ARGS)
+	$(VPY) -m bench.perf_analyzer $(PERF_ARGS)
 
 .PHONY: cluster cluster-stop
 
 cluster:                 ## Redis, S3 (SeaweedFS), 2 Tritons, 2 gateways behind HAProxy, 2 job workers; loopback
-	@$(MAKE) --no-print-directory setup >&2  # stdout: only the component lines of tools.cluster
-	@$(VPY) -m tools.cluster start $(CLUSTER_ARGS)
+	@$(MAKE) --no-print-directory setup >&2  # stdout: only the component lines of launch.cluster
+	@$(VPY) -m launch.cluster start $(CLUSTER_ARGS)
 
 cluster-stop:            ## stop what `make cluster` started (by pid; safe twice)
-	@test -x $(VPY) && $(VPY) -m tools.cluster stop || true
+	@test -x $(VPY) && $(VPY) -m launch.cluster stop || true
 
 lint: setup
 	$(VENV)/bin/ruff check .

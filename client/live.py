@@ -1,7 +1,7 @@
 """A client of the gateway's live stream (``GET /v1/stream``, WebSocket): sends a video file's
 frames at their own pace, as a camera would, and collects the swapped frames.
 
-Used by ``faceswap live``, the tests and ``tools.bench_live``.
+Used by ``faceswap live``, the tests and ``bench.live``.
 """
 
 from __future__ import annotations

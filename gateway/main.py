@@ -40,7 +40,7 @@ def is_loopback(host: str) -> bool:
 
 async def _advised_admission(triton: AsyncFaceSwapClient) -> tuple[int, int]:
     """(requests in work, requests waiting) that fit the Triton we talk to: the
-    ``admission_in_flight`` / ``admission_waiting`` parameters that ``tools.repository`` writes
+    ``admission_in_flight`` / ``admission_waiting`` parameters that ``repository.generate`` writes
     into face_paster's config for its profile, else face_paster's instance count for both, else
     (2, 2) when Triton cannot tell within 5 s."""
     try:

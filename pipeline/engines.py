@@ -4,7 +4,7 @@
 - ``openvino``: OpenVINO's CPU plugin; ``precision="bf16"`` uses AMX/AVX-512 bf16 where the
   CPU has it. On this project's 2-core Xeon the full-size inswapper stand-in ran 2.25x faster
   in bf16 than onnxruntime fp32 (batch 4); its output differed by at most 0.0012 (on [0, 1]),
-  PSNR 72.8 dB against fp32. ``precision="int8"`` runs a quantized file (``tools.quantize``).
+  PSNR 72.8 dB against fp32. ``precision="int8"`` runs a quantized file (``repository.quantize``).
 
 Which precision serves is decided when a network loads by ``pipeline.precision`` (a parity
 self-check against fp32): users of the fp16 inswapper report noisy faces, so a reduced precision
@@ -31,7 +31,7 @@ def load(path: str, output_names: list[str], engine: str = "onnxruntime", precis
         output_names: the outputs wanted, in order.
         engine: one of ENGINES.
         precision: "f32"; "bf16" (openvino only); "int8": ``path`` is a quantized (QDQ) file
-            (``tools.quantize``), whose quantized layers both engines run as u8 x s8 kernels
+            (``repository.quantize``), whose quantized layers both engines run as u8 x s8 kernels
             (OpenVINO with its fp32 hint for the rest).
         threads: intra-op threads, 0 = the engine's default.
 

@@ -8,7 +8,7 @@ network in fp32 and in each faster precision this CPU runs natively, and serves 
 one whose output stays within ``THRESHOLDS`` of fp32:
 
 - ``bf16``: OpenVINO with ``INFERENCE_PRECISION_HINT=bf16``; native with AVX512_BF16 or AMX-BF16.
-- ``int8``: the network quantized by ``tools.quantize`` (QDQ ONNX, cached by the fp32 file's
+- ``int8``: the network quantized by ``repository.quantize`` (QDQ ONNX, cached by the fp32 file's
   SHA-256 and the recipe's version) run by OpenVINO; native with AVX512-VNNI, AVX-VNNI or AMX-INT8.
 
 Native support is read from ``/proc/cpuinfo`` flags, never assumed. A precision without native
@@ -57,7 +57,7 @@ PROBE_FILE = "precision_probe.npz"
 #: candidate are spent, at most MAX_TIMED_REPS rounds; a network slower than that is timed once.
 TIMED_S, MAX_TIMED_REPS = 0.3, 10
 CACHE_VERSION = 1
-#: Version of tools.quantize's recipe, part of the int8 file's name: a new recipe makes new files.
+#: Version of repository.quantize's recipe, part of the int8 file's name: a new recipe makes new files.
 INT8_RECIPE = 2
 
 
@@ -258,7 +258,7 @@ class Choice:
 
 
 def int8_path(cache_dir: str | Path, model_sha256: str) -> Path:
-    """Where ``tools.quantize`` keeps the int8 (QDQ) version of the fp32 file with this SHA-256."""
+    """Where ``repository.quantize`` keeps the int8 (QDQ) version of the fp32 file with this SHA-256."""
     return Path(cache_dir) / "int8" / f"{model_sha256[:16]}.r{INT8_RECIPE}.onnx"
 
 
@@ -270,7 +270,7 @@ def int8_stamp(int8_file: Path, model_sha256: str) -> None:
 
 
 def int8_intact(int8_file: Path | None, model_sha256: str) -> tuple[bool, str]:
-    """(True, its SHA-256) when ``int8_file`` is the file ``tools.quantize`` made from the fp32
+    """(True, its SHA-256) when ``int8_file`` is the file ``repository.quantize`` made from the fp32
     file with this SHA-256 (its ``.json`` stamp matches both); else (False, why)."""
     if int8_file is None or not int8_file.is_file():
         return False, f"no quantized model at {int8_file}"
@@ -297,7 +297,7 @@ def candidates(f32_path: str, f32_engine: str, flags: set[str] | list[str], int8
         elif not have_openvino:
             notes.append(f"{prec}: openvino is not installed")
         elif prec == "int8" and (int8_file is None or not int8_file.is_file()):
-            notes.append("int8: no quantized model (make it with python -m tools.quantize)")
+            notes.append("int8: no quantized model (make it with python -m repository quantize)")
         elif prec == "int8" and int8_problem:
             notes.append(f"int8: {int8_problem} (delete it; the next repository build makes it again)")
         else:
@@ -429,7 +429,7 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
             ok, why = int8_intact(int8_file, model_sha256)
             if not ok:
                 raise ValueError(f"{model}: precision int8 forced but {why} (delete it if it exists, then make it "
-                                 "with python -m tools.quantize)")
+                                 "with python -m repository quantize)")
         path = str(int8_file) if setting == "int8" else f32_path
         return Choice(model, setting, "openvino", path, "setting", note=note)
     try:

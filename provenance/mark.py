@@ -55,7 +55,7 @@ def watermark_frame(bgr: np.ndarray, payload: Payload) -> np.ndarray:
         ValueError: not a uint8 (H, W, 3|4) array.
 
     Cost: about 6 ms per 1280x720 frame on an idle core, 11 ms on the busy 2-core dev machine
-    (``python -m tools.bench_marking``), against about 35-50 ms for libx264 veryfast to encode
+    (``python -m bench.marking``), against about 35-50 ms for libx264 veryfast to encode
     the frame; so every frame is marked, and any few seconds of a clip carry the mark.
     ``verify`` reads 8 frames (every 3rd from the start) and averages them.
     """

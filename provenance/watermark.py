@@ -49,7 +49,7 @@ BLOCK = 4
 #: survive JPEG and downscaling and spread a change smoothly over the block.
 COEFFS = ((0, 1), (1, 0), (1, 1))
 #: QIM step in orthonormal-DCT units of the canonical luma; tuned in tests/test_provenance.py
-#: and tools/bench_marking.py (bit accuracy after JPEG q75 and a 50% downscale vs. visibility).
+#: and bench/marking.py (bit accuracy after JPEG q75 and a 50% downscale vs. visibility).
 DELTA = 20.0
 #: Perceptual masking: blocks whose AC RMS (canonical grey levels) reaches TEXTURE_FULL get the
 #: full QIM move, flatter ones a share down to FLAT_FLOOR. Tuned on a smooth 1080p gradient

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tools.resolve import shared_dir
+from repository.layout import shared_dir
 
 os.environ.setdefault("FACESWAP_STANDIN_SIZE", "tiny")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over the network
@@ -58,7 +58,7 @@ def free_port_block(n: int = 3) -> int:
 
 @pytest.fixture(scope="session")
 def models():
-    from tools.resolve import resolve
+    from repository.resolve import resolve
 
     resolved = resolve("tiny")
     if resolved["detector"].stand_in:
@@ -70,8 +70,8 @@ def models():
 def start_triton(models: dict, run: Path):
     """A real tritonserver (embedded, CPU) serving ``models`` from a repository written under
     ``run``, on free loopback ports; ready when returned (stop it with ``.stop()``)."""
-    from tools.repository import build
-    from tools.server import Ports, TritonServer
+    from launch.server import Ports, TritonServer
+    from repository.generate import build
 
     build(run / "model_repository", "cpu", models)
     base = free_port_block(3)

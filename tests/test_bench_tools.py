@@ -8,50 +8,52 @@ import numpy as np
 import onnx
 import pytest
 
-from tools import bench, bench_peak, gpu_check, standins
-from tools.resolve import shared_models_dir
+from bench import gpu_check, peak
+from bench import vs_insightface as bench
+from repository import standins
+from repository.layout import shared_models_dir
 
 
 @pytest.mark.parametrize("builder", ["inswapper_128", "w600k_r50", "det_10g"])
 def test_counted_flops_equal_the_builders_count(builder):
     model, gflop = standins.BUILDERS[builder]("tiny")
     shapes = {"input.1": [1, 3, 640, 640]} if builder == "det_10g" else None
-    counted = bench_peak.graph_flops(model, shapes)
+    counted = peak.graph_flops(model, shapes)
     assert counted["uncounted"] == []
     assert counted["gflop"] == pytest.approx(gflop, rel=1e-9)
     if builder == "inswapper_128":
-        assert bench_peak.graph_flops(model, batch=4)["gflop"] == pytest.approx(4 * gflop, rel=1e-9)
+        assert peak.graph_flops(model, batch=4)["gflop"] == pytest.approx(4 * gflop, rel=1e-9)
 
 
 def test_flops_of_a_graph_with_computed_shapes_are_all_counted():
     path = shared_models_dir() / "det_500m.onnx"
     assert path.exists(), f"{path} is needed: provide ../shared/models (the shared SCRFD detectors)"
-    counted = bench_peak.graph_flops(onnx.load(str(path)), {"input.1": [1, 3, 640, 640]})
+    counted = peak.graph_flops(onnx.load(str(path)), {"input.1": [1, 3, 640, 640]})
     assert counted["uncounted"] == [] and counted["nodes"] > 40
     # SCRFD-500M: about 0.5 G multiply-adds at 640x480, so about 1.47 GFLOP at 640x640
     assert 1.3 < counted["gflop"] < 1.6
 
 
 def test_native_precisions_come_from_cpu_flags():
-    plain = bench_peak.native_support(["avx2", "fma"])
+    plain = peak.native_support(["avx2", "fma"])
     assert plain["f32"]["native"] and not plain["bf16"]["native"] and not plain["int8"]["native"]
     assert "avx512_bf16" in plain["bf16"]["reason"]
-    zen4 = bench_peak.native_support(["avx512f", "avx512_bf16", "avx512_vnni"])
+    zen4 = peak.native_support(["avx512f", "avx512_bf16", "avx512_vnni"])
     assert zen4["bf16"]["isa"] == ["avx512_bf16"] and zen4["int8"]["isa"] == ["avx512_vnni"]
-    amx = bench_peak.native_support(["avx512f", "amx_bf16", "amx_int8", "amx_tile"])
+    amx = peak.native_support(["avx512f", "amx_bf16", "amx_int8", "amx_tile"])
     assert amx["bf16"]["isa"] == ["amx_bf16"] and amx["int8"]["isa"] == ["amx_int8"]
-    assert bench_peak.native_support(["avx_vnni"])["int8"]["native"]
+    assert peak.native_support(["avx_vnni"])["int8"]["native"]
 
 
 def test_cpu_info_reads_model_and_flags():
     text = "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 fma avx512f avx512_vnni\n"
-    info = bench_peak.cpu_info(text)
+    info = peak.cpu_info(text)
     assert info["model"] == "Test CPU 9000" and info["cores"] >= 1
     assert info["flags"] == ["avx2", "avx512_vnni", "avx512f", "fma"]
 
 
 def test_precisions_without_native_support_get_no_figure():
-    result = bench_peak.run_probes(0.01, scale="test", flags=["avx2", "fma"])
+    result = peak.run_probes(0.01, scale="test", flags=["avx2", "fma"])
     assert result["peak"]["f32"]["gflops"] > 0
     for prec in ("bf16", "int8"):
         assert result["peak"][prec]["gflops"] is None and "no " in result["peak"][prec]["reason"]
@@ -59,14 +61,14 @@ def test_precisions_without_native_support_get_no_figure():
 
 
 def test_probes_measure_what_this_cpu_runs_natively():
-    flags = bench_peak.cpu_info()["all_flags"]
-    result = bench_peak.run_probes(0.01, scale="test")
-    support = bench_peak.native_support(flags)
-    for prec in bench_peak.PRECISIONS:
+    flags = peak.cpu_info()["all_flags"]
+    result = peak.run_probes(0.01, scale="test")
+    support = peak.native_support(flags)
+    for prec in peak.PRECISIONS:
         assert (result["peak"][prec]["gflops"] is not None) == support[prec]["native"], prec
     for p in result["probes"]:
         if p["engine"] == "openvino" and p["gflops"] is not None:  # the plugin ran what was asked
-            assert set(p["runtime_precision"].split(",")) & set(bench_peak.OV_RUNTIME[p["precision"]])
+            assert set(p["runtime_precision"].split(",")) & set(peak.OV_RUNTIME[p["precision"]])
 
 
 def test_benchmark_photos_have_the_issue_sizes(tmp_path):

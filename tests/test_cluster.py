@@ -1,4 +1,4 @@
-"""Scale-out on one machine with real servers on loopback (``tools.cluster``): Redis, SeaweedFS
+"""Scale-out on one machine with real servers on loopback (``launch.cluster``): Redis, SeaweedFS
 (S3), 2 tritonservers (tiny stand-ins), 2 gateways behind HAProxy, 2 job workers.
 
 What it shows: a job made through one gateway is read and cancelled through the other; a
@@ -37,7 +37,7 @@ def frames(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from tools.cluster import start_cluster
+    from launch.cluster import start_cluster
 
     run_dir = tmp_path_factory.mktemp("cluster")
     topo = start_cluster(run_dir, tritons=2, gateways=2, workers=2, standin_size="tiny",

@@ -300,9 +300,9 @@ def test_only_the_gpu_overlay_asks_for_a_gpu(overlay):
         spec = pod_spec(triton)
         assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-        # Where onnxruntime's TensorRT provider caches engines (tools/repository.py) is a volume.
+        # Where onnxruntime's TensorRT provider caches engines (repository/generate.py) is a volume.
         cache_path = re.search(r'"trt_engine_cache_path"\]\s*=\s*"([^"]+)"',
-                               (ROOT / "tools" / "repository.py").read_text()).group(1)
+                               (ROOT / "repository" / "generate.py").read_text()).group(1)
         (mount,) = [m for m in c["volumeMounts"] if m["name"] == "engine-cache"]
         assert mount["mountPath"] == cache_path and not mount.get("readOnly")
         (vol,) = [v for v in spec["volumes"] if v["name"] == "engine-cache"]

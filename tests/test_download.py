@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tools.download import DownloadError, ModelEntry, download, how_to_provide
+from repository.download import DownloadError, ModelEntry, download, how_to_provide
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

@@ -57,7 +57,7 @@ def test_openvino_swapper_parity_on_real_crops(models, faces, precision):
 
 
 def test_engine_settings_are_validated(monkeypatch):
-    from tools.repository import cpu_engine
+    from repository.generate import cpu_engine
 
     monkeypatch.setenv("FACESWAP_ENGINE", "openvino")
     monkeypatch.setenv("FACESWAP_PRECISION", "bf16")
@@ -76,9 +76,9 @@ def test_engine_settings_are_validated(monkeypatch):
 @pytest.mark.server
 def test_server_on_openvino_bf16_swaps(models, tmp_path, monkeypatch):
     from client import FaceSwapClient
+    from launch.server import Ports, TritonServer
+    from repository.generate import build
     from tests.conftest import free_port_block, image_path
-    from tools.repository import build
-    from tools.server import Ports, TritonServer
 
     monkeypatch.setenv("FACESWAP_ENGINE", "openvino")
     monkeypatch.setenv("FACESWAP_PRECISION", "bf16")

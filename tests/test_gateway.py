@@ -413,7 +413,7 @@ def _wait_job(c: httpx.Client, job_id: str, states=("done", "failed", "cancelled
 
 
 def _clip(tmp_path: Path, n: int = 24, size=(480, 270)) -> bytes:
-    from tools.media import moving_face_frames, write_clip
+    from bench.clips import moving_face_frames, write_clip
 
     p = tmp_path / f"clip_{n}.mp4"
     write_clip(p, moving_face_frames(load("portrait_obama_official.jpg"), size, n), audio=[("aac", 48000, n / 30)])
@@ -432,7 +432,7 @@ def test_video_job_end_to_end(gw, http, tmp_path):
     assert res.status_code == 200 and res.headers["content-type"] == "video/mp4"
     out = tmp_path / "result.mp4"
     out.write_bytes(res.content)
-    from tools.media import probe
+    from bench.clips import probe
 
     info = probe(out)
     assert info["frames"] == 24 and len(info["audio"]) == 1
@@ -475,7 +475,7 @@ def test_job_errors(http, tmp_path):
 def test_long_tiny_video_is_refused_at_upload(http, tmp_path):
     from fractions import Fraction
 
-    from tools.media import write_clip
+    from bench.clips import write_clip
 
     p = tmp_path / "long_tiny.mp4"  # 16x16, 310 s: cheap to send, hours of work for a job worker
     write_clip(p, [np.full((16, 16, 3), i % 255, np.uint8) for i in range(310 * 2)], rate=Fraction(2))
@@ -526,7 +526,7 @@ def test_job_survives_gateway_restart_while_running(gw, tmp_path):
         j = _wait_job(c, job_id)
         assert j["status"] == "done" and j["restarts"] == 1 and j["done"] == 150, j
         assert any("restarted" in w for w in j["warnings"])
-        from tools.media import probe
+        from bench.clips import probe
 
         out = tmp_path / "r.mp4"
         out.write_bytes(c.get(f"/v1/jobs/{job_id}/result").content)

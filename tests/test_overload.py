@@ -70,7 +70,7 @@ def gateway(ov_triton, tmp_path, **env) -> Gateway:
 def test_every_model_but_ensembles_has_a_rejecting_bounded_queue(models, tmp_path):
     from google.protobuf import text_format
 
-    from tools.repository import PROFILES, build
+    from repository.generate import PROFILES, build
 
     for profile in PROFILES:
         build(tmp_path / profile, profile, models)

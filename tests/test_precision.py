@@ -1,4 +1,4 @@
-"""Precision chosen by the load-time parity self-check (pipeline.precision) and int8 (tools.quantize)."""
+"""Precision chosen by the load-time parity self-check (pipeline.precision) and int8 (repository.quantize)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from onnx import numpy_helper
 
 from pipeline import engines
 from pipeline import precision as prec
-from tools import quantize
+from repository import quantize
 
 ZEN4 = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"]
 
@@ -23,7 +23,7 @@ ZEN4 = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"]
 @pytest.fixture(scope="module")
 def probe_repo(models, tmp_path_factory):
     """A CPU model repository (tiny stand-ins, real detector) with its probe; the cache in tmp."""
-    from tools.repository import build
+    from repository.generate import build
 
     out = tmp_path_factory.mktemp("prec") / "repo"
     build(out, "cpu", models)
@@ -53,7 +53,7 @@ def test_only_native_precisions_are_candidates(tmp_path):
     assert any("bf16" in n and "avx512_bf16" in n for n in notes) and any(n.startswith("int8") for n in notes)
     cands, notes = prec.candidates("m.onnx", "onnxruntime", ZEN4, q, True)
     assert [c.precision for c in cands] == ["f32", "bf16"]
-    assert any("tools.quantize" in n for n in notes)  # int8 is native but no quantized file yet
+    assert any("repository.quantize" in n for n in notes)  # int8 is native but no quantized file yet
     q.write_bytes(b"x")
     cands, _ = prec.candidates("m.onnx", "onnxruntime", ZEN4, q, True)
     assert [(c.precision, c.engine, c.path) for c in cands] == [
@@ -166,7 +166,7 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
     q = prec.int8_path(cache, sha)
     q.parent.mkdir(parents=True)
     _damaged_copy(sw, q, 0.05)  # PSNR 26 dB
-    prec.int8_stamp(q, sha)  # stamped as if tools.quantize had made it: only the parity check can tell
+    prec.int8_stamp(q, sha)  # stamped as if repository.quantize had made it: only the parity check can tell
     names, ranks, outs = quantize.io_names(sw)
     calls = []
 
@@ -207,7 +207,7 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
                          load=load, flags=["avx2"])
     assert (forced.precision, forced.engine, forced.chosen_by) == ("bf16", "openvino", "setting")
     assert "not native" in forced.note
-    with pytest.raises(ValueError, match="tools.quantize"):
+    with pytest.raises(ValueError, match="repository.quantize"):
         prec.choose("face_swapper", "int8", sw, "onnxruntime", "cd" * 32, cache, None, names, ranks, outs, load=load)
     # Forced int8 serves only the file made from this model, unchanged since (its stamp).
     other = prec.int8_path(cache, "cd" * 32)

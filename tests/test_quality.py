@@ -20,13 +20,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from bench.clips import moving_face_frames, write_clip
 from client import AsyncFaceSwapClient, FaceSwapClient, InvalidInput
 from client.batch import swap_batch
 from client.core import SWAP_MODEL, SWAP_OUTPUTS, options_json, swap_arrays
 from client.video import VideoOptions, swap_video
 from pipeline.quality import TrackFigures, face_quality, flicker_ratio, swap_region
 from tests.conftest import image_path, load
-from tools.media import moving_face_frames, write_clip
 
 try:
     import insightface
@@ -44,7 +44,7 @@ TWO = "two_obama_biden.jpg"
 
 @pytest.fixture(scope="module")
 def rec(models):
-    """insightface's ArcFaceONNX on the recognizer file the server runs (tools/resolve.py)."""
+    """insightface's ArcFaceONNX on the recognizer file the server runs (repository/resolve.py)."""
     from insightface.model_zoo import get_model
 
     assert insightface.__version__ == "0.7.3", "the reference is pinned to insightface 0.7.3"

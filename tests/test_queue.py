@@ -18,7 +18,7 @@ from gateway.core.store import RedisFaceStore
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
-    from tools.services import RedisServer
+    from launch.services import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start(30)

@@ -6,7 +6,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tools.repository import PROFILES, build
+from repository.generate import PROFILES, build
 
 
 @pytest.fixture(scope="module", params=PROFILES)

@@ -267,7 +267,7 @@ def test_bad_latents_are_invalid_input(client, latent):
 
 
 def test_server_refuses_a_busy_port(triton, tmp_path):
-    from tools.server import Ports, TritonServer
+    from launch.server import Ports, TritonServer
 
     other = TritonServer(triton.repository, Ports(triton.ports.http, triton.ports.grpc, triton.ports.metrics),
                          run_dir=tmp_path)

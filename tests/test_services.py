@@ -1,4 +1,4 @@
-"""Real Redis, SeaweedFS (S3) and HAProxy on loopback (tools/services.py), started and stopped by pid."""
+"""Real Redis, SeaweedFS (S3) and HAProxy on loopback (launch/services.py), started and stopped by pid."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tools.services import (
+from launch.services import (
     HAProxy,
     ManagedProcess,
     RedisServer,
@@ -61,7 +61,7 @@ def test_redis_set_get_and_stop(tmp_path):
 
 
 def test_redis_stopped_from_its_pid_file(tmp_path):
-    """What `python -m tools.cluster stop` does: another object (another process) stops it by pid."""
+    """What `python -m launch.cluster stop` does: another object (another process) stops it by pid."""
     require("redis-server", "apt-get install redis-server (or `make setup`)", ("/usr/bin/redis-server",))
     server = RedisServer(tmp_path, name="r1").start()
     pid = server.pid

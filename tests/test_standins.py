@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from tools import standins
+from repository import standins
 
 
 def io(model: onnx.ModelProto):

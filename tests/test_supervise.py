@@ -1,5 +1,5 @@
-"""Servers that come back on their own (issue 18): ``tools.supervise.Supervisor`` on plain
-processes, and ``make serve`` (``python -m tools.server start``) with a real tritonserver
+"""Servers that come back on their own (issue 18): ``launch.supervise.Supervisor`` on plain
+processes, and ``make serve`` (``python -m launch.server start``) with a real tritonserver
 killed with SIGKILL: no Python-backend stub is left, and the gateway swaps again within 30 s."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from launch.services import ManagedProcess, pid_alive, tcp_open
+from launch.supervise import Supervisor
 from tests.conftest import ROOT, free_port_block, image_path
-from tools.services import ManagedProcess, pid_alive, tcp_open
-from tools.supervise import Supervisor
 
 
 def group_members(pgid: int) -> list[int]:
@@ -74,7 +74,7 @@ def test_a_service_stopped_by_hand_is_left_down(tmp_path):
     sup = Supervisor([svc], interval=0.05, backoff_s=0.1).start()
     try:
         pid = svc.pid
-        # as another process stops it (make stop, tools.server.stop_gateway): by pid, pid file removed
+        # as another process stops it (make stop, launch.server.stop_gateway): by pid, pid file removed
         assert ManagedProcess(tmp_path, "napper", [], hint="sleep").stop()
         time.sleep(1.0)
         assert sup.restarts["napper"] == 0 and not svc.alive() and not pid_alive(pid)
@@ -86,7 +86,7 @@ def test_a_service_stopped_by_hand_is_left_down(tmp_path):
 
 @pytest.mark.server
 def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
-    from tools.repository import build
+    from repository.generate import build
 
     run = tmp_path / "run"
     build(run / "model_repository", "cpu", models)
@@ -97,8 +97,8 @@ def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
            "FACESWAP_GATEWAY_JOBS_DIR": str(tmp_path / "jobs")}
     env.pop("FACESWAP_GATEWAY_HMAC_SECRET", None)
     # the supervise step directly (start would rebuild the repository from FACESWAP_STANDIN_SIZE)
-    sup = ManagedProcess(run, "supervisor", [sys.executable, "-m", "tools.server", "supervise", *args],
-                         env=env, hint="tools.server", stop_timeout=60, cwd=ROOT,
+    sup = ManagedProcess(run, "supervisor", [sys.executable, "-m", "launch.server", "supervise", *args],
+                         env=env, hint="launch.server", stop_timeout=60, cwd=ROOT,
                          ready=lambda p: "supervisor: all up" in p.log_tail(200))
     sup.start(300)
     gateway = f"http://127.0.0.1:{gw_port}"
@@ -141,13 +141,13 @@ def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
 
 @pytest.mark.server
 def test_make_cluster_restarts_what_dies_and_stops_everything(tmp_path):
-    """``python -m tools.cluster start`` (what ``make cluster`` runs) leaves a supervisor behind:
+    """``python -m launch.cluster start`` (what ``make cluster`` runs) leaves a supervisor behind:
     a job worker, Redis and a gateway killed with SIGKILL come back on their own (Redis with its
     data), and ``stop`` leaves nothing running."""
     import json
 
     run = tmp_path / "cluster"
-    cli = [sys.executable, "-m", "tools.cluster"]
+    cli = [sys.executable, "-m", "launch.cluster"]
     env = {**os.environ, "FACESWAP_STANDIN_SIZE": "tiny"}
     r = subprocess.run([*cli, "start", f"--run-dir={run}", "--tritons=1", "--gateways=1", "--workers=1"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.clips import moving_face_frames, probe, write_clip
 from client import AsyncFaceSwapClient, Face
 from client.batch import swap_batch
 from client.tracking import FaceTracker, OneEuro
 from client.video import VideoOptions, swap_video
 from tests.conftest import image_path, load
-from tools.media import moving_face_frames, probe, write_clip
 
 pytestmark = pytest.mark.server
 

@@ -118,7 +118,7 @@ class Marker:
 
 async def read_models(triton: AsyncFaceSwapClient) -> list[dict]:
     """The networks Triton serves, from their configs (``model_name``, ``model_sha256``,
-    ``stand_in`` parameters written by tools/repository.py); [] when Triton cannot tell."""
+    ``stand_in`` parameters written by repository/generate.py); [] when Triton cannot tell."""
     models = []
     try:
         for net in NETWORKS:

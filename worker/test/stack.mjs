@@ -31,7 +31,7 @@ export const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_
   // The gateway fetches inputs from and writes results to the Worker's signed media URLs only.
   FACESWAP_GATEWAY_MEDIA_URL_PREFIXES: `${WORKER_URL}/api/media/` };
 delete env.CLOUDFLARE_API_TOKEN;
-const serverArgs = ["-m", "tools.server", "--http-port", String(PORTS.http), "--grpc-port", String(PORTS.grpc),
+const serverArgs = ["-m", "launch.server", "--http-port", String(PORTS.http), "--grpc-port", String(PORTS.grpc),
   "--metrics-port", String(PORTS.metrics), "--gateway-port", String(PORTS.gateway)];
 let wrangler, logFd;
 const LOG = () => (logFd ??= openSync(process.env.FACESWAP_E2E_WRANGLER_LOG, "a"));
@@ -68,7 +68,7 @@ export async function startStack() {
 
 /** Stop only the gateway (Triton and the Worker stay): the service is then down behind the Worker. */
 export function stopGateway() {
-  const r = spawnSync(PY, ["-c", "import sys; from tools.server import stop_gateway; print(stop_gateway(int(sys.argv[1])))",
+  const r = spawnSync(PY, ["-c", "import sys; from launch.server import stop_gateway; print(stop_gateway(int(sys.argv[1])))",
     String(PORTS.gateway)], { cwd: ROOT, env, encoding: "utf8", timeout: 60_000 });
   assert.equal(r.stdout.trim(), "True", `the gateway was not stopped: ${r.stdout}${r.stderr}`);
 }

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from tools.services import ROOT, ManagedProcess, Service, http_ok, log_contains, port_free
+from launch.services import ROOT, ManagedProcess, Service, http_ok, log_contains, port_free
 
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -78,12 +78,12 @@ def server_env() -> dict[str, str]:
 
 
 class TritonServer(Service):
-    """One embedded tritonserver process on loopback, a :class:`tools.services.Service`: its own
+    """One embedded tritonserver process on loopback, a :class:`launch.services.Service`: its own
     process group (with the Python-backend stubs it starts), pid file ``<run_dir>/<name>.pid``,
     log ``<run_dir>/<name>.log``, stopped by pid (SIGTERM, then SIGKILL to the whole group).
 
     Args:
-        repository: model repository folder (see ``tools.repository``).
+        repository: model repository folder (see ``repository.generate``).
         ports: loopback ports.
         run_dir: folder of the pid file and the log.
         name: file stem (default ``triton_<http port>``).
@@ -150,9 +150,9 @@ class TritonServer(Service):
 
 @contextmanager
 def embedded(name: str, models: dict, http_port: int) -> Iterator[TritonServer]:
-    """Write the CPU repository ``.run/<name>`` for ``models`` (tools.resolve) and run a server
+    """Write the CPU repository ``.run/<name>`` for ``models`` (repository.resolve) and run a server
     on ``http_port`` (gRPC +1, metrics +2) for the ``with`` block."""
-    from tools.repository import build
+    from repository.generate import build
 
     build(RUN / name, "cpu", models)
     with TritonServer(RUN / name, Ports(http_port, http_port + 1, http_port + 2)) as server:
@@ -161,7 +161,7 @@ def embedded(name: str, models: dict, http_port: int) -> Iterator[TritonServer]:
 
 def gateway_service(port: int, triton_grpc: str, run_dir: Path = RUN, triton_metrics: str | None = None
                     ) -> ManagedProcess:
-    """``python -m gateway`` on 127.0.0.1:``port`` as a :class:`tools.services.ManagedProcess`
+    """``python -m gateway`` on 127.0.0.1:``port`` as a :class:`launch.services.ManagedProcess`
     (pid file and log ``<run_dir>/gateway_<port>.*``), ready when ``/healthz`` answers.
     ``triton_metrics``: Triton's metrics URL (default: the gateway's guess, gRPC port + 1)."""
     env = {**os.environ, "FACESWAP_GATEWAY_PORT": str(port), "FACESWAP_GATEWAY_TRITON_URL": triton_grpc}
@@ -205,18 +205,18 @@ READY_LINE = "supervisor: all up"
 
 
 def _supervisor(ports: Ports, run_dir: Path, cmd: list[str] | None = None) -> ManagedProcess:
-    """The ``python -m tools.server supervise`` process of the servers on ``ports`` (pid and log
+    """The ``python -m launch.server supervise`` process of the servers on ``ports`` (pid and log
     ``<run_dir>/supervisor_<http port>.*``, so that several ``make serve`` stacks on other ports
     keep apart, as their servers' own files do)."""
-    return ManagedProcess(run_dir, f"supervisor_{ports.http}", cmd or [], hint="tools.server", stop_timeout=60.0,
+    return ManagedProcess(run_dir, f"supervisor_{ports.http}", cmd or [], hint="launch.server", stop_timeout=60.0,
                           ready=log_contains(READY_LINE), env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def supervise(repository: Path, ports: Ports, gateway_port: int | None, run_dir: Path = RUN) -> int:
-    """The body of ``python -m tools.server supervise``: start tritonserver and the gateway (as
+    """The body of ``python -m launch.server supervise``: start tritonserver and the gateway (as
     children of this process), log :data:`READY_LINE`, then restart either when it dies
-    (``tools.supervise``) until SIGTERM/SIGINT, which stops both (the gateway first)."""
-    from tools.supervise import Supervisor, interrupt_on_signals
+    (``launch.supervise``) until SIGTERM/SIGINT, which stops both (the gateway first)."""
+    from launch.supervise import Supervisor, interrupt_on_signals
 
     interrupt_on_signals()
     triton = TritonServer(repository, ports, run_dir)
@@ -246,7 +246,7 @@ def supervise(repository: Path, ports: Ports, gateway_port: int | None, run_dir:
 
 def start_supervised(repository: Path, ports: Ports, gateway_port: int | None, run_dir: Path = RUN,
                      timeout: float = 900.0) -> int:
-    """Start ``python -m tools.server supervise`` in its own session and wait for
+    """Start ``python -m launch.server supervise`` in its own session and wait for
     :data:`READY_LINE` in its log; returns its pid.
 
     Raises:
@@ -254,7 +254,7 @@ def start_supervised(repository: Path, ports: Ports, gateway_port: int | None, r
             it is stopped then).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "tools.server", "supervise", f"--repository={repository}",
+    cmd = [sys.executable, "-m", "launch.server", "supervise", f"--repository={repository}",
            f"--http-port={ports.http}", f"--grpc-port={ports.grpc}", f"--metrics-port={ports.metrics}",
            f"--run-dir={run_dir}"]
     if gateway_port is not None:
@@ -308,8 +308,8 @@ def main() -> int:
     if args.action == "status":
         print("ready" if server.is_ready() else "not ready")
         return 0 if server.is_ready() else 1
-    from tools.repository import build
-    from tools.resolve import resolve
+    from repository.generate import build
+    from repository.resolve import resolve
 
     models = resolve(args.standin_size)
     for m in models.values():

@@ -1,4 +1,4 @@
-"""``python -m tools.bench_live``: live streams (``/v1/stream``) through a real gateway and Triton.
+"""``python -m bench.live``: live streams (``/v1/stream``) through a real gateway and Triton.
 
 For the tiny and the full stand-ins (each with its own Triton and gateway on loopback), streams
 the shared 1080p clip scaled to 480p and 720p at its own 24 fps, as a camera would (looped for
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 from pathlib import Path
 from unittest import mock
@@ -28,9 +27,11 @@ from unittest import mock
 import cv2
 import numpy as np
 
+from bench import summary
 from client.live import read_frames, stream_frames
-from tools.resolve import resolve, shared_dir
-from tools.server import ROOT, RUN, embedded, start_gateway, stop_gateway
+from launch.server import RUN, embedded, start_gateway, stop_gateway
+from repository.layout import shared_dir
+from repository.resolve import resolve
 
 GPU_TFLOPS = 0.5 * 790e3  # GFLOP per second: half of an H200's bf16 peak
 GPU_SWAP_MS = 174.7 / GPU_TFLOPS * 1000  # one face
@@ -85,7 +86,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=6.0, help="streaming seconds per case (default %(default)s)")
     ap.add_argument("--sizes", nargs="+", default=["tiny", "full"], choices=["tiny", "full"])
     ap.add_argument("--port", type=int, default=int(os.environ.get("BENCH_LIVE_PORT", 8640)))
-    ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_live.json")
+    ap.add_argument("--out", type=Path, default=summary.out_path("live"))
     args = ap.parse_args()
     source = (shared_dir() / "images" / "portrait_astronaut_eileen_collins.png").read_bytes()
     clips = {h: _clip(h) for h in (480, 720)}
@@ -130,9 +131,7 @@ def main() -> int:
                 stop_gateway(gw_port)
     print(f"GPU estimate assumes the networks at 50% of an H200's 790 TFLOP/s bf16 (swapper {GPU_SWAP_MS:.2f} "
           "ms/face) and every other part of a frame at its CPU time measured here.")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    summary.write("live", report, args.out)
     return 0
 
 

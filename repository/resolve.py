@@ -1,10 +1,10 @@
 """Which model file serves each network: real downloads, then ../shared/models, then stand-ins.
 
 Resolution order per role (detector, recognizer, swapper):
-1. ``models/<file>`` downloaded by ``tools.download`` (size and SHA-256 checked there);
+1. ``models/<file>`` downloaded by ``repository.download`` (size and SHA-256 checked there);
 2. for the detector, the real SCRFD exports in the shared folder (``FACESWAP_SHARED_MODELS``,
    default ``../shared/models``): ``det_2.5g.onnx``, then ``det_500m.onnx``;
-3. a stand-in from ``tools.standins`` (size from ``FACESWAP_STANDIN_SIZE``: tiny or full),
+3. a stand-in from ``repository.standins`` (size from ``FACESWAP_STANDIN_SIZE``: tiny or full),
    generated on demand and always labelled as such.
 """
 
@@ -15,12 +15,12 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tools import standins
-from tools.download import MODELS_DIR, load_manifest
+from repository import standins
+from repository.download import load_manifest
+from repository.layout import MODELS_DIR, ROLES, shared_models_dir
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[1]
-ROLES = ("detector", "recognizer", "swapper")
+__all__ = ["ROLES", "ResolvedModel", "as_dict", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -46,22 +46,6 @@ class ResolvedModel:
     def describe(self) -> str:
         kind = "STAND-IN (random weights, not a real face model)" if self.stand_in else "real"
         return f"{self.role:10s} {self.name:14s} {kind:48s} {self.source} {self.detail} {self.path}"
-
-
-def shared_dir() -> Path:
-    """The read-only shared folder (real photos and detectors): ``FACESWAP_SHARED``, else
-    ``../shared`` beside the checkout, else ``/work/shared`` (this workplace's fixed place)."""
-    env = os.environ.get("FACESWAP_SHARED")
-    if env:
-        return Path(env)
-    for cand in (ROOT.parent / "shared", Path("/work/shared")):
-        if cand.is_dir():
-            return cand
-    return ROOT.parent / "shared"
-
-
-def shared_models_dir() -> Path:
-    return Path(os.environ.get("FACESWAP_SHARED_MODELS", shared_dir() / "models"))
 
 
 def resolve(standin_size: str | None = None, models_dir: Path = MODELS_DIR) -> dict[str, ResolvedModel]:

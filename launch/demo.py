@@ -22,24 +22,11 @@ import numpy as np
 
 from client import FaceSwapClient, FaceSwapError
 from client.core import Face
-from tools.resolve import resolve, shared_dir
-from tools.server import embedded
+from launch.server import embedded
+from repository.layout import default_images
+from repository.resolve import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_IMAGES = Path(os.environ.get("FACESWAP_SHARED_IMAGES", shared_dir() / "images"))
-
-
-def default_images() -> tuple[Path, Path]:
-    """(source portrait, group photo): ../shared/images when present, else insightface's own."""
-    src, tgt = SHARED_IMAGES / "portrait_obama_official.jpg", SHARED_IMAGES / "group_insightface_t1.jpg"
-    if src.exists() and tgt.exists():
-        return src, tgt
-    import insightface
-
-    data = Path(insightface.__file__).parent / "data" / "images"
-    return data / "Tom_Hanks_54745.png", data / "t1.jpg"
-
-
 def stage_times(before: dict, after: dict) -> list[tuple[str, int, float]]:
     """(model, requests, mean ms per request) from two Triton statistics snapshots."""
     rows = []

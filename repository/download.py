@@ -1,4 +1,4 @@
-"""Download the real insightface models listed in ``tools/models.json``.
+"""Download the real insightface models listed in ``repository/models.json``.
 
 For each model: try each URL (primary, then mirrors) with retries and exponential backoff;
 resume a partial ``.part`` file with an HTTP Range request; check size and SHA-256; rename
@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
+from repository.layout import MODELS_DIR
+
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = Path(__file__).with_name("models.json")
-MODELS_DIR = ROOT / "models"
 
 
 @dataclass(frozen=True)
@@ -130,14 +130,16 @@ def how_to_provide(entry: ModelEntry, dest_dir: Path = MODELS_DIR) -> str:
             f"into {dest_dir}/ (from {entry.urls[0]}), or run `make models` where the network allows")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description="Download the real insightface models (size and SHA-256 checked).")
-    ap.add_argument("names", nargs="*", help="models to fetch (default: all in tools/models.json)")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("names", nargs="*", help="models to fetch (default: all in repository/models.json)")
     ap.add_argument("--dest", type=Path, default=MODELS_DIR)
     ap.add_argument("--retries", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds per connection attempt")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``faceswap-repository models``: fetch what is missing; offline, say how to provide each file.
+    Exits 0 either way: the pipeline falls back to the shared detector and labelled stand-ins."""
     missing = 0
     for entry in load_manifest():
         if args.names and entry.name not in args.names:
@@ -151,9 +153,6 @@ def main() -> int:
             print(how_to_provide(entry, args.dest))
     if missing:
         print(f"{missing} model(s) not downloaded: the pipeline will use the real detector from ../shared/models "
-              "where present and labelled stand-ins for the rest (python -m tools.standins)")
+              "where present and labelled stand-ins for the rest (faceswap-repository standins)")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,7 +4,7 @@
   (the ``tritonserver`` in the nvidia-pytriton wheel has only the Python backend).
 - ``gpu`` : the networks on Triton's ``onnxruntime`` backend (TensorRT execution provider)
   with dynamic batching and GPU instance groups; ``gpu-trt``: ``tensorrt_plan`` engines built
-  by ``tools/build_engines.sh``. The Python stages and the ensembles are the same in all.
+  by ``repository/build_engines.sh``. The Python stages and the ensembles are the same in all.
 
 The tensor names of the networks come from the resolved ONNX graphs (the real SCRFD
 exports name their outputs with numbers that differ between det_10g and det_2.5g).
@@ -14,7 +14,6 @@ Configs are written with Triton's own ModelConfig protobuf, so they always parse
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -31,11 +30,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 from pipeline import precision as prec
 from pipeline.detection import HEAD_NAMES
 from pipeline.engines import ENGINES
-from tools.resolve import ResolvedModel, resolve
+from repository.layout import NET_MODEL, ROOT, SOURCE, cache_dir, default_images
+from repository.layout import cached_sha256 as _file_sha256
+from repository.quantize import ensure_int8
+from repository.resolve import ResolvedModel, resolve
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "model_repository"
 PROFILES = ("cpu", "gpu", "gpu-trt")
 ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 7: "TYPE_INT64", 6: "TYPE_INT32", 2: "TYPE_UINT8"}
 
@@ -73,7 +73,6 @@ class Stage:
 
 #: Batch limit given to networks whose graph has a symbolic batch dimension.
 NET_MAX_BATCH = {"detector": 0, "recognizer": 32, "swapper": 8}
-NET_MODEL = {"detector": "face_detector", "recognizer": "face_recognizer", "swapper": "face_swapper"}
 #: Tunables of the Python stages (config ``parameters``); keep in sync with docs/models-and-pipeline.md.
 DEFAULTS = {"det_size": "640", "det_thresh": "0.5", "nms_thresh": "0.4", "max_faces": "64", "max_pixels": "40000000"}
 #: Queue policy of every non-ensemble model (Triton ``ModelQueuePolicy``): at most this many
@@ -283,16 +282,6 @@ def cpu_engine() -> tuple[str, str]:
     return engine, precision
 
 
-def cache_dir() -> Path:
-    """``FACESWAP_CACHE_DIR``, default ``.run/cache`` in the checkout: int8 files and the
-    self-check's decisions, kept across restarts."""
-    return Path(os.environ.get("FACESWAP_CACHE_DIR") or ROOT / ".run" / "cache").resolve()
-
-
-#: ``pipeline.precision.file_sha256``, remembered per path (the same files are hashed by several steps).
-_file_sha256 = functools.lru_cache(maxsize=16)(prec.file_sha256)
-
-
 def _identity(net: Net, onnx_path: str) -> dict[str, str]:
     """``model_name`` (the file's name) and ``model_sha256`` (of the ONNX file served): what the
     gateway names in every output's C2PA manifest (read from Triton at start)."""
@@ -421,12 +410,10 @@ def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] 
 
 def write_probe(out_dir: Path, models: dict[str, ResolvedModel], emap: np.ndarray) -> Path | None:
     """``precision_probe.npz`` (``pipeline.precision.make_probe``) from our test photos
-    (``tools.demo.default_images``: the shared portrait and group photo, else insightface's own),
+    (``repository.layout.default_images``: the shared portrait and group photo, else insightface's own),
     cut with the fp32 detector and recognizer; None (and a warning) when there is no photo."""
     import cv2
     import onnxruntime as ort
-
-    from tools.demo import default_images
 
     try:
         photos = [cv2.imread(str(p)) for p in default_images()]
@@ -463,8 +450,6 @@ def prepare_precision(out_dir: Path, models: dict[str, ResolvedModel], emap: np.
     native = prec.native_support(prec.cpu_info()["all_flags"])["int8"]["native"]
     if probe is None or setting not in ("auto", "int8") or not native:
         return out
-    from tools.quantize import ensure_int8
-
     for role, m in models.items():
         name = NET_MODEL[role]
         try:
@@ -475,17 +460,16 @@ def prepare_precision(out_dir: Path, models: dict[str, ResolvedModel], emap: np.
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Generate a Triton model repository (config.pbtxt for every model).")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--profile", choices=PROFILES, default="cpu")
     ap.add_argument("--out", type=Path, default=None, help="default: .run/model_repository (cpu) or build/<profile>")
-    ap.add_argument("--standin-size", choices=["tiny", "full"], default=None)
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ap.add_argument("--standin-size", choices=["tiny", "full"], default=None,
+                    help="stand-in size where a real model is missing (default: FACESWAP_STANDIN_SIZE or tiny)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``faceswap-repository build``: write the repository and print its summary (JSON)."""
     out = args.out or (ROOT / ".run" / "model_repository" if args.profile == "cpu" else ROOT / "build" / args.profile)
     summary = build(out, args.profile, resolve(args.standin_size))
     print(json.dumps(summary, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,4 +1,4 @@
-"""``python -m tools.bench_overload``: the gateway under more load than it can serve.
+"""``python -m bench.overload``: the gateway under more load than it can serve.
 
 Starts its own Triton (tiny stand-ins by default) and gateway on loopback, registers the source
 face once, then sends ``POST /v1/swap`` (``source_face_id``, the group photo, ``output_format=jpeg``):
@@ -19,7 +19,7 @@ and its descendants: Triton's Python stubs) after phase 1, at its peak (sampled 
 ``face_swap`` and ``image_decoder`` polled every 0.2 s: the last change, once still for 2 s).
 Prints the issue's targets with PASS/FAIL and writes ``out/bench_overload.json``; exits 0 even
 when a target fails, non-zero only when it could not run. Reproduce: ``make bench``, or
-``python -m tools.bench_overload [--standin-size full] [--seconds 300] [--gateway-env KEY=VALUE]``.
+``python -m bench.overload [--standin-size full] [--seconds 300] [--gateway-env KEY=VALUE]``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from unittest import mock
 import httpx
 import numpy as np
 
-from tools.demo import default_images
-from tools.resolve import resolve
-from tools.server import ROOT, RUN, embedded, start_gateway, stop_gateway
+from bench import summary as bench_summary
+from launch.server import RUN, embedded, start_gateway, stop_gateway
+from repository.layout import default_images
+from repository.resolve import resolve
 
 CLIENT_TIMEOUT_S = 120.0
 QUIET_S = 2.0
@@ -249,7 +250,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrival times")
     ap.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment for the gateway only (repeatable), e.g. FACESWAP_GATEWAY_TRITON_TIMEOUT_S=10")
-    ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_overload.json", help="JSON summary")
+    ap.add_argument("--out", type=Path, default=bench_summary.out_path("overload"), help="JSON summary")
     args = ap.parse_args()
     if bad := [kv for kv in args.gateway_env if "=" not in kv]:
         ap.error(f"--gateway-env wants KEY=VALUE, got {bad}")
@@ -274,9 +275,7 @@ def main() -> int:
     summary["gateway_env"] = gw_env
     summary["targets"] = [dict(zip(("figure", "value", "target", "pass"), t)) for t in targets(summary)]
     report(summary)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2))
-    print(f"\nwritten {args.out}")
+    bench_summary.write("overload", summary, args.out)
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from client import FaceSwapClient
 from client.core import options_json
-from tools.demo import default_images
+from repository.layout import default_images
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-perf"

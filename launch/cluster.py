@@ -1,13 +1,13 @@
 """The local multi-process topology of DESIGN.md "At scale, and live", with real servers on loopback.
 
-``make cluster`` (``python -m tools.cluster start``) starts, in this order: Redis, the S3 store
+``make cluster`` (``python -m launch.cluster start``) starts, in this order: Redis, the S3 store
 (SeaweedFS), N tritonservers (embedded, CPU, in parallel; tiny stand-ins unless
 ``FACESWAP_STANDIN_SIZE`` says otherwise), N gateways (``python -m gateway``; each waits for
 ``/healthz``), M job workers (``python -m gateway.worker``; each waits for "worker ready" in its
 log) and HAProxy in front of the gateways. Every server binds to 127.0.0.1 on a free port.
 Everything lives under ``.run/cluster/``: pid files, logs, data, and ``topology.json`` (ports,
 pids, URLs, S3 keys; mode 0600). ``make cluster-stop`` stops everything by pid and is safe to run
-twice; ``python -m tools.cluster status`` says what is up.
+twice; ``python -m launch.cluster status`` says what is up.
 
 On success ``start`` prints one line per component on stdout (everything else goes to stderr)::
 
@@ -34,8 +34,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tools.server import RUN, Ports, TritonServer, prepare_backends
-from tools.services import (
+from launch.server import RUN, Ports, TritonServer, prepare_backends
+from launch.services import (
     HAProxy,
     ManagedProcess,
     RedisServer,
@@ -48,7 +48,7 @@ from tools.services import (
     tcp_open,
 )
 
-log = logging.getLogger("tools.cluster")
+log = logging.getLogger("launch.cluster")
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = RUN / "cluster"
 TRITON_TIMEOUT_S = 300.0
@@ -343,7 +343,7 @@ class Topology:
         return i
 
     def detach(self) -> None:
-        """Leave every server running after this process exits (``python -m tools.cluster start``)."""
+        """Leave every server running after this process exits (``python -m launch.cluster start``)."""
         for _, svc in self.components():
             svc.detach()
 
@@ -431,8 +431,8 @@ def _step(component: str, fn):
 
 def _start(topo: Topology, n_tritons: int, n_gateways: int, n_workers: int, standin_size: str | None,
            env_extra: Mapping[str, str], triton_timeout: float) -> None:
-    from tools.repository import build
-    from tools.resolve import resolve
+    from repository.generate import build
+    from repository.resolve import resolve
 
     rd = topo.run_dir
     t0 = time.monotonic()
@@ -523,16 +523,16 @@ SUPERVISED_LINE = "cluster: all up, supervising"
 
 
 def _supervisor(run_dir: Path, cmd: list[str] | None = None) -> ManagedProcess:
-    """The ``python -m tools.cluster run`` process (pid and log ``<run_dir>/supervisor.*``)."""
-    return ManagedProcess(run_dir, "supervisor", cmd or [], hint="tools.cluster", stop_timeout=90.0,
+    """The ``python -m launch.cluster run`` process (pid and log ``<run_dir>/supervisor.*``)."""
+    return ManagedProcess(run_dir, "supervisor", cmd or [], hint="launch.cluster", stop_timeout=90.0,
                           ready=log_contains(SUPERVISED_LINE), env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def _run_supervised(run_dir: Path, tritons: int, gateways: int, workers: int, standin_size: str | None) -> int:
-    """``python -m tools.cluster run``: start the cluster as children of this process, then restart
-    any component that dies (``tools.supervise``; ``topology.json`` follows the new pids) until
+    """``python -m launch.cluster run``: start the cluster as children of this process, then restart
+    any component that dies (``launch.supervise``; ``topology.json`` follows the new pids) until
     SIGTERM/SIGINT, which stops everything."""
-    from tools.supervise import Supervisor, interrupt_on_signals
+    from launch.supervise import Supervisor, interrupt_on_signals
 
     interrupt_on_signals()  # while starting: start_cluster stops what it started
     try:
@@ -552,7 +552,7 @@ def _run_supervised(run_dir: Path, tritons: int, gateways: int, workers: int, st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tools.cluster start|stop|status``; returns the exit status."""
+    """``python -m launch.cluster start|stop|status``; returns the exit status."""
     ap = argparse.ArgumentParser(description="Local cluster on loopback: Redis, S3 (SeaweedFS), tritonservers, "
                                  "gateways behind HAProxy, job workers.")
     ap.add_argument("action", choices=["start", "stop", "status", "run"],
@@ -566,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="stand-ins where real models are missing (default: FACESWAP_STANDIN_SIZE, else tiny)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("tools.services").setLevel(logging.WARNING)
+    logging.getLogger("launch.services").setLevel(logging.WARNING)
     run_dir = args.run_dir.resolve()
 
     if args.action == "run":
@@ -605,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     if old is not None:
         old.stop()  # leftovers of a crashed run (orphaned groups)
-    cmd = [sys.executable, "-m", "tools.cluster", "run", f"--run-dir={run_dir}", f"--tritons={args.tritons}",
+    cmd = [sys.executable, "-m", "launch.cluster", "run", f"--run-dir={run_dir}", f"--tritons={args.tritons}",
            f"--gateways={args.gateways}", f"--workers={args.workers}"]
     if args.standin_size:
         cmd.append(f"--standin-size={args.standin_size}")

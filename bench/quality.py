@@ -1,4 +1,4 @@
-"""``python -m tools.bench_quality``: what the per-face quality figures add to a 1080p swap (issue 12),
+"""``python -m bench.quality``: what the per-face quality figures add to a 1080p swap (issue 12),
 written to out/bench_quality.json.
 
 For each stand-in size (tiny, full) a server is started and two 1920x1080 JPEG (q95) targets are
@@ -23,7 +23,6 @@ Timings are of this machine; compare within one run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -31,13 +30,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench import summary
 from client import FaceSwapClient
+from launch.server import embedded
 from pipeline.quality import quality_crops
-from tools.demo import default_images
-from tools.resolve import resolve
-from tools.server import embedded
-
-ROOT = Path(__file__).resolve().parents[1]
+from repository.layout import default_images
+from repository.resolve import resolve
 
 
 def canvas_1080(img: np.ndarray, height: int) -> np.ndarray:
@@ -98,7 +96,7 @@ def main() -> int:
     ap.add_argument("--sizes", nargs="+", default=["tiny", "full"], choices=["tiny", "full"])
     ap.add_argument("--repeats", type=int, default=0, help="requests per setting (default: 20 tiny, 6 full)")
     ap.add_argument("--port", type=int, default=18130)
-    ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench_quality.json")
+    ap.add_argument("--json", type=Path, default=summary.out_path("quality"))
     args = ap.parse_args()
     source, group = default_images()
     targets = {"1080p_1_face": canvas_1080(cv2.imread(str(source)), 900),
@@ -121,9 +119,7 @@ def main() -> int:
                           f"{r['recognizer_ms']:.1f} ms in {r['recognizer_calls']:g} call(s) of "
                           f"{r['recognizer_crops']:g} crops; crops {r['crops_ms']:.2f} ms", flush=True)
                     rows.append(r)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=2))
-    print(f"wrote {args.json}")
+    summary.write("quality", rows, args.json)
     return 0
 
 

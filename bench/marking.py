@@ -1,4 +1,4 @@
-"""``python -m tools.bench_marking``: what marking adds per output (issue 12), written to out/bench_marking.json.
+"""``python -m bench.marking``: what marking adds per output (issue 12), written to out/bench_marking.json.
 
 Per 1920x1080 image (a real photo resized), for JPEG (q95), PNG and WebP (q95), the median
 over ``--repeats`` runs of each step ``provenance.mark_image`` takes, measured separately:
@@ -31,6 +31,7 @@ import av
 import cv2
 import numpy as np
 
+from bench import summary
 from provenance import (
     Payload,
     ProvenanceSigner,
@@ -43,7 +44,7 @@ from provenance import (
     xmp,
 )
 from provenance.mark import output_xmp_packet
-from tools.resolve import shared_dir
+from repository.layout import shared_dir
 
 MODELS = [{"name": "det_2.5g", "sha256": "0" * 64, "stand_in": False},
           {"name": "w600k_r50", "sha256": "1" * 64, "stand_in": True},
@@ -159,7 +160,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--frames", type=int, default=48)
-    ap.add_argument("--out", default="out/bench_marking.json")
+    ap.add_argument("--out", type=Path, default=summary.out_path("marking"))
     args = ap.parse_args()
     images = Path(os.environ.get("FACESWAP_SHARED_IMAGES", shared_dir() / "images"))
     photo = cv2.imread(str(images / "two_obama_biden_stage.jpg"))
@@ -179,8 +180,7 @@ def main() -> None:
             "watermark_robustness": robustness(sorted(glob.glob(str(images / "*.jpg")) +
                                                       glob.glob(str(images / "*.png")))),
         }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    summary.write("marking", result, args.out)
     print(f"{'1080p image':12} {'watermark':>10} {'re-encode':>10} {'xmp':>8} {'c2pa':>8} {'total':>8} {'verify':>8}")
     for fmt, r in result["image_1080p"].items():
         print(f"{fmt:12} {r['watermark_ms']:10.2f} {r['reencode_ms']:10.2f} {r['xmp_ms']:8.3f} {r['c2pa_ms']:8.2f} "
@@ -190,7 +190,6 @@ def main() -> None:
           f"{v['encode_ms_per_frame_libx264_veryfast']} ms/frame); XMP+C2PA {v['xmp_c2pa_ms_per_file']} ms per "
           f"{v['clip_frames']}-frame file = {v['xmp_c2pa_ms_per_frame']} ms/frame; verify {v['verify_ms']} ms")
     print("watermark bits:", json.dumps(result["watermark_robustness"]))
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@
 On the GPU machine (device tool; one H200, PyTorch 2.11 + CUDA 13, onnx and onnxruntime for CPU,
 nothing to install or carry), from the repository root, well under 600 s:
 
-    PYTHONUNBUFFERED=1 python3 -m tools.gpu_check --out $OUT/gpu_check.json
+    PYTHONUNBUFFERED=1 python3 -m bench.gpu_check --out $OUT/gpu_check.json
 
 (device tool: ``run`` with that command and ``timeout_s`` 540). The full stand-in (359 MB, too
-large to carry) is regenerated there by ``tools.standins.make_inswapper("full")`` (numpy + onnx
+large to carry) is regenerated there by ``repository.standins.make_inswapper("full")`` (numpy + onnx
 only, ~5 s); the report says whether its weights' fingerprint equals the file made here. To check
 parity on real aligned face crops instead of smooth synthetic images, make them here first
-(``python -m tools.gpu_check --write-crops out/gpu_crops.npy``), then add ``--crops
+(``python -m bench.gpu_check --write-crops out/gpu_crops.npy``), then add ``--crops
 out/gpu_crops.npy`` to the command and ``carry: ["out/gpu_crops.npy"]`` to the call.
 
 What it does: converts the ONNX graph to PyTorch with a small converter for the ops it uses
@@ -27,7 +27,7 @@ arrive in fp32, so the stand-in's latent-coloured look stays fp32). Physical anc
 the report gives achieved TFLOP/s (GFLOP per face counted from the graph) and % of that.
 
 It prints one JSON report (and writes ``--out``). Without CUDA it stops at once with exit code 3,
-unless ``--device cpu``: ``python -m tools.gpu_check --device cpu --batches 1 --dry-run``
+unless ``--device cpu``: ``python -m bench.gpu_check --device cpu --batches 1 --dry-run``
 converts and checks fp32 against onnxruntime on the CPU only (how it is tested here).
 Exit codes: 0 done; 1 the fp32 conversion differs from onnxruntime; 3 no CUDA device / no torch.
 """
@@ -359,8 +359,8 @@ def make_crops(path: Path) -> int:
 
     from pipeline.align import norm_crop
     from pipeline.detection import decode_scrfd, detector_blob, letterbox
-    from tools.demo import default_images
-    from tools.resolve import resolve
+    from repository.layout import default_images
+    from repository.resolve import resolve
 
     det = resolve("tiny")["detector"]
     sess = ort.InferenceSession(det.path, providers=["CPUExecutionProvider"])
@@ -396,7 +396,7 @@ def main() -> int:
     if args.write_crops:
         return make_crops(args.write_crops)
     t_start = time.perf_counter()
-    report: dict = {"tool": "tools.gpu_check", "args": {k: str(v) for k, v in vars(args).items()}}
+    report: dict = {"tool": "bench.gpu_check", "args": {k: str(v) for k, v in vars(args).items()}}
 
     def finish(code: int) -> int:
         report["seconds"] = round(time.perf_counter() - t_start, 1)
@@ -432,8 +432,8 @@ def main() -> int:
     print(f"[gpu_check] torch {torch.__version__} on {args.device}"
           f"{' ' + report['gpu']['name'] if report['gpu'] else ''}", file=sys.stderr)
 
-    from tools.bench_peak import graph_flops
-    from tools.standins import VERSIONS, make_inswapper
+    from bench.peak import graph_flops
+    from repository.standins import VERSIONS, make_inswapper
 
     t = time.perf_counter()
     model, builder_gflop = make_inswapper(args.size)

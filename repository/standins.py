@@ -12,7 +12,7 @@ inswapper returns the target crop's luminance coloured by a two-colour stripe pa
 hues, angle and period depend on the source latent, so on a stand-in run every swapped face
 visibly shows where it was cropped, how it was rotated and where it was blended back, and is
 plainly *not a face swap*. Everything computed with a stand-in is labelled so (see
-``tools.resolve``). Generated files carry a version in their name (``VERSIONS``) so a cache
+``repository.resolve``). Generated files carry a version in their name (``VERSIONS``) so a cache
 written by an older builder is not reused.
 """
 
@@ -315,18 +315,18 @@ def generate(out_dir: Path, size: str = "tiny", names: tuple[str, ...] = tuple(B
     return report
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Generate stand-in ONNX models (NOT real face models).")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--size", choices=["tiny", "full"], default="tiny")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default models/standin/<size>)")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = args.out or Path(__file__).resolve().parents[1] / "models" / "standin" / args.size
+
+
+def run(args: argparse.Namespace) -> int:
+    """``faceswap-repository standins``: generate (or reuse) the stand-ins and print their FLOPs."""
+    from repository.layout import MODELS_DIR
+
+    out = args.out or MODELS_DIR / "standin" / args.size
     for name, info in generate(out, args.size).items():
         ratio = info["gflop"] / info["published_gflop"]
         print(f"{name:14s} {info['gflop']:8.2f} GFLOP (published {info['published_gflop']}, "
               f"ratio {ratio:.2f})  {info['path']}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,6 +1,6 @@
-"""``python -m tools.bench_cluster``: how the scale-out topology spreads work (``make bench``).
+"""``python -m bench.cluster``: how the scale-out topology spreads work (``make bench``).
 
-Starts the local cluster (``tools.cluster``: Redis, SeaweedFS, 2 tritonservers, 2 gateways
+Starts the local cluster (``launch.cluster``: Redis, SeaweedFS, 2 tritonservers, 2 gateways
 behind HAProxy, 2 job workers; tiny stand-ins unless ``--standin-size full``) plus two more
 gateways that know only the first tritonserver, and measures in one run:
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import tempfile
 import time
@@ -30,15 +29,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tools.resolve import ROOT
-
-IMAGES = ROOT.parent / "shared" / "images"
+from bench import summary
+from repository.layout import shared_images_dir
 
 
 def _image(name: str) -> Path:
-    for base in (Path(os.environ.get("FACESWAP_SHARED_IMAGES", IMAGES)), Path("/work/shared/images")):
-        if (base / name).exists():
-            return base / name
+    path = shared_images_dir() / name
+    if path.exists():
+        return path
     raise SystemExit(f"{name} is needed: provide ../shared/images or set FACESWAP_SHARED_IMAGES")
 
 
@@ -106,10 +104,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per swap case")
     ap.add_argument("--jobs", type=int, default=4, help="video jobs per jobs/hour case")
     ap.add_argument("--heartbeat", type=float, default=5.0, help="job heartbeat (s) for the kill case")
-    ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_cluster.json")
+    ap.add_argument("--out", type=Path, default=summary.out_path("cluster"))
     args = ap.parse_args()
 
-    from tools.cluster import _gateway, start_cluster
+    from launch.cluster import _gateway, start_cluster
 
     source, target = _image("portrait_astronaut_eileen_collins.png").read_bytes(), \
         _image("group_insightface_t1.jpg").read_bytes()
@@ -175,9 +173,7 @@ def main() -> int:
             for g in single:
                 g.stop()
             topo.stop()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    summary.write("cluster", report, args.out)
     return 0
 
 

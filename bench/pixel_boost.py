@@ -1,4 +1,4 @@
-"""``python -m tools.bench_pixel_boost``: time per face of the ``pixel_boost`` option (N = 1 to 4),
+"""``python -m bench.pixel_boost``: time per face of the ``pixel_boost`` option (N = 1 to 4),
 written to out/bench_pixel_boost.json.
 
 In-process, on ``face_paster``'s own code (``pipeline.stages.pasted_frame``: N x N sub-crops of
@@ -16,7 +16,6 @@ Timings are of this machine; compare within one run.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import time
@@ -26,14 +25,14 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from bench import summary as bench_summary
 from pipeline.detection import decode_scrfd, detector_blob, letterbox
 from pipeline.pixel_boost import PIXEL_BOOSTS
 from pipeline.selection import SwapOptions
 from pipeline.stages import align_stage, pasted_frame
-from tools.demo import default_images
-from tools.resolve import resolve
+from repository.layout import default_images
+from repository.resolve import resolve
 
-ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench_pixel_boost")
 #: Target per stand-in size: the group photo (six faces), the portrait (one face).
 PHOTOS = {"tiny": "group", "full": "portrait"}
@@ -97,7 +96,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="swapper batch limit (face_swapper's max_batch_size)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loop", default="tiny", help="sizes also timed one sub-crop per call")
-    ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_pixel_boost.json")
+    ap.add_argument("--out", type=Path, default=bench_summary.out_path("pixel_boost"))
     args = ap.parse_args()
     portrait, group = default_images()
     images = {"portrait": cv2.imread(str(portrait)), "group": cv2.imread(str(group))}
@@ -105,8 +104,7 @@ def main() -> None:
     summary = {"batch": args.batch, "repeats": args.repeats, "photos": {"group": group.name, "portrait": portrait.name},
                "sizes": {s: bench_size(s, images, args.batch, args.repeats, s in loop)
                          for s in args.sizes.split(",") if s}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    bench_summary.write("pixel_boost", summary, args.out)
     for size, res in summary["sizes"].items():
         for n, e in res["by_n"].items():
             log.info("%-4s N=%s (%d px): %8.1f ms/face  x%.2f of N=1%s", size, n, e["pixel_boost"], e["ms_per_face"],

@@ -15,9 +15,9 @@ import time
 import httpx
 
 from client import FaceSwapClient
-from tools.demo import default_images
-from tools.resolve import resolve
-from tools.server import embedded, start_gateway, stop_gateway
+from launch.server import embedded, start_gateway, stop_gateway
+from repository.layout import default_images
+from repository.resolve import resolve
 
 
 def main() -> int:

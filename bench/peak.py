@@ -17,15 +17,14 @@ as not native, without a figure; so is an OpenVINO probe whose heavy layers the 
 another precision than asked (read back from its runtime model).
 
 ``graph_flops`` counts a network's Conv/ConvTranspose/MatMul/Gemm FLOPs from its ONNX graph
-(shapes by ONNX shape inference): ``tools.bench`` divides it by the swapper's time per face.
+(shapes by ONNX shape inference): ``bench.vs_insightface`` divides it by the swapper's time per face.
 
-    python -m tools.bench_peak [--seconds 1.0] [--json out/bench_peak.json]
+    python -m bench.peak [--seconds 1.0] [--json out/bench_peak.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -36,9 +35,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from bench import summary
 from pipeline.precision import NATIVE_FLAGS, REPORTED_FLAGS, cpu_info, native_support  # noqa: F401 (re-exported)
 
-ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("f32", "bf16", "int8")
 #: OpenVINO runtime precisions that count as the precision asked for (heavy layers).
 OV_RUNTIME = {"f32": ("f32",), "bf16": ("bf16",), "int8": ("u8", "i8")}
@@ -464,7 +463,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="timed seconds per probe")
     ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     ap.add_argument("--force", action="store_true", help="also time precisions this CPU has no native support for")
-    ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench_peak.json")
+    ap.add_argument("--json", type=Path, default=summary.out_path("peak"))
     args = ap.parse_args()
     cpu = cpu_info()
     print(f"CPU {cpu['model']}, {cpu['cores']} cores, flags {' '.join(cpu['flags']) or '(none of interest)'}")
@@ -472,9 +471,7 @@ def main() -> int:
                         log=lambda line: print(line, flush=True))
     for line in format_peaks(result):
         print(line)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"written {args.json}")
+    summary.write("peak", result, args.json)
     return 0
 
 

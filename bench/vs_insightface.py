@@ -1,7 +1,7 @@
 """``make bench``: face_swap through the real server vs insightface, and vs the machine's peak, one run.
 
 For each stand-in size (tiny, full): build the repository with the product's default settings
-(engine and precision as ``tools.repository`` writes them), start the embedded tritonserver,
+(engine and precision as ``repository.generate`` writes them), start the embedded tritonserver,
 and for each photo time a few requests alone (one at a time: a lone caller's latency), then
 ``--requests`` with ``--concurrency`` in flight (asyncio gRPC: images/s). Then run insightface
 0.7.3's own pipeline (SCRFD detect + ``INSwapper.get(paste_back=True)`` per face, sequential, in
@@ -16,7 +16,7 @@ ratios: images/s (the target) and one request alone. The photos (``out/bench_pho
   centred on a black 3840x2160 canvas, JPEG quality 95.
 
 In the same run (unless switched off): the machine's measured fp32/bf16/int8 peak
-(``tools.bench_peak``) and the full swapper's share of the peak of the precision it serves in:
+(``bench.peak``) and the full swapper's share of the peak of the precision it serves in:
 its GFLOP per face counted from its ONNX graph over its time per face, standalone on the
 product's engine (batch 1 and 6) and inside the server (Triton's compute time per face on the
 4K photo). Targets (issue 13) are printed with PASS/FAIL: >= 3x insightface on ``1080p_1face``,
@@ -40,10 +40,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench import summary as bench_summary
 from client import AsyncFaceSwapClient, FaceSwapClient
-from tools.demo import SHARED_IMAGES, default_images
-from tools.resolve import resolve
-from tools.server import RUN, embedded
+from launch.server import RUN, embedded
+from repository.layout import default_images, shared_images_dir
+from repository.resolve import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("group_1280", "1080p_1face", "4k_6faces")
@@ -78,7 +79,7 @@ def make_photos(names: tuple[str, ...] = PHOTOS, out_dir: Path | None = ROOT / "
     """The benchmark photos ({name: Photo}), made from the shared images (see module docstring);
     where ``portrait_astronaut_eileen_collins.png`` is missing, insightface's Tom_Hanks_54745.png."""
     _, group = default_images()
-    portrait = SHARED_IMAGES / "portrait_astronaut_eileen_collins.png"
+    portrait = shared_images_dir() / "portrait_astronaut_eileen_collins.png"
     if not portrait.exists():
         import insightface
 
@@ -143,7 +144,7 @@ def served_engine(repository: Path, model: str = "face_swapper") -> dict:
     if "onnx_path" in params:
         from pipeline import engines
         from pipeline import precision as prec
-        from tools.quantize import io_names
+        from repository.quantize import io_names
 
         names, ranks, outs = io_names(params["onnx_path"])
         choice = prec.choose(model, params.get("precision", "auto"), params["onnx_path"],
@@ -236,8 +237,8 @@ def bench_swapper(path: str, engine: str, precision: str, batches: tuple[int, ..
     """The swapper alone on the product's engine: ms per face and GFLOP/s at each batch."""
     import onnx
 
+    from bench.peak import graph_flops, time_calls
     from pipeline import engines
-    from tools.bench_peak import graph_flops, time_calls
 
     counted = graph_flops(onnx.load(path))
     run = engines.load(path, ["output"], engine, precision)
@@ -256,7 +257,7 @@ def bench_swapper(path: str, engine: str, precision: str, batches: tuple[int, ..
 
 def measure_swapper() -> dict | None:
     """The full swapper alone on the engine and precision the product's repository serves it with."""
-    from tools.repository import build
+    from repository.generate import build
 
     models = resolve("full")
     repo = RUN / "bench_full"
@@ -321,7 +322,7 @@ def main() -> int:
     ap.add_argument("--peak-seconds", type=float, default=1.0, help="timed seconds per peak probe")
     ap.add_argument("--port", type=int, default=18100)
     ap.add_argument("--json", type=Path, default=None, help="also write the per-run rows here (list)")
-    ap.add_argument("--summary", type=Path, default=ROOT / "out" / "bench_summary.json")
+    ap.add_argument("--summary", type=Path, default=bench_summary.out_path("summary"))
     args = ap.parse_args()
     started = time.perf_counter()
     source, _ = default_images()
@@ -333,7 +334,7 @@ def main() -> int:
                      "photos": {p.name: {"width": p.width, "height": p.height, "made_from": p.made_from}
                                 for p in photos.values()},
                      "concurrency": args.concurrency, "runs": [], "targets": []}
-    from tools.bench_peak import cpu_info, format_peaks, run_probes
+    from bench.peak import cpu_info, format_peaks, run_probes
 
     cpu = cpu_info()
     summary["machine"] = cpu
@@ -344,7 +345,7 @@ def main() -> int:
               "these cores, so every figure below is low (ratios less so)")
     peak: dict = {}
     if not args.no_peak:
-        print("== machine peak (tools.bench_peak)")
+        print("== machine peak (bench.peak)")
         peak = run_probes(args.peak_seconds, log=lambda line: print("  " + line, flush=True))
         for line in format_peaks(peak):
             print("  " + line)
@@ -398,9 +399,7 @@ def main() -> int:
         print("== targets (issue 13, default settings)")
         for t in summary["targets"]:
             print(_fmt_target(t))
-    args.summary.parent.mkdir(parents=True, exist_ok=True)
-    args.summary.write_text(json.dumps(summary, indent=2))
-    print(f"written {args.summary}")
+    bench_summary.write("summary", summary, args.summary)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

@@ -1,4 +1,4 @@
-"""``python -m tools.bench_video``: frames/s of video face swap on a 720p clip, tiny and full stand-ins.
+"""``python -m bench.video``: frames/s of video face swap on a 720p clip, tiny and full stand-ins.
 
 The clip (1280x720, 30 fps, AAC tone) is made from a real portrait sliding across the frame
 (tests/media.py), so that every frame has one face; the job runs through a real embedded
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import cv2
 
+from bench.clips import moving_face_frames, write_clip
 from client import AsyncFaceSwapClient, FaceSwapClient
 from client.video import VideoOptions, swap_video
-from tools.demo import default_images
-from tools.media import moving_face_frames, write_clip
-from tools.resolve import resolve
-from tools.server import embedded
+from launch.server import embedded
+from repository.layout import default_images
+from repository.resolve import resolve
 
 
 async def _run(url: str, latent, src: Path, dst: Path, in_flight: int):

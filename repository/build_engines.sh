@@ -2,15 +2,15 @@
 # Build TensorRT engines for the `gpu-trt` profile (run inside NVIDIA's Triton or TensorRT
 # container, on the GPU that will serve them: engines are specific to GPU and TensorRT version).
 #
-#   .venv/bin/python -m tools.repository --profile gpu      # copies the ONNX files to build/gpu
-#   .venv/bin/python -m tools.repository --profile gpu-trt  # configs for tensorrt_plan
+#   .venv/bin/python -m repository build --profile gpu      # copies the ONNX files to build/gpu
+#   .venv/bin/python -m repository build --profile gpu-trt  # configs for tensorrt_plan
 #   docker run --gpus all -v $PWD/build:/build nvcr.io/nvidia/tensorrt:24.10-py3 \
-#       bash /build/../tools/build_engines.sh /build          # or run it where trtexec is
+#       bash /build/../repository/build_engines.sh /build          # or run it where trtexec is
 #
 # Each engine file name shows its build settings (e.g. inswapper_128_b8_fp32.plan) and
 # model.plan links to it. The swapper stays fp32 unless SWAPPER_PRECISION=fp16 is set: fp16
 # inswapper users report noisy faces, so check parity first. inswapper's emap is an
-# initializer that a plan hides: tools/repository.py has already extracted it to
+# initializer that a plan hides: repository/generate.py has already extracted it to
 # face_analyzer/emap.npy, and the pipeline applies it outside the engine.
 set -euo pipefail
 BUILD=${1:-build}

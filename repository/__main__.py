@@ -1,0 +1,3 @@
+from repository.cli import main
+
+raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Project tools: model download, stand-in generation, repository build, server control, demo, bench."""
