@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-web models standins repository serve stop web demo test test-py test-web bench perf lint clean
+.PHONY: setup setup-web models standins repository serve stop web demo test test-py test-unit test-server test-system test-web bench perf lint clean
 
 # The Worker's tools must not phone home (see ../shared/WORKER.md).
 export WRANGLER_SEND_METRICS = false
@@ -75,9 +75,18 @@ demo: setup              ## real models where they can be had, real photos, a re
 
 test: test-py test-web   ## the whole test suite (starts its own servers on free loopback ports)
 
-test-py: setup
+test-py: setup          ## ruff, then every Python tier; prints the 15 slowest tests
 	$(VENV)/bin/ruff check .
-	$(VPY) -m pytest -q $(PYTEST_ARGS)
+	$(VPY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+test-unit: setup        ## tests/unit: no server process
+	$(VPY) -m pytest -q --durations=15 tests/unit $(PYTEST_ARGS)
+
+test-server: setup      ## tests/server: a real tritonserver and the gateway
+	$(VPY) -m pytest -q --durations=15 tests/server $(PYTEST_ARGS)
+
+test-system: setup      ## tests/system: Redis, SeaweedFS, HAProxy, supervisors, the cluster
+	$(VPY) -m pytest -q --durations=15 tests/system $(PYTEST_ARGS)
 
 test-web: setup setup-web ## Worker: typecheck, vitest on the Workers runtime, browser end to end
 	cd worker && npm test

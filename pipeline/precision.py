@@ -297,7 +297,7 @@ def candidates(f32_path: str, f32_engine: str, flags: set[str] | list[str], int8
         elif not have_openvino:
             notes.append(f"{prec}: openvino is not installed")
         elif prec == "int8" and (int8_file is None or not int8_file.is_file()):
-            notes.append("int8: no quantized model (make it with python -m repository quantize)")
+            notes.append("int8: no quantized model (make it with faceswap-repository quantize)")
         elif prec == "int8" and int8_problem:
             notes.append(f"int8: {int8_problem} (delete it; the next repository build makes it again)")
         else:
@@ -429,7 +429,7 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
             ok, why = int8_intact(int8_file, model_sha256)
             if not ok:
                 raise ValueError(f"{model}: precision int8 forced but {why} (delete it if it exists, then make it "
-                                 "with python -m repository quantize)")
+                                 "with faceswap-repository quantize)")
         path = str(int8_file) if setting == "int8" else f32_path
         return Choice(model, setting, "openvino", path, "setting", note=note)
     try:

@@ -13,18 +13,37 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from repository import download, generate, quantize, standins
+from repository.resolve import resolve
 
+
+def _quantize(args: argparse.Namespace) -> int:
+    """``quantize`` on ``--repository``, or on one built now from ``--models`` in a temporary folder."""
+    if args.repository is not None:
+        return quantize.run(args)
+    with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
+        args.repository = Path(tmp) / "repo"
+        generate.build(args.repository, "cpu", resolve(args.models))
+        return quantize.run(args)
+
+
+#: command -> (add its arguments, run it, one line of help)
 COMMANDS = {
-    "models": (download, "download the real insightface models (size and SHA-256 checked); "
-                         "offline, say how to provide each one"),
-    "standins": (standins, "generate the stand-in ONNX models (random weights: NOT real face models)"),
-    "build": (generate, "write a Triton model repository (config.pbtxt of every model, the networks, "
-                        "the precision probe and int8 files)"),
-    "quantize": (quantize, "int8 post-training quantization (cached by model hash) and a report of speed "
-                           "and parity against fp32 and bf16"),
+    "models": (download.add_arguments, download.run,
+               "download the real insightface models (size and SHA-256 checked); offline, say how to provide "
+               "each one"),
+    "standins": (standins.add_arguments, standins.run,
+                 "generate the stand-in ONNX models (random weights: NOT real face models)"),
+    "build": (generate.add_arguments, generate.run,
+              "write a Triton model repository (config.pbtxt of every model, the networks, the precision probe "
+              "and int8 files)"),
+    "quantize": (quantize.add_arguments, _quantize,
+                 "int8 post-training quantization (cached by model hash) and a report of speed and parity against "
+                 "fp32 and bf16"),
 }
 
 
@@ -34,10 +53,10 @@ def parser() -> argparse.ArgumentParser:
                                              "stand-ins, the model repository and its int8 files.",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
-    for name, (module, help_) in COMMANDS.items():
+    for name, (add_arguments, run, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
-        module.add_arguments(p)
-        p.set_defaults(run=module.run)
+        add_arguments(p)
+        p.set_defaults(run=run)
     return ap
 
 

@@ -218,16 +218,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``faceswap-repository quantize``: the int8 files and the report (JSON on stdout, rows on stderr)."""
+    """``faceswap-repository quantize``: the int8 files and the report (JSON on stdout, rows on stderr)
+    of ``args.repository`` (``repository.cli`` builds one in a temporary folder when none is given)."""
     cache = cache_dir()
-    if args.repository is None:
-        from repository.generate import build
-        from repository.resolve import resolve
-
-        with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
-            build(Path(tmp) / "repo", "cpu", resolve(args.models))
-            out = report(Path(tmp) / "repo", cache)
-    elif not (args.repository / PROBE_FILE).is_file():
+    if not (args.repository / PROBE_FILE).is_file():
         print(f"no {PROBE_FILE} in {args.repository}: build the repository with faceswap-repository build",
               file=sys.stderr)
         return 2

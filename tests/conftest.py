@@ -1,60 +1,28 @@
-"""Fixtures: real photos, model resolution with tiny stand-ins, a real embedded Triton server."""
+"""Fixtures of every tier, and the tiers themselves.
+
+Tests live in three folders, each its own marker (``pytest -m unit`` or ``pytest tests/unit``):
+
+- ``unit/``: no server process (a unit test that starts tritonserver, the gateway, Redis,
+  SeaweedFS or HAProxy fails at once, see ``_no_servers``); well under a minute;
+- ``server/``: a real tritonserver (embedded, CPU, tiny stand-ins) and the gateway;
+- ``system/``: Redis, the S3 store, HAProxy, the supervisor, the cluster (and, in
+  ``worker/``, the browser).
+
+Helpers the tests share live in ``tests/support``; no test module imports another.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
-from pathlib import Path
 
-import cv2
-import numpy as np
+import httpx
 import pytest
 
-from repository.layout import shared_dir
+from tests.support.photos import image_path
+from tests.support.servers import Gateway, start_triton
 
 os.environ.setdefault("FACESWAP_STANDIN_SIZE", "tiny")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over the network
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = shared_dir()
-IMAGES = Path(os.environ.get("FACESWAP_SHARED_IMAGES", SHARED / "images"))
-
-
-def image_path(name: str) -> Path:
-    """A real photo from ../shared/images; fails with what to provide when it is missing."""
-    p = IMAGES / name
-    if not p.exists():
-        pytest.fail(f"test photo {p} is missing: provide ../shared/images (see DESIGN.md) or set "
-                    "FACESWAP_SHARED_IMAGES to a folder holding it")
-    return p
-
-
-def load(name: str) -> np.ndarray:
-    img = cv2.imread(str(image_path(name)))
-    assert img is not None, name
-    return img
-
-
-def free_port_block(n: int = 3) -> int:
-    """A base port with n free consecutive loopback ports."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65535:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free loopback ports")
-
 
 @pytest.fixture(scope="session")
 def models():
@@ -67,33 +35,12 @@ def models():
     return resolved
 
 
-def start_triton(models: dict, run: Path):
-    """A real tritonserver (embedded, CPU) serving ``models`` from a repository written under
-    ``run``, on free loopback ports; ready when returned (stop it with ``.stop()``)."""
-    from launch.server import Ports, TritonServer
-    from repository.generate import build
-
-    build(run / "model_repository", "cpu", models)
-    base = free_port_block(3)
-    return TritonServer(run / "model_repository", Ports(base, base + 1, base + 2), run_dir=run).start(240)
-
-
 @pytest.fixture(scope="session")
 def triton(models, tmp_path_factory):
     """A real tritonserver (embedded, CPU) with the tiny stand-ins, on free loopback ports."""
     server = start_triton(models, tmp_path_factory.mktemp("triton"))
     yield server
     server.stop()
-
-
-def served_precision(server, model: str) -> str:
-    """The precision ``model`` serves in on ``server`` (Triton's metrics: the load-time self-check)."""
-    import urllib.request
-
-    from gateway.core.precision import parse
-
-    page = urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=10).read().decode()
-    return parse(page)[model]["precision"]
 
 
 @pytest.fixture(scope="session")
@@ -111,3 +58,72 @@ def client(request, triton):
     url = triton.http_url if request.param == "http" else triton.grpc_url
     with FaceSwapClient(url, request.param, timeout=300) as c:
         yield c
+
+
+# --- the gateway (tests/server) -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gw_triton(models, tmp_path_factory):
+    """A Triton server of the module's own, so that a test can stop and restart it."""
+    server = start_triton(models, tmp_path_factory.mktemp("gw_triton"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(gw_triton, tmp_path_factory):
+    """``python -m gateway`` in front of ``gw_triton`` (no secret), for the module."""
+    g = Gateway(gw_triton.grpc_url, tmp_path_factory.mktemp("gw") / "faces.sqlite3").start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture(scope="module")
+def http(gw):
+    """An httpx client of ``gw``."""
+    with httpx.Client(base_url=gw.url, timeout=120) as c:
+        yield c
+
+
+# --- tiers ------------------------------------------------------------------------------------
+
+TIERS = ("unit", "server", "system")
+#: What a unit test may not start: these programs, or ``python -m`` of these modules.
+SERVER_PROGRAMS = ("tritonserver", "redis-server", "weed", "haproxy", "nginx", "chromium")
+SERVER_MODULES = ("gateway", "gateway.worker", "launch.server", "launch.cluster", "uvicorn")
+
+
+def _starts_a_server(args) -> bool:
+    argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else str(args).split()
+    if not argv:
+        return False
+    if os.path.basename(argv[0]) in SERVER_PROGRAMS:
+        return True
+    return any(a == "-m" and m in SERVER_MODULES for a, m in zip(argv, argv[1:]))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its folder's tier."""
+    for item in items:
+        parts = item.nodeid.split("/")
+        tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else None
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(autouse=True)
+def _no_servers(request, monkeypatch):
+    """In ``unit/``, starting a server process is an error naming the tier it belongs to."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    import subprocess
+
+    real = subprocess.Popen.__init__
+
+    def guarded(self, args, *a, **kw):
+        if _starts_a_server(args):
+            line = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
+            pytest.fail(f"a unit test started a server ({line[:120]}): move it to tests/server or tests/system")
+        real(self, args, *a, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)

@@ -10,17 +10,13 @@ from __future__ import annotations
 import dataclasses
 
 import httpx
-import numpy as np
 import onnx
 import pytest
 from onnx import helper
 
 from client import FaceSwapClient, ModelOutputInvalid
-from pipeline.engines import OutputNotFinite, checked
-from tests.conftest import start_triton
-from tests.test_gateway import GROUP, OBAMA, Gateway, files
-
-pytestmark = pytest.mark.server
+from tests.support.gateway_calls import GROUP, OBAMA, files
+from tests.support.servers import Gateway, start_triton
 
 
 def nan_swapper(src: str, dst: str) -> None:
@@ -60,21 +56,3 @@ def test_nan_swapper_is_an_error_not_a_black_face(nan_triton, tmp_path):
             assert deep.status_code == 503 and deep.json()["deep"]["ok"] is False
     finally:
         g.stop()
-
-
-def test_reduced_precision_nan_is_recomputed_in_f32_once():
-    calls, told = [], []
-
-    def bf16(feeds):
-        calls.append("bf16")
-        return [np.array([np.nan, 1.0], np.float32)]
-
-    def f32(feeds):
-        calls.append("f32")
-        return [np.array([0.5, 1.0], np.float32)]
-
-    run = checked(bf16, ["out"], "face_swapper", "bf16", lambda: f32, told.append)
-    assert run({})[0].tolist() == [0.5, 1.0] and run({})[0].tolist() == [0.5, 1.0]
-    assert calls == ["bf16", "f32", "bf16", "f32"] and len(told) == 2 and "recomputed in f32" in told[0]
-    with pytest.raises(OutputNotFinite, match="model_output_invalid: face_swapper"):
-        checked(bf16, ["out"], "face_swapper", "f32")({})

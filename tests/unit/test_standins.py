@@ -118,7 +118,7 @@ def swapper():
 
 def _targets() -> np.ndarray:
     """float32 [3, 3, 128, 128] RGB in [0, 1] as inswapper gets them: a real face, black, white."""
-    from tests.conftest import load
+    from tests.support.photos import load
 
     img = load("portrait_obama_official.jpg")
     h, w = img.shape[:2]

@@ -88,3 +88,19 @@ def test_quality_figures_are_wired_in_both_swap_ensembles(repo):
         assert {i.name: i.optional for i in cfg.input}["source_embeddings"] is True
         (step,) = [s for s in cfg.ensemble_scheduling.step if s.model_name == "face_paster"]
         assert step.input_map["kps"] == kps and step.input_map["source_embeddings"] == "source_embeddings"
+
+
+def test_every_model_but_ensembles_has_a_rejecting_bounded_queue(models, tmp_path):
+    from google.protobuf import text_format
+
+    from repository.generate import PROFILES, build
+
+    for profile in PROFILES:
+        build(tmp_path / profile, profile, models)
+        for path in (tmp_path / profile).glob("*/config.pbtxt"):
+            cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
+            if cfg.platform == "ensemble":
+                continue
+            pol = cfg.dynamic_batching.default_queue_policy
+            assert pol.timeout_action == mc.ModelQueuePolicy.REJECT, (profile, cfg.name)
+            assert pol.max_queue_size > 0 and pol.default_timeout_microseconds > 0 and pol.allow_timeout_override

@@ -1,11 +1,11 @@
-"""Precision chosen by the load-time parity self-check (pipeline.precision) and int8 (repository.quantize)."""
+"""Precision chosen by the load-time parity self-check (pipeline.precision) and int8
+(repository.quantize), without a server."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ def test_only_native_precisions_are_candidates(tmp_path):
     assert any("bf16" in n and "avx512_bf16" in n for n in notes) and any(n.startswith("int8") for n in notes)
     cands, notes = prec.candidates("m.onnx", "onnxruntime", ZEN4, q, True)
     assert [c.precision for c in cands] == ["f32", "bf16"]
-    assert any("repository.quantize" in n for n in notes)  # int8 is native but no quantized file yet
+    assert any("faceswap-repository quantize" in n for n in notes)  # int8 is native but no quantized file yet
     q.write_bytes(b"x")
     cands, _ = prec.candidates("m.onnx", "onnxruntime", ZEN4, q, True)
     assert [(c.precision, c.engine, c.path) for c in cands] == [
@@ -207,7 +207,7 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
                          load=load, flags=["avx2"])
     assert (forced.precision, forced.engine, forced.chosen_by) == ("bf16", "openvino", "setting")
     assert "not native" in forced.note
-    with pytest.raises(ValueError, match="repository.quantize"):
+    with pytest.raises(ValueError, match="faceswap-repository quantize"):
         prec.choose("face_swapper", "int8", sw, "onnxruntime", "cd" * 32, cache, None, names, ranks, outs, load=load)
     # Forced int8 serves only the file made from this model, unchanged since (its stamp).
     other = prec.int8_path(cache, "cd" * 32)
@@ -265,42 +265,6 @@ def test_int8_swapper_is_quantized_once_and_keeps_parity(probe_repo, models, tmp
     for row in choice.results[1:]:
         assert row["passed"], row
         assert row["figures"]["psnr_db"] >= 40
-
-
-def test_triton_reports_the_precision_of_each_network(triton):
-    page = urllib.request.urlopen(f"http://127.0.0.1:{triton.ports.metrics}/metrics", timeout=10).read().decode()
-    from gateway.core.precision import parse
-
-    nets = parse(page)
-    assert set(nets) == {"face_detector", "face_recognizer", "face_swapper"}, page[-2000:]
-    for net in nets.values():
-        assert net["precision"] in prec.PRECISIONS
-        assert net["chosen_by"] in ("self-check", "cache", "setting", "no probe")
-        if net["chosen_by"] in ("self-check", "cache") and len(net.get("probe", {})) > 1:
-            chosen = net["probe"][f"{net['precision']} ({net['engine']})"]
-            assert chosen["passed"] == 1
-            assert chosen["ms"] == min(v["ms"] for v in net["probe"].values() if v.get("passed") == 1 and "ms" in v)
-    log = triton.log_file.read_text()
-    assert all(f"{m}: {nets[m]['precision']} ({nets[m]['engine']}) chosen by" in log for m in nets)
-
-
-def test_forced_precision_is_served_and_said(models, tmp_path, monkeypatch):
-    from tests.conftest import start_triton
-
-    monkeypatch.setenv("FACESWAP_PRECISION", "f32")
-    monkeypatch.setenv("FACESWAP_CACHE_DIR", str(tmp_path / "cache"))
-    server = start_triton(models, tmp_path)
-    try:
-        page = urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=10).read().decode()
-    finally:
-        server.stop()
-    from gateway.core.precision import parse
-
-    nets = parse(page)
-    assert {m: (n["precision"], n["chosen_by"]) for m, n in nets.items()} == {
-        m: ("f32", "setting") for m in ("face_detector", "face_recognizer", "face_swapper")}
-    assert not (tmp_path / "cache" / "int8").exists()  # nothing quantized when f32 is forced
-    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
 
 
 def test_metrics_urls_follow_triton_ports():

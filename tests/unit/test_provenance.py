@@ -42,8 +42,7 @@ from provenance import (
 from provenance.c2pa_manifest import sdk_context
 from provenance.devcert import C2PA_CLAIM_SIGNING
 from provenance.xmp import read_digital_source_type
-
-from .conftest import IMAGES, image_path, load
+from tests.support.photos import IMAGES, ROOT, image_path, load
 
 MODELS = [{"name": "det_2.5g", "sha256": "a" * 64, "stand_in": False},
           {"name": "inswapper_128", "sha256": "b" * 64, "stand_in": True}]
@@ -366,7 +365,7 @@ def test_tiny_image_gets_xmp_and_c2pa_without_watermark(signer):
 
 # --- video ---------------------------------------------------------------------------------------
 
-def _encode_clip(src: Path, dst: Path, payload: Payload | None, size: tuple[int, int], frames: int, crf: int):
+def _encodeclip(src: Path, dst: Path, payload: Payload | None, size: tuple[int, int], frames: int, crf: int):
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         vs = out.add_stream("libx264", rate=24)
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
@@ -387,7 +386,7 @@ def test_mp4_marked_end_to_end_and_tampering_invalidates(signer, tmp_path):
     src = image_path("video_whitehouse_hamilton_640x360.mp4")
     clip = tmp_path / "out.mp4"
     payload = Payload(signer.service_id, 777)
-    _encode_clip(src, clip, payload, (1280, 720), 24, crf=23)  # 720p, stricter than the jobs' crf 18
+    _encodeclip(src, clip, payload, (1280, 720), 24, crf=23)  # 720p, stricter than the jobs' crf 18
     mark_video_file(clip, src, MODELS, 777, signer)
     data = clip.read_bytes()
     state, m, failures = sdk_read(data, "video/mp4")
@@ -424,7 +423,7 @@ def test_signing_and_verifying_need_no_network(state_dir, tmp_path):
     cmd = [sys.executable, "-c", code, str(image_path("two_obama_biden.jpg"))]
     if probe.returncode == 0:
         cmd = ["unshare", "-n", *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0 and "offline ok" in out.stdout, out.stderr[-2000:]
     assert probe.returncode == 0, "unshare -n is unavailable: ran with the network; run as root to check offline"
 

@@ -9,8 +9,6 @@ import struct
 import subprocess
 import sys
 import time
-import zlib
-from pathlib import Path
 
 import cv2
 import httpx
@@ -19,85 +17,11 @@ import pytest
 from PIL import Image
 
 from gateway.core.guard import sign, signed_headers
-from tests.conftest import ROOT, free_port_block, image_path, load, start_triton
-
-pytestmark = pytest.mark.server
-SECRET = "test-secret-0123456789"
-
-
-class Gateway:
-    """``python -m gateway`` in a subprocess; restartable."""
-
-    def __init__(self, triton_grpc: str, store: Path, secret: str | None = None) -> None:
-        self.port = free_port_block(1)
-        self.env = {**os.environ, "FACESWAP_GATEWAY_PORT": str(self.port), "FACESWAP_GATEWAY_TRITON_URL": triton_grpc,
-                    "FACESWAP_GATEWAY_STORE_PATH": str(store), "FACESWAP_GATEWAY_REQUEST_TIMEOUT_S": "60",
-                    "FACESWAP_GATEWAY_MAX_UPLOAD_BYTES": str(12 * 1024 * 1024),
-                    "FACESWAP_GATEWAY_MAX_PIXELS": str(30_000_000)}
-        self.env.pop("FACESWAP_GATEWAY_HMAC_SECRET", None)
-        if secret:
-            self.env["FACESWAP_GATEWAY_HMAC_SECRET"] = secret
-        self.log = store.with_suffix(f".{self.port}.log")
-        self.proc: subprocess.Popen | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "Gateway":
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=ROOT, env=self.env,
-                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError(self.log.read_text())
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(20)
-            self.proc = None
-
-
-@pytest.fixture(scope="module")
-def gw_triton(models, tmp_path_factory):
-    """A Triton server of this module's own, so that a test can stop and restart it."""
-    server = start_triton(models, tmp_path_factory.mktemp("gw_triton"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gw(gw_triton, tmp_path_factory):
-    g = Gateway(gw_triton.grpc_url, tmp_path_factory.mktemp("gw") / "faces.sqlite3").start()
-    yield g
-    g.stop()
-
-
-@pytest.fixture(scope="module")
-def http(gw):
-    with httpx.Client(base_url=gw.url, timeout=120) as c:
-        yield c
-
-
-def files(**kw) -> dict:
-    out = {}
-    for k, v in kw.items():
-        data = v.read_bytes() if isinstance(v, Path) else v
-        out[k] = (f"{k}.bin", data, "application/octet-stream")
-    return out
-
-
-def swap(http, target, source=None, accept=None, **form):
-    f = files(target=target, **({"source": source} if source is not None else {}))
-    headers = {"Accept": accept} if accept else {}
-    return http.post("/v1/swap", files=f, data={k: str(v) for k, v in form.items()}, headers=headers)
-
-
-OBAMA = image_path("portrait_obama_official.jpg")
-GROUP = image_path("group_insightface_t1.jpg")
+from launch.services import free_port
+from tests.support.gateway_calls import GROUP, OBAMA, SECRET, clip, files, solid_png, swap, wait_job
+from tests.support.hostile import bomb_zip, tree_rss_mb
+from tests.support.photos import ROOT, image_path, load
+from tests.support.servers import Gateway
 
 
 def test_healthz_and_readyz(http):
@@ -221,7 +145,7 @@ def test_bad_targets(http, case, status, code):
         raw[29] ^= 0xFF  # a byte of IHDR's CRC
         data = bytes(raw)
     elif case == "bomb-png":
-        data = _solid_png(20000, 20000)
+        data = solid_png(20000, 20000)
         assert len(data) < 2_000_000
     else:
         raw = bytearray(cv2.imencode(".jpg", load("portrait_obama_small_320x240.jpg"))[1].tobytes())
@@ -232,17 +156,6 @@ def test_bad_targets(http, case, status, code):
     assert (r.status_code, r.json()["code"]) == (status, code), r.text
     assert r.json()["message"] and "Traceback" not in r.text
     assert http.get("/readyz").status_code == 200
-
-
-def _solid_png(w: int, h: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    row = b"\x00" + b"\x00" * w
-    comp = zlib.compressobj(9)
-    body = b"".join(comp.compress(row) for _ in range(h)) + comp.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
 def test_upload_over_limit_is_413_before_reading(http):
@@ -382,7 +295,7 @@ def test_signed_post_with_body(signed_gw):
 
 
 def test_refuses_public_address_without_secret(tmp_path):
-    env = {**os.environ, "FACESWAP_GATEWAY_HOST": "0.0.0.0", "FACESWAP_GATEWAY_PORT": str(free_port_block(1))}
+    env = {**os.environ, "FACESWAP_GATEWAY_HOST": "0.0.0.0", "FACESWAP_GATEWAY_PORT": str(free_port())}
     env.pop("FACESWAP_GATEWAY_HMAC_SECRET", None)
     p = subprocess.run([sys.executable, "-m", "gateway"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=60)
@@ -402,31 +315,13 @@ def test_slow_triton_is_504(gw_triton, tmp_path):
         g.stop()
 
 
-def _wait_job(c: httpx.Client, job_id: str, states=("done", "failed", "cancelled"), timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        j = c.get(f"/v1/jobs/{job_id}").json()
-        if j["status"] in states:
-            return j
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} stuck: {j}")
-
-
-def _clip(tmp_path: Path, n: int = 24, size=(480, 270)) -> bytes:
-    from bench.clips import moving_face_frames, write_clip
-
-    p = tmp_path / f"clip_{n}.mp4"
-    write_clip(p, moving_face_frames(load("portrait_obama_official.jpg"), size, n), audio=[("aac", 48000, n / 30)])
-    return p.read_bytes()
-
-
 def test_video_job_end_to_end(gw, http, tmp_path):
-    r = http.post("/v1/jobs", files=files(video=_clip(tmp_path), source=OBAMA))
+    r = http.post("/v1/jobs", files=files(video=clip(tmp_path), source=OBAMA))
     assert r.status_code == 202 and r.headers["location"].endswith(r.json()["id"])
     job_id = r.json()["id"]
     early = http.get(f"/v1/jobs/{job_id}/result")
     assert early.status_code in (200, 409)
-    j = _wait_job(http, job_id)
+    j = wait_job(http, job_id)
     assert j["status"] == "done" and j["progress"] == 1.0 and j["done"] == 24, j
     res = http.get(f"/v1/jobs/{job_id}/result")
     assert res.status_code == 200 and res.headers["content-type"] == "video/mp4"
@@ -445,7 +340,7 @@ def test_batch_job_lists_bad_files(http, tmp_path):
          ("images", ("../../b.png", b"not an image", "image/png")),
          ("source", ("s.jpg", OBAMA.read_bytes(), "image/jpeg"))]
     job_id = http.post("/v1/jobs", files=f).json()["id"]
-    j = _wait_job(http, job_id)
+    j = wait_job(http, job_id)
     assert j["status"] == "done" and len(j["warnings"]) == 1 and "unsupported" in j["warnings"][0]
     res = http.get(f"/v1/jobs/{job_id}/result")
     import zipfile as zf
@@ -459,14 +354,14 @@ def test_batch_job_lists_bad_files(http, tmp_path):
 def test_job_errors(http, tmp_path):
     r = http.post("/v1/jobs", files=files(video=b"definitely not a video", source=OBAMA))
     assert (r.status_code, r.json()["code"]) == (415, "unsupported_media_type")
-    r = http.post("/v1/jobs", files=files(video=_clip(tmp_path, 6), source=image_path("noface_rocket.jpg")))
+    r = http.post("/v1/jobs", files=files(video=clip(tmp_path, 6), source=image_path("noface_rocket.jpg")))
     assert (r.status_code, r.json()["code"]) == (422, "no_face_in_source")
     r = http.post("/v1/jobs", files=files(source=OBAMA))
     assert (r.status_code, r.json()["code"]) == (422, "missing_media")
     r = http.post("/v1/jobs", files=files(video=b"", source=OBAMA))
     assert (r.status_code, r.json()["code"]) == (400, "empty_file")
-    clip = _clip(tmp_path, 6)
-    r = http.post("/v1/jobs", files=files(video=clip[: len(clip) // 3], source=OBAMA))
+    video = clip(tmp_path, 6)
+    r = http.post("/v1/jobs", files=files(video=video[: len(video) // 3], source=OBAMA))
     assert (r.status_code, r.json()["code"]) == (422, "corrupt_video"), r.text
     assert "/" not in r.json()["message"]  # no server paths in messages
     assert http.get("/v1/jobs/" + "0" * 32).json()["code"] == "job_not_found"
@@ -485,29 +380,27 @@ def test_long_tiny_video_is_refused_at_upload(http, tmp_path):
 
 
 def test_zip_bomb_job_fails_on_the_limit_with_bounded_memory(gw, http, tmp_path):
-    from tests.test_archives import bomb_zip
-    from tests.test_overload import tree_rss_mb
 
     bomb = tmp_path / "bomb.zip"
     bomb_zip(bomb, 200, 50 << 20)  # 10 GB of zeros in ~10 MB
-    before = tree_rss_mb(gw.proc.pid)
+    before = tree_rss_mb(gw.pid)
     r = http.post("/v1/jobs", files=files(archive=bomb.read_bytes(), source=OBAMA))
     assert r.status_code == 202
-    j = _wait_job(http, r.json()["id"])
+    j = wait_job(http, r.json()["id"])
     assert (j["status"], j["error_code"]) == ("failed", "archive_too_large"), j
-    assert tree_rss_mb(gw.proc.pid) < before + 150
+    assert tree_rss_mb(gw.pid) < before + 150
     r = http.get(f"/v1/jobs/{j['id']}/result")
     assert (r.status_code, r.json()["code"]) == (409, "job_failed")
 
 
 def test_cancel_a_running_job(http, tmp_path):
-    job_id = http.post("/v1/jobs", files=files(video=_clip(tmp_path, 150), source=OBAMA)).json()["id"]
-    _wait_job(http, job_id, states=("running", "done"))
+    job_id = http.post("/v1/jobs", files=files(video=clip(tmp_path, 150), source=OBAMA)).json()["id"]
+    wait_job(http, job_id, states=("running", "done"))
     t = time.monotonic()
     r = http.delete(f"/v1/jobs/{job_id}")
     assert r.status_code == 202 and r.json()["status"] == "cancelled"  # the truth, not a promise
     assert time.monotonic() - t < 3.5
-    j = _wait_job(http, job_id, states=("cancelled", "done"))
+    j = wait_job(http, job_id, states=("cancelled", "done"))
     assert j["status"] == "cancelled"
     r = http.get(f"/v1/jobs/{job_id}/result")
     assert (r.status_code, r.json()["code"]) == (409, "job_cancelled")
@@ -515,7 +408,7 @@ def test_cancel_a_running_job(http, tmp_path):
 
 def test_job_survives_gateway_restart_while_running(gw, tmp_path):
     with httpx.Client(base_url=gw.url, timeout=120) as c:
-        job_id = c.post("/v1/jobs", files=files(video=_clip(tmp_path, 150), source=OBAMA)).json()["id"]
+        job_id = c.post("/v1/jobs", files=files(video=clip(tmp_path, 150), source=OBAMA)).json()["id"]
         deadline = time.monotonic() + 120
         while c.get(f"/v1/jobs/{job_id}").json()["done"] == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -523,7 +416,7 @@ def test_job_survives_gateway_restart_while_running(gw, tmp_path):
     gw.stop()
     gw.start()
     with httpx.Client(base_url=gw.url, timeout=120) as c:
-        j = _wait_job(c, job_id)
+        j = wait_job(c, job_id)
         assert j["status"] == "done" and j["restarts"] == 1 and j["done"] == 150, j
         assert any("restarted" in w for w in j["warnings"])
         from bench.clips import probe

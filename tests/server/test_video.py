@@ -12,13 +12,10 @@ import numpy as np
 import pytest
 
 from bench.clips import moving_face_frames, probe, write_clip
-from client import AsyncFaceSwapClient, Face
+from client import AsyncFaceSwapClient
 from client.batch import swap_batch
-from client.tracking import FaceTracker, OneEuro
 from client.video import VideoOptions, swap_video
-from tests.conftest import image_path, load
-
-pytestmark = pytest.mark.server
+from tests.support.photos import image_path, load
 
 
 def run_video(triton, latent, src: Path, dst: Path, **kw):
@@ -136,35 +133,6 @@ def test_zeroed_bytes_mid_stream_completes_with_warning(triton, source_latent, f
     info = probe(dst)
     assert 0 < info["frames"] <= 30 and rep.frames == info["frames"]
     assert any("damaged" in w for w in rep.warnings), rep.warnings
-
-
-def _face(x: float, emb: np.ndarray, size: float = 100) -> Face:
-    box = np.array([x, 100, x + size, 100 + size], np.float32)
-    kps = np.array([[x + 30, 140], [x + 70, 140], [x + 50, 160], [x + 35, 180], [x + 65, 180]], np.float32)
-    return Face(box, 0.9, kps, emb / np.linalg.norm(emb))
-
-
-def test_tracker_never_flips_to_a_bystander():
-    rng = np.random.default_rng(0)
-    main, other = rng.standard_normal(512), rng.standard_normal(512)
-    tr = FaceTracker("largest")
-    chosen = []
-    for i in range(30):
-        faces = [_face(600, other, 40)]  # a small face in a corner, throughout
-        if not 10 <= i < 18:
-            faces.insert(0, _face(100 + 3 * i, main + 0.1 * rng.standard_normal(512)))
-        picked = tr.update(i / 30, faces)
-        chosen.append(None if not picked else int(picked[0][0, 0] > 500))
-    assert chosen[:10] == [0] * 10 and chosen[10:18] == [None] * 8 and chosen[18:] == [0] * 12
-
-
-def test_one_euro_reduces_jitter_of_a_still_face():
-    rng = np.random.default_rng(1)
-    f = OneEuro()
-    truth = np.array([[100.0, 100.0]] * 5)
-    raw = [truth + rng.normal(0, 2, truth.shape) for _ in range(60)]
-    out = [f(r, i / 30) for i, r in enumerate(raw)]
-    assert np.std(np.array(out[20:]) - truth) < 0.5 * np.std(np.array(raw[20:]) - truth)
 
 
 def test_batch_lists_bad_files_and_never_uses_client_names_as_paths(triton, source_latent, tmp_path):

@@ -15,7 +15,7 @@ from pipeline.align import norm_crop
 from pipeline.detection import decode_scrfd, detector_blob, letterbox
 from pipeline.selection import SwapOptions
 from pipeline.stages import align_stage, analyze_stage, paste_stage
-from tests.conftest import load
+from tests.support.photos import load
 
 try:
     import insightface

@@ -202,7 +202,7 @@ def _strip(length: int, pos: int, vertical: bool) -> tuple[np.ndarray, np.ndarra
     """A 64 x ``length`` strip (``length`` x 64 when vertical) of smooth random texture with the
     portrait's head scaled to 60x59 px pasted upright at ``pos`` along it; and where the
     detector's face box (float32 [4]) of the portrait lands in the strip."""
-    from tests.conftest import load
+    from tests.support.photos import load
 
     portrait = load("portrait_obama_official.jpg")
     x0, y0, x1, y1 = CROP
@@ -248,7 +248,7 @@ def test_tiles_find_a_face_in_a_long_strip(detector, vertical, where):
            "overlap": int((win[8, ax] + win[7, ax + 2]) / 2) - 30,  # centred between windows 7 and 8
            "window_edge": int(win[8, ax]) - 30}[where]  # cut in half by window 8's first edge
     img, offset = _strip(4000, pos, vertical)
-    from tests.conftest import load
+    from tests.support.photos import load
 
     portrait = load("portrait_obama_official.jpg")
     _, ref = detector.stage(portrait)
@@ -269,7 +269,7 @@ def test_tiles_find_a_face_in_a_long_strip(detector, vertical, where):
                                   "portrait_obama_podium.jpg", "two_obama_biden_stage.jpg",
                                   "group_voc_2008_004176.jpg", "noface_coffee.png"])
 def test_tiles_leave_ordinary_photos_exactly_as_the_plain_path(detector, name):
-    from tests.conftest import load
+    from tests.support.photos import load
 
     plain, dets = detector.stage(load(name))
     assert len(dets) == len(plain)
@@ -285,7 +285,7 @@ def test_tiles_find_every_small_face_of_a_panorama(detector, copies, windows):
     pass sees the 22-25 px faces at 8 or 5 px (6 copies: it finds some, boxes off by up to 15
     px; 10 copies: none). With tiles every face is found once, where the detector puts it in a
     single copy: no duplicate from the plain pass's imprecise boxes or from window overlaps."""
-    from tests.conftest import load
+    from tests.support.photos import load
 
     t1 = load("group_insightface_t1.jpg")
     one = cv2.resize(t1, (289, 200), interpolation=cv2.INTER_AREA)

@@ -12,9 +12,7 @@ import pytest
 from PIL import Image
 
 from client import AsyncFaceSwapClient, FaceSwapClient, InvalidInput
-from tests.conftest import image_path, load
-
-pytestmark = pytest.mark.server
+from tests.support.photos import image_path, load
 
 
 def png(img: np.ndarray) -> bytes:
@@ -249,12 +247,12 @@ def test_embed_returns_aligned_faces(client):
 def test_header_bombs_are_refused_before_decoding(client, source_latent):
     import struct
 
-    from tests.test_gateway import _solid_png
+    from tests.support.gateway_calls import solid_png
 
     raw = bytearray(jpg(load("portrait_obama_small_320x240.jpg")))
     i = raw.find(b"\xff\xc0")
     raw[i + 5:i + 9] = struct.pack(">HH", 65000, 65000)
-    for data in (bytes(raw), _solid_png(20000, 20000)):
+    for data in (bytes(raw), solid_png(20000, 20000)):
         with pytest.raises(InvalidInput, match="too large"):
             client.swap(data, source_latent)
     assert client.health()["ready"]

@@ -20,9 +20,7 @@ import av
 import httpx
 import pytest
 
-from tests.conftest import image_path
-
-pytestmark = pytest.mark.server
+from tests.support.photos import image_path
 
 VIDEO = image_path("video_astronaut_zoompan_384.mp4")
 SOURCE = image_path("portrait_astronaut_eileen_collins.png")

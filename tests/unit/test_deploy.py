@@ -19,7 +19,8 @@ import kubernetes_validate as kv
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from repository.layout import ROOT
+
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("cpu", "gpu")
 NAMESPACE = "faceswap"

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from launch.services import ManagedProcess, pid_alive, tcp_open
+from launch.services import ManagedProcess, free_port, pid_alive, tcp_open
 from launch.supervise import Supervisor
-from tests.conftest import ROOT, free_port_block, image_path
+from tests.support.photos import ROOT, image_path
+from tests.support.servers import free_ports
 
 
 def group_members(pgid: int) -> list[int]:
@@ -84,14 +84,14 @@ def test_a_service_stopped_by_hand_is_left_down(tmp_path):
         svc.stop()
 
 
-@pytest.mark.server
 def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
     from repository.generate import build
 
     run = tmp_path / "run"
     build(run / "model_repository", "cpu", models)
-    base, gw_port = free_port_block(3), free_port_block(1)
-    args = [f"--http-port={base}", f"--grpc-port={base + 1}", f"--metrics-port={base + 2}",
+    ports, gw_port = free_ports(), free_port()
+    base = ports.http
+    args = [f"--http-port={ports.http}", f"--grpc-port={ports.grpc}", f"--metrics-port={ports.metrics}",
             f"--gateway-port={gw_port}", f"--run-dir={run}", f"--repository={run / 'model_repository'}"]
     env = {**os.environ, "FACESWAP_GATEWAY_STORE_PATH": str(tmp_path / "faces.sqlite3"),
            "FACESWAP_GATEWAY_JOBS_DIR": str(tmp_path / "jobs")}
@@ -139,7 +139,6 @@ def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
     assert not tcp_open(base) and not tcp_open(gw_port)
 
 
-@pytest.mark.server
 def test_make_cluster_restarts_what_dies_and_stops_everything(tmp_path):
     """``python -m launch.cluster start`` (what ``make cluster`` runs) leaves a supervisor behind:
     a job worker, Redis and a gateway killed with SIGKILL come back on their own (Redis with its

@@ -19,10 +19,9 @@ import pytest
 from PIL import Image
 
 from client.live import read_frames, stream_frames
-from tests.conftest import image_path
-from tests.test_gateway import Gateway
+from tests.support.photos import image_path
+from tests.support.servers import Gateway
 
-pytestmark = pytest.mark.server
 SOURCE = image_path("portrait_astronaut_eileen_collins.png")
 TARGET = image_path("group_insightface_t1.jpg")
 CLIP = image_path("video_astronaut_zoompan_384.mp4")

@@ -26,13 +26,12 @@ from client.batch import swap_batch
 from client.core import SWAP_MODEL, SWAP_OUTPUTS, options_json, swap_arrays
 from client.video import VideoOptions, swap_video
 from pipeline.quality import TrackFigures, face_quality, flicker_ratio, swap_region
-from tests.conftest import image_path, load
+from tests.support.photos import image_path, load
 
 try:
     import insightface
 except ImportError as exc:  # a missing package fails the tests, saying what to install
     raise ImportError("install insightface==0.7.3 (make setup does)") from exc
-pytestmark = pytest.mark.server
 TOL = 1e-3  # absolute, on cosines, with ArcFace in fp32 as insightface runs it
 #: With ArcFace served in bf16 (the self-check let it: embedding cosine >= 0.999 against fp32 on
 #: the probe) the figures move further from insightface's fp32 ones; measured up to 1.03e-3 on
@@ -90,7 +89,7 @@ SERVED = {"tol": TOL}
 @pytest.fixture(scope="module", autouse=True)
 def tolerance(triton):
     """The tolerance of served figures: TOL with ArcFace in fp32, else TOL_REDUCED."""
-    from tests.conftest import served_precision
+    from tests.support.servers import served_precision
 
     SERVED["tol"] = TOL if served_precision(triton, "face_recognizer") == "f32" else TOL_REDUCED
 
@@ -250,7 +249,7 @@ def test_track_figures_report_mean_min_and_nulls():
 
 @pytest.fixture(scope="module")
 def gateway(triton, tmp_path_factory):
-    from tests.test_gateway import Gateway
+    from tests.support.servers import Gateway
 
     g = Gateway(triton.grpc_url, tmp_path_factory.mktemp("quality_gw") / "faces.sqlite3").start()
     yield g

@@ -9,7 +9,7 @@ from pipeline import engines
 from pipeline.align import crops_to_blob, norm_crop
 from pipeline.detection import decode_scrfd, detector_blob, letterbox
 from pipeline.embedding import SWAP_MEAN, SWAP_STD
-from tests.conftest import load
+from tests.support.photos import load
 
 try:
     import openvino  # noqa: F401
@@ -71,21 +71,3 @@ def test_engine_settings_are_validated(monkeypatch):
         cpu_engine()
     with pytest.raises(ValueError, match="engine"):
         engines.load("x.onnx", [], "tensorflow")
-
-
-@pytest.mark.server
-def test_server_on_openvino_bf16_swaps(models, tmp_path, monkeypatch):
-    from client import FaceSwapClient
-    from launch.server import Ports, TritonServer
-    from repository.generate import build
-    from tests.conftest import free_port_block, image_path
-
-    monkeypatch.setenv("FACESWAP_ENGINE", "openvino")
-    monkeypatch.setenv("FACESWAP_PRECISION", "bf16")
-    build(tmp_path / "repo", "cpu", models)
-    base = free_port_block(3)
-    with TritonServer(tmp_path / "repo", Ports(base, base + 1, base + 2), run_dir=tmp_path) as server:
-        with FaceSwapClient(server.grpc_url, "grpc") as c:
-            latent = c.embed(image_path("portrait_obama_official.jpg")).largest().latent
-            res = c.swap(image_path("group_insightface_t1.jpg"), latent)
-    assert res.faces_swapped == 6

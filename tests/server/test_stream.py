@@ -19,10 +19,9 @@ import websockets
 
 from client.live import read_frames, stream_frames
 from gateway.core.guard import signed_headers
-from tests.conftest import image_path
-from tests.test_gateway import Gateway
+from tests.support.photos import image_path
+from tests.support.servers import Gateway
 
-pytestmark = pytest.mark.server
 SECRET = "stream-secret-0123456789"
 CLIP = image_path("video_astronaut_zoompan_384.mp4")
 SOURCE = image_path("portrait_astronaut_eileen_collins.png")

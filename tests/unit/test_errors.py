@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 import types
 import zipfile
-from pathlib import Path
 
 import pytest
 from tritonclient.utils import InferenceServerException
 
 from client import InvalidInput, ModelFailed, Overloaded, RequestTimeout
 from client.core import map_error
+from repository.layout import ROOT
 
 
 class _FakeError:
@@ -124,7 +124,7 @@ def _codes_in_source() -> dict[str, set[str]]:
                      r'|\b(?:error_)?code"?\s*[=:]\s*"([a-z][a-z0-9_]+)"|codes\s*=\s*\{([^}]*)\}'
                      r'|\(\s*\d{3},\s*"([a-z][a-z0-9_]+)"')
     found: dict[str, set[str]] = {}
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     for p in [*root.glob("gateway/**/*.py"), *root.glob("client/*.py")]:
         text = p.read_text()
         for m in pat.finditer(text):
@@ -151,6 +151,6 @@ def test_every_error_code_is_documented_and_the_docs_table_is_generated():
     # a job never ends with a null code
     assert failure_code(RuntimeError("boom")) == "internal_error"
     assert failure_code(zipfile.BadZipFile("x")) == "corrupt_archive"
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "gateway.md").read_text()
+    doc = (ROOT / "docs" / "gateway.md").read_text()
     block = doc.split("<!-- error-codes:start -->", 1)[1].split("<!-- error-codes:end -->", 1)[0].strip()
     assert block == markdown(), "docs/gateway.md's table of error codes is stale: paste `python -m gateway.core.codes`"

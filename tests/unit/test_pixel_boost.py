@@ -1,5 +1,5 @@
-"""Pixel boost (option ``pixel_boost``): batched sub-crops against a one-crop-at-a-time loop, options,
-and the server and gateway paths. Detector: the real SCRFD; swapper: the tiny stand-in."""
+"""Pixel boost (option ``pixel_boost``): batched sub-crops against a one-crop-at-a-time loop, and
+the options. Detector: the real SCRFD; swapper: the tiny stand-in; no server."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from pipeline.paste import paste_back, swapper_output_to_bgr
 from pipeline.pixel_boost import explode, implode
 from pipeline.selection import OptionsError, SwapOptions
 from pipeline.stages import align_stage, crops_to_blob, pasted_frame, swapped_faces
-from tests.conftest import image_path, load
-from tests.test_gateway import gw, gw_triton, http, swap  # noqa: F401 - the gateway's fixtures
+from tests.support.photos import load
 
 GROUP = "group_insightface_t1.jpg"
 
@@ -145,29 +144,3 @@ def test_pixel_boost_changes_only_the_faces(group, sessions):
     diff = np.abs(boosted.astype(int) - plain.astype(int)).max(axis=2)
     assert diff[inside == 0].max() == 0
     assert (diff[inside == 1] > 2).mean() > 0.05  # the faces were swapped differently
-
-
-@pytest.mark.server
-def test_server_swaps_with_pixel_boost_and_keeps_quality_figures(triton, source_latent):
-    from client import FaceSwapClient, InvalidInput
-
-    with FaceSwapClient(triton.http_url, timeout=300) as c:
-        plain = c.swap(image_path(GROUP), source_latent, output_format="png")
-        boosted = c.swap(image_path(GROUP), source_latent, output_format="png", pixel_boost=256)
-        with pytest.raises(InvalidInput, match="pixel_boost"):
-            c.swap(image_path(GROUP), source_latent, pixel_boost=200)
-    a = cv2.imdecode(np.frombuffer(plain.image, np.uint8), cv2.IMREAD_COLOR)
-    b = cv2.imdecode(np.frombuffer(boosted.image, np.uint8), cv2.IMREAD_COLOR)
-    assert boosted.faces_swapped == plain.faces_swapped >= 6 and a.shape == b.shape
-    assert not np.array_equal(a, b)
-    assert [q.face for q in boosted.face_quality] == boosted.selected
-    assert all(-1 <= q.identity_leakage <= 1 for q in boosted.face_quality)
-
-
-@pytest.mark.server
-def test_gateway_rejects_a_bad_pixel_boost_with_422(http):  # noqa: F811
-    r = swap(http, image_path(GROUP), image_path("portrait_obama_official.jpg"), pixel_boost=300)
-    assert r.status_code == 422 and r.json()["code"] == "invalid_option", r.text
-    assert "pixel_boost" in r.json()["message"]
-    r = swap(http, image_path(GROUP), image_path("portrait_obama_official.jpg"), pixel_boost=256)
-    assert r.status_code == 200, r.text

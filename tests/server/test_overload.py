@@ -16,14 +16,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from tritonclient.grpc import model_config_pb2 as mc
 
 from client import FaceSwapClient, Overloaded, RequestTimeout
 from gateway.core.guard import signed_headers
-from tests.conftest import start_triton
-from tests.test_gateway import GROUP, OBAMA, SECRET, Gateway, files, swap
-
-pytestmark = pytest.mark.server
+from tests.support.gateway_calls import GROUP, OBAMA, SECRET, files, swap
+from tests.support.hostile import tree_rss_mb
+from tests.support.servers import Gateway, start_triton
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +63,6 @@ def gateway(ov_triton, tmp_path, **env) -> Gateway:
     g = Gateway(ov_triton.grpc_url, tmp_path / "faces.sqlite3", secret=env.pop("secret", None))
     g.env.update({f"FACESWAP_GATEWAY_{k.upper()}": str(v) for k, v in env.items()})
     return g.start()
-
-
-def test_every_model_but_ensembles_has_a_rejecting_bounded_queue(models, tmp_path):
-    from google.protobuf import text_format
-
-    from repository.generate import PROFILES, build
-
-    for profile in PROFILES:
-        build(tmp_path / profile, profile, models)
-        for path in (tmp_path / profile).glob("*/config.pbtxt"):
-            cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
-            if cfg.platform == "ensemble":
-                continue
-            pol = cfg.dynamic_batching.default_queue_policy
-            assert pol.timeout_action == mc.ModelQueuePolicy.REJECT, (profile, cfg.name)
-            assert pol.max_queue_size > 0 and pol.default_timeout_microseconds > 0 and pol.allow_timeout_override
 
 
 def test_direct_grpc_callers_get_unavailable_fast_when_triton_is_full(ov_triton, latent):
@@ -214,13 +196,13 @@ def test_readyz_answers_503_in_time_while_triton_is_stalled(ov_triton, tmp_path)
     g = gateway(ov_triton, tmp_path)
     try:
         assert httpx.get(f"{g.url}/readyz", timeout=30).status_code == 200
-        os.kill(ov_triton.proc.pid, signal.SIGSTOP)
+        os.kill(ov_triton.pid, signal.SIGSTOP)
         try:
             t = time.monotonic()
             r = httpx.get(f"{g.url}/readyz", timeout=30)
             took = time.monotonic() - t
         finally:
-            os.kill(ov_triton.proc.pid, signal.SIGCONT)
+            os.kill(ov_triton.pid, signal.SIGCONT)
         assert r.status_code == 503 and r.json() == {"status": "degraded", "error": "triton_timeout"}
         assert took < 3.0 and r.headers["retry-after"]
         deadline = time.monotonic() + 30
@@ -297,21 +279,6 @@ def test_triton_exports_queue_time(ov_triton):
     assert 'nv_inference_queue_duration_us{model="face_swapper"' in text
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (MiB), from /proc."""
-    total, stack = 0.0, [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            status = open(f"/proc/{p}/status").read()
-            total += int(status.split("VmRSS:")[1].split()[0]) / 1024
-            for task in os.listdir(f"/proc/{p}/task"):
-                stack += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
-        except (FileNotFoundError, IndexError, ProcessLookupError):
-            continue
-    return total
-
-
 def test_triton_memory_returns_after_near_limit_images(ov_triton, latent, tmp_path):
     import io
 
@@ -323,7 +290,7 @@ def test_triton_memory_returns_after_near_limit_images(ov_triton, latent, tmp_pa
     for t in busy(ov_triton.grpc_url, latent, 2):
         t.join(60)
     time.sleep(1)
-    warm = tree_rss_mb(ov_triton.proc.pid)
+    warm = tree_rss_mb(ov_triton.pid)
 
     def one():
         with FaceSwapClient(ov_triton.grpc_url, "grpc", timeout=300) as c:
@@ -336,7 +303,7 @@ def test_triton_memory_returns_after_near_limit_images(ov_triton, latent, tmp_pa
         for t in threads:
             t.join(300)
     time.sleep(2)
-    after = tree_rss_mb(ov_triton.proc.pid)
+    after = tree_rss_mb(ov_triton.pid)
     # before full frames were kept out of the stages' shared memory this grew by gigabytes
     assert after < warm * 1.15, (warm, after)
 
