@@ -1,17 +1,20 @@
-"""/docs and /redoc work offline: every script and stylesheet they load is served by the gateway."""
+"""/docs and /redoc work offline: every script and stylesheet they load is served by the gateway.
+The reference in docs/: tables that restate code are generated from it."""
 
 from __future__ import annotations
 
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.core.config import Settings
+from gateway.core.config import Settings, markdown
 from gateway.main import create_app
 
 BASE = "http://testserver"
+ROOT = Path(__file__).resolve().parents[1]
 TYPES = {"script": ("javascript",), "link": ("css", "image/")}  # link: stylesheet or favicon
 
 
@@ -68,3 +71,11 @@ def test_openapi_json_is_served(client):
     spec = r.json()
     assert spec["info"]["title"] == "faceswap gateway" and "/v1/swap" in spec["paths"]
     assert not any(p.startswith("/docs") for p in spec["paths"])
+
+
+def test_settings_table_in_the_docs_is_generated_from_the_settings_class():
+    doc = (ROOT / "docs" / "gateway.md").read_text()
+    block = doc.split("<!-- settings:start -->", 1)[1].split("<!-- settings:end -->", 1)[0].strip()
+    assert block == markdown(), "docs/gateway.md's table of settings is stale: paste `python -m gateway.core.config`"
+    assert len(block.splitlines()) == 2 + len(Settings.model_fields)
+
