@@ -1,8 +1,9 @@
 """/docs and /redoc work offline: every script and stylesheet they load is served by the gateway.
-The reference in docs/: tables that restate code are generated from it."""
+The reference in docs/: tables that restate code are generated from it; the README indexes every page."""
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -79,3 +80,11 @@ def test_settings_table_in_the_docs_is_generated_from_the_settings_class():
     assert block == markdown(), "docs/gateway.md's table of settings is stale: paste `python -m gateway.core.config`"
     assert len(block.splitlines()) == 2 + len(Settings.model_fields)
 
+
+def test_readme_links_resolve_and_index_every_reference_page():
+    readme = (ROOT / "README.md").read_text()
+    links = {m for m in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme) if "://" not in m}
+    missing = sorted(link for link in links if not (ROOT / link).exists())
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")} - {"docs/index.md"}
+    assert not pages - links, f"README.md's reference index misses {sorted(pages - links)}"
