@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-web models standins repository serve stop web demo test test-py test-unit test-server test-system test-web bench perf lint clean
+.PHONY: setup setup-web models standins repository serve stop web demo docs test test-py test-unit test-server test-system test-docs test-web bench perf lint clean
 
 # The Worker's tools must not phone home (see ../shared/WORKER.md).
 export WRANGLER_SEND_METRICS = false
@@ -73,7 +73,10 @@ demo: setup              ## real models where they can be had, real photos, a re
 	$(VPY) -m repository models --retries 2 --timeout 20
 	$(VPY) -m launch.demo
 
-test: test-py test-web   ## the whole test suite (starts its own servers on free loopback ports)
+docs: setup              ## the reference in docs/ as a site (MkDocs, Material theme) in build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
+
+test: test-py test-docs test-web   ## the whole test suite (starts its own servers on free loopback ports)
 
 test-py: setup          ## ruff, then every Python tier; prints the 15 slowest tests
 	$(VENV)/bin/ruff check .
@@ -87,6 +90,8 @@ test-server: setup      ## tests/server: a real tritonserver and the gateway
 
 test-system: setup      ## tests/system: Redis, SeaweedFS, HAProxy, supervisors, the cluster
 	$(VPY) -m pytest -q --durations=15 tests/system $(PYTEST_ARGS)
+
+test-docs: docs          ## the reference site builds with --strict: a broken link or a page missing from the nav fails
 
 test-web: setup setup-web ## Worker: typecheck, vitest on the Workers runtime, browser end to end
 	cd worker && npm test

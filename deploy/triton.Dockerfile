@@ -15,7 +15,7 @@ RUN pip install --no-cache-dir \
 
 COPY pipeline/ /app/pipeline/
 ENV PYTHONPATH=/app
-# The precision self-check's decisions and the int8 files (python -m repository quantize writes them
+# The precision self-check's decisions and the int8 files (faceswap-repository quantize writes them
 # where the repository is built; copy them here, or the cpu profile serves bf16/f32 only).
 ENV FACESWAP_CACHE_DIR=/engine_cache
 

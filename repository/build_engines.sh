@@ -2,8 +2,8 @@
 # Build TensorRT engines for the `gpu-trt` profile (run inside NVIDIA's Triton or TensorRT
 # container, on the GPU that will serve them: engines are specific to GPU and TensorRT version).
 #
-#   .venv/bin/python -m repository build --profile gpu      # copies the ONNX files to build/gpu
-#   .venv/bin/python -m repository build --profile gpu-trt  # configs for tensorrt_plan
+#   .venv/bin/faceswap-repository build --profile gpu      # copies the ONNX files to build/gpu
+#   .venv/bin/faceswap-repository build --profile gpu-trt  # configs for tensorrt_plan
 #   docker run --gpus all -v $PWD/build:/build nvcr.io/nvidia/tensorrt:24.10-py3 \
 #       bash /build/../repository/build_engines.sh /build          # or run it where trtexec is
 #

@@ -266,7 +266,7 @@ def make_inswapper(size: str = "tiny", seed: int = 128) -> tuple[onnx.ModelProto
 
 BUILDERS = {"det_10g": make_scrfd, "w600k_r50": make_arcface, "inswapper_128": make_inswapper}
 #: Version of each builder's output, part of the file name (``standin_path``). Bump it whenever
-#: a builder's graph or weights change (tests/test_standins.py holds a fingerprint per version).
+#: a builder's graph or weights change (tests/unit/test_standins.py holds a fingerprint per version).
 #: inswapper_128 v2: a latent-dependent colour/stripe look instead of a near-identity output.
 VERSIONS = {"det_10g": 1, "w600k_r50": 1, "inswapper_128": 2}
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,7 +40,8 @@ class Settings(BaseSettings):
     max_pixels_in_flight: int = Field(80_000_000, description="Image pixels in work at once (two images at the "
                                       "max_pixels limit); more get 503 overloaded.")
     overload_retry_after_s: int = Field(1, description="Retry-After seconds sent with 503 overloaded.")
-    retry_after_s: int = Field(5, description="Retry-After seconds sent with 503 when Triton is down.")
+    retry_after_s: int = Field(5, description="Retry-After seconds sent with 503 when Triton is down "
+                               "(triton_unavailable, and /readyz's 503).")
     health_timeout_s: float = Field(2.0, description="/readyz waits this long for Triton, then answers 503.")
     deep_check_timeout_s: float = Field(20.0, description="Time limit of one /readyz?deep=1 pipeline run.")
     deep_check_image: Path | None = Field(None, description="Photo with a face for /readyz?deep=1 (default: "
@@ -48,7 +52,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, description="Largest image (width x height, from its header); more is 413.")
     store_path: Path = Field(ROOT / ".run" / "faces.sqlite3", description="SQLite file of the face store.")
     face_ttl_s: int = Field(7 * 24 * 3600, description="Seconds a registered face is kept.")
-    models_dir: Path = Field(ROOT / "models", description="Where the real models are expected (shown by /readyz).")
+    models_dir: Path = Field(ROOT / "models", description="Where the real models are expected (named in the log when "
+                             "/readyz finds models not ready).")
     deep_check_ttl_s: float = Field(10.0, description="Seconds a /readyz?deep=1 result (success or failure) "
                                     "is cached.")
     thumbnail_size: int = Field(64, description="Side of face thumbnails in pixels (from the 112x112 aligned crop).")
@@ -79,7 +84,8 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(60.0, description="How often expired jobs and faces are swept.")
     max_jobs_disk_bytes: int = Field(20 << 30, description="Disk budget of the jobs folder; past it new jobs get "
                                      "503 storage_full.")
-    job_timeout_s: float = Field(60.0, description="Deadline of each Triton call of a job.")
+    job_timeout_s: float = Field(60.0, description="Deadline of each Triton call of a job (a full Triton is waited "
+                                 "on within it).")
     max_streams: int = Field(16, description="Live streams (/v1/stream) open at once in this process; more are "
                              "closed with 4503 overloaded. Each stream's frames also take admission slots.")
     stream_idle_timeout_s: float = Field(30.0, description="A stream without a message for this long is closed "
@@ -120,8 +126,8 @@ class Settings(BaseSettings):
                                     "result_url of a job must lie (e.g. the Worker's "
                                     "https://app.example.com/api/media/), compared as URLs: same scheme, host and "
                                     "port, path under the prefix's path (gateway.core.urls). Each names a path "
-                                    "(https://host/ for a whole origin). Empty: URL media are refused "
-                                    "(422 media_url_not_allowed).")
+                                    "(https://host/ for a whole origin; one without a path stops the start). Empty: "
+                                    "URL media are refused (422 media_url_not_allowed).")
     job_heartbeat_s: float = Field(10.0, description="Scale-out: a job whose worker has not beaten for this long is "
                                    "taken by another worker (from its beginning).")
     worker_concurrency: int = Field(1, description="faceswap-worker: jobs one worker process runs at once.")
@@ -138,3 +144,38 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def _default_text(value: Any) -> str:
+    """A default as the table shows it: paths in the checkout relative to it, the rest as set in
+    the environment (``unset`` for None, ``empty`` for "")."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Path):
+        return f"`{value.relative_to(ROOT) if value.is_relative_to(ROOT) else value}`"
+    return "empty" if value == "" else f"`{value}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def markdown() -> str:
+    """The table of settings in docs/gateway.md (``python -m gateway.core.config`` prints it)."""
+    prefix = Settings.model_config["env_prefix"]
+    rows = ["| setting | environment variable | type | default | meaning |", "|---|---|---|---|---|"]
+    rows += [f"| `{name}` | `{prefix}{name.upper()}` | {_cell(_type_name(f.annotation))} | {_default_text(f.default)} "
+             f"| {_cell(f.description or '')} |" for name, f in Settings.model_fields.items()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown())  # noqa: T201 (the command prints the table)

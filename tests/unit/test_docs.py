@@ -1,17 +1,21 @@
-"""/docs and /redoc work offline: every script and stylesheet they load is served by the gateway."""
+"""/docs and /redoc work offline: every script and stylesheet they load is served by the gateway.
+The reference in docs/: tables that restate code are generated from it; the README indexes every page."""
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.core.config import Settings
+from gateway.core.config import Settings, markdown
 from gateway.main import create_app
 
 BASE = "http://testserver"
+ROOT = Path(__file__).resolve().parents[1]
 TYPES = {"script": ("javascript",), "link": ("css", "image/")}  # link: stylesheet or favicon
 
 
@@ -68,3 +72,19 @@ def test_openapi_json_is_served(client):
     spec = r.json()
     assert spec["info"]["title"] == "faceswap gateway" and "/v1/swap" in spec["paths"]
     assert not any(p.startswith("/docs") for p in spec["paths"])
+
+
+def test_settings_table_in_the_docs_is_generated_from_the_settings_class():
+    doc = (ROOT / "docs" / "gateway.md").read_text()
+    block = doc.split("<!-- settings:start -->", 1)[1].split("<!-- settings:end -->", 1)[0].strip()
+    assert block == markdown(), "docs/gateway.md's table of settings is stale: paste `python -m gateway.core.config`"
+    assert len(block.splitlines()) == 2 + len(Settings.model_fields)
+
+
+def test_readme_links_resolve_and_index_every_reference_page():
+    readme = (ROOT / "README.md").read_text()
+    links = {m for m in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme) if "://" not in m}
+    missing = sorted(link for link in links if not (ROOT / link).exists())
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")} - {"docs/index.md"}
+    assert not pages - links, f"README.md's reference index misses {sorted(pages - links)}"
