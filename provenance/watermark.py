@@ -21,7 +21,7 @@ Scheme (block-DCT quantisation index modulation on a canonical-size luma plane):
 Detection: ``found`` needs the CRC to match and the mean |soft bit| (``confidence``) to reach
 ``FOUND_CONFIDENCE``; an unmarked photo measures about 0.046 (the mean of |N(0, 0.71/sqrt(153))|),
 a fresh mark 0.4-0.8 on photos (0.3 on a flat gradient). Robust to re-encoding and resizing
-(both measured in tests/test_provenance.py); a crop moves the block grid and is not survived
+(both measured in tests/unit/test_provenance.py); a crop moves the block grid and is not survived
 (measured too: bits at chance level).
 
 Why not ``invisible-watermark`` 0.2.0's DWT-DCT: its package ``__init__`` imports ``torch`` (for
@@ -48,7 +48,7 @@ BLOCK = 4
 #: Coefficients (row, col) of each block's DCT that carry bits: the lowest AC terms, which
 #: survive JPEG and downscaling and spread a change smoothly over the block.
 COEFFS = ((0, 1), (1, 0), (1, 1))
-#: QIM step in orthonormal-DCT units of the canonical luma; tuned in tests/test_provenance.py
+#: QIM step in orthonormal-DCT units of the canonical luma; tuned in tests/unit/test_provenance.py
 #: and bench/marking.py (bit accuracy after JPEG q75 and a 50% downscale vs. visibility).
 DELTA = 20.0
 #: Perceptual masking: blocks whose AC RMS (canonical grey levels) reaches TEXTURE_FULL get the

@@ -1,6 +1,6 @@
 """Every error code the gateway, its job workers and its live streams can answer with, in one
 table: the OpenAPI error descriptions (:func:`gateway.core.errors.errors`) and the table in
-docs/gateway.md are generated from it, and ``tests/test_errors.py`` finds every code the source
+docs/gateway.md are generated from it, and ``tests/unit/test_errors.py`` finds every code the source
 uses and checks that it is here, so the list cannot drift.
 
 ``python -m gateway.core.codes`` prints that table (Markdown).

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
@@ -15,7 +14,8 @@ from gateway.core.config import Settings, markdown
 from gateway.main import create_app
 
 BASE = "http://testserver"
-ROOT = Path(__file__).resolve().parents[1]
+from repository.layout import ROOT
+
 TYPES = {"script": ("javascript",), "link": ("css", "image/")}  # link: stylesheet or favicon
 
 
