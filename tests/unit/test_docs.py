@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from gateway.core.config import Settings, markdown
 from gateway.main import create_app
+from repository.layout import ROOT
 
 BASE = "http://testserver"
-from repository.layout import ROOT
 
 TYPES = {"script": ("javascript",), "link": ("css", "image/")}  # link: stylesheet or favicon
 
