@@ -1,4 +1,4 @@
-"""The local multi-process topology of DESIGN.md "At scale, and live", with real servers on loopback.
+"""The local multi-process topology of docs/scale.md, with real servers on loopback.
 
 ``make cluster`` (``python -m launch.cluster start``) starts, in this order: Redis, the S3 store
 (SeaweedFS), N tritonservers (embedded, CPU, in parallel; tiny stand-ins unless

@@ -1,8 +1,8 @@
 """Start, wait for and stop the embedded ``tritonserver`` (nvidia-pytriton wheel), CPU only.
 
 The wheel ships a real Triton 2.51 binary with the Python backend. To run it outside
-pytriton we (see DESIGN.md): copy the Python backend into ``.run/backends/python`` with the
-stub built for this interpreter; put this interpreter's own ``libpython`` folder first on
+pytriton we (docs/architecture.md, "Facts verified the hard way"): copy the Python backend into
+``.run/backends/python`` with the stub built for this interpreter; put this interpreter's own ``libpython`` folder first on
 ``LD_LIBRARY_PATH`` (so the stub and the virtual environment run one and the same Python),
 then the wheel's ``nvidia_pytriton.libs``; put the virtual environment's ``bin`` first on
 ``PATH``; and put the project root on ``PYTHONPATH`` so the models import ``pipeline``.

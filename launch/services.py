@@ -103,6 +103,16 @@ def pid_alive(pid: int, hint: str | None = None) -> bool:
     return True
 
 
+def kill_group(pid: int) -> bool:
+    """SIGKILL the process group led by ``pid`` (what is left of it: Linux reuses no pid while a
+    group of that id exists, so this reaches only that server's own children); True if one existed."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
 def terminate_group(pid: int, timeout: float) -> None:
     """SIGTERM the process group led by ``pid``, wait up to ``timeout`` s for the leader to end, then
     SIGKILL whatever is left of the group (Triton's Python stubs, say), as ``launch.server._terminate``
@@ -117,10 +127,7 @@ def terminate_group(pid: int, timeout: float) -> None:
         if not pid_alive(pid):
             break
         time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    kill_group(pid)
     _reap(pid)
 
 
@@ -135,21 +142,14 @@ def stop_pid(pid: int, hint: str | None = None, timeout: float = 10.0) -> bool:
         terminate_group(pid, timeout)
         return True
     if not pid_alive(pid):  # gone or a zombie: clear what is left of its group
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_group(pid)
         _reap(pid)
     return False
 
 
 def kill_pid(pid: int, hint: str | None = None) -> bool:
     """SIGKILL the process group led by ``pid`` at once (a crash, for tests); True if it ran."""
-    if not pid_alive(pid, hint):
-        return False
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
+    if not pid_alive(pid, hint) or not kill_group(pid):
         return False
     deadline = time.monotonic() + 10
     while pid_alive(pid) and time.monotonic() < deadline:

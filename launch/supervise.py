@@ -18,14 +18,13 @@ Kubernetes (restart policy ``Always``, liveness probes) and compose (``restart: 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from launch.services import Service
+from launch.services import Service, kill_group
 
 log = logging.getLogger("launch.supervise")
 
@@ -153,10 +152,5 @@ def interrupt_on_signals() -> None:
 def _kill_leftovers(pid: int | None) -> None:
     """SIGKILL what is left of the process group led by ``pid`` (Linux reuses no pid while a
     group of that id exists, so this reaches only that server's own children)."""
-    if not pid:
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)
+    if pid and kill_group(pid):
         log.info("killed what was left of process group %d", pid)
-    except (ProcessLookupError, PermissionError):
-        pass

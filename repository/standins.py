@@ -37,7 +37,7 @@ OPSET = 17
 DET10G_OUTPUTS = ("448", "471", "494", "451", "474", "497", "454", "477", "500")
 #: Real output name of w600k_r50.onnx.
 ARCFACE_OUTPUT = "683"
-#: Published compute of the real models, GFLOP (DESIGN.md).
+#: Published compute of the real models, GFLOP (insightface model zoo figures).
 PUBLISHED_GFLOP = {"det_10g": 10.0, "w600k_r50": 6.3, "inswapper_128": 174.7}
 
 
