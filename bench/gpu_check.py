@@ -45,7 +45,8 @@ import numpy as np
 
 #: Dense bf16 (and fp16) matrix rate measured on an H200 here (KINDS.md: 769-798 TFLOP/s).
 ANCHOR_TFLOPS = 790.0
-#: Published compute of the real inswapper_128 per face (insightface model zoo; repository.standins.PUBLISHED_GFLOP) and the anchor's time for it.
+#: Published compute of the real inswapper_128 per face (repository.standins.PUBLISHED_GFLOP)
+#: and the anchor's time for it.
 PUBLISHED_GFLOP = 174.7
 ANCHOR_MS_PER_FACE = PUBLISHED_GFLOP / ANCHOR_TFLOPS  # GFLOP / (TFLOP/s) = ms
 #: Fingerprint (sha256 of every initializer's bytes, graph order, first 16 hex) of the full

@@ -2,8 +2,8 @@
 
 The wheel ships a real Triton 2.51 binary with the Python backend. To run it outside
 pytriton we (docs/architecture.md, "Facts verified the hard way"): copy the Python backend into
-``.run/backends/python`` with the stub built for this interpreter; put this interpreter's own ``libpython`` folder first on
-``LD_LIBRARY_PATH`` (so the stub and the virtual environment run one and the same Python),
+``.run/backends/python`` with the stub built for this interpreter; put this interpreter's own
+``libpython`` folder first on ``LD_LIBRARY_PATH`` (so the stub and the virtual environment run one and the same Python),
 then the wheel's ``nvidia_pytriton.libs``; put the virtual environment's ``bin`` first on
 ``PATH``; and put the project root on ``PYTHONPATH`` so the models import ``pipeline``.
 Everything listens on loopback only. ``make serve``/``make stop``, the demo and the tests
