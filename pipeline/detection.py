@@ -16,6 +16,13 @@ import numpy as np
 DET_MEAN = 127.5
 DET_STD = 128.0
 #: Feature-map strides and anchors per cell of the 9-output SCRFD exports (insightface).
+#: insightface's ``FaceAnalysis`` defaults: SCRFD's square input side (pixels), the face score
+#: threshold and the NMS IoU threshold.
+DET_SIZE = 640
+DET_THRESH = 0.5
+NMS_THRESH = 0.4
+#: At most this many faces are swapped in one image (the rest are left alone).
+MAX_FACES = 64
 STRIDES = (8, 16, 32)
 NUM_ANCHORS = 2
 #: Canonical names of the nine SCRFD heads as our decoder sees them, in graph order
@@ -53,7 +60,7 @@ class Detections:
         )
 
 
-def letterbox(img_bgr: np.ndarray, det_size: tuple[int, int] = (640, 640)) -> tuple[np.ndarray, float]:
+def letterbox(img_bgr: np.ndarray, det_size: tuple[int, int] = (DET_SIZE, DET_SIZE)) -> tuple[np.ndarray, float]:
     """Resize keeping the aspect ratio and pad bottom/right with black, as SCRFD.detect does.
 
     Args:
@@ -128,8 +135,8 @@ def decode_scrfd(
     heads: list[np.ndarray],
     input_hw: tuple[int, int],
     det_scale: float,
-    det_thresh: float = 0.5,
-    nms_thresh: float = 0.4,
+    det_thresh: float = DET_THRESH,
+    nms_thresh: float = NMS_THRESH,
 ) -> Detections:
     """Decode the nine SCRFD heads into faces in original-image pixels.
 
@@ -196,7 +203,7 @@ TILE_OVERLAP = 0.25
 TILE_FACE_FLOOR = 24
 
 
-def tile_windows(height: int, width: int, det_size: int = 640) -> np.ndarray:
+def tile_windows(height: int, width: int, det_size: int = DET_SIZE) -> np.ndarray:
     """The overlapping windows along the long side of an image too elongated for one letterbox.
 
     Rule (long side ``L``, short side ``S``, detector input ``D`` x ``D``):
@@ -240,7 +247,7 @@ def tile_windows(height: int, width: int, det_size: int = 640) -> np.ndarray:
     return np.stack([zeros, starts, full, ends], axis=1)
 
 
-def merge_detections(parts: list[Detections], nms_thresh: float = 0.4) -> Detections:
+def merge_detections(parts: list[Detections], nms_thresh: float = NMS_THRESH) -> Detections:
     """Union of several detection sets of one image, greedy NMS (insightface's, ``nms_thresh``)
     across them, ordered by score descending as insightface orders."""
     boxes = np.concatenate([p.boxes for p in parts]).astype(np.float32)
@@ -254,8 +261,8 @@ def merge_detections(parts: list[Detections], nms_thresh: float = 0.4) -> Detect
     return Detections(boxes[keep], scores[keep], kps[keep])
 
 
-def detect_tiles(image: np.ndarray, first: Detections, detect_fn, det_size: tuple[int, int] = (640, 640),
-                 det_thresh: float = 0.5, nms_thresh: float = 0.4) -> Detections | None:
+def detect_tiles(image: np.ndarray, first: Detections, detect_fn, det_size: tuple[int, int] = (DET_SIZE, DET_SIZE),
+                 det_thresh: float = DET_THRESH, nms_thresh: float = NMS_THRESH) -> Detections | None:
     """The tiled pass: detect on each window of :func:`tile_windows` (letterboxed to
     ``det_size`` like the whole image) and merge with the whole-image pass ``first``.
 

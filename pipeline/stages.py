@@ -20,7 +20,15 @@ import numpy as np
 
 from pipeline.align import crops_to_blob, norm_crop
 from pipeline.codec import MAX_PIXELS, decode_image, encode_image
-from pipeline.detection import Detections, decode_scrfd, detect_tiles, detector_blob, letterbox
+from pipeline.detection import (
+    DET_SIZE,
+    NMS_THRESH,
+    Detections,
+    decode_scrfd,
+    detect_tiles,
+    detector_blob,
+    letterbox,
+)
 from pipeline.embedding import ARCFACE_MEAN, ARCFACE_STD, SWAP_MEAN, SWAP_STD, normed, swap_latents
 from pipeline.paste import paste_back, swapper_output_to_bgr
 from pipeline.pixel_boost import boost_factor, boosted_crops, explode, implode
@@ -52,7 +60,7 @@ class Decoded:
     alpha: np.ndarray  # uint8 [H, W], or [0, 0] when the input has no alpha
 
 
-def decode_stage(data: bytes | np.ndarray, det_size: int = 640, max_pixels: int = MAX_PIXELS,
+def decode_stage(data: bytes | np.ndarray, det_size: int = DET_SIZE, max_pixels: int = MAX_PIXELS,
                  alpha: bool = True) -> Decoded:
     """Decode image bytes and build the SCRFD input (raises ``codec.ImageError``)."""
     d = decode_image(data, max_pixels, alpha)
@@ -65,7 +73,7 @@ DetectFn = Callable[[np.ndarray], list[np.ndarray]]
 
 
 def detect_stage(heads: list[np.ndarray], det_blob_hw: tuple[int, int], det_scale: float, det_thresh: float,
-                 nms_thresh: float = 0.4, image: np.ndarray | None = None,
+                 nms_thresh: float = NMS_THRESH, image: np.ndarray | None = None,
                  detect_fn: DetectFn | None = None, tiles: bool = True) -> Detections:
     """Decode SCRFD heads into faces (see ``detection.decode_scrfd``), with two extra passes
     where one letterbox of the whole image cannot see the faces.

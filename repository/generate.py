@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,18 @@ from onnx import numpy_helper
 from tritonclient.grpc import model_config_pb2 as mc
 
 from pipeline import precision as prec
-from pipeline.detection import HEAD_NAMES
+from pipeline.contracts import (
+    NET_MODEL,
+    Ensemble,
+    NetworkIdentity,
+    OnnxNetworkParams,
+    Stage,
+    T,
+    ensembles,
+    python_stages,
+)
 from pipeline.engines import ENGINES
-from repository.layout import NET_MODEL, ROOT, SOURCE, cache_dir, default_images
+from repository.layout import ROOT, SOURCE, cache_dir, default_images
 from repository.layout import cached_sha256 as _file_sha256
 from repository.quantize import ensure_int8
 from repository.resolve import ResolvedModel, resolve
@@ -38,16 +47,6 @@ from repository.resolve import ResolvedModel, resolve
 log = logging.getLogger(__name__)
 PROFILES = ("cpu", "gpu", "gpu-trt")
 ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 7: "TYPE_INT64", 6: "TYPE_INT32", 2: "TYPE_UINT8"}
-
-
-@dataclass
-class T:
-    """A tensor in a model config: name, Triton data type, dims (without the batch dim)."""
-
-    name: str
-    dtype: str
-    dims: list[int]
-    optional: bool = False
 
 
 @dataclass
@@ -61,20 +60,8 @@ class Net:
     max_batch_size: int
 
 
-@dataclass
-class Stage:
-    """A Python-backend stage: tensors, instances and tunable parameters."""
-
-    inputs: list[T]
-    outputs: list[T]
-    instances: int = 1
-    params: dict[str, str] = field(default_factory=dict)
-
-
 #: Batch limit given to networks whose graph has a symbolic batch dimension.
 NET_MAX_BATCH = {"detector": 0, "recognizer": 32, "swapper": 8}
-#: Tunables of the Python stages (config ``parameters``); keep in sync with docs/models-and-pipeline.md.
-DEFAULTS = {"det_size": "640", "det_thresh": "0.5", "nms_thresh": "0.4", "max_faces": "64", "max_pixels": "40000000"}
 #: Queue policy of every non-ensemble model (Triton ``ModelQueuePolicy``): at most this many
 #: requests wait per model, then Triton answers UNAVAILABLE at once; a request that waited
 #: longer than its timeout (the caller's, sent with the request, else the default below) is
@@ -123,123 +110,6 @@ def extract_emap(swapper_path: str) -> np.ndarray:
     return emap
 
 
-def python_stages(nets: dict[str, Net], stand_ins: list[str]) -> dict[str, Stage]:
-    """The single description of the Python stages, wired to the networks' tensor names."""
-    det, rec, swp = nets["detector"], nets["recognizer"], nets["swapper"]
-    heads = [T(h, o.dtype, o.dims) for h, o in zip(HEAD_NAMES, det.outputs)]
-    rec_params = {"recognizer_model": NET_MODEL["recognizer"], "recognizer_input": rec.inputs[0].name,
-                  "recognizer_output": rec.outputs[0].name, "recognizer_max_batch": str(rec.max_batch_size)}
-    faces = [T("boxes", "TYPE_FP32", [-1, 4]), T("scores", "TYPE_FP32", [-1]), T("kps", "TYPE_FP32", [-1, 5, 2])]
-    # Stages that need the full-resolution frame decode the encoded bytes themselves: only
-    # bytes and small tensors cross stage boundaries (the Python backend's shared-memory
-    # pools grow to the largest tensors in flight and never shrink).
-    image = T("image", "TYPE_UINT8", [-1])
-    max_px = {"max_pixels": DEFAULTS["max_pixels"]}
-    options = T("options", "TYPE_STRING", [1])
-    source_embeddings = T("source_embeddings", "TYPE_FP32", [-1, 512], optional=True)
-    stand = ",".join(stand_ins)
-    det_p = {**{k: DEFAULTS[k] for k in ("det_size", "det_thresh", "nms_thresh")},
-             "close_up_retry": "true", "detector_model": NET_MODEL["detector"], "detector_input": det.inputs[0].name,
-             "detector_outputs": ",".join(o.name for o in det.outputs)}
-    return {
-        "image_decoder": Stage(
-            [image],
-            [T("det_blob", "TYPE_FP32", [1, 3, -1, -1]), T("det_scale", "TYPE_FP32", [1])],
-            instances=2, params={"det_size": DEFAULTS["det_size"], **max_px}),
-        "face_aligner": Stage(
-            [*heads, T("det_scale", "TYPE_FP32", [1]), image, options,
-             T("reference_embeddings", "TYPE_FP32", [-1, 512], optional=True)],
-            [*faces, T("selected", "TYPE_INT32", [-1]), T("latent_index", "TYPE_INT32", [-1]),
-             T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]),
-             T("affines", "TYPE_FP32", [-1, 2, 3]), T("align_info", "TYPE_STRING", [1])],
-            instances=2, params={**det_p, "max_faces": DEFAULTS["max_faces"], **rec_params, **max_px}),
-        "face_paster": Stage(
-            [T("original", "TYPE_UINT8", [-1]), T("latent_index", "TYPE_INT32", [-1]),
-             T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]), T("affines", "TYPE_FP32", [-1, 2, 3]),
-             T("selected", "TYPE_INT32", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]), options,
-             T("align_info", "TYPE_STRING", [1]),
-             # quality figures (pipeline.quality): the key points of every face (indexed by
-             # ``selected``) and, optionally, one source embedding per source latent
-             T("kps", "TYPE_FP32", [-1, 5, 2]), source_embeddings],
-            [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])],
-            instances=2, params={"swapper_model": NET_MODEL["swapper"], "swapper_target": swp.inputs[0].name,
-                                 "swapper_source": swp.inputs[1].name, "swapper_output": swp.outputs[0].name,
-                                 "swapper_max_batch": str(swp.max_batch_size), "stand_in_models": stand,
-                                 **rec_params, **max_px}),
-        "landmark_aligner": Stage(
-            [image, T("face_kps", "TYPE_FP32", [-1, 5, 2])],
-            [T("selected", "TYPE_INT32", [-1]), T("latent_index", "TYPE_INT32", [-1]),
-             T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]), T("affines", "TYPE_FP32", [-1, 2, 3]),
-             T("align_info", "TYPE_STRING", [1])],
-            instances=2, params=max_px),
-        "face_analyzer": Stage(
-            [*heads, T("det_scale", "TYPE_FP32", [1]), image],
-            [*faces, T("embeddings", "TYPE_FP32", [-1, 512]), T("latents", "TYPE_FP32", [-1, 512]),
-             T("aligned_faces", "TYPE_UINT8", [-1, 112, 112, 3]), T("info", "TYPE_STRING", [1])],
-            instances=1, params={**det_p, **rec_params, "emap_file": "emap.npy", "stand_in_models": stand,
-                                 **max_px}),
-    }
-
-
-def ensembles(nets: dict[str, Net]) -> dict[str, dict]:
-    """face_embed, face_swap and face_swap_kps (key points given by the caller, for video):
-    inputs, outputs and steps (model, input_map, output_map)."""
-    det = nets["detector"]
-    det_in = det.inputs[0].name
-    head_map = {o.name: f"head_{h}" for o, h in zip(det.outputs, HEAD_NAMES)}
-    head_in = {h: f"head_{h}" for h in HEAD_NAMES}
-    decode = ("image_decoder", {"image": "image"}, {"det_blob": "det_blob", "det_scale": "det_scale"})
-    detect = ("face_detector", {det_in: "det_blob"}, head_map)
-    paste_in = {"original": "image", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
-                "affines": "affines", "selected": "selected", "source_latents": "source_latents", "options": "options",
-                "align_info": "align_info", "source_embeddings": "source_embeddings"}
-
-    def paste(kps: str) -> tuple:
-        """The face_paster step, given the ensemble tensor holding the faces' key points."""
-        return ("face_paster", {**paste_in, "kps": kps}, {"output_image": "output_image", "result": "result"})
-
-    face_outs = [T("boxes", "TYPE_FP32", [-1, 4]), T("scores", "TYPE_FP32", [-1]), T("kps", "TYPE_FP32", [-1, 5, 2])]
-    # optional: the source identity for the quality figures (pipeline.quality); absent, the
-    # identity transfer figure is null
-    source_embeddings = T("source_embeddings", "TYPE_FP32", [-1, 512], optional=True)
-    faces_map = {"boxes": "boxes", "scores": "scores", "kps": "kps"}
-    return {
-        "face_embed": {
-            "inputs": [T("image", "TYPE_UINT8", [-1])],
-            "outputs": [*face_outs, T("embeddings", "TYPE_FP32", [-1, 512]), T("latents", "TYPE_FP32", [-1, 512]),
-                        T("aligned_faces", "TYPE_UINT8", [-1, 112, 112, 3]), T("info", "TYPE_STRING", [1])],
-            "steps": [decode, detect,
-                      ("face_analyzer", {**head_in, "det_scale": "det_scale", "image": "image"},
-                       {**faces_map, "embeddings": "embeddings", "latents": "latents",
-                        "aligned_faces": "aligned_faces", "info": "info"})],
-        },
-        "face_swap": {
-            "inputs": [T("image", "TYPE_UINT8", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]),
-                       T("reference_embeddings", "TYPE_FP32", [-1, 512]), T("options", "TYPE_STRING", [1]),
-                       source_embeddings],
-            "outputs": [T("output_image", "TYPE_UINT8", [-1]), *face_outs, T("selected", "TYPE_INT32", [-1]),
-                        T("result", "TYPE_STRING", [1])],
-            "steps": [decode, detect,
-                      ("face_aligner", {**head_in, "det_scale": "det_scale", "image": "image",
-                                        "options": "options", "reference_embeddings": "reference_embeddings"},
-                       {**faces_map, "selected": "selected", "latent_index": "latent_index",
-                        "aligned_crops": "aligned_crops",
-                        "affines": "affines", "align_info": "align_info"}),
-                      paste("kps")],
-        },
-        "face_swap_kps": {
-            "inputs": [T("image", "TYPE_UINT8", [-1]), T("source_latents", "TYPE_FP32", [-1, 512]),
-                       T("face_kps", "TYPE_FP32", [-1, 5, 2]), T("options", "TYPE_STRING", [1]),
-                       source_embeddings],
-            "outputs": [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])],
-            "steps": [("landmark_aligner", {"image": "image", "face_kps": "face_kps"},
-                       {"selected": "selected", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
-                        "affines": "affines", "align_info": "align_info"}),
-                      paste("face_kps")],
-        },
-    }
-
-
 def _tensors(field_, tensors: list[T]) -> None:
     for t in tensors:
         msg = field_.add(name=t.name, data_type=getattr(mc.DataType, t.dtype), dims=t.dims)
@@ -282,11 +152,12 @@ def cpu_engine() -> tuple[str, str]:
     return engine, precision
 
 
-def _identity(net: Net, onnx_path: str) -> dict[str, str]:
-    """``model_name`` (the file's name) and ``model_sha256`` (of the ONNX file served): what the
-    gateway names in every output's C2PA manifest (read from Triton at start)."""
+def _identity(net: Net, onnx_path: str) -> dict:
+    """``stand_in``, ``model_name`` (the file's name) and ``model_sha256`` (of the ONNX file
+    served): what the gateway names in every output's C2PA manifest (read from Triton at start)."""
     path = Path(onnx_path)
-    return {"model_name": path.stem, "model_sha256": _file_sha256(str(path.resolve())) if path.is_file() else ""}
+    return {"stand_in": net.model.stand_in, "model_name": path.stem,
+            "model_sha256": _file_sha256(str(path.resolve())) if path.is_file() else ""}
 
 
 def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
@@ -298,9 +169,8 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
         cfg.backend = "python"
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
         engine, precision = cpu_engine()
-        _params(cfg, {"engine": engine, "precision": precision, "onnx_path": onnx_path, "intra_op_threads": "0",
-                      "cache_dir": str(cache_dir()), "stand_in": str(net.model.stand_in).lower(),
-                      **_identity(net, onnx_path)})
+        _params(cfg, OnnxNetworkParams(engine=engine, precision=precision, onnx_path=onnx_path,
+                                       cache_dir=str(cache_dir()), **_identity(net, onnx_path)).to_config())
     else:
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
         if profile == "gpu":
@@ -316,7 +186,7 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
         else:
             cfg.platform = "tensorrt_plan"
             cfg.default_model_filename = "model.plan"
-        _params(cfg, {"stand_in": str(net.model.stand_in).lower(), **_identity(net, onnx_path)})
+        _params(cfg, NetworkIdentity(**_identity(net, onnx_path)).to_config())
     if net.max_batch_size > 0:
         cfg.dynamic_batching.max_queue_delay_microseconds = 2000
     queue_policy(cfg, cfg.name)
@@ -324,23 +194,21 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
 
 
 def stage_config(name: str, stage: Stage, profile: str) -> mc.ModelConfig:
+    """Config of one Python stage (``pipeline.contracts``): its tensors, instances and parameters."""
     cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
     _tensors(cfg.input, stage.inputs)
     _tensors(cfg.output, stage.outputs)
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=stage.instances if profile == "cpu" else 4)
-    _params(cfg, stage.params)
-    if name == "face_paster":
-        in_flight, waiting = ADMISSION[profile]
-        _params(cfg, {"admission_in_flight": str(in_flight), "admission_waiting": str(waiting)})
+    _params(cfg, stage.params.to_config())
     queue_policy(cfg, name)
     return cfg
 
 
-def ensemble_config(name: str, desc: dict) -> mc.ModelConfig:
+def ensemble_config(name: str, desc: Ensemble) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=0)
-    _tensors(cfg.input, desc["inputs"])
-    _tensors(cfg.output, desc["outputs"])
-    for model_name, in_map, out_map in desc["steps"]:
+    _tensors(cfg.input, desc.inputs)
+    _tensors(cfg.output, desc.outputs)
+    for model_name, in_map, out_map in desc.steps:
         step = cfg.ensemble_scheduling.step.add(model_name=model_name, model_version=-1)
         step.input_map.update(in_map)
         step.output_map.update(out_map)
@@ -389,7 +257,8 @@ def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] 
             _place(Path(net.model.path), out_dir / name / "1" / "model.onnx", link)
         else:
             (out_dir / name / "1").mkdir(parents=True, exist_ok=True)
-    for name, stage in python_stages(nets, stand_ins).items():
+    stages = python_stages(nets, stand_ins, ADMISSION[profile])
+    for name, stage in stages.items():
         configs[name] = stage_config(name, stage, profile)
         _place(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py", link)
     for name, desc in ensembles(nets).items():
@@ -399,7 +268,7 @@ def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] 
         (out_dir / name).mkdir(parents=True, exist_ok=True)
         (out_dir / name / "config.pbtxt").write_text(to_text(cfg))
     emap = extract_emap(models["swapper"].path)
-    np.save(out_dir / "face_analyzer" / "emap.npy", emap)
+    np.save(out_dir / "face_analyzer" / stages["face_analyzer"].params.emap_file, emap)
     summary = {"profile": profile, "models": {r: vars(m) for r, m in models.items()}, "stand_ins": stand_ins}
     if profile == "cpu":
         summary["precision"] = prepare_precision(out_dir, models, emap)

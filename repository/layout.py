@@ -1,4 +1,4 @@
-"""Where the build reads and writes, and the Triton names of the three networks.
+"""Where the build reads and writes.
 
 Every path here can be moved with an environment variable; the defaults suit a checkout
 (``models/``, ``.run/``, ``build/`` are gitignored).
@@ -20,8 +20,6 @@ SOURCE = ROOT / "model_repository"
 MODELS_DIR = ROOT / "models"
 #: The three networks' roles, in pipeline order.
 ROLES = ("detector", "recognizer", "swapper")
-#: The Triton model that serves each network (a stage contract: the ensembles and the gateway use these names).
-NET_MODEL = {"detector": "face_detector", "recognizer": "face_recognizer", "swapper": "face_swapper"}
 
 
 def cache_dir() -> Path:

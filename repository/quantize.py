@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import engines
+from pipeline.contracts import NET_MODEL
 from pipeline.precision import (
     PROBE_FILE,
     ROLE_OF_MODEL,
@@ -46,7 +47,7 @@ from pipeline.precision import (
     native_support,
     self_check,
 )
-from repository.layout import NET_MODEL, cache_dir, cached_sha256
+from repository.layout import cache_dir, cached_sha256
 
 log = logging.getLogger(__name__)
 #: Operators quantized per network (see the module docstring for why not MatMul).

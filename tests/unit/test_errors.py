@@ -29,15 +29,15 @@ class _FakeError:
 
 @pytest.fixture
 def glue(monkeypatch):
-    """pipeline.triton_glue with a stand-in for the Python backend's triton_python_backend_utils
+    """model_repository.glue with a stand-in for the Python backend's triton_python_backend_utils
     (which exists only inside Triton's stub process)."""
     fake = types.ModuleType("triton_python_backend_utils")
     fake.TritonError = _FakeError
     fake.InferenceResponse = lambda output_tensors=None, error=None: types.SimpleNamespace(
         outputs=output_tensors, error=error)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
-    monkeypatch.delitem(sys.modules, "pipeline.triton_glue", raising=False)
-    import pipeline.triton_glue as g
+    monkeypatch.delitem(sys.modules, "model_repository.glue", raising=False)
+    import model_repository.glue as g
 
     return g
 

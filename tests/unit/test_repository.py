@@ -104,3 +104,45 @@ def test_every_model_but_ensembles_has_a_rejecting_bounded_queue(models, tmp_pat
             pol = cfg.dynamic_batching.default_queue_policy
             assert pol.timeout_action == mc.ModelQueuePolicy.REJECT, (profile, cfg.name)
             assert pol.max_queue_size > 0 and pol.default_timeout_microseconds > 0 and pol.allow_timeout_override
+
+
+#: The parameters class each Python model reads in ``initialize`` (its model.py).
+STAGE_PARAMS = {"image_decoder": "DecoderParams", "face_aligner": "AlignerParams", "face_analyzer": "AnalyzerParams",
+                "face_paster": "PasterParams", "landmark_aligner": "LandmarkAlignerParams"}
+
+
+def test_every_models_parameters_parse_into_its_contract(repo):
+    """What the generator writes is what each model.py reads: every parameter of every config
+    parses into the stage's contract (pipeline.contracts) and writes back unchanged."""
+    from pipeline import contracts
+
+    profile, out, configs = repo
+    for name, cfg in configs.items():
+        if cfg.platform == "ensemble":
+            continue
+        kind = STAGE_PARAMS.get(name, "OnnxNetworkParams" if profile == "cpu" else "NetworkIdentity")
+        cls = getattr(contracts, kind)
+        strings = {k: v.string_value for k, v in cfg.parameters.items()}
+        parsed = cls.from_strings(strings)
+        assert parsed.to_config() == strings, name
+        source = (out / name / "1" / "model.py")
+        if source.exists():
+            model_py = source.read_text()
+            if name in STAGE_PARAMS or "onnx_model" not in model_py:
+                assert f"{kind}.from_config(args)" in model_py, name
+
+
+def test_stage_contracts_name_what_is_missing_or_malformed():
+    from pipeline.contracts import AlignerParams, PasterParams
+
+    with pytest.raises(ValueError, match="'detector_input' is missing"):
+        AlignerParams.from_strings({"recognizer_input": "a", "recognizer_output": "b", "detector_outputs": "x"})
+    good = {"swapper_target": "target", "swapper_source": "source", "swapper_output": "output",
+            "recognizer_input": "input.1", "recognizer_output": "683"}
+    p = PasterParams.from_strings({**good, "stand_in_models": "w600k_r50,inswapper_128", "max_pixels": "100"})
+    assert p.stand_in_models == ("w600k_r50", "inswapper_128") and p.max_pixels == 100
+    assert p.swapper_model == "face_swapper" and p.admission_in_flight == 1  # the contract's defaults
+    with pytest.raises(ValueError, match="max_pixels='many'"):
+        PasterParams.from_strings({**good, "max_pixels": "many"})
+    with pytest.raises(ValueError, match="true or false"):
+        AlignerParams.from_strings({**good, "detector_input": "i", "detector_outputs": "x", "close_up_retry": "yes"})

@@ -3,36 +3,30 @@
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from model_repository.glue import bls_detector, bls_recognizer, bytes_tensor, get, get_bytes, require_finite, respond
+from pipeline.contracts import AlignerParams
 from pipeline.detection import HEAD_NAMES
 from pipeline.selection import SwapOptions
 from pipeline.stages import align_stage, detect_stage, frame, result_json
-from pipeline.triton_glue import bls_detector, bls_fn, bytes_tensor, get, get_bytes, parameters, require_finite, respond
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        p = parameters(args)
-        self.det_thresh = float(p.get("det_thresh", "0.5"))
-        self.nms_thresh = float(p.get("nms_thresh", "0.4"))
-        self.det_size = int(p.get("det_size", "640"))
-        self.cap = int(p.get("max_faces", "64"))
-        self.max_pixels = int(p.get("max_pixels", "40000000"))
-        self.embed_batch = int(p.get("recognizer_max_batch", "0"))
-        self.detect_fn = bls_detector(p)
-        self.embed_fn = bls_fn(p.get("recognizer_model", "face_recognizer"), [p.get("recognizer_input", "input.1")],
-                               p.get("recognizer_output", "683"))
+        self.p = AlignerParams.from_config(args)
+        self.detect_fn = bls_detector(self.p)
+        self.embed_fn = bls_recognizer(self.p)
 
     def _handle(self, request):
         opts = SwapOptions.from_json(get_bytes(request, "options"))
-        image = frame(get(request, "image"), self.max_pixels).bgr
+        image = frame(get(request, "image"), self.p.max_pixels).bgr
         heads = [get(request, n) for n in HEAD_NAMES]
         require_finite("face_detector", heads, list(HEAD_NAMES))
         det_scale = float(get(request, "det_scale").reshape(-1)[0])
-        thresh = opts.det_thresh or self.det_thresh
-        dets = detect_stage(heads, (self.det_size, self.det_size), det_scale, thresh, self.nms_thresh,
+        thresh = opts.det_thresh or self.p.det_thresh
+        dets = detect_stage(heads, (self.p.det_size, self.p.det_size), det_scale, thresh, self.p.nms_thresh,
                             image, self.detect_fn)
         ref = get(request, "reference_embeddings", np.zeros((0, 512), np.float32))
-        a = align_stage(image, dets, opts, self.cap, self.embed_fn, self.embed_batch,
+        a = align_stage(image, dets, opts, self.p.max_faces, self.embed_fn, self.p.recognizer_max_batch,
                         ref if ref.size else None)
         return [
             pb_utils.Tensor("boxes", dets.boxes),

@@ -1,5 +1,5 @@
 """face_detector (embedded CPU profile): the ONNX network run by the engine named in config.pbtxt."""
 
-from pipeline.onnx_model import OnnxModel as TritonPythonModel
+from model_repository.onnx_model import OnnxModel as TritonPythonModel
 
 __all__ = ["TritonPythonModel"]

@@ -7,24 +7,20 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from model_repository.glue import bls_recognizer, bls_swapper, bytes_tensor, cancelled_check, get, get_bytes, respond
+from pipeline.contracts import PasterParams
 from pipeline.quality import face_quality, source_rows
 from pipeline.selection import SwapOptions
 from pipeline.stages import encode_stage, frame, latents_for, pasted_frame, result_json
-from pipeline.triton_glue import bls_fn, bytes_tensor, cancelled_check, get, get_bytes, parameters, respond
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        p = parameters(args)
-        self.swap_batch = int(p.get("swapper_max_batch", "0"))
-        self.swap_fn = bls_fn(p.get("swapper_model", "face_swapper"),
-                              [p.get("swapper_target", "target"), p.get("swapper_source", "source")],
-                              p.get("swapper_output", "output"))
-        self.embed_batch = int(p.get("recognizer_max_batch", "0"))
-        self.embed_fn = bls_fn(p.get("recognizer_model", "face_recognizer"), [p.get("recognizer_input", "input.1")],
-                               p.get("recognizer_output", "683"))
-        self.stand_ins = [s for s in p.get("stand_in_models", "").split(",") if s]
-        self.max_pixels = int(p.get("max_pixels", "40000000"))
+        self.p = p = PasterParams.from_config(args)
+        self.swap_batch, self.embed_batch = p.swapper_max_batch, p.recognizer_max_batch
+        self.swap_fn = bls_swapper(p)
+        self.embed_fn = bls_recognizer(p)
+        self.stand_ins = list(p.stand_in_models)
         if self.stand_ins:
             pb_utils.Logger.log_warn(f"face_paster: STAND-IN models in use: {self.stand_ins}; "
                                      "swapped faces are not real swaps")
@@ -40,7 +36,7 @@ class TritonPythonModel:
         sources = source_rows(get(request, "source_embeddings", np.zeros((0, 512), np.float32)),
                               np.asarray(source_latents).reshape(-1, 512).shape[0])
         original = get(request, "original")
-        d = frame(original, self.max_pixels, alpha=True)
+        d = frame(original, self.p.max_pixels, alpha=True)
         image = d.bgr
         check = cancelled_check(request)
 

@@ -7,18 +7,17 @@ The full-resolution frame is not passed on: the stages that need it decode the b
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from model_repository.glue import get, respond
+from pipeline.contracts import DecoderParams
 from pipeline.stages import decode_stage
-from pipeline.triton_glue import get, parameters, respond
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        p = parameters(args)
-        self.det_size = int(p.get("det_size", "640"))
-        self.max_pixels = int(p.get("max_pixels", "40000000"))
+        self.p = DecoderParams.from_config(args)
 
     def _handle(self, request):
-        d = decode_stage(get(request, "image"), self.det_size, self.max_pixels, alpha=False)
+        d = decode_stage(get(request, "image"), self.p.det_size, self.p.max_pixels, alpha=False)
         return [
             pb_utils.Tensor("det_blob", d.det_blob),
             pb_utils.Tensor("det_scale", np.array([d.det_scale], np.float32)),

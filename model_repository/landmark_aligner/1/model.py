@@ -3,16 +3,17 @@
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from model_repository.glue import bytes_tensor, get, respond
+from pipeline.contracts import LandmarkAlignerParams
 from pipeline.stages import frame, place_stage, result_json
-from pipeline.triton_glue import bytes_tensor, get, parameters, respond
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.max_pixels = int(parameters(args).get("max_pixels", "40000000"))
+        self.p = LandmarkAlignerParams.from_config(args)
 
     def _handle(self, request):
-        a = place_stage(frame(get(request, "image"), self.max_pixels).bgr, get(request, "face_kps"))
+        a = place_stage(frame(get(request, "image"), self.p.max_pixels).bgr, get(request, "face_kps"))
         return [
             pb_utils.Tensor("selected", a.selected.astype(np.int32)),
             pb_utils.Tensor("latent_index", a.latent_index.astype(np.int32)),

@@ -23,8 +23,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from pipeline import precision as prec
+from pipeline.contracts import OnnxNetworkParams
 from pipeline.engines import OutputNotFinite, checked, load
-from pipeline.triton_glue import parameters
 
 #: Figures of the probe exported as metrics (where present).
 FIGURES = ("ms", "speedup", "psnr_db", "cosine", "box_px")
@@ -33,21 +33,21 @@ FIGURES = ("ms", "speedup", "psnr_db", "cosine", "box_px")
 class OnnxModel:
     def initialize(self, args):
         cfg = json.loads(args["model_config"])
-        p = parameters(args)
+        p = OnnxNetworkParams.from_config(args)
         self.name = cfg["name"]
         self.batching = int(cfg.get("max_batch_size", 0)) > 0
         self.input_names = [i["name"] for i in cfg["input"]]
         self.output_names = [o["name"] for o in cfg["output"]]
-        engine, setting = p.get("engine", "onnxruntime"), p.get("precision", "auto")
-        path = p["onnx_path"]
+        engine, setting = p.engine, p.precision
+        path = p.onnx_path
         if not os.path.isabs(path):
             path = os.path.join(args["model_repository"], path)
-        threads = int(p.get("intra_op_threads", "0"))
+        threads = p.intra_op_threads
         batch_dim = 1 if self.batching else 0
         ranks = [len(i["dims"]) + batch_dim for i in cfg["input"]]
         probe = os.path.join(os.path.dirname(os.path.abspath(args["model_repository"])), prec.PROBE_FILE)
-        choice = prec.choose(self.name, setting, path, engine, p.get("model_sha256", ""),
-                             os.environ.get("FACESWAP_CACHE_DIR") or p.get("cache_dir")
+        choice = prec.choose(self.name, setting, path, engine, p.model_sha256,
+                             os.environ.get("FACESWAP_CACHE_DIR") or p.cache_dir
                              or os.path.join(os.path.dirname(probe), ".cache"), probe,
                              self.input_names, ranks, self.output_names,
                              lambda f, outs, e, pr: load(f, outs, e, pr, threads))
@@ -55,7 +55,7 @@ class OnnxModel:
         self.run = checked(load(choice.path, self.output_names, choice.engine, choice.precision, threads),
                            self.output_names, self.name, choice.precision,
                            lambda: load(path, self.output_names, engine, "f32", threads), pb_utils.Logger.log_warn)
-        label = " (STAND-IN: random weights)" if p.get("stand_in", "false") == "true" else ""
+        label = " (STAND-IN: random weights)" if p.stand_in else ""
         pb_utils.Logger.log_info(f"{choice.summary()}; serving {choice.path}{label}")
         self._metrics = self._export(choice)
 

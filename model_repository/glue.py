@@ -1,20 +1,16 @@
-"""Helpers shared by the Triton Python models (imported only inside the Python backend stub)."""
+"""Helpers shared by the Triton Python models (imported only inside the Python backend stub):
+input tensors, error answers, and the networks called through BLS as the stage contracts say
+(``pipeline.contracts``)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from pipeline.contracts import DetectorCall, PasterParams, RecognizerCall
 from pipeline.engines import non_finite
-
-
-def parameters(args: dict) -> dict[str, str]:
-    """The model's config.pbtxt ``parameters`` as {key: string_value}."""
-    cfg = json.loads(args["model_config"])
-    return {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
 
 
 def get(request, name: str, default: np.ndarray | None = None) -> np.ndarray:
@@ -109,15 +105,30 @@ def require_finite(model: str, arrays: list[np.ndarray], names: list[str]) -> No
         raise StageError(f"model_output_invalid: {model} returned NaN or infinite values in {bad}")
 
 
-def bls_detector(params: dict[str, str]) -> Callable[[np.ndarray], list[np.ndarray]] | None:
-    """The detector as f(blob) -> its 9 heads in graph order, through BLS; None when the config
-    has no ``detector_outputs`` or ``close_up_retry`` is "false"."""
-    outputs = [o for o in params.get("detector_outputs", "").split(",") if o]
-    if len(outputs) != 9 or params.get("close_up_retry", "true") != "true":
-        return None
-    model, input_name = params.get("detector_model", "face_detector"), params.get("detector_input", "input.1")
+def bls_detector(p: DetectorCall) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+    """The detector as f(blob) -> its 9 heads in graph order, through BLS; None when
+    ``close_up_retry`` is off.
 
-    return lambda blob: _bls(model, [input_name], [blob], outputs)
+    Raises:
+        ValueError: ``detector_outputs`` does not name 9 heads.
+    """
+    if not p.close_up_retry:
+        return None
+    if len(p.detector_outputs) != 9:
+        raise ValueError(f"detector_outputs names {len(p.detector_outputs)} tensors, SCRFD has 9 heads")
+    outputs = list(p.detector_outputs)
+    return lambda blob: _bls(p.detector_model, [p.detector_input], [blob], outputs)
+
+
+def bls_recognizer(p: RecognizerCall) -> Callable[[np.ndarray], np.ndarray]:
+    """ArcFace as f(float32 [N, 3, 112, 112]) -> float32 [N, 512], through BLS."""
+    return bls_fn(p.recognizer_model, [p.recognizer_input], p.recognizer_output)
+
+
+def bls_swapper(p: PasterParams) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """inswapper as f(float32 [N, 3, 128, 128] crops, float32 [N, 512] latents) -> float32
+    [N, 3, 128, 128], through BLS."""
+    return bls_fn(p.swapper_model, [p.swapper_target, p.swapper_source], p.swapper_output)
 
 
 def cancelled_check(request) -> Callable[[], None]:
