@@ -144,7 +144,7 @@ def served_engine(repository: Path, model: str = "face_swapper") -> dict:
     if "onnx_path" in params:
         from pipeline import engines
         from pipeline import precision as prec
-        from repository.quantize import io_names
+        from repository.onnx_graph import io_names
 
         names, ranks, outs = io_names(params["onnx_path"])
         choice = prec.choose(model, params.get("precision", "auto"), params["onnx_path"],

@@ -41,6 +41,7 @@ from pipeline.contracts import (
 from pipeline.engines import ENGINES
 from repository.layout import ROOT, SOURCE, cache_dir, default_images
 from repository.layout import cached_sha256 as _file_sha256
+from repository.onnx_graph import graph_io
 from repository.quantize import ensure_int8
 from repository.resolve import ResolvedModel, resolve
 
@@ -79,26 +80,17 @@ ADMISSION = {"cpu": (1, 1), "gpu": (4, 4), "gpu-trt": (4, 4)}
 MAX_QUEUE = {"image_decoder": 8, "default": 32}
 
 
-def _dims(value_info) -> list[int]:
-    return [d.dim_value if d.HasField("dim_value") else -1 for d in value_info.type.tensor_type.shape.dim]
-
-
 def read_net(role: str, model: ResolvedModel) -> Net:
-    """Read tensor names/shapes from the ONNX graph; batching when dim 0 is symbolic."""
-    g = onnx.load(model.path, load_external_data=False).graph
-    init_names = {i.name for i in g.initializer}
-    ins = [i for i in g.input if i.name not in init_names]
-    batchable = all(_dims(i)[0] == -1 for i in ins) and NET_MAX_BATCH[role] > 0
+    """Read tensor names/shapes from the ONNX graph (``onnx_graph.graph_io``); batching when
+    dim 0 is symbolic."""
+    ins, outs = graph_io(model.path)
+    batchable = all(i.dims[0] == -1 for i in ins) and NET_MAX_BATCH[role] > 0
     mbs = NET_MAX_BATCH[role] if batchable else 0
 
-    def conv(vis) -> list[T]:
-        out = []
-        for v in vis:
-            dims = _dims(v)
-            out.append(T(v.name, ONNX_TO_TRITON[v.type.tensor_type.elem_type], dims[1:] if mbs else dims))
-        return out
+    def conv(tensors) -> list[T]:
+        return [T(t.name, ONNX_TO_TRITON[t.elem_type], list(t.dims[1:] if mbs else t.dims)) for t in tensors]
 
-    return Net(role, model, conv(ins), conv(g.output), mbs)
+    return Net(role, model, conv(ins), conv(outs), mbs)
 
 
 def extract_emap(swapper_path: str) -> np.ndarray:

@@ -48,6 +48,7 @@ from pipeline.precision import (
     self_check,
 )
 from repository.layout import cache_dir, cached_sha256
+from repository.onnx_graph import io_names
 
 log = logging.getLogger(__name__)
 #: Operators quantized per network (see the module docstring for why not MatMul).
@@ -57,16 +58,6 @@ OP_TYPES = {"detector": ("Conv",), "recognizer": ("Conv",), "swapper": ("Conv",)
 FP32_HEADS = {"detector": True, "recognizer": False, "swapper": False}
 MAX_CALIBRATION = 16
 MIN_OPSET = 13
-
-
-def io_names(path: str) -> tuple[list[str], list[int], list[str]]:
-    """(input names, input ranks, output names) of an ONNX file, initializers left out."""
-    import onnx
-
-    g = onnx.load(path, load_external_data=False).graph
-    inits = {i.name for i in g.initializer}
-    ins = [i for i in g.input if i.name not in inits]
-    return [i.name for i in ins], [len(i.type.tensor_type.shape.dim) for i in ins], [o.name for o in g.output]
 
 
 def calibration_feeds(role: str, probe: dict[str, np.ndarray], input_names: list[str], input_ranks: list[int]

@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from pipeline import engines
 from pipeline import precision as prec
 from repository import quantize
+from repository.onnx_graph import io_names
 
 ZEN4 = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"]
 
@@ -167,7 +168,7 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
     q.parent.mkdir(parents=True)
     _damaged_copy(sw, q, 0.05)  # PSNR 26 dB
     prec.int8_stamp(q, sha)  # stamped as if repository.quantize had made it: only the parity check can tell
-    names, ranks, outs = quantize.io_names(sw)
+    names, ranks, outs = io_names(sw)
     calls = []
 
     def load(path, output_names, engine, precision):
@@ -256,7 +257,7 @@ def test_int8_swapper_is_quantized_once_and_keeps_parity(probe_repo, models, tmp
     assert quantize.ensure_int8("face_swapper", sw, "ef" * 32, probe_repo / prec.PROBE_FILE, tmp_path) == q
     assert prec.int8_intact(q, "ef" * 32) == (True, hashlib.sha256(q.read_bytes()).hexdigest())
     assert q.stat().st_size > 5000
-    names, ranks, outs = quantize.io_names(sw)
+    names, ranks, outs = io_names(sw)
     with np.load(probe_repo / prec.PROBE_FILE) as z:
         probe = {k: z[k] for k in z.files}
     cands = [prec.Candidate("f32", "onnxruntime", sw), prec.Candidate("int8", "onnxruntime", str(q)),
