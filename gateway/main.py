@@ -13,9 +13,9 @@ from fastapi_offline import FastAPIOffline
 
 from client import AsyncFaceSwapClient, FaceSwapError
 from gateway.api.routes import faces, health, jobs, stream, swap, verify
+from gateway.backends import make_jobs
 from gateway.core import errors
 from gateway.core.admission import Admission, AdmissionMiddleware
-from gateway.core.backends import make_face_store, make_jobs, make_results
 from gateway.core.config import Settings, get_settings
 from gateway.core.guard import RequestGuard
 from gateway.core.health import DeepCheck
@@ -23,6 +23,7 @@ from gateway.core.marking import Marker
 from gateway.core.metrics import Metrics, ObserveMiddleware
 from gateway.core.precision import PrecisionReport
 from gateway.core.urls import MediaURLPolicy
+from gateway.storage.faces import make_face_store, make_results
 
 log = logging.getLogger("gateway")
 #: Requests that take an admission slot (they run the pipeline); jobs have their own bound.

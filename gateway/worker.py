@@ -14,8 +14,9 @@ import logging
 import sys
 import time
 
-from gateway.core.backends import job_limits, make_media
+from gateway.backends import job_limits
 from gateway.core.config import get_settings
+from gateway.storage.media import make_media
 
 
 def _redis_reachable(url: str, wait_s: float) -> bool:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("FACESWAP_GATEWAY_REDIS_URL is not set: a job worker takes its jobs from Redis (on one machine "
                   "the gateway runs jobs itself and needs no worker)")
         return 2
-    from gateway.core.queue import JobWorker, make_queue
+    from gateway.jobs.queue import JobWorker, make_queue
 
     if not _redis_reachable(s.redis_url, args.redis_wait):
         log.error("cannot reach Redis at %s (waited %g s): start it, or fix FACESWAP_GATEWAY_REDIS_URL", s.redis_url,

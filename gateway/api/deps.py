@@ -14,7 +14,7 @@ from gateway.core.config import Settings
 from gateway.core.errors import APIError
 from gateway.core.images import inspect_image
 from gateway.core.metrics import Metrics
-from gateway.core.store import FaceStore, StoredFace
+from gateway.storage.faces import FaceStore, StoredFace
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ C2PA manifest (action ``c2pa.edited``, digitalSourceType compositeSynthetic, the
 ingredient, the models used with their SHA-256), IPTC/XMP ``DigitalSourceType`` and an
 invisible watermark carrying (service id, result id). Marking is on by default; only the
 server setting ``marking`` turns it off (logged at start); no request can. Result ids are
-remembered (:class:`gateway.core.store.ResultLog`) so that ``/v1/verify`` can say when a
+remembered (:class:`gateway.storage.faces.ResultLog`) so that ``/v1/verify`` can say when a
 marked file was made.
 """
 

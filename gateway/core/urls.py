@@ -19,7 +19,7 @@ matched ``https://media.example.com.evil.net``.
 
 Names are not resolved: ``localhost`` and ``127.0.0.1`` are different hosts to this check, so an
 allow-list naming one admits no other spelling of it. Redirects are never followed by the fetch
-(:func:`gateway.core.media.fetch_url`).
+(:func:`gateway.storage.media.fetch_url`).
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from saq import Status
 
-from gateway.core.execute import JobLimits
-from gateway.core.media import LocalMedia
-from gateway.core.queue import FINISHED, QueueJobs, make_queue, sweep_expired, to_public
-from gateway.core.store import RedisFaceStore
+from gateway.jobs.execute import JobLimits
+from gateway.jobs.queue import FINISHED, QueueJobs, make_queue, sweep_expired, to_public
+from gateway.storage.faces import RedisFaceStore
+from gateway.storage.media import LocalMedia
 
 
 @pytest.fixture(scope="module")

@@ -86,8 +86,8 @@ def test_reading_stops_when_cancelled(tmp_path):
 def test_restart_limit_fails_a_job_that_keeps_dying(tmp_path):
     import numpy as np
 
-    from gateway.core.execute import JobLimits
-    from gateway.core.jobs import JobRunner, JobStore
+    from gateway.jobs.execute import JobLimits
+    from gateway.jobs.runner import JobRunner, JobStore
 
     store = JobStore(tmp_path / "jobs.sqlite3")
     job = store.create("batch", str(tmp_path / "in.zip"), np.zeros(512, np.float32), None, {}, "j1")

@@ -236,7 +236,7 @@ def test_scaled_object_schema_rejects_bad_trigger_metadata():
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_workers_scale_on_the_saq_queue_of_waiting_jobs(overlay):
-    from gateway.core.queue import QUEUE_NAME, make_queue
+    from gateway.jobs.queue import QUEUE_NAME, make_queue
 
     objs = render(overlay)
     so = one(objs, "ScaledObject", "worker")

@@ -140,7 +140,7 @@ def _codes_in_source() -> dict[str, set[str]]:
 
 def test_every_error_code_is_documented_and_the_docs_table_is_generated():
     from gateway.core.codes import ERROR_CODES, markdown
-    from gateway.core.execute import failure_code
+    from gateway.jobs.execute import failure_code
 
     found = _codes_in_source()
     client_only = {"closed"}  # client.live's own StreamClosed code, never sent by the server

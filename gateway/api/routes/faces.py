@@ -16,7 +16,7 @@ from gateway.api import deps
 from gateway.core.admission import Admission
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
-from gateway.core.store import FaceStore, StoredFace
+from gateway.storage.faces import FaceStore, StoredFace
 
 router = APIRouter(prefix="/v1/faces", tags=["faces"])
 

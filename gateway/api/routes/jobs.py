@@ -18,10 +18,10 @@ from client.video import VideoLimitError
 from gateway.api import deps
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
-from gateway.core.execute import probe_video, sniff_video
-from gateway.core.media import DiskBudget, Reservation, StorageFull, reserving
-from gateway.core.store import FaceStore
 from gateway.core.urls import MediaURLPolicy, URLRefused
+from gateway.jobs.execute import probe_video, sniff_video
+from gateway.storage.faces import FaceStore
+from gateway.storage.media import DiskBudget, Reservation, StorageFull, reserving
 
 log = logging.getLogger("gateway.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -18,7 +18,7 @@ from gateway.core.admission import Admission
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
 from gateway.core.metrics import Metrics
-from gateway.core.store import FaceStore
+from gateway.storage.faces import FaceStore
 
 router = APIRouter(prefix="/v1", tags=["swap"])
 MEDIA = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}

@@ -1,10 +1,10 @@
 """Video and batch jobs on one machine: kept in the gateway's SQLite file, run by a bounded
-pool of threads inside the gateway (the zero-setup default; ``gateway.core.queue`` is the
+pool of threads inside the gateway (the zero-setup default; ``gateway.jobs.queue`` is the
 Redis-queue backend with separate ``faceswap-worker`` processes, with the same interface).
 
 A job is ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled``. Inputs and results
 live under ``jobs_dir/<id>/``. Each thread runs the job with its own asyncio loop and gRPC
-client (``gateway.core.execute``), writing progress to the store.
+client (``gateway.jobs.execute``), writing progress to the store.
 
 Restarts: at shutdown, running jobs are interrupted and left ``running``; at start, every
 ``queued`` or ``running`` job is queued again (a running one restarts from its first frame,
@@ -21,21 +21,19 @@ import shutil
 import sqlite3
 import threading
 import time
-import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapError
 from client.video import VideoError
-from gateway.core.execute import JobFailed, JobLimits, failure_code, fetch_input, progress_reporter, run_job
-from gateway.core.media import DiskBudget, LocalMedia, reserving
+from gateway.jobs.backend import ACTIVE, Job, UploadFolders
+from gateway.jobs.execute import JobFailed, JobLimits, failure_code, fetch_input, progress_reporter, run_job
+from gateway.storage.media import DiskBudget, LocalMedia, reserving
 
 log = logging.getLogger("gateway.jobs")
-ACTIVE = ("queued", "running")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,
@@ -47,43 +45,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 #: Columns added after the first release, with their definitions (added to older files at open).
 MIGRATIONS = {"error_code": "TEXT", "quality": "TEXT NOT NULL DEFAULT '[]'"}
-
-
-@dataclass
-class Job:
-    """A job's row. ``done``/``total`` count frames (video) or files (batch). ``quality``: per
-    face track of a done video, frames, mean and minimum identity transfer and leakage, and the
-    flicker score (batch jobs carry theirs per image in ``batch_report.json``)."""
-
-    id: str
-    kind: str
-    status: str
-    created_at: float
-    updated_at: float
-    progress: float = 0.0
-    done: int = 0
-    total: int = 0
-    eta_s: float | None = None
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-    input: str = ""
-    result: str | None = None
-    options: dict = field(default_factory=dict)
-    restarts: int = 0
-    error_code: str | None = None
-    quality: list[dict] = field(default_factory=list)
-
-    def public(self) -> dict:
-        """The job as the API shows it: no server paths, no signed URLs (options starting with
-        ``_`` are private); ``result_ready``, and ``result_url_used`` when the result was PUT to
-        the caller's ``result_url``."""
-        d = asdict(self)
-        d.pop("input")
-        d["result_ready"] = self.status == "done" and self.result is not None
-        d["result_url_used"] = d["result_ready"] and bool(self.options.get("_result_url"))
-        d.pop("result")
-        d["options"] = {k: v for k, v in self.options.items() if not k.startswith("_")}
-        return d
 
 
 class JobStore:
@@ -158,23 +119,6 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-
-
-class UploadFolders:
-    """Where a route puts a job's upload before the backend takes it: ``upload_root/<job id>/``."""
-
-    upload_root: Path
-
-    def new_job(self) -> tuple[str, Path]:
-        """A new job id and its folder (where the route puts the upload)."""
-        job_id = uuid.uuid4().hex
-        d = self.upload_root / job_id
-        d.mkdir(parents=True)
-        return job_id, d
-
-    def discard(self, job_id: str) -> None:
-        """Drop a job folder made by :meth:`new_job` (a job refused, or an upload moved away)."""
-        shutil.rmtree(self.upload_root / job_id, ignore_errors=True)
 
 
 class JobRunner(UploadFolders):

@@ -307,3 +307,15 @@ def put_url(url: str, path: Path, content_type: str, timeout_s: float = 120.0) -
         raise MediaError("result_upload_failed", f"storing the result failed: {type(exc).__name__}") from None
     if not 200 <= r.status_code < 300:
         raise MediaError("result_upload_failed", f"storing the result gave HTTP {r.status_code}")
+
+
+def make_media(s) -> MediaStore:
+    """S3 (bucket created when missing) when ``s.s3_endpoint_url`` is set, else ``s.jobs_dir``
+    (``s``: ``gateway.core.config.Settings``)."""
+    if not s.s3_endpoint_url:
+        return LocalMedia(s.jobs_dir)
+    media = S3Media(s.s3_endpoint_url, s.s3_bucket,
+                    s.s3_access_key_id.get_secret_value() if s.s3_access_key_id else None,
+                    s.s3_secret_access_key.get_secret_value() if s.s3_secret_access_key else None, s.s3_region)
+    media.ensure_bucket()
+    return media

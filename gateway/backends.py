@@ -1,4 +1,6 @@
-"""Which job, media and face-store backends a process uses, from its settings.
+"""Which job backend a process uses, from its settings (the face store and the result log:
+``gateway.storage.faces.make_face_store`` / ``make_results``; job media:
+``gateway.storage.media.make_media``).
 
 One machine (the default, no extra service): jobs in the gateway's threads with a SQLite
 record, media in ``jobs_dir``, faces in SQLite. Scale-out (``redis_url`` set): jobs through
@@ -11,8 +13,9 @@ from __future__ import annotations
 from client.batch import ArchiveLimits
 from client.video import VideoLimits
 from gateway.core.config import Settings
-from gateway.core.execute import JobLimits
-from gateway.core.media import DiskBudget, LocalMedia, MediaStore, S3Media
+from gateway.jobs.backend import JobBackend
+from gateway.jobs.execute import JobLimits
+from gateway.storage.media import DiskBudget, LocalMedia, make_media
 
 
 def job_limits(s: Settings) -> JobLimits:
@@ -23,26 +26,15 @@ def job_limits(s: Settings) -> JobLimits:
                      in_flight=s.job_in_flight, max_input_bytes=s.max_job_upload_bytes, call_timeout_s=s.job_timeout_s)
 
 
-def make_media(s: Settings) -> MediaStore:
-    """S3 (bucket created when missing) when ``s3_endpoint_url`` is set, else ``jobs_dir``."""
-    if not s.s3_endpoint_url:
-        return LocalMedia(s.jobs_dir)
-    media = S3Media(s.s3_endpoint_url, s.s3_bucket,
-                    s.s3_access_key_id.get_secret_value() if s.s3_access_key_id else None,
-                    s.s3_secret_access_key.get_secret_value() if s.s3_secret_access_key else None, s.s3_region)
-    media.ensure_bucket()
-    return media
-
-
-def make_jobs(s: Settings):
+def make_jobs(s: Settings) -> JobBackend:
     """The job backend of a gateway: ``JobRunner`` (in-process) or ``QueueJobs`` (Redis)."""
     if s.redis_url:
-        from gateway.core.queue import QueueJobs, make_queue
+        from gateway.jobs.queue import QueueJobs, make_queue
 
         jobs = QueueJobs(make_queue(s.redis_url), make_media(s), job_limits(s), s.jobs_dir / "_uploads",
                          s.job_ttl_s, s.job_heartbeat_s, s.max_job_restarts)
     else:
-        from gateway.core.jobs import JobRunner, JobStore
+        from gateway.jobs.runner import JobRunner, JobStore
 
         s.jobs_dir.mkdir(parents=True, exist_ok=True)
         jobs = JobRunner(JobStore(s.store_path), s.jobs_dir, s.triton_url, s.max_concurrent_jobs, job_limits(s),
@@ -50,17 +42,3 @@ def make_jobs(s: Settings):
     if isinstance(jobs.media, LocalMedia):  # an S3 bucket's quota is the operator's
         jobs.budget = DiskBudget(s.max_jobs_disk_bytes, jobs.media.used_bytes)
     return jobs
-
-
-def make_face_store(s: Settings):
-    """``RedisFaceStore`` when ``redis_url`` is set, else the SQLite ``FaceStore``."""
-    from gateway.core.store import FaceStore, RedisFaceStore
-
-    return RedisFaceStore(s.redis_url, s.face_ttl_s) if s.redis_url else FaceStore(s.store_path, s.face_ttl_s)
-
-
-def make_results(s: Settings):
-    """Where result ids are remembered: Redis with ``redis_url``, else beside the faces."""
-    from gateway.core.store import RedisResultLog, ResultLog
-
-    return RedisResultLog(s.redis_url, s.results_ttl_s) if s.redis_url else ResultLog(s.store_path, s.results_ttl_s)

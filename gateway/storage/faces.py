@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -66,8 +67,30 @@ class StoredFace:
                    np.asarray(latent, np.float32), thumbnail, image_sha256, now, now + ttl_s, stand_in)
 
 
-class FaceStore:
-    """Thread-safe SQLite store; expired faces are invisible and purged on writes."""
+class FaceStore(Protocol):
+    """Registered faces, as the routes use them (``app.state.store``): :class:`SQLiteFaceStore`
+    on one machine, :class:`RedisFaceStore` when several processes share them. Calls block."""
+
+    def add(self, box: list[float], score: float, embedding: np.ndarray, latent: np.ndarray, thumbnail: bytes,
+            image_sha256: str, stand_in: bool) -> StoredFace: ...
+    def get(self, face_id: str) -> StoredFace | None: ...
+    def delete(self, face_id: str) -> bool: ...
+    def sweep(self, now: float | None = None) -> int: ...
+    def close(self) -> None: ...
+
+
+class ResultLog(Protocol):
+    """The result ids this service gave its outputs, for ``/v1/verify``: :class:`SQLiteResultLog`
+    or :class:`RedisResultLog`."""
+
+    def remember(self, result_id: int, kind: str) -> None: ...
+    def lookup(self, result_id: int) -> dict | None: ...
+    def close(self) -> None: ...
+
+
+class SQLiteFaceStore:
+    """The one-machine :class:`FaceStore`: a thread-safe SQLite file; expired faces are invisible
+    and purged on writes."""
 
     def __init__(self, path: Path, ttl_s: int) -> None:
         self.path, self.ttl_s = Path(path), ttl_s
@@ -166,7 +189,7 @@ class RedisFaceStore:
         return bool(self._r.delete(self.PREFIX + face_id))
 
 
-class ResultLog:
+class SQLiteResultLog:
     """The result ids this service gave its outputs (carried by their watermark and manifest),
     with when and what, for ``/v1/verify``: a SQLite table beside the faces, rows kept
     ``ttl_s``."""
@@ -259,3 +282,15 @@ class RedisResultLog:
 
     def close(self) -> None:
         self._r.close()
+
+
+def make_face_store(s) -> FaceStore:
+    """``RedisFaceStore`` when ``s.redis_url`` is set, else the SQLite store at ``s.store_path``
+    (``s``: ``gateway.core.config.Settings``)."""
+    return RedisFaceStore(s.redis_url, s.face_ttl_s) if s.redis_url else SQLiteFaceStore(s.store_path, s.face_ttl_s)
+
+
+def make_results(s) -> ResultLog:
+    """Where result ids are remembered: Redis with ``s.redis_url``, else beside the faces."""
+    return (RedisResultLog(s.redis_url, s.results_ttl_s) if s.redis_url
+            else SQLiteResultLog(s.store_path, s.results_ttl_s))

@@ -34,7 +34,8 @@ from saq import Queue, Status, Worker
 from client import AsyncFaceSwapClient, FaceSwapError
 from client.video import VideoError
 from gateway.core.errors import storage_errors
-from gateway.core.execute import (
+from gateway.jobs.backend import Job, UploadFolders
+from gateway.jobs.execute import (
     CONTENT_TYPES,
     JobFailed,
     JobLimits,
@@ -43,8 +44,7 @@ from gateway.core.execute import (
     progress_reporter,
     run_job,
 )
-from gateway.core.jobs import Job, UploadFolders
-from gateway.core.media import MediaStore
+from gateway.storage.media import MediaStore
 
 log = logging.getLogger("gateway.queue")
 QUEUE_NAME = "faceswap"
@@ -88,7 +88,7 @@ def _public_status(job: SaqJob, heartbeat_s: float) -> str:
 
 
 def to_public(job: SaqJob, ttl_s: float, heartbeat_s: float) -> Job:
-    """Our job view of a saq job record (see :class:`gateway.core.jobs.Job`)."""
+    """Our job view of a saq job record (see :class:`gateway.jobs.runner.Job`)."""
     meta = job.meta or {}
     status = _public_status(job, heartbeat_s)
     error, code = meta.get("error"), meta.get("error_code")
@@ -111,7 +111,7 @@ def to_public(job: SaqJob, ttl_s: float, heartbeat_s: float) -> Job:
 
 class QueueJobs(UploadFolders):
     """The Redis-queue job backend as a gateway uses it (same interface as the in-process
-    :class:`gateway.core.jobs.JobRunner`); the jobs run in ``faceswap-worker`` processes."""
+    :class:`gateway.jobs.runner.JobRunner`); the jobs run in ``faceswap-worker`` processes."""
 
     def __init__(self, queue: Queue, media: MediaStore, limits: JobLimits, upload_dir: Path, ttl_s: float,
                  heartbeat_s: float = 10.0, max_restarts: int = 3) -> None:
@@ -269,8 +269,8 @@ class JobWorker:
         self.client = AsyncFaceSwapClient(self.triton_url, "grpc", timeout=self.limits.call_timeout_s,
                                           overload_wait=self.limits.call_timeout_s)
         if self.settings is not None:
-            from gateway.core.backends import make_results
             from gateway.core.marking import Marker
+            from gateway.storage.faces import make_results
 
             self.marker = await Marker.start(self.settings, self.client, make_results(self.settings))
         self._expiry = asyncio.create_task(self._expire_forever())

@@ -23,7 +23,7 @@ import numpy as np
 from client import AsyncFaceSwapClient, FaceSwapError
 from client.batch import ArchiveLimitError, ArchiveLimits, swap_batch
 from client.video import VideoLimitError, VideoLimits, VideoOptions, header_figures, swap_video
-from gateway.core.media import MediaError, StorageFull, fetch_url, put_url
+from gateway.storage.media import MediaError, StorageFull, fetch_url, put_url
 
 log = logging.getLogger("gateway.jobs")
 CONTENT_TYPES = {"video": "video/mp4", "batch": "application/zip"}
@@ -106,7 +106,7 @@ def probe_video(path: Path, limits: VideoLimits | None = None) -> str | None:
 def fetch_input(kind: str, url: str, workdir: Path, limits: JobLimits,
                 on_chunk: Callable[[int], None] | None = None) -> Path:
     """Download a job's input from ``url`` into ``workdir`` and check it as an upload would be;
-    ``on_chunk(n)`` before each chunk is written (a :class:`~gateway.core.media.DiskBudget`
+    ``on_chunk(n)`` before each chunk is written (a :class:`~gateway.storage.media.DiskBudget`
     reservation that may raise ``StorageFull``).
 
     Raises:
