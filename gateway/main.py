@@ -72,51 +72,78 @@ async def _sweep_forever(app: FastAPI, settings: Settings) -> None:
         await asyncio.sleep(settings.sweep_interval_s)
 
 
+def _log_precision(nets: dict) -> None:
+    """One log line per network and Triton: the precision it serves in and what chose it."""
+    if not nets:
+        log.info("precision of the networks unknown: set FACESWAP_GATEWAY_TRITON_METRICS_URL to Triton's "
+                 "metrics URL(s) for /readyz to show it")
+    for i, (url, models) in enumerate(nets.items()):
+        for model, net in sorted(models.items()):
+            if isinstance(net, dict):
+                log.info("%s on triton-%d (%s): %s (%s, %s)", model, i, _no_credentials(url),
+                         net.get("precision"), net.get("engine"), net.get("chosen_by"))
+            else:
+                log.warning("precision of the networks on triton-%d (%s) unknown: %s", i, _no_credentials(url), net)
+
+
+async def _start(app: FastAPI, settings: Settings) -> asyncio.Task:
+    """The parts that talk to other services (Triton, the stores, the job backend); returns the sweeper task."""
+    app.state.triton = AsyncFaceSwapClient(settings.triton_url, "grpc", timeout=settings.request_timeout_s)
+    app.state.store = await asyncio.to_thread(make_face_store, settings)
+    app.state.results = await asyncio.to_thread(make_results, settings)
+    app.state.marker = await Marker.start(settings, app.state.triton, app.state.results)
+    app.state.jobs = await asyncio.to_thread(make_jobs, settings)
+    app.state.jobs.marker = app.state.marker
+    advised = await _advised_admission(app.state.triton)
+    app.state.admission.resize(settings.max_in_flight or advised[0],
+                               settings.max_waiting if settings.max_waiting >= 0 else advised[1])
+    _log_precision(await app.state.precision.read())
+    resumed = await app.state.jobs.start()
+    if resumed:
+        log.warning("%d job(s) left by an earlier run queued again", resumed)
+    if settings.hmac_secret is None:
+        log.warning("no HMAC secret configured (FACESWAP_GATEWAY_HMAC_SECRET): serving loopback callers only")
+    log.info("gateway ready: Triton gRPC %s, jobs %s, face store %s; at most %d requests in work and %d waiting, "
+             "%.0f M pixels in work, deadline %g s (X-Request-Timeout up to %g s)", settings.triton_url,
+             f"on the Redis queue {settings.redis_url} (faceswap-worker processes)" if settings.redis_url
+             else "in this process", "Redis" if settings.redis_url else settings.store_path,
+             app.state.admission.max_in_flight, app.state.admission.max_waiting,
+             settings.max_pixels_in_flight / 1e6, settings.request_timeout_s, settings.max_request_timeout_s)
+    return asyncio.create_task(_sweep_forever(app, settings))
+
+
+async def _stop(app: FastAPI, sweeper: asyncio.Task) -> None:
+    sweeper.cancel()
+    await app.state.jobs.close()
+    app.state.results.close()
+    await app.state.triton.close()
+    app.state.store.close()
+
+
+def _middleware(app: FastAPI, settings: Settings) -> None:
+    """Outermost last: Observe (counts every answer) -> RequestGuard (size, signature) ->
+    AdmissionMiddleware (slots, deadline) -> the routes."""
+    app.add_middleware(AdmissionMiddleware, admission=app.state.admission, paths=COMPUTE_ROUTES,
+                       default_timeout_s=settings.request_timeout_s, max_timeout_s=settings.max_request_timeout_s)
+    secret = settings.hmac_secret.get_secret_value() if settings.hmac_secret else None
+    app.add_middleware(RequestGuard, max_body=settings.max_upload_bytes, secret=secret,
+                       large_bodies={"/v1/jobs": settings.max_job_upload_bytes,
+                                     "/v1/verify": settings.max_verify_bytes},
+                       max_age_s=settings.signature_max_age_s)
+    app.add_middleware(ObserveMiddleware, metrics=app.state.metrics, paths=lambda: [*app.openapi()["paths"],
+                                                                        *(getattr(r, "path", "") for r in app.routes),
+                                                                        DOCS_STATIC + "/{file:path}"])
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Without an HMAC secret it only serves loopback callers and says so."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.triton = AsyncFaceSwapClient(settings.triton_url, "grpc", timeout=settings.request_timeout_s)
-        app.state.store = await asyncio.to_thread(make_face_store, settings)
-        app.state.results = await asyncio.to_thread(make_results, settings)
-        app.state.marker = await Marker.start(settings, app.state.triton, app.state.results)
-        app.state.jobs = await asyncio.to_thread(make_jobs, settings)
-        app.state.jobs.marker = app.state.marker
-        advised = await _advised_admission(app.state.triton)
-        app.state.admission.resize(settings.max_in_flight or advised[0],
-                                   settings.max_waiting if settings.max_waiting >= 0 else advised[1])
-        nets = await app.state.precision.read()
-        if not nets:
-            log.info("precision of the networks unknown: set FACESWAP_GATEWAY_TRITON_METRICS_URL to Triton's "
-                     "metrics URL(s) for /readyz to show it")
-        for i, (url, models) in enumerate(nets.items()):
-            for model, net in sorted(models.items()):
-                if isinstance(net, dict):
-                    log.info("%s on triton-%d (%s): %s (%s, %s)", model, i, _no_credentials(url),
-                             net.get("precision"), net.get("engine"), net.get("chosen_by"))
-                else:
-                    log.warning("precision of the networks on triton-%d (%s) unknown: %s", i, _no_credentials(url),
-                                net)
-        resumed = await app.state.jobs.start()
-        if resumed:
-            log.warning("%d job(s) left by an earlier run queued again", resumed)
-        sweeper = asyncio.create_task(_sweep_forever(app, settings))
-        if settings.hmac_secret is None:
-            log.warning("no HMAC secret configured (FACESWAP_GATEWAY_HMAC_SECRET): serving loopback callers only")
-        log.info("gateway ready: Triton gRPC %s, jobs %s, face store %s; at most %d requests in work and %d waiting, "
-                 "%.0f M pixels in work, deadline %g s (X-Request-Timeout up to %g s)", settings.triton_url,
-                 f"on the Redis queue {settings.redis_url} (faceswap-worker processes)" if settings.redis_url
-                 else "in this process", "Redis" if settings.redis_url else settings.store_path,
-                 app.state.admission.max_in_flight, app.state.admission.max_waiting,
-                 settings.max_pixels_in_flight / 1e6, settings.request_timeout_s, settings.max_request_timeout_s)
+        sweeper = await _start(app, settings)
         yield
-        sweeper.cancel()
-        await app.state.jobs.close()
-        app.state.results.close()
-        await app.state.triton.close()
-        app.state.store.close()
+        await _stop(app, sweeper)
 
     # /docs (Swagger UI) and /redoc load their JS/CSS from the gateway itself (bundled by
     # fastapi-offline, under DOCS_STATIC), never from a CDN: the pages work offline.
@@ -132,23 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.admission = Admission(settings.max_in_flight, settings.max_pixels_in_flight,
                                     settings.overload_retry_after_s, app.state.metrics)
     errors.install(app)
-    app.include_router(health.router)
-    app.include_router(faces.router)
-    app.include_router(swap.router)
-    app.include_router(jobs.router)
-    app.include_router(stream.router)
-    app.include_router(verify.router)
-
-    # Outermost last: Observe (counts every answer) -> RequestGuard (size, signature) ->
-    # AdmissionMiddleware (slots, deadline) -> the routes.
-    app.add_middleware(AdmissionMiddleware, admission=app.state.admission, paths=COMPUTE_ROUTES,
-                       default_timeout_s=settings.request_timeout_s, max_timeout_s=settings.max_request_timeout_s)
-    secret = settings.hmac_secret.get_secret_value() if settings.hmac_secret else None
-    app.add_middleware(RequestGuard, max_body=settings.max_upload_bytes, secret=secret,
-                       large_bodies={"/v1/jobs": settings.max_job_upload_bytes,
-                                     "/v1/verify": settings.max_verify_bytes},
-                       max_age_s=settings.signature_max_age_s)
-    app.add_middleware(ObserveMiddleware, metrics=app.state.metrics, paths=lambda: [*app.openapi()["paths"],
-                                                                        *(getattr(r, "path", "") for r in app.routes),
-                                                                        DOCS_STATIC + "/{file:path}"])
+    for router in (health.router, faces.router, swap.router, jobs.router, stream.router, verify.router):
+        app.include_router(router)
+    _middleware(app, settings)
     return app

@@ -1,22 +1,24 @@
-"""Dependencies shared by the routes."""
+"""What the routes depend on: the app's parts as ``Annotated`` aliases (``SettingsDep``,
+``TritonDep``...), read from ``app.state`` where the lifespan put them."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Annotated
 
-from fastapi import Request, UploadFile
+from fastapi import Depends, Request
 
-from client import AsyncFaceSwapClient, NoFaceError
-from client.core import Face
-from gateway.core.admission import Admission, remaining, until_disconnect
+from client import AsyncFaceSwapClient
+from gateway.core.admission import Admission
 from gateway.core.config import Settings
-from gateway.core.errors import APIError
-from gateway.core.images import inspect_image
+from gateway.core.marking import Marker
 from gateway.core.metrics import Metrics
-from gateway.storage.faces import FaceStore, StoredFace
+from gateway.core.urls import MediaURLPolicy
+from gateway.jobs.backend import JobBackend
+from gateway.storage.faces import FaceStore, ResultLog
 
-T = TypeVar("T")
+
+def settings(request: Request) -> Settings:
+    return request.app.state.settings
 
 
 def triton(request: Request) -> AsyncFaceSwapClient:
@@ -27,43 +29,36 @@ def store(request: Request) -> FaceStore:
     return request.app.state.store
 
 
-def settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 def metrics(request: Request) -> Metrics:
     return request.app.state.metrics
-
-
-def face_or_404(store: FaceStore, face_id: str) -> StoredFace:
-    """A registered face, or 404 ``face_not_found``."""
-    face = store.get(face_id)
-    if face is None:
-        raise APIError(404, "face_not_found", f"No face {face_id!r}: unknown, deleted or expired.")
-    return face
 
 
 def admission(request: Request) -> Admission:
     return request.app.state.admission
 
 
-async def triton_call(request: Request, fn: Callable[..., Awaitable[T]], *args, **kwargs) -> T:
-    """``fn(*args, timeout=<seconds left before the request's deadline>, **kwargs)``, cancelled
-    if the HTTP caller hangs up (see gateway.core.admission)."""
-    return await until_disconnect(request, fn(*args, timeout=remaining(request), **kwargs))
+def jobs(request: Request) -> JobBackend:
+    return request.app.state.jobs
 
 
-async def read_image(upload: UploadFile, settings: Settings, field: str) -> tuple[bytes, int]:
-    """An uploaded image's bytes and pixel count, checked from its header (see inspect_image)."""
-    data = await upload.read()
-    meta = inspect_image(data, settings.max_pixels, field)
-    return data, meta.width * meta.height
+def marker(request: Request) -> Marker:
+    return request.app.state.marker
 
 
-async def source_face(request: Request, data: bytes, triton: AsyncFaceSwapClient) -> Face:
-    """The largest face of a source photo's bytes, with its swap latent and its normed ArcFace
-    embedding (the identity the quality figures compare with); 422 no_face_in_source."""
-    faces = (await triton_call(request, triton.embed, data)).faces
-    if not faces:
-        raise NoFaceError("no face found in the source image")
-    return max(faces, key=lambda f: f.area)
+def results(request: Request) -> ResultLog:
+    return request.app.state.results
+
+
+def media_urls(request: Request) -> MediaURLPolicy:
+    return request.app.state.media_urls
+
+
+SettingsDep = Annotated[Settings, Depends(settings)]
+TritonDep = Annotated[AsyncFaceSwapClient, Depends(triton)]
+StoreDep = Annotated[FaceStore, Depends(store)]
+MetricsDep = Annotated[Metrics, Depends(metrics)]
+AdmissionDep = Annotated[Admission, Depends(admission)]
+JobsDep = Annotated[JobBackend, Depends(jobs)]
+MarkerDep = Annotated[Marker, Depends(marker)]
+ResultsDep = Annotated[ResultLog, Depends(results)]
+MediaURLsDep = Annotated[MediaURLPolicy, Depends(media_urls)]

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 from typing import Annotated
 
-import cv2
-from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from client import AsyncFaceSwapClient
-from gateway.api import deps
-from gateway.core.admission import Admission
-from gateway.core.config import Settings
+from gateway.api.deps import AdmissionDep, SettingsDep, StoreDep, TritonDep
 from gateway.core.errors import APIError, errors
-from gateway.storage.faces import FaceStore, StoredFace
+from gateway.services import faces as service
+from gateway.services.common import face_or_404
+from gateway.storage.faces import StoredFace
 
 router = APIRouter(prefix="/v1/faces", tags=["faces"])
 
@@ -46,35 +43,22 @@ def face_out(f: StoredFace) -> FaceOut:
 
 @router.post("", response_model=FacesOut, summary="Register every face of an image",
              responses=errors(400, 401, 413, 415, 422, 502, 503, 504))
-async def register_faces(
-    image: Annotated[UploadFile, File(description="A photo (jpeg, png, webp, bmp, tiff)")],
-    request: Request,
-    triton: AsyncFaceSwapClient = Depends(deps.triton),
-    store: FaceStore = Depends(deps.store),
-    settings: Settings = Depends(deps.settings),
-    admission: Admission = Depends(deps.admission),
-) -> FacesOut:
+async def register_faces(image: Annotated[UploadFile, File(description="A photo (jpeg, png, webp, bmp, tiff)")],
+                         request: Request, triton: TritonDep, store: StoreDep, settings: SettingsDep,
+                         admission: AdmissionDep) -> FacesOut:
     """Detect the faces of an image, keep each one's embedding and swap latent in the face store."""
-    data, pixels = await deps.read_image(image, settings, "image")
-    with admission.pixels_reserved(pixels):
-        res = await deps.triton_call(request, triton.embed, data)
-    sha = hashlib.sha256(data).hexdigest()
-    stored = []
-    for f in res.faces:
-        thumb = cv2.resize(f.aligned, (settings.thumbnail_size, settings.thumbnail_size), interpolation=cv2.INTER_AREA)
-        jpeg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
-        stored.append(store.add(f.box.tolist(), f.score, f.embedding, f.latent, jpeg, sha, bool(res.stand_in_models)))
-    return FacesOut(faces=[face_out(f) for f in stored], stand_in_models=res.stand_in_models)
+    stored, stand_ins = await service.register(request, image, triton, store, settings, admission)
+    return FacesOut(faces=[face_out(f) for f in stored], stand_in_models=stand_ins)
 
 
 @router.get("/{face_id}", response_model=FaceOut, summary="Read a registered face", responses=errors(401, 404))
-async def get_face(face_id: str, store: FaceStore = Depends(deps.store)) -> FaceOut:
+async def get_face(face_id: str, store: StoreDep) -> FaceOut:
     """A registered face (404 when unknown or expired)."""
-    return face_out(deps.face_or_404(store, face_id))
+    return face_out(face_or_404(store, face_id))
 
 
 @router.delete("/{face_id}", status_code=204, summary="Delete a registered face", responses=errors(401, 404))
-async def delete_face(face_id: str, store: FaceStore = Depends(deps.store)) -> Response:
+async def delete_face(face_id: str, store: StoreDep) -> Response:
     """Forget a registered face (404 when unknown)."""
     if not store.delete(face_id):
         raise APIError(404, "face_not_found", f"No face {face_id!r}: unknown, deleted or expired.")

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from client import AsyncFaceSwapClient, FaceSwapError
-from gateway.api import deps
-from gateway.core.config import Settings
-from gateway.core.metrics import Metrics, set_precision
-from gateway.core.precision import public
+from gateway.api.deps import MetricsDep, SettingsDep, TritonDep
+from gateway.core.metrics import set_precision
+from gateway.services import health as service
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("gateway.health")
@@ -25,19 +24,10 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-async def _shallow(triton: AsyncFaceSwapClient) -> tuple[dict, list[str]]:
-    h = await triton.health()
-    if h["live"] and h["ready"]:
-        stand = (await triton.model_parameters("face_paster")).get("stand_in_models", "")
-        return h, [s for s in stand.split(",") if s]
-    return h, []
-
-
 @router.get("/readyz", summary="Triton live and ready, every model ready; ?deep=1 also runs the pipeline")
-async def readyz(request: Request, deep: bool = Query(False, description="also run the pipeline end to end "
-                                                      "(single-flight, cached)"),
-                 triton: AsyncFaceSwapClient = Depends(deps.triton),
-                 settings: Settings = Depends(deps.settings)) -> JSONResponse:
+async def readyz(request: Request, triton: TritonDep, settings: SettingsDep, metrics: MetricsDep,
+                 deep: Annotated[bool, Query(description="also run the pipeline end to end (single-flight, "
+                                                         "cached)")] = False) -> JSONResponse:
     """200 {"status": "ready"} or 503 {"status": "degraded", "error": <code>} within
     ``health_timeout_s`` whatever Triton does (deep: plus the pipeline run's own time limit).
     Error codes: triton_timeout, triton_unreachable, models_not_ready, and the deep check's
@@ -45,41 +35,14 @@ async def readyz(request: Request, deep: bool = Query(False, description="also r
     ``precision``: per Triton (``triton-<i>``, in the order of the metrics URLs the gateway logs
     at start), the precision each network serves in and what chose it (``self-check``,
     ``cache``, ``setting``, ``no probe``); deep: with the probe's figures."""
-    retry = {"Retry-After": str(settings.retry_after_s)}
-
-    def degraded(error: str, **extra) -> JSONResponse:
-        return JSONResponse({"status": "degraded", "error": error, **extra}, status_code=503, headers=retry)
-
-    try:
-        h, stand_ins = await asyncio.wait_for(_shallow(triton), settings.health_timeout_s)
-    except asyncio.TimeoutError:
-        log.warning("readyz: Triton %s did not answer within %g s", settings.triton_url, settings.health_timeout_s)
-        return degraded("triton_timeout")
-    except FaceSwapError as exc:
-        log.warning("readyz: %s", exc)
-        return degraded("triton_unreachable")
-    if not h["live"] or not h["ready"]:
-        if h.get("error"):
-            log.warning("readyz: %s", h["error"])
-            return degraded("triton_unreachable")
-        not_ready = [m for m, ok in h.get("models", {}).items() if not ok]
-        log.warning("readyz: models not ready: %s (real models expected in %s)", not_ready, settings.models_dir)
-        return degraded("models_not_ready", models_not_ready=not_ready)
-    try:
-        report = await asyncio.wait_for(request.app.state.precision.read(), settings.health_timeout_s)
-    except asyncio.TimeoutError:
-        report = {"-": {"error": "metrics_timeout"}}
-    set_precision(request.app.state.metrics, report)
-    body: dict = {"status": "ready", "stand_ins": stand_ins, "precision": public(report, figures=deep)}
-    if deep:
-        body["deep"] = await request.app.state.deep.result(triton, stand_ins)
-        if not body["deep"]["ok"]:
-            return degraded(body["deep"]["error"], deep=body["deep"], stand_ins=stand_ins)
-    return JSONResponse(body)
+    status, body = await service.readiness(triton, settings, request.app.state.precision, metrics,
+                                           request.app.state.deep if deep else None)
+    headers = {"Retry-After": str(settings.retry_after_s)} if status != 200 else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics(request: Request, m: Metrics = Depends(deps.metrics)) -> Response:
+async def metrics(request: Request, m: MetricsDep) -> Response:
     try:
         for status, n in (await asyncio.wait_for(request.app.state.jobs.counts(), 2)).items():
             m.jobs.labels(status).set(n)

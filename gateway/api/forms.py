@@ -1,0 +1,73 @@
+"""The multipart forms of the routes that take uploads, as dependency classes: each field is
+declared once here (type, limits, description, example) and documented in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import File, Form, UploadFile
+
+#: Video containers the jobs take (judged from the bytes).
+VIDEO_FORMATS = "mp4, mov, mkv, webm, avi"
+FACE_ID_EXAMPLE = "5f1c0e9a2b7d4c6f8e3a1b2c3d4e5f60"
+
+
+class SwapForm:
+    """``POST /v1/swap``: a target, and one of: a source photo, ``source_face_id``, ``pairs``."""
+
+    def __init__(
+        self,
+        target: Annotated[UploadFile, File(description="Image whose faces are replaced")],
+        source: Annotated[UploadFile | None, File(description="Photo of the wanted face (its largest face)")] = None,
+        source_face_id: Annotated[str | None, Form(description="A face registered with POST /v1/faces",
+                                                   examples=[FACE_ID_EXAMPLE])] = None,
+        pairs: Annotated[str | None, Form(description='JSON list of {"reference_face_id", "source_face_id"}',
+                                          examples=['[{"reference_face_id": "ab..", "source_face_id": "cd.."}]'])
+                         ] = None,
+        selection: Annotated[Literal["all", "largest", "index"], Form(examples=["largest"])] = "all",
+        face_index: Annotated[int | None, Form(ge=0, description="detection order (score); implies "
+                                                                 "selection=index")] = None,
+        max_faces: Annotated[int, Form(ge=0, description="0 = server cap (64)", examples=[4])] = 0,
+        output_format: Annotated[Literal["auto", "jpeg", "png", "webp"],
+                                 Form(description="auto = the target's format", examples=["png"])] = "auto",
+        quality: Annotated[int, Form(ge=1, le=100, description="jpeg/webp quality", examples=[90])] = 95,
+        threshold: Annotated[float, Form(ge=-1, le=1, description="min cosine similarity for pairs",
+                                         examples=[0.35])] = 0.3,
+        pixel_boost: Annotated[int, Form(description="face swapped at 128, 256, 384 or 512 px",
+                                         examples=[256])] = 128,
+    ) -> None:
+        self.target, self.source, self.source_face_id, self.pairs = target, source, source_face_id, pairs
+        self.selection, self.face_index, self.max_faces = selection, face_index, max_faces
+        self.output_format, self.quality, self.threshold, self.pixel_boost = (output_format, quality, threshold,
+                                                                              pixel_boost)
+
+
+class JobForm:
+    """``POST /v1/jobs``: one medium (upload or URL), and a source photo or ``source_face_id``."""
+
+    def __init__(
+        self,
+        video: Annotated[UploadFile | None, File(description=f"A video ({VIDEO_FORMATS})")] = None,
+        images: Annotated[list[UploadFile] | None, File(description="Several images (a batch)")] = None,
+        archive: Annotated[UploadFile | None, File(description="A zip of images (a batch)")] = None,
+        video_url: Annotated[str | None, Form(description="Instead of `video`: a URL the service GETs the video "
+                                                          "from (e.g. a presigned R2/S3 URL); it must start with one "
+                                                          "of the operator's media_url_prefixes")] = None,
+        archive_url: Annotated[str | None, Form(description="Instead of `archive`: a URL of the zip")] = None,
+        result_url: Annotated[str | None, Form(description="A URL the result is PUT to when the job is done (e.g. "
+                                                           "a presigned R2/S3 PUT URL); the job then shows "
+                                                           "result_url_used")] = None,
+        source: Annotated[UploadFile | None, File(description="Photo of the wanted face (its largest face)")] = None,
+        source_face_id: Annotated[str | None, Form(description="A face registered with POST /v1/faces",
+                                                   examples=[FACE_ID_EXAMPLE])] = None,
+        reference_face_id: Annotated[str | None, Form(description="Video: swap the person most similar to this "
+                                                                  "registered face")] = None,
+        selection: Annotated[Literal["largest", "all"], Form(description="Video: one tracked person, or all")
+                             ] = "largest",
+        smoothing: Annotated[bool, Form(description="Video: key-point smoothing against flicker")] = True,
+        output_format: Annotated[Literal["auto", "jpeg", "png", "webp"], Form(description="Batch")] = "auto",
+    ) -> None:
+        self.video, self.images, self.archive = video, images, archive
+        self.video_url, self.archive_url, self.result_url = video_url, archive_url, result_url
+        self.source, self.source_face_id, self.reference_face_id = source, source_face_id, reference_face_id
+        self.selection, self.smoothing, self.output_format = selection, smoothing, output_format
