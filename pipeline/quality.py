@@ -25,7 +25,7 @@ it the transfer figure is ``None`` and the leakage figure is still computed.
 With stand-in models these numbers mean nothing about quality (random weights); they are
 still exactly the computation the real models would get.
 
-Per video track (``client.video``): mean and minimum of both figures over the frames the track
+Per video track (``media.video``): mean and minimum of both figures over the frames the track
 was swapped in, and ``flicker_score``: the mean absolute frame-to-frame change of luminance
 inside the swapped face's region divided by the same outside every swapped region (see
 :func:`flicker_ratio`), on the output frames; ``flicker_input`` is the same on the input frames,

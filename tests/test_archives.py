@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from client.batch import ArchiveLimitError, ArchiveLimits, iter_inputs
+from media.batch import ArchiveLimitError, ArchiveLimits, iter_inputs
 
 
 def bomb_zip(path: Path, entries: int, entry_bytes: int) -> None:

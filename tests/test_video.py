@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from client import AsyncFaceSwapClient, Face
-from client.batch import swap_batch
-from client.tracking import FaceTracker, OneEuro
-from client.video import VideoOptions, swap_video
+from media.batch import swap_batch
+from media.tracking import FaceTracker, OneEuro
+from media.video import VideoOptions, swap_video
 from tests.conftest import image_path, load
 from tools.media import moving_face_frames, probe, write_clip
 
@@ -189,7 +189,7 @@ def test_batch_lists_bad_files_and_never_uses_client_names_as_paths(triton, sour
 
 
 def test_video_limits_from_the_header_and_from_what_is_decoded(triton, source_latent, face, tmp_path):
-    from client.video import VideoLimitError, VideoLimits
+    from media.video import VideoLimitError, VideoLimits
 
     mkv = tmp_path / "forty.mkv"  # Matroska declares no frame count: only decoding can count them
     write_clip(mkv, moving_face_frames(face, (160, 120), 40), container="matroska")

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 
 from client import AsyncFaceSwapClient, FaceSwapClient
-from client.video import VideoOptions, swap_video
+from media.video import VideoOptions, swap_video
 from tools.demo import default_images
 from tools.media import moving_face_frames, write_clip
 from tools.resolve import resolve

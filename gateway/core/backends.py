@@ -8,11 +8,11 @@ the Redis queue to ``faceswap-worker`` processes, faces in Redis, media in the S
 
 from __future__ import annotations
 
-from client.batch import ArchiveLimits
-from client.video import VideoLimits
 from gateway.core.config import Settings
 from gateway.core.execute import JobLimits
 from gateway.core.media import DiskBudget, LocalMedia, MediaStore, S3Media
+from media.batch import ArchiveLimits
+from media.video import VideoLimits
 
 
 def job_limits(s: Settings) -> JobLimits:

@@ -21,9 +21,9 @@ import av
 import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from client.batch import ArchiveLimitError, ArchiveLimits, swap_batch
-from client.video import VideoLimitError, VideoLimits, VideoOptions, header_figures, swap_video
 from gateway.core.media import MediaError, StorageFull, fetch_url, put_url
+from media.batch import ArchiveLimitError, ArchiveLimits, swap_batch
+from media.video import VideoLimitError, VideoLimits, VideoOptions, header_figures, swap_video
 
 log = logging.getLogger("gateway.jobs")
 CONTENT_TYPES = {"video": "video/mp4", "batch": "application/zip"}
@@ -46,8 +46,8 @@ def failure_code(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
     if isinstance(code, str) and code:
         return code
-    from client.video import VideoError
     from gateway.core.errors import from_triton, is_storage_error
+    from media.video import VideoError
 
     if isinstance(exc, FaceSwapError):
         return from_triton(exc, None).code
@@ -139,7 +139,7 @@ def fetch_input(kind: str, url: str, workdir: Path, limits: JobLimits,
 @dataclass
 class Outcome:
     """A finished job: ``result`` (a file in the job's folder), its media type, warnings, and
-    for video the quality figures per face track (``client.video.VideoReport.tracks``)."""
+    for video the quality figures per face track (``media.video.VideoReport.tracks``)."""
 
     result: Path
     content_type: str

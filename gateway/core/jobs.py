@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from client.video import VideoError
 from gateway.core.execute import JobFailed, JobLimits, failure_code, fetch_input, progress_reporter, run_job
 from gateway.core.media import DiskBudget, LocalMedia, reserving
+from media.video import VideoError
 
 log = logging.getLogger("gateway.jobs")
 ACTIVE = ("queued", "running")

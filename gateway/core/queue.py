@@ -32,7 +32,6 @@ from saq import Job as SaqJob
 from saq import Queue, Status, Worker
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from client.video import VideoError
 from gateway.core.errors import storage_errors
 from gateway.core.execute import (
     CONTENT_TYPES,
@@ -45,6 +44,7 @@ from gateway.core.execute import (
 )
 from gateway.core.jobs import Job, UploadFolders
 from gateway.core.media import MediaStore
+from media.video import VideoError
 
 log = logging.getLogger("gateway.queue")
 QUEUE_NAME = "faceswap"

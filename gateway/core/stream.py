@@ -25,7 +25,7 @@ the frame is dropped.
 
 Every swapped frame is marked as the other outputs are (``gateway.core.marking``: watermark,
 XMP, C2PA); a frame with no face to swap comes back as it was sent. Faces are tracked across
-frames with the video path's :class:`client.tracking.FaceTracker` (One-Euro key-point
+frames with the video path's :class:`media.tracking.FaceTracker` (One-Euro key-point
 smoothing, the same identity policy). With ``detect_every`` k > 1 the
 detector runs on every k-th frame and the frames between reuse the tracked key points.
 """
@@ -45,7 +45,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from client import AsyncFaceSwapClient
-from client.tracking import FaceTracker
+from media.tracking import FaceTracker
 
 #: WebSocket close codes of the stream (4000 + the HTTP status they stand for).
 CLOSE_CODES = {

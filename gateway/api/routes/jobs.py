@@ -14,7 +14,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from client import AsyncFaceSwapClient
-from client.video import VideoLimitError
 from gateway.api import deps
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
@@ -22,6 +21,7 @@ from gateway.core.execute import probe_video, sniff_video
 from gateway.core.media import DiskBudget, Reservation, StorageFull, reserving
 from gateway.core.store import FaceStore
 from gateway.core.urls import MediaURLPolicy, URLRefused
+from media.video import VideoLimitError
 
 log = logging.getLogger("gateway.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
