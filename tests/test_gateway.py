@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.core.guard import sign, signed_headers
+from client.signing import sign, signed_headers
 from tests.conftest import ROOT, free_port_block, image_path, load, start_triton
 
 pytestmark = pytest.mark.server

@@ -19,7 +19,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from client import FaceSwapClient, Overloaded, RequestTimeout
-from gateway.core.guard import signed_headers
+from client.signing import signed_headers
 from tests.conftest import start_triton
 from tests.test_gateway import GROUP, OBAMA, SECRET, Gateway, files, swap
 
