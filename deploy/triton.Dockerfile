@@ -1,5 +1,6 @@
 # Triton for the faceswap model repositories (cpu and gpu profiles): NVIDIA's Triton with the
-# Python packages the pipeline's Python-backend stages import, and pipeline/ itself.
+# Python packages the pipeline's Python-backend stages import, and pipeline/ itself (with media/,
+# whose dependency-free format table pipeline/codec.py imports).
 # Build from the repository root:  docker build -f deploy/triton.Dockerfile -t faceswap-triton:0.1.0 .
 # The model repository is not in the image: it is mounted at /models.
 ARG TRITON_TAG=24.10-py3
@@ -14,6 +15,7 @@ RUN pip install --no-cache-dir \
         'openvino==2025.3.0'
 
 COPY pipeline/ /app/pipeline/
+COPY media/ /app/media/
 ENV PYTHONPATH=/app
 # The precision self-check's decisions and the int8 files (python -m tools.quantize writes them
 # where the repository is built; copy them here, or the cpu profile serves bf16/f32 only).

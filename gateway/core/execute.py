@@ -23,6 +23,7 @@ import numpy as np
 from client import AsyncFaceSwapClient, FaceSwapError
 from gateway.core.media import MediaError, StorageFull, fetch_url, put_url
 from media.batch import ArchiveLimitError, ArchiveLimits, swap_batch
+from media.formats import HEAD, sniff
 from media.video import VideoLimitError, VideoLimits, VideoOptions, header_figures, swap_video
 
 log = logging.getLogger("gateway.jobs")
@@ -72,14 +73,16 @@ class JobLimits:
 
 
 def sniff_video(head: bytes) -> str | None:
-    """Container judged from the first bytes: "mp4" (ISO BMFF / QuickTime), "mkv", "avi" or None."""
-    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
-        return "mp4"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "mkv"
-    if head[:4] == b"RIFF" and head[8:11] == b"AVI":
-        return "avi"
-    return None
+    """Container judged from the first bytes: "mp4" (ISO BMFF / QuickTime), "mkv" (Matroska,
+    WebM), "avi" or None (see ``media.formats``)."""
+    fmt = sniff(head)
+    return fmt.name if fmt is not None and fmt.kind == "video" else None
+
+
+def is_zip(head: bytes) -> bool:
+    """True when the first bytes are a zip's with entries (an empty zip is not a batch)."""
+    fmt = sniff(head)
+    return fmt is not None and fmt.name == "zip"
 
 
 def probe_video(path: Path, limits: VideoLimits | None = None) -> str | None:
@@ -118,9 +121,9 @@ def fetch_input(kind: str, url: str, workdir: Path, limits: JobLimits,
         fetch_url(url, path, limits.max_input_bytes, limits.call_timeout_s, on_chunk)
     except (MediaError, StorageFull) as exc:
         raise JobFailed(exc.code, f"{exc}") from None
-    head = path.open("rb").read(16)
+    head = path.open("rb").read(HEAD)
     if kind == "batch":
-        if head[:4] != b"PK\x03\x04":
+        if not is_zip(head):
             raise JobFailed("unsupported_media_type", "The archive is not a zip file (judged from the bytes).")
         return path.rename(workdir / "input.zip")
     fmt = sniff_video(head)

@@ -45,6 +45,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from client import AsyncFaceSwapClient
+from media.formats import sniff
 from media.tracking import FaceTracker
 
 #: WebSocket close codes of the stream (4000 + the HTTP status they stand for).
@@ -54,8 +55,8 @@ CLOSE_CODES = {
     "frame_too_large": 4413, "unsupported_media_type": 4415, "no_face_in_source": 4422, "invalid_option": 4422,
     "corrupt_image": 4422, "overloaded": 4503, "triton_unavailable": 4503, "internal_error": 4500,
 }
-#: JPEG and WebP magic bytes (the frame formats a client may send).
-JPEG_MAGIC, RIFF, WEBP = b"\xff\xd8\xff", b"RIFF", b"WEBP"
+#: The frame formats a client may send.
+FRAME_FORMATS = ("jpeg", "webp")
 
 
 class StreamError(Exception):
@@ -117,11 +118,8 @@ def decode_source(b64: str, max_bytes: int) -> bytes:
 
 def frame_format(data: bytes) -> str | None:
     """"jpeg", "webp" or None (judged from the bytes)."""
-    if data[:3] == JPEG_MAGIC:
-        return "jpeg"
-    if data[:4] == RIFF and data[8:12] == WEBP:
-        return "webp"
-    return None
+    fmt = sniff(data)
+    return fmt.name if fmt is not None and fmt.name in FRAME_FORMATS else None
 
 
 @dataclass

@@ -17,10 +17,11 @@ from client import AsyncFaceSwapClient
 from gateway.api import deps
 from gateway.core.config import Settings
 from gateway.core.errors import APIError, errors
-from gateway.core.execute import probe_video, sniff_video
+from gateway.core.execute import is_zip, probe_video, sniff_video
 from gateway.core.media import DiskBudget, Reservation, StorageFull, reserving
 from gateway.core.store import FaceStore
 from gateway.core.urls import MediaURLPolicy, URLRefused
+from media.formats import HEAD
 from media.video import VideoLimitError
 
 log = logging.getLogger("gateway.jobs")
@@ -29,8 +30,8 @@ VIDEO_FORMATS = "mp4, mov, mkv, webm, avi"
 
 
 async def _head(upload: UploadFile, what: str) -> bytes:
-    """The first 16 bytes of an upload (400 for an empty one); the file is rewound."""
-    head = await upload.read(16)
+    """The first bytes of an upload, as many as sniffing needs (400 for an empty one); the file is rewound."""
+    head = await upload.read(HEAD)
     await upload.seek(0)
     if not head:
         raise APIError(400, "empty_file", f"The {what} file is empty (0 bytes).")
@@ -189,7 +190,7 @@ async def create_job(
             runner.discard(job_id)
             raise APIError(422, "corrupt_video", problem)
     elif archive is not None:
-        if (await _head(archive, "archive"))[:4] != b"PK\x03\x04":
+        if not is_zip(await _head(archive, "archive")):
             raise APIError(415, "unsupported_media_type", "The archive is not a zip file (judged from the bytes).")
         job_id, d = runner.new_job()
         path, kind = d / "input.zip", "batch"
