@@ -55,6 +55,16 @@ SWAP_CROP = 128
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 
 
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio of ``a`` against ``b`` in dB, ``10 log10(peak^2 / MSE)`` (in float64).
+
+    ``peak`` is the largest value a sample can take: 255 for uint8 images (the default), 1 for
+    arrays in [0, 1]. Identical inputs give ``inf``.
+    """
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
+
+
 def _chunked(fn: EmbedFn, limit: int, blob: np.ndarray) -> np.ndarray:
     step = max(int(limit), 1)
     return np.concatenate([fn(blob[i:i + step]) for i in range(0, blob.shape[0], step)], axis=0)
