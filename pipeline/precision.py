@@ -303,7 +303,8 @@ def candidates(f32_path: str, f32_engine: str, flags: set[str] | list[str], int8
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 4 MiB chunks)."""
+    """Hex SHA-256 of a file's bytes (read in 4 MiB chunks): the one file hasher (model downloads,
+    repository builds, precision caches, C2PA ingredients)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):

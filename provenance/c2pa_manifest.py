@@ -37,6 +37,7 @@ from cryptography.x509 import load_pem_x509_certificates
 from cryptography.x509.oid import NameOID
 
 from media import formats
+from pipeline.precision import file_sha256
 
 from .devcert import ensure_development_credentials
 from .watermark import Payload
@@ -245,14 +246,6 @@ def sign_bytes(data: bytes, fmt: str, *, target: bytes | None, models: list[dict
     return out.getvalue()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sign_file(src: str | Path, dst: str | Path, fmt: str, *, target_path: str | Path | None,
               models: list[dict], result_id: int, signer: ProvenanceSigner) -> None:
     """Like ``sign_bytes`` for files (video): reads ``src``, writes the signed copy to ``dst``.
@@ -262,7 +255,7 @@ def sign_file(src: str | Path, dst: str | Path, fmt: str, *, target_path: str | 
     """
     if fmt not in MIME:
         raise ValueError(f"C2PA signing supports {', '.join(MIME)}, not {fmt!r}")
-    sha = _file_sha256(Path(target_path)) if target_path is not None else None
+    sha = file_sha256(target_path) if target_path is not None else None
     with open(src, "rb") as source, open(dst, "w+b") as dest:
         tstream = open(target_path, "rb") if target_path is not None else None
         try:
