@@ -16,12 +16,13 @@ RUN pip install -r requirements.lock
 COPY pyproject.toml ./
 COPY client/ client/
 COPY gateway/ gateway/
+COPY media/ media/
 COPY pipeline/ pipeline/
 COPY provenance/ provenance/
 # Editable, so the settings' defaults that are relative to the project (gateway/core/config.py
 # ROOT) stay under /app; the console scripts (faceswap, faceswap-worker) land in /usr/local/bin.
 RUN pip install --no-deps -e . \
-    && python -m compileall -q client gateway pipeline provenance \
+    && python -m compileall -q client gateway media pipeline provenance \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin faceswap \
     && install -d -o 10001 -g 10001 /data
 

@@ -285,12 +285,13 @@ def synthetic_inputs(batch: int, seed: int = 0, crops: np.ndarray | None = None)
 
 def compare(out: np.ndarray, ref: np.ndarray) -> dict:
     """PSNR (peak: the reference's range, 1 for the face) and max abs difference; finite check."""
+    from pipeline.quality import psnr
+
     out64, ref64 = out.astype(np.float64), ref.astype(np.float64)
     finite = bool(np.isfinite(out64).all())
     peak = max(float(ref64.max() - ref64.min()), 1e-12)
-    mse = float(np.mean((out64 - ref64) ** 2)) if finite else float("inf")
-    psnr = float("inf") if mse == 0 else (10 * np.log10(peak**2 / mse) if finite else float("-inf"))
-    return {"psnr_db": round(psnr, 2), "max_abs": float(np.max(np.abs(out64 - ref64))) if finite else None,
+    db = psnr(out64, ref64, peak) if finite else float("-inf")
+    return {"psnr_db": round(db, 2), "max_abs": float(np.max(np.abs(out64 - ref64))) if finite else None,
             "finite": finite, "range": round(peak, 4)}
 
 

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from bench import summary
+from pipeline.quality import psnr
 from provenance import (
     Payload,
     ProvenanceSigner,
@@ -144,7 +145,7 @@ def robustness(images: list[str]) -> dict:
         if img is None or min(img.shape[:2]) < 200:
             continue
         m = watermark.embed(img, payload)
-        acc["psnr_db"].append(10 * np.log10(255 ** 2 / np.mean((m.astype(np.float64) - img) ** 2)))
+        acc["psnr_db"].append(psnr(m, img))
         q75 = cv2.imdecode(cv2.imencode(".jpg", m, [cv2.IMWRITE_JPEG_QUALITY, 75])[1], 1)
         acc["q75"].append(watermark.bit_accuracy(q75, payload))
         half = cv2.resize(m, (m.shape[1] // 2, m.shape[0] // 2), interpolation=cv2.INTER_AREA)

@@ -18,8 +18,8 @@ import cv2
 
 from bench.clips import moving_face_frames, write_clip
 from client import AsyncFaceSwapClient, FaceSwapClient
-from client.video import VideoOptions, swap_video
 from launch.server import embedded
+from media.video import VideoOptions, swap_video
 from repository.layout import default_images
 from repository.resolve import resolve
 

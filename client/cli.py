@@ -150,7 +150,7 @@ def video(
     from tqdm import tqdm
 
     from client.library import AsyncFaceSwapClient
-    from client.video import VideoError, VideoOptions, swap_video
+    from media.video import VideoError, VideoOptions, swap_video
 
     if output.is_dir() or not output.parent.is_dir():
         _fail(InvalidInput(f"{output}: give a file name in an existing folder"))
@@ -259,8 +259,8 @@ def batch(
 
     from tqdm import tqdm
 
-    from client.batch import swap_batch
     from client.library import AsyncFaceSwapClient
+    from media.batch import swap_batch
 
     try:
         with FaceSwapClient(url, protocol.value, timeout) as c:

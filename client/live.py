@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from client.errors import FaceSwapError, InvalidInput, ServerUnavailable
+from client.signing import signed_headers
 
 
 class StreamClosed(FaceSwapError):
@@ -114,8 +115,6 @@ async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], 
     path = f"/v1/stream?nonce={uuid.uuid4().hex}"
     headers = {}
     if secret:
-        from gateway.core.guard import signed_headers
-
         headers = signed_headers(secret, "GET", path)
     first = {**(options or {})}
     if source is not None:

@@ -1,5 +1,6 @@
 # Triton for the faceswap model repositories (cpu and gpu profiles): NVIDIA's Triton with the
-# Python packages the pipeline's Python-backend stages import, pipeline/ itself and the models' glue.
+# Python packages the pipeline's Python-backend stages import, pipeline/ itself (with media/,
+# whose dependency-free format table pipeline/codec.py imports) and the models' glue.
 # Build from the repository root:  docker build -f deploy/triton.Dockerfile -t faceswap-triton:0.1.0 .
 # The model repository is not in the image: it is mounted at /models.
 ARG TRITON_TAG=24.10-py3
@@ -14,6 +15,7 @@ RUN pip install --no-cache-dir \
         'openvino==2025.3.0'
 
 COPY pipeline/ /app/pipeline/
+COPY media/ /app/media/
 # The glue the models' model.py files import (model_repository.glue, model_repository.onnx_model).
 COPY model_repository/__init__.py model_repository/glue.py model_repository/onnx_model.py /app/model_repository/
 ENV PYTHONPATH=/app

@@ -10,12 +10,12 @@ the Redis queue to ``faceswap-worker`` processes, faces in Redis, media in the S
 
 from __future__ import annotations
 
-from client.batch import ArchiveLimits
-from client.video import VideoLimits
 from gateway.core.config import Settings
 from gateway.jobs.backend import JobBackend
 from gateway.jobs.execute import JobLimits
 from gateway.storage.media import DiskBudget, LocalMedia, make_media
+from media.batch import ArchiveLimits
+from media.video import VideoLimits
 
 
 def job_limits(s: Settings) -> JobLimits:

@@ -15,14 +15,9 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-#: Magic numbers of the formats we accept, checked before decoding.
-_SIGNATURES = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"BM", "bmp"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-)
+from media.formats import HEAD, sniff
+
+#: The image formats we decode (judged by ``media.formats.sniff`` before decoding).
 SUPPORTED_INPUT = ("jpeg", "png", "webp", "bmp", "tiff")
 #: "bmp" is uncompressed: the video path uses it to move frames without loss or codec cost.
 OUTPUT_FORMATS = ("jpeg", "png", "webp", "bmp")
@@ -37,13 +32,8 @@ class ImageError(ValueError):
 
 def sniff_format(data: bytes) -> str | None:
     """The image format named by the leading bytes ("jpeg", "png", "webp", ...) or None."""
-    head = bytes(data[:16])
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    for magic, name in _SIGNATURES:
-        if head.startswith(magic):
-            return name
-    return None
+    fmt = sniff(data)
+    return fmt.name if fmt is not None and fmt.name in SUPPORTED_INPUT else None
 
 
 def _jpeg_truncated(buf: np.ndarray) -> bool:
@@ -119,7 +109,7 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS, alpha: 
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data.reshape(-1)
     if buf.size == 0:
         raise ImageError("empty image: 0 bytes received")
-    fmt = sniff_format(buf[:16].tobytes())
+    fmt = sniff_format(buf[:HEAD].tobytes())
     if fmt is None:
         raise ImageError(f"unsupported image format: expected one of {', '.join(SUPPORTED_INPUT)}")
     if fmt == "jpeg" and _jpeg_truncated(buf):

@@ -168,11 +168,6 @@ def probe_feeds(role: str, probe: dict[str, np.ndarray], input_names: list[str],
     return [{name: (target if rank == 4 else lat) for name, rank in zip(input_names, input_ranks)}]
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
 def compare(role: str, ref: list[list[np.ndarray]], out: list[list[np.ndarray]], probe: dict[str, np.ndarray],
             det_size: int = 640) -> dict:
     """Figures of one precision's outputs against fp32's, per call; ``passed`` per THRESHOLDS.
@@ -186,8 +181,10 @@ def compare(role: str, ref: list[list[np.ndarray]], out: list[list[np.ndarray]],
     if not finite:
         return {"finite": False, "passed": False, "reason": "output not finite"}
     if role == "swapper":
+        from pipeline.quality import psnr
+
         r, o = ref[0][0], out[0][0]
-        worst = min(_psnr(o[i], r[i]) for i in range(len(r)))
+        worst = min(psnr(o[i], r[i], peak=1.0) for i in range(len(r)))
         ok = bool(worst >= THRESHOLDS["swapper"]["psnr_db"])
         return {"psnr_db": round(float(worst), 2), "finite": True, "passed": ok,
                 "reason": "" if ok else f"PSNR {worst:.1f} dB < {THRESHOLDS['swapper']['psnr_db']} dB"}
@@ -306,7 +303,8 @@ def candidates(f32_path: str, f32_engine: str, flags: set[str] | list[str], int8
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 4 MiB chunks)."""
+    """Hex SHA-256 of a file's bytes (read in 4 MiB chunks): the one file hasher (model downloads,
+    repository builds, precision caches, C2PA ingredients)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):

@@ -25,7 +25,7 @@ it the transfer figure is ``None`` and the leakage figure is still computed.
 With stand-in models these numbers mean nothing about quality (random weights); they are
 still exactly the computation the real models would get.
 
-Per video track (``client.video``): mean and minimum of both figures over the frames the track
+Per video track (``media.video``): mean and minimum of both figures over the frames the track
 was swapped in, and ``flicker_score``: the mean absolute frame-to-frame change of luminance
 inside the swapped face's region divided by the same outside every swapped region (see
 :func:`flicker_ratio`), on the output frames; ``flicker_input`` is the same on the input frames,
@@ -53,6 +53,16 @@ FLICKER_FLOOR = 1.0
 SWAP_CROP = 128
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio of ``a`` against ``b`` in dB, ``10 log10(peak^2 / MSE)`` (in float64).
+
+    ``peak`` is the largest value a sample can take: 255 for uint8 images (the default), 1 for
+    arrays in [0, 1]. Identical inputs give ``inf``.
+    """
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
 
 
 def _chunked(fn: EmbedFn, limit: int, blob: np.ndarray) -> np.ndarray:

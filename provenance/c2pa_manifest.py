@@ -36,6 +36,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import load_pem_x509_certificates
 from cryptography.x509.oid import NameOID
 
+from media import formats
+from pipeline.precision import file_sha256
+
 from .devcert import ensure_development_credentials
 from .watermark import Payload
 from .xmp import COMPOSITE_SYNTHETIC
@@ -186,20 +189,6 @@ def _definition(models: list[dict], payload: Payload, target_sha256: str | None,
     }
 
 
-def _sniff(data: bytes) -> str | None:
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    if data[4:8] == b"ftyp":
-        return "video/quicktime" if data[8:10] == b"qt" else "video/mp4"
-    return None
-
-
 def _ingredient(sha: str, mime: str | None) -> dict:
     return {"title": "target", "format": mime or "application/octet-stream", "relationship": "parentOf",
             "label": "target", "description": f"the target the faces were swapped into; SHA-256 {sha}",
@@ -210,7 +199,8 @@ def _sign(source, dest, mime: str, target_stream, target_sha: str | None, models
           result_id: int, signer: ProvenanceSigner, title: str) -> None:
     payload = Payload(signer.service_id, result_id)
     definition = _definition(check_models(models), payload, target_sha, title)
-    target_mime = _sniff(target_stream.read(16)) if target_stream is not None else None
+    target_fmt = formats.sniff(target_stream.read(formats.HEAD)) if target_stream is not None else None
+    target_mime = target_fmt.mime if target_fmt is not None and target_fmt.kind in ("image", "video") else None
     parsed = target_mime is not None and target_mime in c2pa.Builder.get_supported_mime_types()
     if target_sha is not None and not parsed:
         definition["ingredients"] = [_ingredient(target_sha, target_mime)]
@@ -256,14 +246,6 @@ def sign_bytes(data: bytes, fmt: str, *, target: bytes | None, models: list[dict
     return out.getvalue()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sign_file(src: str | Path, dst: str | Path, fmt: str, *, target_path: str | Path | None,
               models: list[dict], result_id: int, signer: ProvenanceSigner) -> None:
     """Like ``sign_bytes`` for files (video): reads ``src``, writes the signed copy to ``dst``.
@@ -273,7 +255,7 @@ def sign_file(src: str | Path, dst: str | Path, fmt: str, *, target_path: str | 
     """
     if fmt not in MIME:
         raise ValueError(f"C2PA signing supports {', '.join(MIME)}, not {fmt!r}")
-    sha = _file_sha256(Path(target_path)) if target_path is not None else None
+    sha = file_sha256(target_path) if target_path is not None else None
     with open(src, "rb") as source, open(dst, "w+b") as dest:
         tstream = open(target_path, "rb") if target_path is not None else None
         try:

@@ -11,6 +11,7 @@ import c2pa
 import cv2
 import numpy as np
 
+from media import formats
 from pipeline.codec import MAX_PIXELS, ImageError, header_size
 
 from . import watermark
@@ -25,28 +26,23 @@ VIDEO_FRAME_STRIDE = 3
 #: Largest image decoded at full size for the watermark; larger JPEGs and PNGs are decoded
 #: reduced (OpenCV IMREAD_REDUCED_*), which the mark survives (it lives at 256x256).
 _FULL_DECODE_SIDE = 1024
-_EXT = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp", "mp4": "mp4", "m4v": "mp4", "mov": "mp4"}
+#: The formats ``verify`` reads (``media.formats`` names; "mp4" is MP4 and QuickTime).
+FORMATS = ("jpeg", "png", "webp", "mp4")
 
 
 def sniff(data: bytes, filename_hint: str | None = None) -> str | None:
     """"jpeg", "png", "webp", "mp4" from the magic bytes (the name is only a fallback), or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[4:8] == b"ftyp":
-        return "mp4"
-    if filename_hint and "." in filename_hint:
-        return _EXT.get(filename_hint.rsplit(".", 1)[1].lower())
+    for fmt in (formats.sniff(data), formats.by_extension(filename_hint or "")):
+        if fmt is not None and fmt.name in FORMATS:
+            return fmt.name
     return None
 
 
 def _mime(fmt: str, data: bytes) -> str:
-    if fmt == "mp4":
-        return "video/quicktime" if data[8:10] == b"qt" else "video/mp4"
-    return f"image/{fmt}"
+    found = formats.sniff(data)
+    if found is not None and found.name == fmt:
+        return found.mime  # video/quicktime for QuickTime's brand
+    return "video/mp4" if fmt == "mp4" else f"image/{fmt}"
 
 
 def _actions(manifest: dict) -> list[dict]:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from defusedxml import ElementTree
 
+from media import formats
+
 #: IPTC NewsCodes digital source type for a composite that includes synthetic elements
 #: (https://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic).
 COMPOSITE_SYNTHETIC = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic"
@@ -58,8 +60,13 @@ def xmp_packet(creator_tool: str, digital_source_type: str = COMPOSITE_SYNTHETIC
 
 # --- writing -------------------------------------------------------------------------------------
 
+def _is(data: bytes, name: str) -> bool:
+    fmt = formats.sniff(data)
+    return fmt is not None and fmt.name == name
+
+
 def _jpeg_with_xmp(data: bytes, packet: bytes) -> bytes:
-    if data[:2] != b"\xff\xd8":
+    if not _is(data, "jpeg"):
         raise ValueError("not a JPEG (no SOI marker)")
     payload = _JPEG_XMP_ID + packet
     if len(payload) + 2 > 0xFFFF:
@@ -90,7 +97,7 @@ def _png_chunks(data: bytes):
 
 
 def _png_with_xmp(data: bytes, packet: bytes) -> bytes:
-    if data[:8] != _PNG_SIG:
+    if not _is(data, "png"):
         raise ValueError("not a PNG (bad signature)")
     body = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + packet  # keyword, no compression, no lang/key
     chunk = struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", zlib.crc32(b"iTXt" + body))
@@ -131,7 +138,7 @@ def _webp_canvas(chunks: list[tuple[bytes, bytes]]) -> tuple[int, int, bool]:
 
 
 def _webp_with_xmp(data: bytes, packet: bytes) -> bytes:
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+    if not _is(data, "webp"):
         raise ValueError("not a WebP (no RIFF/WEBP header)")
     chunks = [(k, b) for k, b in _riff_chunks(data) if k != b"XMP "]
     if chunks and chunks[0][0] == b"VP8X":
@@ -169,8 +176,8 @@ def add_xmp(data: bytes, fmt: str, packet: bytes) -> bytes:
     if fmt == "webp":
         return _webp_with_xmp(data, packet)
     if fmt == "mp4":
-        if data[4:8] != b"ftyp":
-            raise ValueError("not an MP4 (no ftyp box first)")
+        if not _is(data, "mp4"):
+            raise ValueError("not an MP4 (no ISO BMFF box first)")
         return data + mp4_xmp_box(packet)
     raise ValueError(f"no XMP writer for {fmt!r}")
 
@@ -179,12 +186,12 @@ def append_mp4_xmp(path: str | Path, packet: bytes) -> None:
     """Append an XMP ``uuid`` box to an MP4 file in place (sample offsets do not move).
 
     Raises:
-        ValueError: the file does not start with an ``ftyp`` box.
+        ValueError: the file does not start with an ISO BMFF box (``media.formats``).
         OSError: it cannot be read or written.
     """
     with open(path, "r+b") as f:
-        if f.read(8)[4:8] != b"ftyp":
-            raise ValueError(f"{path} is not an MP4 (no ftyp box first)")
+        if not _is(f.read(formats.HEAD), "mp4"):
+            raise ValueError(f"{path} is not an MP4 (no ISO BMFF box first)")
         f.seek(0, io.SEEK_END)
         f.write(mp4_xmp_box(packet))
 

@@ -9,7 +9,6 @@ missing model saying how to provide it. Nothing is ever downloaded at request ti
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
+from pipeline.precision import file_sha256
 from repository.layout import MODELS_DIR
 
 log = logging.getLogger(__name__)
@@ -50,17 +50,9 @@ def load_manifest(path: Path = MANIFEST) -> list[ModelEntry]:
     return out
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(entry: ModelEntry, path: Path) -> bool:
     """True when ``path`` has the entry's size and SHA-256."""
-    return path.is_file() and path.stat().st_size == entry.size and sha256_of(path) == entry.sha256
+    return path.is_file() and path.stat().st_size == entry.size and file_sha256(path) == entry.sha256
 
 
 class DownloadError(RuntimeError):
@@ -114,7 +106,7 @@ def download(entry: ModelEntry, dest_dir: Path = MODELS_DIR, retries: int = 4, t
                         break
                     time.sleep(min(2**attempt, 30))
             if part.exists() and part.stat().st_size == entry.size:
-                if sha256_of(part) == entry.sha256:
+                if file_sha256(part) == entry.sha256:
                     part.replace(final)
                     return final
                 errors.append(f"{url}: SHA-256 mismatch, file deleted")

@@ -1,5 +1,13 @@
+import { readdirSync, readFileSync } from "node:fs";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+
+/** The format fixtures the Python tests read too (../tests/fixtures/formats/), for
+ * test/formats.test.ts: the Workers runtime has no disk, so they travel base64-encoded
+ * through vitest's provide/inject. */
+const FIXTURES = new URL("../tests/fixtures/formats/", import.meta.url);
+const formatFixtures = Object.fromEntries(readdirSync(FIXTURES).filter((name) => name !== "README.md")
+  .map((name) => [name, readFileSync(new URL(name, FIXTURES)).toString("base64")]));
 
 export default defineConfig({
   plugins: [
@@ -8,5 +16,5 @@ export default defineConfig({
       miniflare: { bindings: { GATEWAY_URL: "http://gateway.test", GATEWAY_SECRET: "unit-test-secret" } },
     }),
   ],
-  test: { include: ["test/**/*.test.ts"] },
+  test: { include: ["test/**/*.test.ts"], provide: { formatFixtures } },
 });

@@ -1,6 +1,6 @@
 """ASGI middleware in front of every route: caller authentication from the headers, then the body.
 
-Signatures (when ``hmac_secret`` is set): the caller sends ``X-Faceswap-Timestamp`` (Unix
+Signatures (when ``hmac_secret`` is set; ``client.signing`` makes them): the caller sends ``X-Faceswap-Timestamp`` (Unix
 seconds, an integer), ``X-Faceswap-Content-SHA256`` (hex SHA-256 of the body; may be left out
 for an empty body) and ``X-Faceswap-Signature`` = hex HMAC-SHA256 of
 ``METHOD + "\\n" + PATH[?QUERY] + "\\n" + TIMESTAMP + "\\n" + CONTENT_SHA256`` (as AWS SigV4
@@ -36,6 +36,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from client.signing import sign_digest
 from gateway.core.errors import error_response
 
 log = logging.getLogger("gateway.guard")
@@ -48,25 +49,6 @@ SHA_HEADER = "x-faceswap-content-sha256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def sign(secret: str, method: str, path: str, timestamp: str, body: bytes) -> str:
-    """The signature a caller must send (hex HMAC-SHA256; see the module docstring)."""
-    return sign_digest(secret, method, path, timestamp, hashlib.sha256(body).hexdigest())
-
-
-def sign_digest(secret: str, method: str, path: str, timestamp: str, body_sha256: str) -> str:
-    msg = f"{method.upper()}\n{path}\n{timestamp}\n{body_sha256}".encode()
-    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
-
-
-def signed_headers(secret: str, method: str, path: str, body: bytes = b"", timestamp: int | None = None
-                   ) -> dict[str, str]:
-    """The three headers of a signed call (``path`` with its ``?query`` if any)."""
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hashlib.sha256(body).hexdigest()
-    return {"X-Faceswap-Timestamp": ts, "X-Faceswap-Content-SHA256": digest,
-            "X-Faceswap-Signature": sign_digest(secret, method, path, ts, digest)}
 
 
 class _TooLarge(Exception):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.core.errors import APIError
+from media.formats import HEAD
 from pipeline.codec import SUPPORTED_INPUT, ImageError, header_size, sniff_format
 
 
@@ -29,7 +30,7 @@ def inspect_image(data: bytes, max_pixels: int, field: str = "image") -> ImageMe
     """
     if not data:
         raise APIError(400, "empty_file", f"The {field} file is empty (0 bytes).")
-    fmt = sniff_format(data[:16])
+    fmt = sniff_format(data[:HEAD])
     if fmt is None:
         raise APIError(415, "unsupported_media_type",
                        f"The {field} is not a supported image: send one of {', '.join(SUPPORTED_INPUT)} "

@@ -25,7 +25,7 @@ the frame is dropped.
 
 Every swapped frame is marked as the other outputs are (``gateway.core.marking``: watermark,
 XMP, C2PA); a frame with no face to swap comes back as it was sent. Faces are tracked across
-frames with the video path's :class:`client.tracking.FaceTracker` (One-Euro key-point
+frames with the video path's :class:`media.tracking.FaceTracker` (One-Euro key-point
 smoothing, the same identity policy). With ``detect_every`` k > 1 the
 detector runs on every k-th frame and the frames between reuse the tracked key points.
 """
@@ -45,7 +45,8 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from client import AsyncFaceSwapClient
-from client.tracking import FaceTracker
+from media.formats import sniff
+from media.tracking import FaceTracker
 
 #: WebSocket close codes of the stream (4000 + the HTTP status they stand for).
 CLOSE_CODES = {
@@ -54,8 +55,8 @@ CLOSE_CODES = {
     "frame_too_large": 4413, "unsupported_media_type": 4415, "no_face_in_source": 4422, "invalid_option": 4422,
     "corrupt_image": 4422, "overloaded": 4503, "triton_unavailable": 4503, "internal_error": 4500,
 }
-#: JPEG and WebP magic bytes (the frame formats a client may send).
-JPEG_MAGIC, RIFF, WEBP = b"\xff\xd8\xff", b"RIFF", b"WEBP"
+#: The frame formats a client may send.
+FRAME_FORMATS = ("jpeg", "webp")
 
 
 class StreamError(Exception):
@@ -117,11 +118,8 @@ def decode_source(b64: str, max_bytes: int) -> bytes:
 
 def frame_format(data: bytes) -> str | None:
     """"jpeg", "webp" or None (judged from the bytes)."""
-    if data[:3] == JPEG_MAGIC:
-        return "jpeg"
-    if data[:4] == RIFF and data[8:12] == WEBP:
-        return "webp"
-    return None
+    fmt = sniff(data)
+    return fmt.name if fmt is not None and fmt.name in FRAME_FORMATS else None
 
 
 @dataclass

@@ -21,9 +21,10 @@ import av
 import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from client.batch import ArchiveLimitError, ArchiveLimits, swap_batch
-from client.video import VideoLimitError, VideoLimits, VideoOptions, header_figures, swap_video
 from gateway.storage.media import MediaError, StorageFull, fetch_url, put_url
+from media.batch import ArchiveLimitError, ArchiveLimits, swap_batch
+from media.formats import HEAD, sniff
+from media.video import VideoLimitError, VideoLimits, VideoOptions, header_figures, swap_video
 
 log = logging.getLogger("gateway.jobs")
 CONTENT_TYPES = {"video": "video/mp4", "batch": "application/zip"}
@@ -46,8 +47,8 @@ def failure_code(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
     if isinstance(code, str) and code:
         return code
-    from client.video import VideoError
     from gateway.core.errors import from_triton, is_storage_error
+    from media.video import VideoError
 
     if isinstance(exc, FaceSwapError):
         return from_triton(exc, None).code
@@ -72,14 +73,16 @@ class JobLimits:
 
 
 def sniff_video(head: bytes) -> str | None:
-    """Container judged from the first bytes: "mp4" (ISO BMFF / QuickTime), "mkv", "avi" or None."""
-    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
-        return "mp4"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "mkv"
-    if head[:4] == b"RIFF" and head[8:11] == b"AVI":
-        return "avi"
-    return None
+    """Container judged from the first bytes: "mp4" (ISO BMFF / QuickTime), "mkv" (Matroska,
+    WebM), "avi" or None (see ``media.formats``)."""
+    fmt = sniff(head)
+    return fmt.name if fmt is not None and fmt.kind == "video" else None
+
+
+def is_zip(head: bytes) -> bool:
+    """True when the first bytes are a zip's with entries (an empty zip is not a batch)."""
+    fmt = sniff(head)
+    return fmt is not None and fmt.name == "zip"
 
 
 def probe_video(path: Path, limits: VideoLimits | None = None) -> str | None:
@@ -118,9 +121,9 @@ def fetch_input(kind: str, url: str, workdir: Path, limits: JobLimits,
         fetch_url(url, path, limits.max_input_bytes, limits.call_timeout_s, on_chunk)
     except (MediaError, StorageFull) as exc:
         raise JobFailed(exc.code, f"{exc}") from None
-    head = path.open("rb").read(16)
+    head = path.open("rb").read(HEAD)
     if kind == "batch":
-        if head[:4] != b"PK\x03\x04":
+        if not is_zip(head):
             raise JobFailed("unsupported_media_type", "The archive is not a zip file (judged from the bytes).")
         return path.rename(workdir / "input.zip")
     fmt = sniff_video(head)
@@ -139,7 +142,7 @@ def fetch_input(kind: str, url: str, workdir: Path, limits: JobLimits,
 @dataclass
 class Outcome:
     """A finished job: ``result`` (a file in the job's folder), its media type, warnings, and
-    for video the quality figures per face track (``client.video.VideoReport.tracks``)."""
+    for video the quality figures per face track (``media.video.VideoReport.tracks``)."""
 
     result: Path
     content_type: str

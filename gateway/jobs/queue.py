@@ -32,7 +32,6 @@ from saq import Job as SaqJob
 from saq import Queue, Status, Worker
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from client.video import VideoError
 from gateway.core.errors import storage_errors
 from gateway.jobs.backend import Job, UploadFolders
 from gateway.jobs.execute import (
@@ -45,6 +44,7 @@ from gateway.jobs.execute import (
     run_job,
 )
 from gateway.storage.media import MediaStore
+from media.video import VideoError
 
 log = logging.getLogger("gateway.queue")
 QUEUE_NAME = "faceswap"

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapError
-from client.video import VideoError
 from gateway.jobs.backend import ACTIVE, Job, UploadFolders
 from gateway.jobs.execute import JobFailed, JobLimits, failure_code, fetch_input, progress_reporter, run_job
 from gateway.storage.media import DiskBudget, LocalMedia, reserving
+from media.video import VideoError
 
 log = logging.getLogger("gateway.jobs")
 SCHEMA = """

@@ -13,24 +13,25 @@ from fastapi import Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from client import AsyncFaceSwapClient
-from client.video import VideoLimitError
 from gateway.api.forms import VIDEO_FORMATS, JobForm
 from gateway.core.admission import Admission
 from gateway.core.config import Settings
 from gateway.core.errors import APIError
 from gateway.core.urls import MediaURLPolicy, URLRefused
 from gateway.jobs.backend import Job, JobBackend
-from gateway.jobs.execute import probe_video, sniff_video
+from gateway.jobs.execute import is_zip, probe_video, sniff_video
 from gateway.services.common import face_or_404, read_image, source_face
 from gateway.storage.faces import FaceStore
 from gateway.storage.media import DiskBudget, Reservation, StorageFull, reserving
+from media.formats import HEAD
+from media.video import VideoLimitError
 
 log = logging.getLogger("gateway.jobs")
 
 
 async def _head(upload: UploadFile, what: str) -> bytes:
-    """The first 16 bytes of an upload (400 for an empty one); the file is rewound."""
-    head = await upload.read(16)
+    """The first bytes of an upload, as many as sniffing needs (400 for an empty one); the file is rewound."""
+    head = await upload.read(HEAD)
     await upload.seek(0)
     if not head:
         raise APIError(400, "empty_file", f"The {what} file is empty (0 bytes).")
@@ -162,7 +163,7 @@ async def _take_upload(form: JobForm, runner: JobBackend, budget: DiskBudget | N
             runner.discard(job_id)
             raise APIError(422, "corrupt_video", problem)
         return job_id, path, "video", size
-    if form.archive is not None and (await _head(form.archive, "archive"))[:4] != b"PK\x03\x04":
+    if form.archive is not None and not is_zip(await _head(form.archive, "archive")):
         raise APIError(415, "unsupported_media_type", "The archive is not a zip file (judged from the bytes).")
     job_id, d = runner.new_job()
     uploads, zipped = ([form.archive], False) if form.archive is not None else (form.images, True)

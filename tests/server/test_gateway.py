@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.core.guard import sign, signed_headers
+from client.signing import sign, signed_headers
 from launch.services import free_port
 from tests.support.gateway_calls import GROUP, OBAMA, SECRET, clip, files, solid_png, swap, wait_job
 from tests.support.hostile import bomb_zip, tree_rss_mb

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from client import FaceSwapClient, Overloaded, RequestTimeout
-from gateway.core.guard import signed_headers
+from client.signing import signed_headers
 from tests.support.gateway_calls import GROUP, OBAMA, SECRET, files, swap
 from tests.support.hostile import tree_rss_mb
 from tests.support.servers import Gateway, start_triton

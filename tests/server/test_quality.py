@@ -22,9 +22,9 @@ import pytest
 
 from bench.clips import moving_face_frames, write_clip
 from client import AsyncFaceSwapClient, FaceSwapClient, InvalidInput
-from client.batch import swap_batch
 from client.core import SWAP_MODEL, SWAP_OUTPUTS, options_json, swap_arrays
-from client.video import VideoOptions, swap_video
+from media.batch import swap_batch
+from media.video import VideoOptions, swap_video
 from pipeline.quality import TrackFigures, face_quality, flicker_ratio, swap_region
 from tests.support.photos import image_path, load
 

@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from client.live import read_frames, stream_frames
-from gateway.core.guard import signed_headers
+from client.signing import signed_headers
 from tests.support.photos import image_path
 from tests.support.servers import Gateway
 

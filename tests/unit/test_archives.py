@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from client.batch import ArchiveLimitError, ArchiveLimits, iter_inputs
+from media.batch import ArchiveLimitError, ArchiveLimits, iter_inputs
 from tests.support.hostile import bomb_zip
 
 

@@ -9,6 +9,7 @@ from pipeline import engines
 from pipeline.align import crops_to_blob, norm_crop
 from pipeline.detection import decode_scrfd, detector_blob, letterbox
 from pipeline.embedding import SWAP_MEAN, SWAP_STD
+from pipeline.quality import psnr
 from tests.support.photos import load
 
 try:
@@ -52,8 +53,8 @@ def test_openvino_swapper_parity_on_real_crops(models, faces, precision):
     path = models["swapper"].path
     ref = engines.load(path, ["output"])({"target": blob, "source": lat})[0]
     out = engines.load(path, ["output"], "openvino", precision)({"target": blob, "source": lat})[0]
-    psnr = 10 * np.log10(1.0 / max(np.mean((out - ref) ** 2), 1e-20))
-    assert psnr >= (80 if precision == "f32" else 45), psnr
+    db = psnr(out, ref, peak=1.0)
+    assert db >= (80 if precision == "f32" else 45), db
 
 
 def test_engine_settings_are_validated(monkeypatch):

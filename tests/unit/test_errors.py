@@ -86,6 +86,7 @@ def test_replay_memory_lasts_as_long_as_a_signature_is_valid(monkeypatch, tmp_pa
     from fastapi.testclient import TestClient
 
     import gateway.core.guard as guard
+    from client.signing import signed_headers
     from gateway.core.config import Settings
     from gateway.main import create_app
 
@@ -94,7 +95,7 @@ def test_replay_memory_lasts_as_long_as_a_signature_is_valid(monkeypatch, tmp_pa
     app = create_app(Settings(hmac_secret="s3cret", store_path=tmp_path / "f.sqlite3", jobs_dir=tmp_path / "jobs",
                               triton_url="127.0.0.1:1", signature_max_age_s=300))
     path = "/v1/faces/" + "0" * 32
-    headers = guard.signed_headers("s3cret", "GET", path, timestamp=int(now[0]) + 250)
+    headers = signed_headers("s3cret", "GET", path, timestamp=int(now[0]) + 250)
     with TestClient(app) as c:
         assert c.get(path, headers=headers).status_code == 404  # accepted: no such face
         now[0] += 310  # the old memory forgot it here; the signature is still valid for 240 s

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -252,10 +251,10 @@ def test_int8_swapper_is_quantized_once_and_keeps_parity(probe_repo, models, tmp
     stamp = q.stat().st_mtime_ns
     assert quantize.ensure_int8("face_swapper", sw, "ef" * 32, probe_repo / prec.PROBE_FILE, tmp_path) == q
     assert q.stat().st_mtime_ns == stamp  # cached by the fp32 file's hash, not made again
-    assert prec.int8_intact(q, "ef" * 32) == (True, hashlib.sha256(q.read_bytes()).hexdigest())
+    assert prec.int8_intact(q, "ef" * 32) == (True, prec.file_sha256(q))
     q.write_bytes(q.read_bytes()[:5000])  # damaged: made again on the next build
     assert quantize.ensure_int8("face_swapper", sw, "ef" * 32, probe_repo / prec.PROBE_FILE, tmp_path) == q
-    assert prec.int8_intact(q, "ef" * 32) == (True, hashlib.sha256(q.read_bytes()).hexdigest())
+    assert prec.int8_intact(q, "ef" * 32) == (True, prec.file_sha256(q))
     assert q.stat().st_size > 5000
     names, ranks, outs = io_names(sw)
     with np.load(probe_repo / prec.PROBE_FILE) as z:

@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - an environment without the lock
 import av
 
 import provenance.watermark as wm
+from pipeline.quality import psnr
 from provenance import (
     COMPOSITE_SYNTHETIC,
     MODELS_ASSERTION,
@@ -293,8 +294,7 @@ def test_watermark_figures_after_jpeg_q75_half_scale_and_crop():
     for name in ROBUSTNESS_PHOTOS:
         img = load(name)
         m = wm.embed(img, payload)
-        mse = np.mean((m.astype(np.float64) - img) ** 2)
-        figures["psnr"].append(10 * np.log10(255 ** 2 / mse))
+        figures["psnr"].append(psnr(m, img))
         figures["q75"].append(wm.bit_accuracy(jpeg(m, 75), payload))
         figures["half"].append(wm.bit_accuracy(half(m), payload))
         cropped = crop10(m)

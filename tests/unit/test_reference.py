@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.align import norm_crop
 from pipeline.detection import decode_scrfd, detector_blob, letterbox
+from pipeline.quality import psnr
 from pipeline.selection import SwapOptions
 from pipeline.stages import align_stage, analyze_stage, paste_stage
 from tests.support.photos import load
@@ -25,11 +26,6 @@ pytestmark = pytest.mark.reference
 
 PHOTOS = ["portrait_obama_official.jpg", "group_insightface_t1.jpg", "two_obama_biden.jpg",
           "group_voc_2008_002470.jpg", "hard_cameraman_small_face.png", "portrait_obama_small_320x240.jpg"]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""Face tracking across video frames (client.tracking): the One Euro filter and identity-kept tracks."""
+"""Face tracking across video frames (media.tracking): the One Euro filter and identity-kept tracks."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from client import Face
-from client.tracking import FaceTracker, OneEuro
+from media.tracking import FaceTracker, OneEuro
 
 
 def _face(x: float, emb: np.ndarray, size: float = 100) -> Face:

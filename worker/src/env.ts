@@ -39,19 +39,6 @@ export const MB = (n: number) => `${Math.round(n / 1048576)} MB`;
 
 export const IMAGE_TYPES: Record<string, string> = { jpeg: "image/jpeg", png: "image/png", webp: "image/webp" };
 
-/** Format judged from the first bytes (16 are enough), never from a name or a client's content type. */
-export function sniff(bytes: Uint8Array): string | null {
-  const b = bytes;
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return "jpeg";
-  if (b.length >= 8 && b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) return "png";
-  const ascii = (i: number, n: number) => String.fromCharCode(...b.slice(i, i + n));
-  if (b.length >= 12 && ascii(0, 4) === "RIFF" && ascii(8, 4) === "WEBP") return "webp";
-  if (b.length >= 12 && ["ftyp", "moov", "mdat", "wide", "free"].includes(ascii(4, 4))) return "mp4";
-  if (b.length >= 4 && b[0] === 0x1a && b[1] === 0x45 && b[2] === 0xdf && b[3] === 0xa3) return "mkv";
-  if (b.length >= 4 && ascii(0, 4) === "PK\x03\x04") return "zip";
-  return null;
-}
-
 export const CONTENT_TYPES: Record<string, string> = {
   ...IMAGE_TYPES,
   mp4: "video/mp4",

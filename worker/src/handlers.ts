@@ -1,12 +1,17 @@
-import { type AppEnv, CONTENT_TYPES, errorResponse, IMAGE_TYPES, MB, sniff } from "./env";
+import { type AppEnv, errorResponse, IMAGE_TYPES, MB } from "./env";
+import { FORMATS, type Format, HEAD, sniff } from "./formats";
 import { callGateway, gatewayFailure } from "./gateway";
 import { mediaUrl, serveObject } from "./media";
 import { deleteUploads, expired, newKey, resultMetadata } from "./storage";
 import { UPLOAD_ID } from "./uploads";
 
-const EXT: Record<string, string> = { jpeg: "jpg", png: "png", webp: "webp", mp4: "mp4", mkv: "mkv", zip: "zip" };
+/** File extensions of the images POST /v1/swap answers with (env.ts IMAGE_TYPES). */
+const EXT: Record<string, string> = { jpeg: "jpg", png: "png", webp: "webp" };
 
-type Checked = { bytes: Uint8Array; fmt: string } | Response;
+type Checked = { bytes: Uint8Array; fmt: Format } | Response;
+
+/** The photo formats the gateway reads (pipeline/codec.py SUPPORTED_INPUT: the table's images). */
+const PHOTOS = FORMATS.filter((f) => f.kind === "image").map((f) => f.name);
 
 async function readForm(request: Request, limit: number): Promise<FormData | Response> {
   const declared = Number(request.headers.get("Content-Length") ?? "0");
@@ -32,15 +37,15 @@ async function checkPhoto(value: File | string | null, what: string, env: AppEnv
   }
   const bytes = new Uint8Array(await value.arrayBuffer());
   const fmt = sniff(bytes);
-  if (!fmt || !(fmt in IMAGE_TYPES)) {
+  if (!fmt || fmt.kind !== "image") {
     return errorResponse(415, "unsupported_media_type",
-      `The ${what} is not a supported file: use ${Object.keys(IMAGE_TYPES).map((a) => a.toUpperCase()).join(", ")}.`);
+      `The ${what} is not a supported file: use ${PHOTOS.map((a) => a.toUpperCase()).join(", ")}.`);
   }
   return { bytes, fmt };
 }
 
-const photo = (role: string, p: { bytes: Uint8Array; fmt: string }) =>
-  new File([p.bytes], `${role}.${EXT[p.fmt]}`, { type: CONTENT_TYPES[p.fmt] });
+const photo = (role: string, p: { bytes: Uint8Array; fmt: Format }) =>
+  new File([p.bytes], `${role}.${p.fmt.extensions[0]}`, { type: p.fmt.mime });
 
 async function gatewayCall(env: AppEnv, method: string, path: string, body?: FormData,
                            accept?: string): Promise<Response> {
@@ -117,18 +122,21 @@ async function startJob(request: Request, env: AppEnv, form: FormData, key: stri
     if (source instanceof Response) return source;
     fd.append("source", photo("source", source));
   }
-  const head = await env.FILES.get(key, { range: { offset: 0, length: 16 } });
+  const head = await env.FILES.get(key, { range: { offset: 0, length: HEAD } });
   if (!head) return errorResponse(404, "upload_not_found", "The uploaded video is gone; upload it again.");
+  // as the gateway's jobs judge their video_url (a video of the table) and archive_url (a zip)
   const fmt = sniff(new Uint8Array(await head.arrayBuffer()));
-  if (fmt !== "mp4" && fmt !== "mkv" && fmt !== "zip") {
-    return errorResponse(415, "unsupported_media_type", "The upload is not a supported video: use MP4 or MKV.");
+  if (fmt?.kind !== "video" && fmt?.name !== "zip") {
+    return errorResponse(415, "unsupported_media_type",
+      "The upload is not a supported video: use MP4, MOV, MKV, WebM or AVI (or a zip of photos).");
   }
   if (!env.GATEWAY_SECRET) {
     return errorResponse(500, "not_configured", "GATEWAY_SECRET is not set: the Worker cannot sign media URLs.");
   }
-  const result = newKey("results", fmt === "zip" ? "zip" : "mp4");
+  const zip = fmt?.name === "zip";
+  const result = newKey("results", zip ? "zip" : "mp4");
   const origin = new URL(request.url).origin;
-  fd.append(fmt === "zip" ? "archive_url" : "video_url", await mediaUrl(env, origin, "GET", key));
+  fd.append(zip ? "archive_url" : "video_url", await mediaUrl(env, origin, "GET", key));
   fd.append("result_url", await mediaUrl(env, origin, "PUT", result));
   const res = await gatewayCall(env, "POST", "/v1/jobs", fd);
   if (res.status >= 400) return failure(res);

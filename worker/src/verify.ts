@@ -1,4 +1,5 @@
-import { type AppEnv, errorResponse, MB, sniff } from "./env";
+import { type AppEnv, errorResponse, MB } from "./env";
+import { FORMATS, HEAD, sniff } from "./formats";
 import { gatewayFailure, hex, signDigest } from "./gateway";
 import { pipeObject } from "./media";
 import { deleteUploads, newKey } from "./storage";
@@ -24,9 +25,10 @@ import { deleteUploads, newKey } from "./storage";
  */
 export const VERIFY_HOLD_S = 3600;
 
-/** Formats POST /v1/verify reads, as it judges them: from the bytes, else from the name. */
+/** Formats POST /v1/verify reads (provenance/verify.py FORMATS), as it judges them: from the
+ * bytes, else from the name's extension. */
 const BY_BYTES = ["jpeg", "png", "webp", "mp4"];
-const BY_NAME = ["jpg", "jpeg", "png", "webp", "mp4", "m4v", "mov"];
+const BY_NAME = FORMATS.filter((f) => BY_BYTES.includes(f.name)).flatMap((f) => f.extensions);
 
 /** The uploaded name, cut to characters safe in a form's header (the extension is what counts). */
 export function safeName(header: string | null): string {
@@ -70,7 +72,7 @@ export async function handleVerify(request: Request, env: AppEnv): Promise<Respo
     let first = new Uint8Array(0);
     const tap = new TransformStream<Uint8Array, Uint8Array>({
       async transform(chunk, out) {
-        if (first.length < 16) first = new Uint8Array([...first, ...chunk.subarray(0, 16 - first.length)]);
+        if (first.length < HEAD) first = new Uint8Array([...first, ...chunk.subarray(0, HEAD - first.length)]);
         await hashing.write(chunk);
         out.enqueue(chunk);
       },
@@ -87,7 +89,7 @@ export async function handleVerify(request: Request, env: AppEnv): Promise<Respo
       return errorResponse(400, "incomplete_body", `The file did not arrive whole (${String(err)}).`);
     }
     const ext = name.includes(".") ? name.slice(name.lastIndexOf(".") + 1).toLowerCase() : "";
-    if (!BY_BYTES.includes(sniff(first) ?? "") && !BY_NAME.includes(ext)) {
+    if (!BY_BYTES.includes(sniff(first)?.name ?? "") && !BY_NAME.includes(ext)) {
       return errorResponse(415, "unsupported_media_type",
         "That file is not one that can be checked: use a JPEG, PNG or WebP image or an MP4 video.");
     }

@@ -105,6 +105,19 @@ describe("POST /api/swap", () => {
     expect(res.status).toBe(415);
     expect((await res.json() as { message: string }).message).toContain("JPEG, PNG, WEBP");
   });
+  it("BMP and TIFF photos go on as the gateway reads them, named and typed from their bytes", async () => {
+    const got: string[][] = [];
+    mockGateway(async (_url, init) => {
+      const sent = await new Request("http://x/", { method: "POST", body: init.body as ArrayBuffer,
+        headers: { "Content-Type": new Headers(init.headers).get("Content-Type")! } }).formData();
+      got.push(["source", "target"].flatMap((k) => [(sent.get(k) as File).name, (sent.get(k) as File).type]));
+      return new Response(PNG, { headers: { "Content-Type": "image/png" } });
+    });
+    const BMP = new Uint8Array([0x42, 0x4d, 70, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0]);
+    const TIFF = new Uint8Array([0x4d, 0x4d, 0, 0x2a, 0, 0, 0, 8]);
+    expect((await call("/api/swap", { method: "POST", body: form({ source: BMP, target: TIFF }) })).status).toBe(200);
+    expect(got).toEqual([["source.bmp", "image/bmp", "target.tif", "image/tiff"]]);
+  });
   it("400 when a file is missing", async () => {
     const res = await call("/api/swap", { method: "POST", body: form({ source: PNG }) });
     expect(res.status).toBe(400);
@@ -322,6 +335,17 @@ describe("jobs", () => {
     Object.assign(state, { status: "done", error_code: null, error: null, result_ready: true, result_url_used: false });
     const missing = await (await call(`/api/jobs/${id}`)).json() as { status: string; error_code: string };
     expect([missing.status, missing.error_code]).toEqual(["failed", "result_missing"]);
+  });
+
+  it("every video the gateway's jobs take is a video job: QuickTime, Matroska/WebM, AVI (src/formats.ts)", async () => {
+    const { sent } = jobGateway({ status: "queued" });
+    const heads = ["\0\0\0\x14ftypqt  \0\0\0\0", "\x1a\x45\xdf\xa3\x9fB\x86\x81\x01B\xf7\x81\x01B\xf2\x81",
+      "RIFF\0\0\0\0AVI LIST", "\0\0\0\x08wide\0\0\0\x10mdat"];
+    for (const head of heads) {
+      const upload = await uploaded(Uint8Array.from(head, (c) => c.charCodeAt(0)));
+      expect((await call("/api/jobs", { method: "POST", body: form({ source: PNG, upload }) })).status).toBe(202);
+    }
+    expect(sent.map((s) => [Boolean(s.video_url), /\.mp4\?/.test(s.result_url)])).toEqual(heads.map(() => [true, true]));
   });
 
   it("a zip is a batch: archive_url and a .zip result; source_face_id instead of a photo", async () => {

@@ -21,9 +21,9 @@ import numpy as np
 
 from client.errors import FaceSwapError
 from client.library import AsyncFaceSwapClient
+from media.formats import HEAD, sniff
 
 CHUNK = 1 << 20
-_NESTED = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"7z\xbc\xaf\x27\x1c", b"Rar!", b"BZh", b"\xfd7zXZ")
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,8 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ArchiveLimit
                 raise _EntryRefused(f"refused: more than the {limits.max_entry_bytes} bytes allowed per file")
             if len(buf) > max(info.compress_size, 1) * limits.max_ratio:
                 raise _EntryRefused(f"refused: compressed more than {limits.max_ratio:.0f}:1 (a zip bomb?)")
-    if bytes(buf[:8]).startswith(_NESTED):
+    nested = sniff(bytes(buf[:HEAD]))
+    if nested is not None and nested.kind == "archive":
         raise _EntryRefused("refused: an archive inside the archive")
     return bytes(buf)
 

@@ -2,7 +2,7 @@
 
 - Frames are decoded with PyAV, turned upright according to the stream's display rotation
   (so that detection sees faces upright), sent losslessly (BMP) to ``face_embed`` to find the
-  faces, tracked and smoothed (``client.tracking``), and sent to ``face_swap_kps`` with the
+  faces, tracked and smoothed (``media.tracking``), and sent to ``face_swap_kps`` with the
   smoothed key points; frames where no face is chosen pass through untouched (no call).
 - At most ``in_flight`` requests are outstanding; results are written in frame order.
 - The output is H.264 (libx264, yuv420p) with every input frame's exact timestamp (variable
@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from client.library import AsyncFaceSwapClient
-from client.tracking import FaceTracker
+from media.tracking import FaceTracker
 from pipeline.quality import TrackFigures, flicker_ratio, small_grey, swap_region
 
 #: Audio codecs each output container takes as they are (others are re-encoded to AAC).
