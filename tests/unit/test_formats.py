@@ -39,7 +39,7 @@ def test_extensions_name_one_format_each():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_caller_accepts_its_kinds_of_the_table(name):
-    from gateway.core.execute import is_zip, sniff_video
+    from gateway.jobs.execute import is_zip, sniff_video
     from gateway.core.stream import frame_format
     from pipeline.codec import SUPPORTED_INPUT, sniff_format
 
