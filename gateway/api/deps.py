@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -17,48 +18,21 @@ from gateway.jobs.backend import JobBackend
 from gateway.storage.faces import FaceStore, ResultLog
 
 
-def settings(request: Request) -> Settings:
-    return request.app.state.settings
+def state(name: str) -> Callable[[Request], Any]:
+    """A dependency returning ``request.app.state.<name>`` (set by ``gateway.main`` at start)."""
+    def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    get.__name__ = name
+    return get
 
 
-def triton(request: Request) -> AsyncFaceSwapClient:
-    return request.app.state.triton
-
-
-def store(request: Request) -> FaceStore:
-    return request.app.state.store
-
-
-def metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
-
-
-def admission(request: Request) -> Admission:
-    return request.app.state.admission
-
-
-def jobs(request: Request) -> JobBackend:
-    return request.app.state.jobs
-
-
-def marker(request: Request) -> Marker:
-    return request.app.state.marker
-
-
-def results(request: Request) -> ResultLog:
-    return request.app.state.results
-
-
-def media_urls(request: Request) -> MediaURLPolicy:
-    return request.app.state.media_urls
-
-
-SettingsDep = Annotated[Settings, Depends(settings)]
-TritonDep = Annotated[AsyncFaceSwapClient, Depends(triton)]
-StoreDep = Annotated[FaceStore, Depends(store)]
-MetricsDep = Annotated[Metrics, Depends(metrics)]
-AdmissionDep = Annotated[Admission, Depends(admission)]
-JobsDep = Annotated[JobBackend, Depends(jobs)]
-MarkerDep = Annotated[Marker, Depends(marker)]
-ResultsDep = Annotated[ResultLog, Depends(results)]
-MediaURLsDep = Annotated[MediaURLPolicy, Depends(media_urls)]
+SettingsDep = Annotated[Settings, Depends(state("settings"))]
+TritonDep = Annotated[AsyncFaceSwapClient, Depends(state("triton"))]
+StoreDep = Annotated[FaceStore, Depends(state("store"))]
+MetricsDep = Annotated[Metrics, Depends(state("metrics"))]
+AdmissionDep = Annotated[Admission, Depends(state("admission"))]
+JobsDep = Annotated[JobBackend, Depends(state("jobs"))]
+MarkerDep = Annotated[Marker, Depends(state("marker"))]
+ResultsDep = Annotated[ResultLog, Depends(state("results"))]
+MediaURLsDep = Annotated[MediaURLPolicy, Depends(state("media_urls"))]
