@@ -15,8 +15,10 @@ from repository.layout import ROOT
 
 
 def free_ports() -> Ports:
-    """Three free loopback ports for a Triton server (HTTP, gRPC, metrics)."""
-    return Ports(free_port(), free_port(), free_port())
+    """Three consecutive free loopback ports for a Triton server (HTTP, gRPC, metrics): a gateway
+    given only the gRPC address looks for the metrics on the next port."""
+    base = free_port(also_free=(1, 2))
+    return Ports(base, base + 1, base + 2)
 
 
 def start_triton(models: dict, run: Path) -> TritonServer:
