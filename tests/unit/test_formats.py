@@ -39,8 +39,8 @@ def test_extensions_name_one_format_each():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_caller_accepts_its_kinds_of_the_table(name):
-    from gateway.jobs.execute import is_zip, sniff_video
     from gateway.core.stream import frame_format
+    from gateway.jobs.execute import is_zip, sniff_video
     from pipeline.codec import SUPPORTED_INPUT, sniff_format
 
     data, want = (FIXTURES / name).read_bytes(), EXPECTED[name] or {}
