@@ -12,7 +12,8 @@ What this module adds or corrects:
 - multipart forms: a file field cannot be empty (``minLength: 1``, else 400 ``empty_file``) and
   no field is ``null`` (a form has no null: leave the field out); unknown fields are ignored;
 - ``X-Request-Timeout`` on the routes that run the pipeline;
-- links from ``POST /v1/faces`` to the face it registered and from ``POST /v1/jobs`` to the job.
+- links from ``POST /v1/faces`` to the face it registered and from ``POST /v1/jobs`` to the job;
+- the live stream's first message (``StreamConfig``) as a schema, named by ``x-first-message``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastapi import FastAPI
 
 from gateway.core.codes import ERROR_CODES, http_status
 from gateway.core.guard import OPEN_PATHS
+from gateway.core.stream import StreamConfig
 
 ERROR_BODY = "#/components/schemas/ErrorBody"
 #: Codes of the request guard (gateway.core.guard): every route but the open ones, when a secret is set.
@@ -164,6 +166,9 @@ def exact(spec: dict[str, Any]) -> dict[str, Any]:
                                                           "description": lk["description"]}
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    # the live stream's first message (the protocol is in the operation's description)
+    schemas["StreamConfig"] = StreamConfig.model_json_schema()
+    spec["paths"]["/v1/stream"]["get"]["x-first-message"] = {"$ref": "#/components/schemas/StreamConfig"}
     return spec
 
 
