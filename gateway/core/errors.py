@@ -136,9 +136,14 @@ def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
     """The HTTP methods of every route whose path matches the request's (a path may have several
     routes, one per method), HEAD with GET as Starlette serves it."""
     methods: set[str] = set()
-    for route in app.router.routes:
-        if isinstance(route, Route) and route.methods and route.matches({**scope, "type": "http"})[0] != Match.NONE:
-            methods |= route.methods
+    routes = list(app.router.routes)
+    while routes:  # FastAPI keeps an included router's routes in it (the routers carry their prefix)
+        route = routes.pop()
+        if isinstance(route, Route):
+            if route.methods and route.matches({**scope, "type": "http"})[0] != Match.NONE:
+                methods |= route.methods
+        elif getattr(route, "original_router", None) is not None:
+            routes.extend(route.original_router.routes)
     order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
 
