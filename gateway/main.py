@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from client import AsyncFaceSwapClient, FaceSwapError
+from gateway.api import openapi
 from gateway.api.routes import faces, health, jobs, stream, swap, verify
 from gateway.backends import make_jobs
 from gateway.core import errors
@@ -161,5 +162,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for router in (health.router, faces.router, swap.router, jobs.router, stream.router, verify.router):
         app.include_router(router)
+    openapi.install(app)
     _middleware(app, settings)
     return app

@@ -3,17 +3,41 @@ declared once here (type, limits, description, example) and documented in the Op
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import File, Form, UploadFile
 
 #: Video containers the jobs take (judged from the bytes).
 VIDEO_FORMATS = "mp4, mov, mkv, webm, avi"
 FACE_ID_EXAMPLE = "5f1c0e9a2b7d4c6f8e3a1b2c3d4e5f60"
+#: The JSON in ``pairs`` (else 422 invalid_option).
+PAIRS = {"type": "array", "minItems": 1, "items": {
+    "type": "object", "required": ["reference_face_id", "source_face_id"],
+    "properties": {"reference_face_id": {"type": "string"}, "source_face_id": {"type": "string"}}}}
+#: Face sizes ``pixel_boost`` takes.
+PIXEL_BOOSTS = [128, 256, 384, 512]
+
+
+def exactly_one(*fields: str) -> dict[str, Any]:
+    """JSON Schema: exactly one of ``fields`` is sent, and not empty (an empty form field counts
+    as left out)."""
+    return {"oneOf": [{"required": [f], "properties": {f: {"minLength": 1}}} for f in fields]}
+
+
+def body_rules(rules: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` of a route: JSON Schema ``rules`` across the fields of its multipart form
+    (which one of several fields, which values go together), added to the form's schema."""
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": rules}}}}
 
 
 class SwapForm:
     """``POST /v1/swap``: a target, and one of: a source photo, ``source_face_id``, ``pairs``."""
+
+    #: exactly one source (else 422 missing_source); face_index with selection all or index
+    #: (else 422 invalid_option)
+    rules = {**exactly_one("source", "source_face_id", "pairs"),
+             "if": {"required": ["face_index"], "properties": {"face_index": {"type": "integer"}}},
+             "then": {"properties": {"selection": {"enum": ["all", "index", ""]}}}}
 
     def __init__(
         self,
@@ -22,8 +46,9 @@ class SwapForm:
         source_face_id: Annotated[str | None, Form(description="A face registered with POST /v1/faces",
                                                    examples=[FACE_ID_EXAMPLE])] = None,
         pairs: Annotated[str | None, Form(description='JSON list of {"reference_face_id", "source_face_id"}',
-                                          examples=['[{"reference_face_id": "ab..", "source_face_id": "cd.."}]'])
-                         ] = None,
+                                          examples=['[{"reference_face_id": "ab..", "source_face_id": "cd.."}]'],
+                                          json_schema_extra={"contentMediaType": "application/json",
+                                                             "contentSchema": PAIRS})] = None,
         selection: Annotated[Literal["all", "largest", "index"], Form(examples=["largest"])] = "all",
         face_index: Annotated[int | None, Form(ge=0, description="detection order (score); implies "
                                                                  "selection=index")] = None,
@@ -34,7 +59,7 @@ class SwapForm:
         threshold: Annotated[float, Form(ge=-1, le=1, description="min cosine similarity for pairs",
                                          examples=[0.35])] = 0.3,
         pixel_boost: Annotated[int, Form(description="face swapped at 128, 256, 384 or 512 px",
-                                         examples=[256])] = 128,
+                                         examples=[256], json_schema_extra={"enum": PIXEL_BOOSTS})] = 128,
     ) -> None:
         self.target, self.source, self.source_face_id, self.pairs = target, source, source_face_id, pairs
         self.selection, self.face_index, self.max_faces = selection, face_index, max_faces
@@ -44,6 +69,10 @@ class SwapForm:
 
 class JobForm:
     """``POST /v1/jobs``: one medium (upload or URL), and a source photo or ``source_face_id``."""
+
+    #: exactly one medium (else 422 missing_media) and one source (else 422 missing_source)
+    rules = {"allOf": [exactly_one("video", "images", "archive", "video_url", "archive_url"),
+                       exactly_one("source", "source_face_id")]}
 
     def __init__(
         self,

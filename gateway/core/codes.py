@@ -84,9 +84,12 @@ def markdown() -> str:
     return "\n".join(rows)
 
 
-def for_status(status: int) -> list[str]:
-    """The codes documented for an HTTP status."""
-    return [c for c, (where, _) in ERROR_CODES.items() if str(status) in [w.strip() for w in where.split(",")]]
+def http_status(code: str) -> int:
+    """The HTTP status a code is answered with (KeyError for a code that is never an HTTP answer)."""
+    for where in ERROR_CODES[code][0].split(","):
+        if where.strip().isdigit():
+            return int(where)
+    raise KeyError(f"{code} is not an HTTP answer")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from client.errors import (
     FaceSwapError,
@@ -31,12 +32,27 @@ class ErrorBody(BaseModel):
     message: str = Field(description="a sentence for a person", examples=["No face was found in the source image."])
 
 
-def errors(*statuses: int) -> dict[int | str, dict]:
-    """OpenAPI ``responses`` entries for the given error statuses."""
-    from gateway.core.codes import for_status
+#: What a call into Triton can come back as (:func:`from_triton`), with the admission and deadline
+#: answers of the routes that run the pipeline.
+PIPELINE_CODES = ("unsupported_media_type", "image_too_large", "corrupt_image", "no_face_in_source",
+                  "invalid_option", "overloaded", "triton_unavailable", "deadline_exceeded", "model_failed",
+                  "model_output_invalid", "triton_error")
+#: The checks of an uploaded image before it is decoded (gateway.core.images).
+UPLOAD_CODES = ("empty_file", "unsupported_media_type", "image_too_large", "corrupt_image")
 
-    text = {s: ", ".join(for_status(s)) or "error" for s in statuses}
-    return {s: {"model": ErrorBody, "description": text.get(s, "error")} for s in statuses}
+
+def errors(*codes: str) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for the error codes a route answers itself, one per HTTP
+    status (from ``gateway.core.codes``). ``gateway.api.openapi`` adds the codes every route
+    shares (signatures, body size, validation, the last-resort 500) and turns ``x-codes`` into
+    an ``enum`` of the body's ``code``."""
+    from gateway.core.codes import http_status
+
+    by_status: dict[int | str, dict] = {}
+    for code in codes:
+        entry = by_status.setdefault(http_status(code), {"model": ErrorBody, "x-codes": []})
+        entry["x-codes"].append(code)
+    return by_status
 
 
 class APIError(Exception):
@@ -116,6 +132,22 @@ def from_triton(exc: FaceSwapError, settings=None) -> APIError:
     return APIError(502, "triton_error", f"The inference server failed: {msg}")
 
 
+def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
+    """The HTTP methods of every route whose path matches the request's (a path may have several
+    routes, one per method), HEAD with GET as Starlette serves it."""
+    methods: set[str] = set()
+    routes = list(app.router.routes)
+    while routes:  # FastAPI keeps an included router's routes in it (the routers carry their prefix)
+        route = routes.pop()
+        if isinstance(route, Route):
+            if route.methods and route.matches({**scope, "type": "http"})[0] != Match.NONE:
+                methods |= route.methods
+        elif getattr(route, "original_router", None) is not None:
+            routes.extend(route.original_router.routes)
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers (known errors; validation; HTTP; the last-resort 500)."""
 
@@ -139,10 +171,13 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {400: "invalid_form", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                  415: "unsupported_media_type"}  # 400: Starlette's multipart parser (form limits, bad boundary)
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110: every 405 says which methods the resource takes
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers)
 
     backends = storage_errors()
 

@@ -88,3 +88,28 @@ def test_readme_links_resolve_and_index_every_reference_page():
     assert not missing, f"README.md links to files that do not exist: {missing}"
     pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")} - {"docs/index.md"}
     assert not pages - links, f"README.md's reference index misses {sorted(pages - links)}"
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("TRACE", "/healthz", "GET"), ("PUT", "/metrics", "GET"), ("POST", "/v1/stream", "GET"),
+    ("OPTIONS", "/v1/faces/" + "0" * 32, "GET, DELETE"), ("GET", "/v1/verify", "POST")])
+def test_every_405_says_which_methods_the_path_takes(client, method, path, allow):
+    r = client.request(method, path)
+    assert (r.status_code, r.json()["code"], r.headers["allow"]) == (405, "method_not_allowed", allow)
+
+
+def test_openapi_document_is_exact(client):
+    spec = client.get("/openapi.json").json()
+    schemas, paths = spec["components"]["schemas"], spec["paths"]
+    assert "HTTPValidationError" not in schemas and "null" not in str(paths)
+    assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    assert "426" in paths["/v1/stream"]["get"]["responses"]
+    swap = schemas["Body_swap_v1_swap_post"]["properties"]
+    forms = {name: s for name, s in schemas.items() if name.startswith("Body_")}
+    assert swap["target"]["minLength"] == 1 and "null" not in str(forms)
+    not_found = paths["/v1/faces/{face_id}"]["get"]["responses"]["404"]["content"]["application/json"]["schema"]
+    assert set(not_found["properties"]["code"]["enum"]) == {"face_not_found", "not_found"}
+    links = paths["/v1/faces"]["post"]["responses"]["200"]["links"]
+    assert links["GetFace"]["parameters"] == {"face_id": "$response.body#/faces/0/id"}
+    assert set(paths["/v1/jobs"]["post"]["responses"]["202"]["links"]) == {"GetJob", "GetJobResult", "DeleteJob"}
+    assert "unknown form fields and query parameters are ignored" in spec["info"]["description"]

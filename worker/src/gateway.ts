@@ -1,4 +1,30 @@
+import API from "./api.json";
 import type { AppEnv } from "./env";
+
+/**
+ * Every gateway call the Worker makes (src/api.json): method, path, the form fields it sends
+ * and the JSON fields it reads, each with its OpenAPI type. tests/unit/test_api_contract.py
+ * checks this table against the gateway's /openapi.json; the calls below are built from it.
+ */
+export const GATEWAY_API = API;
+export type GatewayCall = keyof typeof API;
+
+/** The path of ``call``, its one path parameter (``{face_id}``, ``{job_id}``) set to ``id``. */
+export function apiPath(call: GatewayCall, id = ""): string {
+  return API[call].path.replace(/\{[a-z_]+\}/, encodeURIComponent(id));
+}
+
+/** The form of ``call`` from ``fields`` (in order; an empty or missing value is left out, as
+ * the gateway reads it); a field the table does not declare is a bug, thrown. */
+export function apiForm(call: GatewayCall, fields: Record<string, string | File | undefined>): FormData {
+  const declared: Record<string, string> = (API[call] as { form?: Record<string, string> }).form ?? {};
+  const fd = new FormData();
+  for (const [name, value] of Object.entries(fields)) {
+    if (!(name in declared)) throw new Error(`${name} is not a form field of ${call} (src/api.json)`);
+    if (value !== undefined && value !== "") fd.append(name, value);
+  }
+  return fd;
+}
 
 export const hex = (buf: ArrayBuffer) => [...new Uint8Array(buf)].map((x) => x.toString(16).padStart(2, "0")).join("");
 
@@ -29,8 +55,9 @@ export async function signDigest(env: AppEnv, headers: Headers, method: string, 
  * X-Faceswap-Signature = hex HMAC-SHA256(secret, METHOD \n PATH[?QUERY] \n TIMESTAMP \n that hash),
  * as gateway/core/guard.py checks (from the headers, before it reads the body).
  */
-export async function callGateway(env: AppEnv, method: string, path: string, body?: FormData,
+export async function callGateway(env: AppEnv, call: GatewayCall, path: string, body?: FormData,
                                   accept = "application/json"): Promise<Response> {
+  const method = API[call].method;
   let bytes = new Uint8Array();
   const headers = new Headers({ Accept: accept });
   if (body) {

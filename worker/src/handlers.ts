@@ -1,6 +1,6 @@
 import { type AppEnv, errorResponse, IMAGE_TYPES, MB } from "./env";
 import { FORMATS, type Format, HEAD, sniff } from "./formats";
-import { callGateway, gatewayFailure } from "./gateway";
+import { apiForm, apiPath, callGateway, type GatewayCall, gatewayFailure } from "./gateway";
 import { mediaUrl, serveObject } from "./media";
 import { deleteUploads, expired, newKey, resultMetadata } from "./storage";
 import { UPLOAD_ID } from "./uploads";
@@ -47,10 +47,10 @@ async function checkPhoto(value: File | string | null, what: string, env: AppEnv
 const photo = (role: string, p: { bytes: Uint8Array; fmt: Format }) =>
   new File([p.bytes], `${role}.${p.fmt.extensions[0]}`, { type: p.fmt.mime });
 
-async function gatewayCall(env: AppEnv, method: string, path: string, body?: FormData,
+async function gatewayCall(env: AppEnv, call: GatewayCall, path: string, body?: FormData,
                            accept?: string): Promise<Response> {
   try {
-    return await callGateway(env, method, path, body, accept);
+    return await callGateway(env, call, path, body, accept);
   } catch (err) {
     const res = errorResponse(502, "gateway_unreachable", `The face-swap service cannot be reached (${String(err)}).`);
     OWN.add(res);
@@ -71,14 +71,15 @@ export async function handleSwap(request: Request, env: AppEnv): Promise<Respons
   if (source instanceof Response) return source;
   const target = await checkPhoto(form.get("target"), "target photo", env);
   if (target instanceof Response) return target;
-  const fd = new FormData();
-  fd.append("source", photo("source", source));
-  fd.append("target", photo("target", target));
-  for (const opt of ["selection", "face_index", "output_format"]) {
-    const v = form.get(opt);
-    if (typeof v === "string" && v) fd.append(opt, v);
-  }
-  const res = await gatewayCall(env, "POST", "/v1/swap", fd, "image/*");
+  const option = (name: string) => {
+    const v = form.get(name);
+    return typeof v === "string" ? v : undefined;
+  };
+  const fd = apiForm("swap", {
+    source: photo("source", source), target: photo("target", target),
+    selection: option("selection"), face_index: option("face_index"), output_format: option("output_format"),
+  });
+  const res = await gatewayCall(env, "swap", apiPath("swap"), fd, "image/*");
   if (res.status >= 400) return failure(res);
   const type = (res.headers.get("Content-Type") ?? "image/jpeg").split(";")[0];
   const fmt = Object.keys(IMAGE_TYPES).find((k) => IMAGE_TYPES[k] === type) ?? "jpeg";
@@ -113,14 +114,14 @@ export async function handleCreateJob(request: Request, env: AppEnv): Promise<Re
 }
 
 async function startJob(request: Request, env: AppEnv, form: FormData, key: string): Promise<Response> {
-  const fd = new FormData();
+  const fields: Record<string, string | File> = {};
   const faceId = form.get("source_face_id");
   if (typeof faceId === "string" && faceId) {
-    fd.append("source_face_id", faceId.slice(0, 64));
+    fields.source_face_id = faceId.slice(0, 64);
   } else {
     const source = await checkPhoto(form.get("source"), "source photo", env);
     if (source instanceof Response) return source;
-    fd.append("source", photo("source", source));
+    fields.source = photo("source", source);
   }
   const head = await env.FILES.get(key, { range: { offset: 0, length: HEAD } });
   if (!head) return errorResponse(404, "upload_not_found", "The uploaded video is gone; upload it again.");
@@ -136,9 +137,9 @@ async function startJob(request: Request, env: AppEnv, form: FormData, key: stri
   const zip = fmt?.name === "zip";
   const result = newKey("results", zip ? "zip" : "mp4");
   const origin = new URL(request.url).origin;
-  fd.append(zip ? "archive_url" : "video_url", await mediaUrl(env, origin, "GET", key));
-  fd.append("result_url", await mediaUrl(env, origin, "PUT", result));
-  const res = await gatewayCall(env, "POST", "/v1/jobs", fd);
+  fields[zip ? "archive_url" : "video_url"] = await mediaUrl(env, origin, "GET", key);
+  fields.result_url = await mediaUrl(env, origin, "PUT", result);
+  const res = await gatewayCall(env, "createJob", apiPath("createJob"), apiForm("createJob", fields));
   if (res.status >= 400) return failure(res);
   const job = (await res.json()) as { id: string; status: string };
   if (!JOB_ID.test(job.id)) return errorResponse(502, "gateway_error", "The face-swap service answered oddly.");
@@ -155,7 +156,7 @@ export async function handleGetJob(id: string, env: AppEnv): Promise<Response> {
   const record = JOB_ID.test(id) ? await env.FILES.head(`jobs/${id}`) : null;
   if (!record) return errorResponse(404, "not_found", "No such job.");
   const { upload, result } = record.customMetadata as { upload: string; result: string };
-  const res = await gatewayCall(env, "GET", `/v1/jobs/${id}`);
+  const res = await gatewayCall(env, "getJob", apiPath("getJob", id));
   if (res.status >= 400) return failure(res);
   const job = (await res.json()) as Record<string, unknown> & { status: string };
   let { status, error, error_code } = job;

@@ -1,6 +1,6 @@
 import type { AppEnv } from "./env";
 import { errorResponse } from "./env";
-import { sign } from "./gateway";
+import { apiPath, GATEWAY_API, sign } from "./gateway";
 import { overLimit } from "./limits";
 
 /**
@@ -72,9 +72,9 @@ const size = (data: string | ArrayBuffer) =>
 /** Open the gateway's stream, signed; its socket, or why not. */
 async function openGateway(env: AppEnv): Promise<WebSocket | Failure> {
   const timeoutS = Number(env.STREAM_OPEN_TIMEOUT_S) || 15;
-  const path = `/v1/stream?nonce=${hex(crypto.getRandomValues(new Uint8Array(16)))}`;
+  const path = `${apiPath("stream")}?nonce=${hex(crypto.getRandomValues(new Uint8Array(16)))}`;
   const headers = new Headers({ Upgrade: "websocket" });
-  await sign(env, headers, "GET", path);
+  await sign(env, headers, GATEWAY_API.stream.method, path);
   let res: Response;
   try {
     res = await fetch(env.GATEWAY_URL.replace(/\/$/, "") + path,

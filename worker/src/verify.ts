@@ -1,6 +1,6 @@
 import { type AppEnv, errorResponse, MB } from "./env";
 import { FORMATS, HEAD, sniff } from "./formats";
-import { gatewayFailure, hex, signDigest } from "./gateway";
+import { apiPath, GATEWAY_API, gatewayFailure, hex, signDigest } from "./gateway";
 import { pipeObject } from "./media";
 import { deleteUploads, newKey } from "./storage";
 
@@ -60,7 +60,8 @@ export async function handleVerify(request: Request, env: AppEnv): Promise<Respo
   if (size === 0 || !request.body) return errorResponse(400, "empty_file", "The file is empty (0 bytes).");
   const name = safeName(request.headers.get("X-File-Name"));
   const boundary = `----faceswap-verify-${crypto.randomUUID()}`;
-  const head = enc.encode(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\n`
+  const field = Object.keys(GATEWAY_API.verify.form)[0];  // "file"
+  const head = enc.encode(`--${boundary}\r\nContent-Disposition: form-data; name="${field}"; filename="${name}"\r\n`
     + "Content-Type: application/octet-stream\r\n\r\n");
   const tail = enc.encode(`\r\n--${boundary}--\r\n`);
   const key = newKey("verify");
@@ -99,7 +100,7 @@ export async function handleVerify(request: Request, env: AppEnv): Promise<Respo
 
     // To the gateway: the same form, streamed, with the hash it was signed with.
     const headers = new Headers({ Accept: "application/json", "Content-Type": `multipart/form-data; boundary=${boundary}` });
-    await signDigest(env, headers, "POST", "/v1/verify", bodyHash);
+    await signDigest(env, headers, GATEWAY_API.verify.method, apiPath("verify"), bodyHash);
     const body = new FixedLengthStream(head.length + stored.size + tail.length);
     (async () => {
       let w = body.writable.getWriter();
@@ -112,7 +113,8 @@ export async function handleVerify(request: Request, env: AppEnv): Promise<Respo
     })().catch((err) => body.writable.abort(err).catch(() => { /* the gateway has gone */ }));
     let res: Response;
     try {
-      res = await fetch(env.GATEWAY_URL.replace(/\/$/, "") + "/v1/verify", { method: "POST", headers, body: body.readable });
+      res = await fetch(env.GATEWAY_URL.replace(/\/$/, "") + apiPath("verify"),
+        { method: GATEWAY_API.verify.method, headers, body: body.readable });
     } catch (err) {
       return errorResponse(502, "gateway_unreachable", `The checking service cannot be reached (${String(err)}).`);
     }

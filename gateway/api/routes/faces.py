@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from gateway.api.deps import AdmissionDep, SettingsDep, StoreDep, TritonDep
-from gateway.core.errors import APIError, errors
+from gateway.core.errors import PIPELINE_CODES, UPLOAD_CODES, APIError, errors
 from gateway.services import faces as service
 from gateway.services.common import face_or_404
 from gateway.storage.faces import StoredFace
@@ -42,7 +42,7 @@ def face_out(f: StoredFace) -> FaceOut:
 
 
 @router.post("", response_model=FacesOut, summary="Register every face of an image",
-             responses=errors(400, 401, 413, 415, 422, 502, 503, 504))
+             responses=errors(*UPLOAD_CODES, *PIPELINE_CODES, "storage_unavailable"))
 async def register_faces(image: Annotated[UploadFile, File(description="A photo (jpeg, png, webp, bmp, tiff)")],
                          request: Request, triton: TritonDep, store: StoreDep, settings: SettingsDep,
                          admission: AdmissionDep) -> FacesOut:
@@ -51,13 +51,15 @@ async def register_faces(image: Annotated[UploadFile, File(description="A photo 
     return FacesOut(faces=[face_out(f) for f in stored], stand_in_models=stand_ins)
 
 
-@router.get("/{face_id}", response_model=FaceOut, summary="Read a registered face", responses=errors(401, 404))
+@router.get("/{face_id}", response_model=FaceOut, summary="Read a registered face",
+            responses=errors("face_not_found", "storage_unavailable"))
 async def get_face(face_id: str, store: StoreDep) -> FaceOut:
     """A registered face (404 when unknown or expired)."""
     return face_out(face_or_404(store, face_id))
 
 
-@router.delete("/{face_id}", status_code=204, summary="Delete a registered face", responses=errors(401, 404))
+@router.delete("/{face_id}", status_code=204, summary="Delete a registered face",
+               responses=errors("face_not_found", "storage_unavailable"))
 async def delete_face(face_id: str, store: StoreDep) -> Response:
     """Forget a registered face (404 when unknown)."""
     if not store.delete(face_id):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import MetricsDep, SettingsDep, TritonDep
 from gateway.core.metrics import set_precision
@@ -19,12 +20,33 @@ router = APIRouter(tags=["health"])
 log = logging.getLogger("gateway.health")
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """``/readyz``'s answer (200 ready, 503 degraded)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ready", "degraded"]
+    error: str | None = Field(None, description="degraded: why (triton_timeout, triton_unreachable, "
+                                                "models_not_ready, or the deep check's code)")
+    stand_ins: list[str] | None = Field(None, description="the stand-in models Triton serves (not real models)")
+    precision: dict | None = Field(None, description="per Triton, what each network serves in and what chose it")
+    deep: dict | None = Field(None, description="deep=1: the pipeline run's result")
+    models_not_ready: list[str] | None = None
+
+
 @router.get("/healthz", summary="The process lives")
-async def healthz() -> dict:
-    return {"status": "ok"}
+async def healthz() -> Health:
+    return Health(status="ok")
 
 
-@router.get("/readyz", summary="Triton live and ready, every model ready; ?deep=1 also runs the pipeline")
+@router.get("/readyz", summary="Triton live and ready, every model ready; ?deep=1 also runs the pipeline",
+            responses={200: {"model": Readiness},
+                       503: {"model": Readiness, "description": "degraded (with Retry-After)",
+                             "headers": {"Retry-After": {"schema": {"type": "integer"}}}}})
 async def readyz(request: Request, triton: TritonDep, settings: SettingsDep, metrics: MetricsDep,
                  deep: Annotated[bool, Query(description="also run the pipeline end to end (single-flight, "
                                                          "cached)")] = False) -> JSONResponse:
@@ -41,7 +63,9 @@ async def readyz(request: Request, triton: TritonDep, settings: SettingsDep, met
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": f"Prometheus' text exposition format ({CONTENT_TYPE_LATEST})"}})
 async def metrics(request: Request, m: MetricsDep) -> Response:
     try:
         for status, n in (await asyncio.wait_for(request.app.state.jobs.counts(), 2)).items():

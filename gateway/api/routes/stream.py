@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, WebSocket
+from typing import Annotated
+
+from fastapi import APIRouter, Query, WebSocket
 from fastapi.responses import JSONResponse
 
 from gateway.core import stream as protocol
+from gateway.core.errors import errors
 from gateway.services import stream as service
 
 router = APIRouter(tags=["stream"])
@@ -17,8 +20,13 @@ router = APIRouter(tags=["stream"])
             + "; ".join(f"`{k}` (default {f.default!r}){': ' + f.description if f.description else ''}"
                         for k, f in protocol.StreamConfig.model_fields.items()) + ".\n\nClose codes: "
             + ", ".join(f"{v} {k}" for k, v in sorted(protocol.CLOSE_CODES.items(), key=lambda kv: kv[1])) + ".",
-            responses={426: {"description": "Not a WebSocket upgrade: open it as a WebSocket"}})
-async def stream_info() -> JSONResponse:
+            responses={101: {"description": "Switching Protocols: the WebSocket (a GET with the upgrade headers)"},
+                       426: {**errors("upgrade_required")[426], "headers": {
+                           "Upgrade": {"description": "websocket", "schema": {"type": "string"}}}}})
+async def stream_info(nonce: Annotated[str | None, Query(description="Any value, ignored: it makes each signed "
+                                                                     "upgrade request unique (two streams opened "
+                                                                     "in the same second are not replays)")] = None,
+                      ) -> JSONResponse:
     """A plain HTTP GET is answered 426 with how to open the stream."""
     return JSONResponse({"code": "upgrade_required", "message": "GET /v1/stream is a WebSocket: open it with a "
                          "WebSocket client (ws:// or wss://); the protocol is in the API documentation."},

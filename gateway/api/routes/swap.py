@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from gateway.api.deps import AdmissionDep, MarkerDep, MetricsDep, SettingsDep, StoreDep, TritonDep
-from gateway.api.forms import SwapForm
-from gateway.core.errors import errors
+from gateway.api.forms import SwapForm, body_rules
+from gateway.core.errors import PIPELINE_CODES, UPLOAD_CODES, errors
 from gateway.services import swap as service
 
 router = APIRouter(prefix="/v1", tags=["swap"])
@@ -44,11 +44,12 @@ class SwapJSON(BaseModel):
     image: str = Field(description="base64 of the encoded image", examples=["/9j/4AAQSkZJRg..."])
 
 
-@router.post("/swap", summary="Swap faces", responses={
+@router.post("/swap", summary="Swap faces", openapi_extra=body_rules(SwapForm.rules), responses={
     200: {"model": SwapJSON, "content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}},
           "description": "The image (X-Faces-Detected, X-Faces-Swapped, X-Truncated, X-Faces, X-Stand-In-Models "
                          "headers), or JSON with Accept: application/json"},
-    **errors(400, 401, 404, 413, 415, 422, 502, 503, 504)})
+    **errors(*UPLOAD_CODES, *PIPELINE_CODES, "missing_source", "face_not_found", "face_index_out_of_range",
+             "storage_unavailable")})
 async def swap(request: Request, form: Annotated[SwapForm, Depends()], triton: TritonDep, store: StoreDep,
                settings: SettingsDep, metrics: MetricsDep, admission: AdmissionDep, marker: MarkerDep) -> Response:
     """Swap the target's faces with one source (image or registered face), or many-to-many pairs."""

@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, File, UploadFile
 
 from gateway.api.deps import MarkerDep, ResultsDep, SettingsDep
-from gateway.core.errors import errors
+from gateway.core.errors import UPLOAD_CODES, errors
 from gateway.services import verify as service
 
 router = APIRouter(prefix="/v1", tags=["provenance"])
 
 
-@router.post("/verify", summary="Check a file for AI-made marks", responses=errors(400, 401, 413, 415, 422, 503))
+@router.post("/verify", summary="Check a file for AI-made marks",
+             responses=errors(*UPLOAD_CODES, "overloaded", "storage_unavailable"))
 async def verify_file(file: Annotated[UploadFile, File(description="An image (JPEG, PNG, WebP) or video (MP4)")],
                       settings: SettingsDep, marker: MarkerDep, results: ResultsDep) -> dict:
     """The C2PA manifest (present, valid, signer, trusted, actions), the XMP DigitalSourceType,
