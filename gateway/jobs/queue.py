@@ -51,6 +51,8 @@ QUEUE_NAME = "faceswap"
 FUNCTION = "faceswap_job"
 #: saq's error text on a job its sweeper took from a dead worker.
 SWEPT = "worker_lost"
+#: The abort error of a cancel a caller asked for (``QueueJobs.cancel``); any other abort is not a cancel.
+CANCELLED = "cancelled"
 #: Redis sorted set of finished jobs (id -> finish time, Unix s), read by the expiry sweep.
 FINISHED = "faceswap:jobs:finished"
 PENDING = (Status.NEW, Status.QUEUED)
@@ -80,8 +82,10 @@ def _public_status(job: SaqJob, heartbeat_s: float) -> str:
     if job.status == Status.ABORTING:
         # a cancel whose worker is gone never finishes aborting: it is cancelled all the same
         return "cancelled" if time.time() * 1000 - job.touched > 2000 * heartbeat_s else "cancelling"
+    if job.status == Status.ABORTED and job.error != CANCELLED and job.retryable:
+        return "queued"  # aborted by a sweep, not by a caller: its worker queues it again (JobWorker._requeue)
     if job.status == Status.ABORTED:
-        return "failed" if job.error == SWEPT else "cancelled"
+        return "failed" if job.error != CANCELLED else "cancelled"
     if job.status == Status.FAILED:
         return "failed"
     return meta.get("outcome", "done")
@@ -92,7 +96,7 @@ def to_public(job: SaqJob, ttl_s: float, heartbeat_s: float) -> Job:
     meta = job.meta or {}
     status = _public_status(job, heartbeat_s)
     error, code = meta.get("error"), meta.get("error_code")
-    if job.status == Status.ABORTED and job.error == SWEPT:
+    if job.status == Status.ABORTED and job.error != CANCELLED and not job.retryable:
         error, code = (f"the job's worker stopped while it ran, {job.attempts} time(s); it is not started again "
                        f"(limit {job.retries - 1} restarts)"), "job_restart_limit"
     elif job.status == Status.FAILED:
@@ -161,7 +165,7 @@ class QueueJobs(UploadFolders):
         if job is None:
             return None
         if job.status in (*PENDING, Status.ACTIVE):
-            await self.queue.abort(job, "cancelled")
+            await self.queue.abort(job, CANCELLED)
             await self.queue.redis.zadd(FINISHED, {job_id: time.time()})
         for _ in range(30):
             job = await self._job(job_id)
@@ -262,8 +266,28 @@ class JobWorker:
         self.metrics = WorkerMetrics()
         self.worker = Worker(queue, functions=[(FUNCTION, self.process)], concurrency=concurrency,
                              startup=self._startup, shutdown=self._shutdown, shutdown_grace_period_s=0,
+                             after_process=self._requeue,
                              timers={"sweep": max(int(heartbeat_s / 2), 1), "abort": 1, "schedule": 1,
                                      "worker_info": 10})
+
+    async def _requeue(self, ctx: dict) -> None:
+        """saq's after-process hook: a job that ended ``ABORTED`` without a caller's cancel, with
+        restarts left, is queued again. This happens after Redis was away longer than
+        ``heartbeat_s``: the job's beats failed, another worker's sweep took it for lost and queued
+        it again, and this worker's own finish of the aborted run, arriving after that, took it
+        off the queue (saq's finish and a sweep's retry race)."""
+        job: SaqJob | None = ctx.get("job")
+        if job is None:
+            return
+        try:
+            stored = await self.queue.job(job.key)
+            if stored is not None and stored.status == Status.ABORTED and stored.error != CANCELLED \
+                    and stored.retryable:
+                log.warning("job %s was aborted by a sweep after its run ended (Redis was away): queued again",
+                            job.key)
+                await self.queue.retry(stored, SWEPT)
+        except Exception:  # Redis away again: a later sweep or the caller sees the job as it is
+            log.warning("job %s: could not check its state after its run", job.key, exc_info=True)
 
     async def _startup(self, ctx: dict) -> None:
         self.client = AsyncFaceSwapClient(self.triton_url, "grpc", timeout=self.limits.call_timeout_s,
