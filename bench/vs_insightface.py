@@ -40,6 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench import stages
 from bench import summary as bench_summary
 from client import AsyncFaceSwapClient, FaceSwapClient
 from launch.server import RUN, embedded
@@ -184,7 +185,8 @@ def bench_server(size: str, photos: dict, source: Path, requests: dict, concurre
                 "faces": len(res.faces), "faces_swapped": res.faces_swapped, "requests": n,
                 "concurrency": concurrency, "images_per_s": n / wall, "p50_ms": 1000 * statistics.median(lat),
                 "sequential_ms": 1000 * statistics.median(sequential),
-                "server_swapper_ms_per_face": _per_face_ms(before, after), **{f"served_{k}": v for k, v in
+                "server_swapper_ms_per_face": _per_face_ms(before, after),
+                "where_time_goes": stages.breakdown(before, after), **{f"served_{k}": v for k, v in
                                                                             engine.items()},
                 "stand_ins": [m.name for m in models.values() if m.stand_in]}
     return rows
@@ -382,7 +384,7 @@ def main() -> int:
                     summary["targets"].append(_target(f"{size} {name} vs insightface", r["speedup_vs_insightface"],
                                                       SPEEDUP_TARGETS[name], "x",
                                                       f"{r['images_per_s']:.2f} vs {rr['images_per_s']:.2f} images/s"))
-            print(line, flush=True)
+            print(line + f"\n{size:5s} {name:12s} {stages.describe(r['where_time_goes'])}", flush=True)
             rows.append(r)
     if swapper is not None:
         server_ms = next((r["server_swapper_ms_per_face"] for r in rows
