@@ -27,7 +27,8 @@ from unittest import mock
 import cv2
 import numpy as np
 
-from bench import summary
+from bench import stages, summary
+from client import FaceSwapClient
 from client.live import read_frames, stream_frames
 from launch.server import RUN, embedded, start_gateway, stop_gateway
 from repository.layout import shared_dir
@@ -51,6 +52,12 @@ NETWORKS = ("face_detector", "face_recognizer", "face_swapper")
 #: at 640x640 about 10 and ArcFace R50 at 112x112 about 2.2 (approximate, from the models' names
 #: in insightface's model zoo: "10g" detector; R50 backbone).
 GFLOP = {"face_detector": 10.0, "face_recognizer": 2.2, "face_swapper": 174.7}
+
+
+def server_statistics(server) -> dict:
+    """Triton's statistics of every model (``FaceSwapClient.statistics``)."""
+    with FaceSwapClient(server.grpc_url, "grpc") as c:
+        return c.statistics()
 
 
 def _compute(triton_http: str) -> dict[str, tuple[float, int]]:
@@ -104,10 +111,11 @@ def main() -> int:
             try:
                 runs = [(h, n, 1) for h in (480, 720) for n in (1, 4)] + [(480, 1, 2)]
                 for height, streams, every in runs:
-                    before = _compute(server.http_url)
+                    before, stats_before = _compute(server.http_url), server_statistics(server)
                     r = asyncio.run(_case(url, source, *clips[height], streams, args.seconds,
                                           {"detect_every": every}))
-                    after = _compute(server.http_url)
+                    after, stats_after = _compute(server.http_url), server_statistics(server)
+                    r["where_time_goes"] = stages.breakdown(stats_before, stats_after, max(r["received"], 1))
                     # network compute ms per processed frame (each call of a network is one frame here:
                     # one face per frame in this clip)
                     per_frame = {m: (after[m][0] - before[m][0]) / max(r["received"], 1) for m in NETWORKS}
@@ -127,6 +135,7 @@ def main() -> int:
                           + (f"; CPU side {r['cpu_side_ms_per_frame']:.0f} ms/frame, GPU estimate "
                              f"{r['gpu_fps_estimate']:.0f} fps" if "gpu_fps_estimate" in r else ""),
                           flush=True)
+                    print(f"     {stages.describe(r['where_time_goes'])}", flush=True)
             finally:
                 stop_gateway(gw_port)
     print(f"GPU estimate assumes the networks at 50% of an H200's 790 TFLOP/s bf16 (swapper {GPU_SWAP_MS:.2f} "

@@ -23,15 +23,18 @@ def _delta(before: dict, after: dict, model: str, field: str, keys: tuple[str, .
                for k in keys)
 
 
-def breakdown(before: dict, after: dict) -> dict:
+def breakdown(before: dict, after: dict, frames: int | None = None) -> dict:
     """Milliseconds per ensemble request: ``networks`` (per network), ``stages_with_bls`` (per
     Python stage, the networks it calls included), ``stages_own`` (all stages, those calls taken
     out), ``queues_and_hops`` (Triton's request time less networks and stages' own work) and
     ``triton_request`` (the ensembles' request time); ``requests``: how many it averages.
-    ``before``/``after``: ``FaceSwapClient.statistics()`` snapshots ({model: Triton's stats})."""
+    ``before``/``after``: ``FaceSwapClient.statistics()`` snapshots ({model: Triton's stats}).
+    ``frames``: average per video frame instead (a frame may make two ensemble calls: the
+    detection for tracking and the swap); ``unit`` says which."""
     requests = sum(_delta(before, after, m, "inference_count", ()) for m in ENSEMBLES)
     if requests <= 0:
         return {"requests": 0}
+    unit, count = ("frame", frames) if frames else ("request", requests)
 
     def compute_ms(model: str) -> float:
         return _delta(before, after, model, "inference_stats", _COMPUTE) / 1e6
@@ -43,8 +46,8 @@ def breakdown(before: dict, after: dict) -> dict:
     stages = {m: compute_ms(m) for m in STAGES if _delta(before, after, m, "execution_count", ()) > 0}
     own = sum(stages.values()) - bls
     triton = sum(_delta(before, after, m, "inference_stats", ("success",)) for m in ENSEMBLES) / 1e6
-    per = 1.0 / requests
-    return {"requests": requests,
+    per = 1.0 / count
+    return {"requests": requests, "unit": unit, "count": count,
             "networks": {m: round(v * per, 2) for m, v in nets.items() if v},
             "stages_with_bls": {m: round(v * per, 2) for m, v in stages.items()},
             "stages_own": round(own * per, 2),
@@ -58,7 +61,7 @@ def describe(b: dict) -> str:
         return "no ensemble request counted"
     nets = sum(b["networks"].values())
     own = b["stages_own"]
-    return (f"per request in Triton {b['triton_request']:.1f} ms: networks {nets:.1f} ms ("
+    return (f"per {b.get('unit', 'request')} in Triton {b['triton_request']:.1f} ms: networks {nets:.1f} ms ("
             + ", ".join(f"{k.removeprefix('face_')} {v:.1f}" for k, v in b["networks"].items())
             + f"), Python stages' own work {own:.1f} ms (with their BLS calls: "
             + ", ".join(f"{k} {v:.1f}" for k, v in b["stages_with_bls"].items())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 
+from bench import stages
 from bench.clips import moving_face_frames, write_clip
 from client import AsyncFaceSwapClient, FaceSwapClient
 from launch.server import embedded
@@ -47,10 +48,11 @@ def main() -> int:
             with embedded(f"bench_video_{size}", resolve(size), args.port) as server:
                 with FaceSwapClient(server.grpc_url, "grpc") as c:
                     latent = c.embed(source).largest().latent
-
-                rep = asyncio.run(_run(server.grpc_url, latent, src, Path(tmp) / "out.mp4", args.in_flight))
+                    before = c.statistics()
+                    rep = asyncio.run(_run(server.grpc_url, latent, src, Path(tmp) / "out.mp4", args.in_flight))
+                    where = stages.breakdown(before, c.statistics(), rep.frames)
             print(f"{size:5s} 1280x720: {rep.frames} frames ({rep.frames_swapped} swapped) in {rep.seconds:.1f} s "
-                  f"-> {rep.frames / rep.seconds:.2f} frames/s", flush=True)
+                  f"-> {rep.frames / rep.seconds:.2f} frames/s\n      {stages.describe(where)}", flush=True)
     return 0
 
 
