@@ -1,6 +1,15 @@
 # The gateway (`python -m gateway`, the default) and the job worker (`faceswap-worker`) in one
 # image. Build: docker build -t faceswap-gateway:0.1.0 .
-FROM python:3.11-slim
+# BASE: any Debian-like image with python3 (3.11, with venv) and useradd; where no registry can be
+# reached, a local one made with debootstrap (see the README). DEPS: "runtime" installs only the
+# package's dependencies (pyproject.toml) at the versions of requirements.lock; "lock" installs all
+# of requirements.lock (test and docs tools included). HOST_CA: a CA bundle for pip inside the
+# build, where a proxy re-signs TLS (podman build -v /etc/ssl/certs/ca-certificates.crt:/host-ca.crt:ro
+# --build-arg HOST_CA=/host-ca.crt); it is not kept in the image.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+ARG DEPS=runtime
+ARG HOST_CA=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,19 +18,27 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The pinned environment first: its layer stays cached while the code changes.
-COPY requirements.lock ./
-RUN pip install -r requirements.lock
+# A virtual environment, so the base's own Python packages (Debian's) stay out of the way.
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
 
-COPY pyproject.toml ./
+# The pinned environment first: its layer stays cached while the code changes.
+COPY requirements.lock pyproject.toml ./
+RUN if [ -n "$HOST_CA" ]; then export PIP_CERT="$HOST_CA"; fi \
+    && if [ "$DEPS" = lock ]; then pip install -r requirements.lock; \
+       else python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > /tmp/deps.txt \
+            && sed 's/\[[^]]*\]//' requirements.lock > /tmp/constraints.txt \
+            && pip install -c /tmp/constraints.txt -r /tmp/deps.txt && rm /tmp/deps.txt /tmp/constraints.txt; fi
+
 COPY client/ client/
 COPY gateway/ gateway/
 COPY media/ media/
 COPY pipeline/ pipeline/
 COPY provenance/ provenance/
 # Editable, so the settings' defaults that are relative to the project (gateway/core/config.py
-# ROOT) stay under /app; the console scripts (faceswap, faceswap-worker) land in /usr/local/bin.
-RUN pip install --no-deps -e . \
+# ROOT) stay under /app; the console scripts (faceswap, faceswap-worker) land in /opt/venv/bin.
+RUN if [ -n "$HOST_CA" ]; then export PIP_CERT="$HOST_CA"; fi \
+    && pip install --no-deps -e . \
     && python -m compileall -q client gateway media pipeline provenance \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin faceswap \
     && install -d -o 10001 -g 10001 /data
@@ -33,6 +50,11 @@ ENV HOME=/tmp \
     FACESWAP_GATEWAY_HOST=0.0.0.0 \
     FACESWAP_GATEWAY_PORT=8080 \
     FACESWAP_GATEWAY_STORE_PATH=/data/faces.sqlite3 \
-    FACESWAP_GATEWAY_JOBS_DIR=/data/jobs
+    FACESWAP_GATEWAY_JOBS_DIR=/data/jobs \
+    FACESWAP_GATEWAY_C2PA_DEV_DIR=/data/c2pa
 EXPOSE 8080
+# The gateway's liveness (the worker, same image, has no port: docker-compose.yml turns this off
+# for it). Podman keeps HEALTHCHECK only in docker-format images (podman build --format docker).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('FACESWAP_GATEWAY_PORT', '8080'), timeout=3)"]
 CMD ["python", "-m", "gateway"]

@@ -112,6 +112,11 @@ perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) ag
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libb64-0d >/dev/null; }
 	$(VPY) -m bench.perf_analyzer $(PERF_ARGS)
 
+.PHONY: images
+
+images:                  ## the gateway/worker image with podman or docker (a local debootstrap base when no registry answers)
+	deploy/images.sh
+
 .PHONY: cluster cluster-stop
 
 cluster:                 ## Redis, S3 (SeaweedFS), 2 Tritons, 2 gateways behind HAProxy, 2 job workers; loopback

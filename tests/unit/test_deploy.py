@@ -432,9 +432,15 @@ def dockerfile(path: Path) -> list[tuple[str, str]]:
 
 def test_gateway_image_runs_the_gateway_as_the_manifests_user():
     steps = dockerfile(ROOT / "Dockerfile")
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    # The base is a build argument (a local debootstrap image where no registry can be reached).
+    assert steps[:2] == [("ARG", "BASE=python:3.11-slim"), ("FROM", "${BASE}")]
+    assert ("ARG", "DEPS=runtime") in steps
     runs = " ".join(a for i, a in steps if i == "RUN")
     assert "pip install -r requirements.lock" in runs and "pip install --no-deps -e ." in runs
+    assert "pip install -c /tmp/constraints.txt -r /tmp/deps.txt" in runs  # DEPS=runtime: no test tools
+    assert any(i == "HEALTHCHECK" and "/healthz" in a for i, a in steps)
+    env = " ".join(a for i, a in steps if i == "ENV")
+    assert "FACESWAP_GATEWAY_C2PA_DEV_DIR=/data/c2pa" in env  # /app is not the user's to write
     users = [a for i, a in steps if i == "USER"]
     uid = one(render("cpu"), "Deployment", "gateway")["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
     assert users and users[-1].split(":")[0] == str(uid) and uid != 0
