@@ -6,8 +6,13 @@ import { defineConfig } from "vitest/config";
  * test/formats.test.ts: the Workers runtime has no disk, so they travel base64-encoded
  * through vitest's provide/inject. */
 const FIXTURES = new URL("../tests/fixtures/formats/", import.meta.url);
-const formatFixtures = Object.fromEntries(readdirSync(FIXTURES).filter((name) => name !== "README.md")
-  .map((name) => [name, readFileSync(new URL(name, FIXTURES)).toString("base64")]));
+const nearMisses: Record<string, string> = JSON.parse(readFileSync(new URL("near-misses.json", FIXTURES), "utf8"));
+const formatFixtures = Object.fromEntries([
+  ...readdirSync(FIXTURES).filter((name) => !["README.md", "near-misses.json"].includes(name))
+    .map((name) => [name, readFileSync(new URL(name, FIXTURES)).toString("base64")]),
+  // the shortest near misses are hex strings, not files (near-misses.json)
+  ...Object.entries(nearMisses).map(([name, hex]) => [name, Buffer.from(hex, "hex").toString("base64")]),
+]);
 
 export default defineConfig({
   plugins: [

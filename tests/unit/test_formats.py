@@ -12,16 +12,18 @@ from media.formats import FORMATS, HEAD, by_extension, sniff
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "formats"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
+#: name -> bytes: the files, and the near misses kept as hex in near-misses.json
+DATA = {p.name: p.read_bytes() for p in FIXTURES.iterdir() if p.suffix not in (".json", ".md")} | {
+    name: bytes.fromhex(h) for name, h in json.loads((FIXTURES / "near-misses.json").read_text()).items()}
 
 
 def test_every_fixture_file_has_an_expectation():
-    files = {p.name for p in FIXTURES.iterdir() if p.name not in ("expected.json", "README.md")}
-    assert files == set(EXPECTED)
+    assert set(DATA) == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sniff_names_each_fixture_from_its_bytes(name):
-    fmt = sniff((FIXTURES / name).read_bytes())
+    fmt = sniff(DATA[name])
     got = None if fmt is None else {"kind": fmt.kind, "name": fmt.name, "mime": fmt.mime}
     assert got == EXPECTED[name]
 
@@ -43,7 +45,7 @@ def test_each_caller_accepts_its_kinds_of_the_table(name):
     from gateway.jobs.execute import is_zip, sniff_video
     from pipeline.codec import SUPPORTED_INPUT, sniff_format
 
-    data, want = (FIXTURES / name).read_bytes(), EXPECTED[name] or {}
+    data, want = DATA[name], EXPECTED[name] or {}
     assert sniff_format(data) == (want["name"] if want.get("name") in SUPPORTED_INPUT else None)
     assert sniff_video(data) == (want["name"] if want.get("kind") == "video" else None)
     assert is_zip(data) == (want.get("name") == "zip")
