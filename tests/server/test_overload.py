@@ -21,14 +21,13 @@ from client import FaceSwapClient, Overloaded, RequestTimeout
 from client.signing import signed_headers
 from tests.support.gateway_calls import GROUP, OBAMA, SECRET, files, swap
 from tests.support.hostile import tree_rss_mb
-from tests.support.servers import Gateway, start_triton
+from tests.support.servers import Gateway
 
 
 @pytest.fixture(scope="module")
-def ov_triton(models, tmp_path_factory):
-    server = start_triton(models, tmp_path_factory.mktemp("ov_triton"))
-    yield server
-    server.stop()
+def ov_triton(gw_triton):
+    """This module's own Triton (conftest's gw_triton: tests here stall, fill and stop it)."""
+    return gw_triton
 
 
 @pytest.fixture(scope="module")
