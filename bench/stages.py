@@ -60,10 +60,9 @@ def describe(b: dict) -> str:
     if not b.get("requests"):
         return "no ensemble request counted"
     nets = sum(b["networks"].values())
-    own = b["stages_own"]
-    return (f"per {b.get('unit', 'request')} in Triton {b['triton_request']:.1f} ms: networks {nets:.1f} ms ("
+    share = f"{100 * nets / b['triton_request']:.0f}%" if b["triton_request"] else "-"
+    return (f"per {b['unit']} in Triton {b['triton_request']:.1f} ms: networks {nets:.1f} ms ("
             + ", ".join(f"{k.removeprefix('face_')} {v:.1f}" for k, v in b["networks"].items())
-            + f"), Python stages' own work {own:.1f} ms (with their BLS calls: "
+            + f"), Python stages' own work {b['stages_own']:.1f} ms (with their BLS calls: "
             + ", ".join(f"{k} {v:.1f}" for k, v in b["stages_with_bls"].items())
-            + f"), queues and hops {b['queues_and_hops']:.1f} ms; networks "
-            f"{100 * nets / b['triton_request']:.0f}% of it" if b["triton_request"] else "")
+            + f"), queues and hops {b['queues_and_hops']:.1f} ms; networks {share} of it")
