@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from bench import summary
+from pipeline import watermark
 from pipeline.quality import psnr
 from provenance import (
     Payload,
@@ -40,7 +41,6 @@ from provenance import (
     mark_image,
     mark_video_file,
     verify,
-    watermark,
     watermark_frame,
     xmp,
 )

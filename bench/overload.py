@@ -16,7 +16,7 @@ Reports goodput (200 answers received during the phase, per second) against satu
 status histogram, p50/p95/p99 of 200 latencies (from each actual send), RSS (VmRSS of the process
 and its descendants: Triton's Python stubs) after phase 1, at its peak (sampled each second) and
 10 s after the last answer, and how long Triton keeps working after the last send (statistics of
-``face_swap`` and ``image_decoder`` polled every 0.2 s: the last change, once still for 2 s).
+``face_swap`` and ``face_detector`` polled every 0.2 s: the last change, once still for 2 s).
 Prints the issue's targets with PASS/FAIL and writes ``out/bench_overload.json``; exits 0 even
 when a target fails, non-zero only when it could not run. Reproduce: ``make bench``, or
 ``python -m bench.overload [--standin-size full] [--seconds 300] [--gateway-env KEY=VALUE]``.
@@ -116,7 +116,7 @@ class Bench:
         r = await self.http.get(f"http://{self.triton_http}/v2/models/stats", timeout=5)
         stats = {s["name"]: s for s in r.json().get("model_stats", [])}
         return tuple((stats.get(m, {}).get("inference_count"), stats.get(m, {}).get("execution_count"))
-                     for m in ("face_swap", "image_decoder"))
+                     for m in ("face_swap", "face_detector"))
 
     async def idle_after(self, t_stop: float) -> float | None:
         """Seconds from ``t_stop`` to the last change of Triton's counts (None: still moving at the cap)."""

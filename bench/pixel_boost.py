@@ -1,7 +1,7 @@
 """``python -m bench.pixel_boost``: time per face of the ``pixel_boost`` option (N = 1 to 4),
 written to out/bench_pixel_boost.json.
 
-In-process, on ``face_paster``'s own code (``pipeline.stages.pasted_frame``: N x N sub-crops of
+In-process, on ``face_swap``'s own code (``pipeline.stages.pasted_frame``: N x N sub-crops of
 every face through the swapper in chunks of ``--batch``, face_swapper's batch limit, then
 interleaving and paste-back) with the swapper stand-in on onnxruntime (CPU), for each stand-in
 size: tiny on the six-face group photo, full (about 170 GFLOP per swapper row) on the one-face

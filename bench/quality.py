@@ -9,7 +9,7 @@ option ``face_quality`` on and off, ``--repeats`` times each, and we report per 
 - ``added_ms``: median latency with the figures minus median latency without (end to end; on
   a busy 2-core machine its noise is tens of ms on the full stand-ins), and ``added_min_ms``
   the same with the fastest of each (less sensitive to other work on the machine);
-- ``paster_added_ms``: the same difference of ``face_paster``'s own compute time per request
+- ``paster_added_ms``: the same difference of ``face_swap``'s own compute time per request
   (Triton statistics: swap, paste-back, figures, encode; without decode and detection noise);
 - ``recognizer_ms``: Triton's own compute time of ``face_recognizer`` per request with the
   figures on (the one batched ArcFace call on 2M crops; Triton statistics), and
@@ -49,9 +49,9 @@ def canvas_1080(img: np.ndarray, height: int) -> np.ndarray:
 
 
 def _counters(c: FaceSwapClient) -> tuple[int, int, int, int]:
-    """face_recognizer's (requests, crops, compute ns) and face_paster's compute ns so far."""
+    """face_recognizer's (requests, crops, compute ns) and face_swap's compute ns so far."""
     stats = c.statistics()
-    s, paster = stats["face_recognizer"], stats["face_paster"]["inference_stats"]
+    s, paster = stats["face_recognizer"], stats["face_swap"]["inference_stats"]
     inf = s["inference_stats"]
     return (int(inf["success"]["count"]), int(s["inference_count"]), int(inf["compute_infer"]["ns"]),
             int(paster["compute_infer"]["ns"]))
@@ -114,7 +114,7 @@ def main() -> int:
                          "stand_ins": [m.name for m in models.values() if m.stand_in]}
                     print(f"{size:5s} {name:14s} {r['faces']} face(s): {r['without_ms']:8.1f} ms -> "
                           f"{r['with_ms']:8.1f} ms  ({r['added_ms']:+.1f} ms, {r['added_pct']:+.1f}%; fastest "
-                          f"{r['added_min_ms']:+.1f} ms; face_paster "
+                          f"{r['added_min_ms']:+.1f} ms; face_swap "
                           f"{r['paster_added_ms']:+.1f} ms); recognizer "
                           f"{r['recognizer_ms']:.1f} ms in {r['recognizer_calls']:g} call(s) of "
                           f"{r['recognizer_crops']:g} crops; crops {r['crops_ms']:.2f} ms", flush=True)

@@ -170,11 +170,12 @@ def bench_server(size: str, photos: dict, source: Path, requests: dict, concurre
             n = requests[photo.name]
             with FaceSwapClient(server.grpc_url, "grpc", timeout=600) as c:
                 res = c.swap(photo.data, latent, output_format="jpeg")  # warm-up
-                sequential = []
+                sequential, alone = [], []
                 for _ in range(max(2, n // 4)):  # one request at a time: the latency a lone caller sees
                     t = time.perf_counter()
                     res = c.swap(photo.data, latent, output_format="jpeg")
                     sequential.append(time.perf_counter() - t)
+                    alone.append(res)
                 before = c.statistics()
                 t0 = time.perf_counter()
                 lat = asyncio.run(_load(server.grpc_url, photo.data, latent, n, concurrency))
@@ -186,7 +187,8 @@ def bench_server(size: str, photos: dict, source: Path, requests: dict, concurre
                 "concurrency": concurrency, "images_per_s": n / wall, "p50_ms": 1000 * statistics.median(lat),
                 "sequential_ms": 1000 * statistics.median(sequential),
                 "server_swapper_ms_per_face": _per_face_ms(before, after),
-                "where_time_goes": stages.breakdown(before, after), **{f"served_{k}": v for k, v in
+                "where_time_goes": stages.breakdown(before, after), "steps_alone_ms": stages.steps(alone),
+                **{f"served_{k}": v for k, v in
                                                                             engine.items()},
                 "stand_ins": [m.name for m in models.values() if m.stand_in]}
     return rows
@@ -384,7 +386,9 @@ def main() -> int:
                     summary["targets"].append(_target(f"{size} {name} vs insightface", r["speedup_vs_insightface"],
                                                       SPEEDUP_TARGETS[name], "x",
                                                       f"{r['images_per_s']:.2f} vs {rr['images_per_s']:.2f} images/s"))
-            print(line + f"\n{size:5s} {name:12s} {stages.describe(r['where_time_goes'])}", flush=True)
+            print(line + f"\n{size:5s} {name:12s} {stages.describe(r['where_time_goes'])}"
+                  f"\n{size:5s} {name:12s} one request alone: {stages.describe_steps(r.get('steps_alone_ms', {}))}",
+                  flush=True)
             rows.append(r)
     if swapper is not None:
         server_ms = next((r["server_swapper_ms_per_face"] for r in rows

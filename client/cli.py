@@ -78,7 +78,7 @@ def swap(
     source_face: int = typer.Option(None, show_default=False,
                                     help="Which face of SOURCE to use (detection order); default: its largest."),
     max_faces: int = typer.Option(0, help="Swap at most this many faces (largest first); 0 = the server's cap "
-                                           "(max_faces in face_aligner's config, 64 by default)."),
+                                           "(max_faces in face_swap's config, 64 by default)."),
     fmt: Format = typer.Option(Format.auto, "--format",
                                help="Output format; auto = from OUTPUT's extension (.jpg/.png/.webp), "
                                     "else the target's."),

@@ -115,6 +115,12 @@ class SwapResult:
             otherwise, and from a server that does not report it.
         face_quality: one :class:`FaceQuality` per swapped face, aligned with ``selected``;
             None when the option ``face_quality`` was false or the server does not report them.
+        watermarked: the invisible mark of the option ``watermark`` is in the output's pixels
+            (False when none was asked for, no face was swapped or the image is under 64 px).
+        stage_ms: the server's milliseconds per step of this image (``{"steps": {decode,
+            detect, align, swap, paste, quality, watermark, encode}, "networks": {detector,
+            recognizer, swapper}}``; a step's time includes the networks it calls); {} from an
+            older server.
     """
 
     image: bytes
@@ -128,6 +134,8 @@ class SwapResult:
     stand_in_models: list[str]
     no_match: bool = False
     face_quality: list[FaceQuality] | None = None
+    watermarked: bool = False
+    stage_ms: dict = field(default_factory=dict)
 
 
 def read_image(image: ImageLike) -> bytes:
@@ -144,7 +152,8 @@ def read_image(image: ImageLike) -> bytes:
 def options_json(**opts: Any) -> bytes:
     """The ``options`` tensor's JSON. Keys and values are validated by the server
     (pipeline.selection.SwapOptions): selection, face_index, max_faces, output_format, quality,
-    det_thresh, threshold, face_quality, pixel_boost; an unknown key is an InvalidInput naming the valid ones."""
+    det_thresh, threshold, face_quality, pixel_boost, watermark; an unknown key is an InvalidInput
+    naming the valid ones."""
     return json.dumps(opts).encode()
 
 
@@ -160,8 +169,12 @@ def build_inputs(mod: Any, arrays: dict[str, np.ndarray]) -> list:
     return inputs
 
 
-def embed_arrays(image: ImageLike) -> dict[str, np.ndarray]:
-    return {"image": np.frombuffer(read_image(image), dtype=np.uint8)}
+def embed_arrays(image: ImageLike, embeddings: bool = True) -> dict[str, np.ndarray]:
+    """``face_embed``'s inputs; ``embeddings`` False asks for the faces only (no ArcFace call)."""
+    arrays = {"image": np.frombuffer(read_image(image), dtype=np.uint8)}
+    if not embeddings:
+        arrays["options"] = np.array([json.dumps({"embeddings": False}).encode()], dtype=np.object_)
+    return arrays
 
 
 def _rows512(value: np.ndarray, name: str) -> np.ndarray:
@@ -222,7 +235,8 @@ def parse_swap_kps(out: dict[str, np.ndarray], kps: np.ndarray) -> SwapResult:
     faces = [Face(np.concatenate([p.min(axis=0), p.max(axis=0)]), 1.0, p) for p in k]
     return SwapResult(out["output_image"].tobytes(), res["format"], res["width"], res["height"], faces,
                       list(res["selected"]), res["faces_swapped"], res["truncated"], res.get("stand_in_models", []),
-                      face_quality=_quality(res))
+                      face_quality=_quality(res), watermarked=bool(res.get("watermarked", False)),
+                      stage_ms=res.get("stage_ms") or {})
 
 
 def _faces(out: dict[str, np.ndarray], with_embeddings: bool) -> list[Face]:
@@ -241,15 +255,19 @@ def _json(raw: np.ndarray) -> dict:
 
 
 def parse_embed(out: dict[str, np.ndarray]) -> EmbedResult:
+    """The faces of a ``face_embed`` answer; asked without embeddings (0 rows of them), each
+    ``Face`` has ``embedding``, ``latent`` and ``crop`` None."""
     info = _json(out["info"])
-    return EmbedResult(_faces(out, True), info.get("stand_in_models", []))
+    n = out["boxes"].shape[0]
+    return EmbedResult(_faces(out, n > 0 and out["embeddings"].shape[0] == n), info.get("stand_in_models", []))
 
 
 def parse_swap(out: dict[str, np.ndarray]) -> SwapResult:
     res = _json(out["result"])
     return SwapResult(out["output_image"].tobytes(), res["format"], res["width"], res["height"], _faces(out, False),
                       list(res["selected"]), res["faces_swapped"], res["truncated"], res.get("stand_in_models", []),
-                      bool(res.get("no_match", False)), _quality(res))
+                      bool(res.get("no_match", False)), _quality(res), bool(res.get("watermarked", False)),
+                      res.get("stage_ms") or {})
 
 
 def map_error(exc: Exception, url: str = "") -> FaceSwapError:

@@ -35,10 +35,8 @@ from client.core import (
 )
 from client.errors import InvalidInput, ModelFailed, NoFaceError, Overloaded, RequestTimeout
 
-#: The models a ready deployment serves (ensembles and every stage they call).
-REQUIRED_MODELS = ("face_embed", "face_swap", "face_swap_kps", "landmark_aligner", "image_decoder", "face_detector",
-                   "face_aligner", "face_analyzer",
-                   "face_recognizer", "face_swapper", "face_paster")
+#: The models a ready deployment serves (the entry points and the networks they call).
+REQUIRED_MODELS = ("face_embed", "face_swap", "face_swap_kps", "face_detector", "face_recognizer", "face_swapper")
 PROTOCOLS = ("http", "grpc")
 
 
@@ -217,10 +215,12 @@ class FaceSwapClient:
             return {"live": False, "ready": False, "models": {}, "error": str(map_error(exc, self.url))}
         return {"live": bool(live), "ready": bool(ready) and all(models.values()), "models": models}
 
-    def embed(self, image: ImageLike, *, timeout: float | None = None) -> EmbedResult:
+    def embed(self, image: ImageLike, *, embeddings: bool = True, timeout: float | None = None) -> EmbedResult:
         """Faces, normed embeddings and swap latents of an image (bytes or path).
-        ``timeout``: seconds for this call (default: the client's)."""
-        return parse_embed(self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS, timeout))
+        ``embeddings`` False: the faces' boxes, scores and key points only (no ArcFace call;
+        ``Face.embedding`` None), e.g. for tracking. ``timeout``: seconds for this call
+        (default: the client's)."""
+        return parse_embed(self._infer(EMBED_MODEL, embed_arrays(image, embeddings), EMBED_OUTPUTS, timeout))
 
     def swap(self, target: ImageLike, source_latent: np.ndarray, *, reference_embedding: np.ndarray | None = None,
              source_embedding: np.ndarray | None = None, timeout: float | None = None, **opts: Any) -> SwapResult:
@@ -367,8 +367,8 @@ class AsyncFaceSwapClient:
             if bad:
                 raise ModelFailed(f"{model} returned non-finite values in {bad} for a zero input")
 
-    async def embed(self, image: ImageLike, *, timeout: float | None = None) -> EmbedResult:
-        return parse_embed(await self._infer(EMBED_MODEL, embed_arrays(image), EMBED_OUTPUTS, timeout))
+    async def embed(self, image: ImageLike, *, embeddings: bool = True, timeout: float | None = None) -> EmbedResult:
+        return parse_embed(await self._infer(EMBED_MODEL, embed_arrays(image, embeddings), EMBED_OUTPUTS, timeout))
 
     async def swap(self, target: ImageLike, source_latent: np.ndarray, *,
                    reference_embedding: np.ndarray | None = None, source_embedding: np.ndarray | None = None,

@@ -97,13 +97,15 @@ def read_frames(path: Path, max_side: int | None = None) -> tuple[list[np.ndarra
 
 async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], *, source: bytes | None = None,
                         source_face_id: str | None = None, options: dict | None = None, secret: str | None = None,
-                        quality: int = 85, realtime: bool = True, repeat: int = 1,
+                        quality: int = 85, realtime: bool = True, repeat: int = 1, lockstep: bool = False,
                         on_frame: Callable[[dict, bytes], None] | None = None, open_timeout: float = 30.0,
                         drain_timeout: float = 15.0) -> LiveReport:
     """Stream ``frames`` (BGR uint8) to ``url`` (``ws://host:port/v1/stream``), each sent at its
     time (``times``, seconds) when ``realtime``; ``on_frame(meta, image_bytes)`` gets each
-    swapped frame. After the last frame it sends ``stop`` and waits (at most ``drain_timeout``
-    seconds) for the answers to the frames in work; returns the report.
+    swapped frame. ``lockstep``: one frame in flight (send, wait for its answer or its
+    ``frame_error``, send the next), what a caller measuring the latency of one stream does.
+    After the last frame it sends ``stop`` and waits (at most ``drain_timeout`` seconds) for the
+    answers to the frames in work; returns the report.
 
     Raises:
         StreamClosed: the gateway refused the stream or ended it with an error.
@@ -123,6 +125,7 @@ async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], 
         first["source_face_id"] = source_face_id
     rep = LiveReport()
     sent_at: dict[int, float] = {}
+    answered = asyncio.Event()  # lockstep: the frame in flight was answered
     shape = frames[0].shape[:2]
     try:
         base = url.rstrip("/").removesuffix("/v1/stream")
@@ -155,6 +158,7 @@ async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], 
             if meta["type"] == "frame_error":
                 rep.frame_errors += 1
                 rep.error_codes[meta["code"]] = rep.error_codes.get(meta["code"], 0) + 1
+                answered.set()
                 continue
             image = await ws.recv()
             rep.received += 1
@@ -168,6 +172,7 @@ async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], 
                 rep.sizes_kept &= img is not None and img.shape[:2] == shape
             if on_frame is not None:
                 on_frame(meta, image)
+            answered.set()
 
     try:
         await ws.send(json.dumps(first))
@@ -183,9 +188,14 @@ async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], 
                 if realtime:
                     await asyncio.sleep(max(0.0, t0 + span + t - time.monotonic()))
                 ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+                answered.clear()
                 sent_at[seq] = time.monotonic()
                 await ws.send(buf.tobytes())
                 seq += 1
+                if lockstep:
+                    waiter = asyncio.ensure_future(answered.wait())
+                    await asyncio.wait([waiter, receiver], return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
         rep.sent = seq
         if not receiver.done():
             await ws.send(json.dumps({"type": "stop"}))  # the server answers what was sent, then closes

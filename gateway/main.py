@@ -43,13 +43,13 @@ def is_loopback(host: str) -> bool:
 async def _advised_admission(triton: AsyncFaceSwapClient) -> tuple[int, int]:
     """(requests in work, requests waiting) that fit the Triton we talk to: the
     ``admission_in_flight`` / ``admission_waiting`` parameters that ``repository.generate`` writes
-    into face_paster's config for its profile, else face_paster's instance count for both, else
+    into face_swap's config for its profile, else face_swap's instance count for both, else
     (2, 2) when Triton cannot tell within 5 s."""
     try:
-        params = await asyncio.wait_for(triton.model_parameters("face_paster"), 5)
+        params = await asyncio.wait_for(triton.model_parameters("face_swap"), 5)
         if "admission_in_flight" in params:
             return int(params["admission_in_flight"]), int(params.get("admission_waiting", "0"))
-        n = await asyncio.wait_for(triton.instance_count("face_paster"), 5)
+        n = await asyncio.wait_for(triton.instance_count("face_swap"), 5)
         return n, n
     except (asyncio.TimeoutError, FaceSwapError, ValueError) as exc:
         log.warning("could not read the advised admission bounds from Triton (%s): 2 requests in work, 2 waiting "

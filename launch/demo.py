@@ -177,10 +177,10 @@ def main() -> int:
     rows = {name: (calls, ms) for name, calls, ms in stage_times(before, after)}
     for name, (calls, ms) in sorted(rows.items()):
         print(f"   {name:16s} {calls:3d} execution(s) {ms:9.1f} ms")
-    if "face_paster" in rows and "face_swapper" in rows:
-        own = rows["face_paster"][1] - rows["face_swapper"][0] * rows["face_swapper"][1]
-        print(f"   (face_paster's own work, paste-back of {res.faces_swapped} face(s) + encoding: {own:.1f} ms; "
-              "the rest is its BLS calls to face_swapper)")
+    steps = res.stage_ms.get("steps", {})
+    if steps:
+        print("   face_swap's steps (ms, the networks it calls through BLS included): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
     if res.stand_in_models:
         print(f"!! STAND-IN models used: {', '.join(res.stand_in_models)}. The faces in the output are NOT a real "
               "swap (the stand-ins have random weights; the stand-in swapper paints each face with colour stripes "

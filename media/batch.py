@@ -16,9 +16,11 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
+from client.core import SwapResult
 from client.errors import FaceSwapError
 from client.library import AsyncFaceSwapClient
 from media.formats import HEAD, sniff
@@ -177,16 +179,27 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ArchiveLimit
     return bytes(buf)
 
 
+class OutputMarks(Protocol):
+    """What marks a batch's outputs (``gateway.core.marking.Marker``): a watermark payload per
+    swap (``(result id, 16 hex digits)``, embedded by Triton before its one encode) and the
+    marked bytes of a swap that swapped a face (blocking; run in a thread)."""
+
+    def payload(self) -> tuple[int | None, str]: ...
+
+    def swapped_image(self, res: SwapResult, target: bytes | None, result_id: int | None, kind: str = "image",
+                      quality: int = 95) -> bytes: ...
+
+
 async def swap_batch(client: AsyncFaceSwapClient, source_latent: np.ndarray, source: Path, out_dir: Path,
                      in_flight: int = 4, progress: Callable[[int, int], None] | None = None,
                      cancelled: Callable[[], bool] | None = None, limits: ArchiveLimits = ArchiveLimits(),
-                     mark: Callable[[bytes, str, bytes], bytes] | None = None,
+                     marks: OutputMarks | None = None,
                      source_embedding: np.ndarray | None = None, **opts) -> BatchReport:
     """Swap every image of ``source`` (folder or zip) into ``out_dir``; returns the report
     (also written to ``out_dir/batch_report.json``). A bad or refused file is an item with an
-    error. Entries are read one at a time, at most ``in_flight`` held at once. ``mark(image,
-    format, target)`` (run in a thread) turns each output with a swapped face into what is
-    written (the gateway's provenance marks). ``source_embedding`` (the source's normed ArcFace
+    error. Entries are read one at a time, at most ``in_flight`` held at once. ``marks`` (the
+    gateway's provenance marks, ``OutputMarks``) gives each swap its watermark payload and turns
+    each output with a swapped face into what is written. ``source_embedding`` (the source's normed ArcFace
     embedding) gives each item's quality figures their identity transfer (else null).
 
     Raises:
@@ -204,10 +217,13 @@ async def swap_batch(client: AsyncFaceSwapClient, source_latent: np.ndarray, sou
         try:
             if isinstance(data, Exception):
                 raise FaceSwapError(f"cannot read: {data}" if not str(data).startswith("refused") else str(data))
-            res = await client.swap(data, source_latent, source_embedding=source_embedding, **opts)
+            rid, watermark = marks.payload() if marks is not None else (None, "")
+            res = await client.swap(data, source_latent, source_embedding=source_embedding, watermark=watermark,
+                                    **opts)
             path = out_dir / f"{i:04d}_{safe_stem(item.name)}.{'jpg' if res.format == 'jpeg' else res.format}"
-            marked = mark is not None and res.faces_swapped > 0  # nothing swapped: nothing to declare
-            path.write_bytes(await asyncio.to_thread(mark, res.image, res.format, data) if marked else res.image)
+            marked = marks is not None and res.faces_swapped > 0  # nothing swapped: nothing to declare
+            path.write_bytes(await asyncio.to_thread(marks.swapped_image, res, data, rid, "batch",
+                                                     int(opts.get("quality") or 95)) if marked else res.image)
             item.output, item.faces_detected, item.faces_swapped = path.name, len(res.faces), res.faces_swapped
             item.face_quality = None if res.face_quality is None else [asdict(q) for q in res.face_quality]
             report.stand_in_models = res.stand_in_models

@@ -107,8 +107,9 @@ class FaceTracker:
         self.frame = -1
         self._next_id = 0
 
-    def _associate(self, faces: list[Face]) -> list[Track]:
-        live = [t for t in self.tracks if self.frame - t.last_seen <= self.max_gap]
+    def _match(self, faces: list[Face], frame: int) -> tuple[list[Track], dict[int, Track]]:
+        """(the live tracks at ``frame``, {face index: its track}): greedy IoU association."""
+        live = [t for t in self.tracks if frame - t.last_seen <= self.max_gap]
         pairs = sorted(((iou(t.box, f.box), ti, fi) for ti, t in enumerate(live) for fi, f in enumerate(faces)),
                        reverse=True)
         used_t, used_f, matched = set(), set(), {}
@@ -118,6 +119,25 @@ class FaceTracker:
             used_t.add(ti)
             used_f.add(fi)
             matched[fi] = live[ti]
+        return live, matched
+
+    def wants_embeddings(self, faces: list[Face]) -> bool:
+        """Whether the next :meth:`update` with these faces (boxes and key points; embeddings not
+        needed to ask) will read their embeddings: only to fix or find the identity, i.e. with
+        selection "largest" or "similar" when no face is the target yet, or when the target's
+        track does not continue into this frame and a new track starts in it (new tracks are
+        compared with the identity). Otherwise the faces can come from a detection without
+        ArcFace (``embed(..., embeddings=False)``): the choice and the smoothed key points are
+        the same."""
+        if self.selection == "all" or not faces:
+            return False
+        if self.identity is None or self.target is None:
+            return True
+        _, matched = self._match(faces, self.frame + 1)
+        return self.target not in {t.id for t in matched.values()} and len(matched) < len(faces)
+
+    def _associate(self, faces: list[Face]) -> list[Track]:
+        live, matched = self._match(faces, self.frame)
         out = []
         for fi, f in enumerate(faces):
             track = matched.get(fi)

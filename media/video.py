@@ -2,9 +2,14 @@
 
 - Frames are decoded with PyAV, turned upright according to the stream's display rotation
   (so that detection sees faces upright), sent losslessly (BMP) to ``face_embed`` to find the
-  faces, tracked and smoothed (``media.tracking``), and sent to ``face_swap_kps`` with the
-  smoothed key points; frames where no face is chosen pass through untouched (no call).
-- At most ``in_flight`` requests are outstanding; results are written in frame order.
+  faces (boxes and key points; ArcFace only on the frames where the tracker must fix or find
+  the identity again: ``FaceTracker.wants_embeddings``), tracked and smoothed
+  (``media.tracking``), and sent to ``face_swap_kps`` with the smoothed key points; frames
+  where no face is chosen pass through untouched (no call).
+- At most ``in_flight`` requests are outstanding; results are written in frame order. Decoding
+  and the detection calls, tracking and the swap calls, and writing (figures, watermark,
+  libx264, in a worker thread) run as three overlapping stages, so Triton does not wait for
+  the encoder nor the encoder for Triton; at most ``in_flight`` frames wait between stages.
 - The output is H.264 (libx264, yuv420p) with every input frame's exact timestamp (variable
   frame rate is kept; the frame count is the decodable input frames'), the stored orientation
   and the display rotation of the input. Odd widths/heights are padded by one pixel (edge
@@ -266,7 +271,6 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
     total = min(_frame_total(vin), limits.max_frames)  # a header may claim 2^31 frames: corrected as we go
     width, height, rotation = _first_frame(inp.name)
     limits.check(None, None, width, height, None)
-    first_pts: list[float] = []
     report.rotation = rotation
     vout = out.add_stream("libx264", rate=vin.average_rate or Fraction(30, 1))
     vout.width, vout.height = width + width % 2, height + height % 2
@@ -290,99 +294,148 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
     report.audio_streams = len(audio_map)
     tracker = FaceTracker(opts.selection, reference, opts.smoothing)
     figures = _VideoFigures()
-    pending: list = []
     bad_packets = 0
     sem = asyncio.Semaphore(max(opts.in_flight, 1))
     t_start = time.perf_counter()
+    tb = float(vin.time_base or 0)
+    # Three stages overlap, so that Triton is never idle while this process decodes or encodes:
+    # decode + detection calls (below) -> tracking, in frame order, + swap calls (track) ->
+    # results in frame order, figures, watermark and libx264 in a worker thread (write). The
+    # queues between them hold at most in_flight frames each: memory stays bounded.
+    tracked: asyncio.Queue = asyncio.Queue(max(opts.in_flight, 1))
+    written: asyncio.Queue = asyncio.Queue(max(opts.in_flight, 1))
 
-    async def embed(data: bytes):
-        async with sem:
-            return await client.embed(data)
+    calls: set[asyncio.Future] = set()  # Triton calls not yet answered
+    sent: set[asyncio.Future] = set()  # those of them sent to Triton (at most in_flight)
 
-    async def swap_at(data: bytes, kps: np.ndarray):
-        async with sem:
-            return await client.swap_at(data, source_latent, np.stack(kps), output_format="bmp",
-                                        source_embedding=source_embedding)
+    def call(fn, *args, **kw) -> asyncio.Future:
+        async def run():
+            async with sem:
+                sent.add(fut)
+                try:
+                    return await fn(*args, **kw)
+                finally:
+                    sent.discard(fut)
 
-    async def flush(chunk: list) -> None:
-        frames_bgr = [_upright(f.to_ndarray(format="bgr24"), rotation) for f in chunk]
-        blobs = [cv2.imencode(".bmp", img)[1].tobytes() for img in frames_bgr]
-        found = await asyncio.gather(*(embed(b) for b in blobs))
-        tb = float(vin.time_base)
-        chosen = [tracker.update_tracks((f.pts or 0) * tb, r.faces) for f, r in zip(chunk, found)]
-        jobs = [swap_at(b, [k for _, k in c]) if c else None for b, c in zip(blobs, chosen)]
-        results = await asyncio.gather(*(j for j in jobs if j is not None))
-        it = iter(results)
-        for frame, img, job, faces in zip(chunk, frames_bgr, jobs, chosen):
-            before, quality = img, None
-            if job is not None:
-                res = next(it)
+        fut = asyncio.ensure_future(run())
+        calls.add(fut)
+        fut.add_done_callback(calls.discard)
+        return fut
+
+    def encode_frame(frame, img: np.ndarray, res, faces) -> list:
+        """Figures, watermark and libx264 for one frame (a worker thread); the packets to mux."""
+        before, quality = img, None
+        if res is not None:
+            img = cv2.imdecode(np.frombuffer(res.image, np.uint8), cv2.IMREAD_COLOR)
+            quality = res.face_quality
+        # one person is swapped unless selection is "all": its track may change id when the
+        # tracker re-identifies it (fast motion, a gap), so its figures are kept as track 0
+        keyed = [(tid if opts.selection == "all" else 0, k) for tid, k in faces] if res is not None else []
+        figures.frame(before, img, keyed, quality)
+        if opts.frame_hook is not None:
+            img = opts.frame_hook(img)
+        new = av.VideoFrame.from_ndarray(_pad_even(_stored(img, rotation)), format="bgr24")
+        new.pts, new.time_base = frame.pts, frame.time_base
+        return list(vout.encode(new))
+
+    async def track() -> None:
+        while (item := await tracked.get()) is not None:
+            frame, img, blob, found = item
+            faces = (await asyncio.shield(found)).faces
+            if tracker.wants_embeddings(faces):  # the identity is to be fixed or found again: ArcFace
+                faces = (await asyncio.shield(call(client.embed, blob))).faces
+            chosen = tracker.update_tracks((frame.pts or 0) * tb, faces)
+            job = None
+            if chosen:
+                job = call(client.swap_at, blob, source_latent, np.stack([k for _, k in chosen]),
+                           output_format="bmp", source_embedding=source_embedding)
+            await written.put((frame, img, job, chosen))
+        await written.put(None)
+
+    async def write() -> None:
+        while (item := await written.get()) is not None:
+            frame, img, job, chosen = item
+            res = await asyncio.shield(job) if job is not None else None
+            if res is not None:
                 report.frames_swapped += 1
                 report.stand_in_models = res.stand_in_models
-                img = cv2.imdecode(np.frombuffer(res.image, np.uint8), cv2.IMREAD_COLOR)
-                quality = res.face_quality
-            # one person is swapped unless selection is "all": its track may change id when the
-            # tracker re-identifies it (fast motion, a gap), so its figures are kept as track 0
-            keyed = [(tid if opts.selection == "all" else 0, k) for tid, k in faces] if job is not None else []
-            figures.frame(before, img, keyed, quality)
-            if opts.frame_hook is not None:
-                img = opts.frame_hook(img)
-            new = av.VideoFrame.from_ndarray(_pad_even(_stored(img, rotation)), format="bgr24")
-            new.pts, new.time_base = frame.pts, frame.time_base
-            for pkt in vout.encode(new):
+            for pkt in await asyncio.to_thread(encode_frame, frame, img, res, chosen):
                 out.mux(pkt)
             report.frames += 1
-        if progress:
-            elapsed = time.perf_counter() - t_start
-            progress(report.frames, max(total, report.frames), report.frames / elapsed if elapsed else 0.0)
+            if progress and (report.frames % max(opts.in_flight, 1) == 0):
+                elapsed = time.perf_counter() - t_start
+                progress(report.frames, max(total, report.frames), report.frames / elapsed if elapsed else 0.0)
 
-    streams = [vin, *[s for s in inp.streams.audio if s.index in audio_map]]
-    for packet in inp.demux(*streams):
-        if cancelled and cancelled():
-            raise asyncio.CancelledError
-        if packet.stream.index in audio_map:
-            if packet.dts is None:
-                continue
-            ostream, resampler = audio_map[packet.stream.index]
-            if resampler is None:
-                try:
-                    packet.decode()  # a damaged packet would make the output undecodable: drop it
-                except av.error.FFmpegError:
-                    bad_packets += 1
+    async def submit(frame) -> None:
+        img = _upright(frame.to_ndarray(format="bgr24"), rotation)
+        blob = cv2.imencode(".bmp", img)[1].tobytes()
+        # the faces only (no ArcFace): the tracker asks for embeddings when it needs them
+        await tracked.put((frame, img, blob, call(client.embed, blob, embeddings=False)))
+
+    async def read() -> None:
+        nonlocal bad_packets
+        first_pts: list[float] = []
+        count = 0
+        streams = [vin, *[s for s in inp.streams.audio if s.index in audio_map]]
+        for packet in inp.demux(*streams):
+            if cancelled and cancelled():
+                raise asyncio.CancelledError
+            if packet.stream.index in audio_map:
+                if packet.dts is None:
                     continue
-                packet.stream = ostream
-                out.mux(packet)
-            else:
-                try:
-                    for af in packet.decode():
-                        for rf in resampler.resample(af):
-                            for p in ostream.encode(rf):
-                                out.mux(p)
-                except av.error.FFmpegError:
-                    bad_packets += 1
-            continue
+                ostream, resampler = audio_map[packet.stream.index]
+                if resampler is None:
+                    try:
+                        packet.decode()  # a damaged packet would make the output undecodable: drop it
+                    except av.error.FFmpegError:
+                        bad_packets += 1
+                        continue
+                    packet.stream = ostream
+                    out.mux(packet)
+                else:
+                    try:
+                        for af in packet.decode():
+                            for rf in resampler.resample(af):
+                                for p in ostream.encode(rf):
+                                    out.mux(p)
+                    except av.error.FFmpegError:
+                        bad_packets += 1
+                continue
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                bad_packets += 1
+                continue
+            for frame in frames:
+                t = (frame.pts or 0) * tb
+                first_pts[:1] = first_pts[:1] or [t]
+                count += 1
+                limits.check(t - first_pts[0], count, frame.width, frame.height, None)
+                await submit(frame)
         try:
-            frames = packet.decode()
+            for frame in vin.codec_context.decode(None):  # demux's final empty packet usually flushed already
+                await submit(frame)
+        except av.error.EOFError:
+            pass
         except av.error.FFmpegError:
             bad_packets += 1
-            continue
-        for frame in frames:
-            t = (frame.pts or 0) * float(vin.time_base or 0)
-            first_pts[:1] = first_pts[:1] or [t]
-            limits.check(t - first_pts[0], report.frames + len(pending) + 1, frame.width, frame.height, None)
-            pending.append(frame)
-            if len(pending) >= opts.in_flight:
-                await flush(pending)
-                pending = []
+        await tracked.put(None)
+
+    stages = [asyncio.ensure_future(c) for c in (read(), track(), write())]
     try:
-        for frame in vin.codec_context.decode(None):  # demux's final empty packet usually flushed already
-            pending.append(frame)
-    except av.error.EOFError:
-        pass
-    except av.error.FFmpegError:
-        bad_packets += 1
-    if pending:
-        await flush(pending)
+        await asyncio.gather(*stages)
+    finally:
+        for st in stages:
+            st.cancel()
+        await asyncio.gather(*stages, return_exceptions=True)
+        # a stage failed or the job was cancelled: calls not yet sent are dropped, and those sent
+        # (at most in_flight) are answered before this returns, so none of them still holds a
+        # place in Triton's queues when the next job starts (a cancelled gRPC call may wait there
+        # until its turn)
+        waiting = [c for c in calls if c not in sent]
+        for c in waiting:
+            c.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
     if progress:  # the real total, whatever the header claimed
         elapsed = time.perf_counter() - t_start
         progress(report.frames, report.frames, report.frames / elapsed if elapsed else 0.0)

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pipeline.contracts import DetectorCall, PasterParams, RecognizerCall
+from pipeline.contracts import DetectorCall, RecognizerCall, SwapperCall
 from pipeline.engines import non_finite
+from pipeline.frames import DetectSettings
 
 
 def get(request, name: str, default: np.ndarray | None = None) -> np.ndarray:
@@ -105,19 +106,23 @@ def require_finite(model: str, arrays: list[np.ndarray], names: list[str]) -> No
         raise StageError(f"model_output_invalid: {model} returned NaN or infinite values in {bad}")
 
 
-def bls_detector(p: DetectorCall) -> Callable[[np.ndarray], list[np.ndarray]] | None:
-    """The detector as f(blob) -> its 9 heads in graph order, through BLS; None when
-    ``close_up_retry`` is off.
+def bls_detector(p: DetectorCall) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """The detector as f(float32 [1, 3, H, W] blob) -> its 9 heads in graph order, through BLS.
 
     Raises:
         ValueError: ``detector_outputs`` does not name 9 heads.
     """
-    if not p.close_up_retry:
-        return None
     if len(p.detector_outputs) != 9:
         raise ValueError(f"detector_outputs names {len(p.detector_outputs)} tensors, SCRFD has 9 heads")
     outputs = list(p.detector_outputs)
     return lambda blob: _bls(p.detector_model, [p.detector_input], [blob], outputs)
+
+
+def detect_settings(p: DetectorCall, max_faces: int = 0) -> DetectSettings:
+    """The stage's detection parameters as ``pipeline.frames.DetectSettings``."""
+    kw = {"max_faces": max_faces} if max_faces else {}
+    return DetectSettings(det_size=p.det_size, det_thresh=p.det_thresh, nms_thresh=p.nms_thresh,
+                          close_up_retry=p.close_up_retry, max_pixels=p.max_pixels, **kw)
 
 
 def bls_recognizer(p: RecognizerCall) -> Callable[[np.ndarray], np.ndarray]:
@@ -125,7 +130,7 @@ def bls_recognizer(p: RecognizerCall) -> Callable[[np.ndarray], np.ndarray]:
     return bls_fn(p.recognizer_model, [p.recognizer_input], p.recognizer_output)
 
 
-def bls_swapper(p: PasterParams) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def bls_swapper(p: SwapperCall) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """inswapper as f(float32 [N, 3, 128, 128] crops, float32 [N, 512] latents) -> float32
     [N, 3, 128, 128], through BLS."""
     return bls_fn(p.swapper_model, [p.swapper_target, p.swapper_source], p.swapper_output)

@@ -2,13 +2,13 @@
 
 Each Python stage and each network has one description here:
 
-- its **parameters** as a frozen dataclass (``DecoderParams``, ``AlignerParams``, ...): field
+- its **parameters** as a frozen dataclass (``FrameSwapperParams``, ``AnalyzerParams``, ...): field
   name = the ``parameters`` key of its ``config.pbtxt``, field type = how the string is read,
   field default = the only place that default is written. ``repository.generate`` writes the
   config from an instance (``to_config``); the stage's ``model.py`` reads it back with
   ``from_config`` in ``initialize``. Names read from the ONNX graphs (``detector_input``,
   ``recognizer_output``, ...) have no default: the generator must say them;
-- its **tensors** (``python_stages``, ``ensembles``), wired to the networks' tensor names,
+- its **tensors** (``python_stages``), wired to the networks' tensor names,
   which ``repository.generate`` reads from the ONNX graphs (``NetTensors``).
 
 Plain Python (no Triton, no ONNX import): the generator, the models and the tests share it.
@@ -20,11 +20,11 @@ import dataclasses
 import json
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from pipeline.codec import MAX_PIXELS
-from pipeline.detection import DET_SIZE, DET_THRESH, HEAD_NAMES, MAX_FACES, NMS_THRESH
+from pipeline.detection import DET_SIZE, DET_THRESH, MAX_FACES, NMS_THRESH
 from pipeline.embedding import EMBED_DIM
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -87,23 +87,17 @@ class FrameParams(Params):
 
 
 @params
-class DecoderParams(FrameParams):
-    """``image_decoder``: encoded bytes -> SCRFD's letterboxed blob."""
+class DetectorCall(Params):
+    """How a stage runs SCRFD through BLS and decodes its heads (letterbox, tiles, close-ups)."""
 
     #: Side of SCRFD's square input, pixels (insightface ``FaceAnalysis.prepare(det_size=(640, 640))``).
-    det_size: int = DET_SIZE
-
-
-@params
-class DetectorCall(Params):
-    """How a stage decodes the detector's heads, and calls it again (BLS) on tiles for close-ups."""
-
     det_size: int = DET_SIZE
     #: Face score threshold, 0..1 (insightface ``FaceAnalysis`` default).
     det_thresh: float = DET_THRESH
     #: NMS IoU threshold, 0..1 (insightface SCRFD default).
     nms_thresh: float = NMS_THRESH
-    #: Detect again on overlapping tiles when faces are small against the frame.
+    #: Detect again on overlapping tiles when faces are small against the frame, and on a
+    #: padded frame when a face fills it (``pipeline.stages.detect_stage``).
     close_up_retry: bool = True
     detector_model: str = "face_detector"
     #: The detector's input and its 9 outputs in graph order (read from the ONNX graph).
@@ -124,26 +118,8 @@ class RecognizerCall(Params):
 
 
 @params
-class AlignerParams(DetectorCall, RecognizerCall, FrameParams):
-    """``face_aligner``: detections -> the selected faces' 128 x 128 crops for inswapper."""
-
-    #: At most this many faces are swapped in one image (the rest are left alone: ``truncated``).
-    max_faces: int = MAX_FACES
-
-
-@params
-class AnalyzerParams(DetectorCall, RecognizerCall, FrameParams):
-    """``face_analyzer``: detections -> ArcFace embeddings and inswapper latents."""
-
-    #: inswapper's emap (512 x 512 float32), written beside the repository by the generator.
-    emap_file: str = "emap.npy"
-    #: Manifest names of the networks that are stand-ins (logged; never hidden).
-    stand_in_models: tuple[str, ...] = ()
-
-
-@params
-class PasterParams(RecognizerCall, FrameParams):
-    """``face_paster``: inswapper (BLS) on the crops, paste-back, quality figures, encode."""
+class SwapperCall(Params):
+    """How a stage calls inswapper through BLS."""
 
     swapper_model: str = "face_swapper"
     #: inswapper's inputs (target crop, source latent) and output (read from the ONNX graph).
@@ -151,6 +127,17 @@ class PasterParams(RecognizerCall, FrameParams):
     swapper_source: str
     swapper_output: str
     swapper_max_batch: int = 0
+
+
+@params
+class FrameSwapperParams(DetectorCall, RecognizerCall, SwapperCall, FrameParams):
+    """``face_swap`` and ``face_swap_kps``: one encoded image in, one out (``pipeline.frames``):
+    decode once, SCRFD, selection, alignment, inswapper, paste-back, quality figures, the
+    invisible watermark, one encode; the networks through BLS."""
+
+    #: At most this many faces are swapped in one image (the rest are left alone: ``truncated``).
+    max_faces: int = MAX_FACES
+    #: Manifest names of the networks that are stand-ins (logged; never hidden).
     stand_in_models: tuple[str, ...] = ()
     #: What a gateway in front should admit: requests in work and waiting (read by the gateway at start).
     admission_in_flight: int = 1
@@ -158,8 +145,13 @@ class PasterParams(RecognizerCall, FrameParams):
 
 
 @params
-class LandmarkAlignerParams(FrameParams):
-    """``landmark_aligner``: the caller's key points -> crops (video frames, tracked faces)."""
+class AnalyzerParams(DetectorCall, RecognizerCall, FrameParams):
+    """``face_embed``: one encoded image -> its faces, ArcFace embeddings and inswapper latents."""
+
+    #: inswapper's emap (512 x 512 float32), written beside the repository by the generator.
+    emap_file: str = "emap.npy"
+    #: Manifest names of the networks that are stand-ins (logged; never hidden).
+    stand_in_models: tuple[str, ...] = ()
 
 
 @params
@@ -195,7 +187,7 @@ class OnnxNetworkParams(NetworkIdentity):
 @dataclass(frozen=True)
 class T:
     """A tensor in a model config: name, Triton data type (``TYPE_FP32``...), dims (without the
-    batch dim; -1: any), optional (an ensemble or stage input the caller may leave out)."""
+    batch dim; -1: any), optional (an input the caller may leave out)."""
 
     name: str
     dtype: str
@@ -231,102 +223,50 @@ _VECTORS = [-1, EMBED_DIM]
 #: optional: the source identity for the quality figures (pipeline.quality); absent, the
 #: identity transfer figure is null
 _SOURCE_EMBEDDINGS = T("source_embeddings", "TYPE_FP32", _VECTORS, optional=True)
-_CROPS = [T("selected", "TYPE_INT32", [-1]), T("latent_index", "TYPE_INT32", [-1]),
-          T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]), T("affines", "TYPE_FP32", [-1, 2, 3]),
-          T("align_info", "TYPE_STRING", [1])]
-
-
 def python_stages(nets: Mapping[str, NetTensors], stand_ins: Sequence[str],
                   admission: tuple[int, int] = (1, 1)) -> dict[str, Stage]:
-    """The Python stages, wired to the networks' tensor names (``nets``: detector, recognizer,
-    swapper); ``admission``: the profile's (in flight, waiting) for the gateway."""
+    """The public entry points, each one Python-backend model, wired to the networks' tensor
+    names (``nets``: detector, recognizer, swapper); ``admission``: the profile's (in flight,
+    waiting) for the gateway. Their names and tensors are the API clients use (and
+    ``perf_analyzer`` targets):
+
+    - ``face_swap``: an encoded image and source latents -> the encoded swapped image, every
+      face found, those swapped, a ``result`` JSON (``pipeline.frames.swap_frame``);
+    - ``face_swap_kps``: the same code with the caller's key points instead of detection
+      (video and live: tracked and smoothed);
+    - ``face_embed``: an encoded image -> its faces, embeddings and latents
+      (``pipeline.frames.analyze_frame``).
+
+    Each decodes a request's image once and keeps the frame to itself: only encoded bytes and
+    small tensors cross Triton's boundaries (the Python backend's shared-memory pools grow to
+    the largest tensors in flight and never shrink), and the networks are called through BLS
+    with the blobs and crops they need. They are not ensembles: Triton cancels an ensemble only
+    between its steps, and a one-step ensemble would add a hop and could not stop a request
+    whose caller has gone; a Python model sees the cancellation (``request.is_cancelled()``)
+    and Triton drops a cancelled request still in its queue."""
     det, rec, swp = nets["detector"], nets["recognizer"], nets["swapper"]
-    heads = [T(h, o.dtype, o.dims) for h, o in zip(HEAD_NAMES, det.outputs)]
     recognizer = {"recognizer_input": rec.inputs[0].name, "recognizer_output": rec.outputs[0].name,
                   "recognizer_max_batch": rec.max_batch_size}
     detector = {"detector_input": det.inputs[0].name, "detector_outputs": tuple(o.name for o in det.outputs)}
+    swapper = {"swapper_target": swp.inputs[0].name, "swapper_source": swp.inputs[1].name,
+               "swapper_output": swp.outputs[0].name, "swapper_max_batch": swp.max_batch_size}
     stand = tuple(stand_ins)
-    # Stages that need the full-resolution frame decode the encoded bytes themselves: only
-    # bytes and small tensors cross stage boundaries (the Python backend's shared-memory
-    # pools grow to the largest tensors in flight and never shrink).
+    swap_params = FrameSwapperParams(**detector, **recognizer, **swapper, stand_in_models=stand,
+                                     admission_in_flight=admission[0], admission_waiting=admission[1])
+    latents = T("source_latents", "TYPE_FP32", _VECTORS)
+    swapped = [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])]
     return {
-        "image_decoder": Stage(
-            [_IMAGE], [T("det_blob", "TYPE_FP32", [1, 3, -1, -1]), T("det_scale", "TYPE_FP32", [1])],
-            DecoderParams(), instances=2),
-        "face_aligner": Stage(
-            [*heads, T("det_scale", "TYPE_FP32", [1]), _IMAGE, _OPTIONS,
-             T("reference_embeddings", "TYPE_FP32", _VECTORS, optional=True)],
-            [*_FACES, *_CROPS], AlignerParams(**detector, **recognizer), instances=2),
-        "face_paster": Stage(
-            [T("original", "TYPE_UINT8", [-1]), T("latent_index", "TYPE_INT32", [-1]),
-             T("aligned_crops", "TYPE_UINT8", [-1, 128, 128, 3]), T("affines", "TYPE_FP32", [-1, 2, 3]),
-             T("selected", "TYPE_INT32", [-1]), T("source_latents", "TYPE_FP32", _VECTORS), _OPTIONS,
-             T("align_info", "TYPE_STRING", [1]),
-             # quality figures (pipeline.quality): the key points of every face (indexed by
-             # ``selected``) and, optionally, one source embedding per source latent
-             T("kps", "TYPE_FP32", [-1, 5, 2]), _SOURCE_EMBEDDINGS],
-            [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])],
-            PasterParams(swapper_target=swp.inputs[0].name, swapper_source=swp.inputs[1].name,
-                         swapper_output=swp.outputs[0].name, swapper_max_batch=swp.max_batch_size,
-                         stand_in_models=stand, admission_in_flight=admission[0], admission_waiting=admission[1],
-                         **recognizer),
-            instances=2),
-        "landmark_aligner": Stage(
-            [_IMAGE, T("face_kps", "TYPE_FP32", [-1, 5, 2])], list(_CROPS), LandmarkAlignerParams(), instances=2),
-        "face_analyzer": Stage(
-            [*heads, T("det_scale", "TYPE_FP32", [1]), _IMAGE],
+        "face_swap": Stage(
+            [_IMAGE, latents, T("reference_embeddings", "TYPE_FP32", _VECTORS), _OPTIONS, _SOURCE_EMBEDDINGS],
+            [swapped[0], *_FACES, T("selected", "TYPE_INT32", [-1]), swapped[1]], swap_params, instances=2),
+        "face_swap_kps": Stage(
+            # the caller's key points (video, live: tracked and smoothed): no detection
+            [_IMAGE, latents, T("face_kps", "TYPE_FP32", [-1, 5, 2]), _OPTIONS, _SOURCE_EMBEDDINGS],
+            swapped, swap_params, instances=2),
+        "face_embed": Stage(
+            # options: {"embeddings": false} finds the faces only (no ArcFace call; tracking)
+            [_IMAGE, T("options", "TYPE_STRING", [1], optional=True)],
             [*_FACES, T("embeddings", "TYPE_FP32", _VECTORS), T("latents", "TYPE_FP32", _VECTORS),
              T("aligned_faces", "TYPE_UINT8", [-1, 112, 112, 3]), T("info", "TYPE_STRING", [1])],
             AnalyzerParams(**detector, **recognizer, stand_in_models=stand), instances=1),
-    }
-
-
-@dataclass
-class Ensemble:
-    """An ensemble: its public tensors and its steps ``(model, input_map, output_map)``."""
-
-    inputs: list[T]
-    outputs: list[T]
-    steps: list[tuple[str, dict[str, str], dict[str, str]]] = field(default_factory=list)
-
-
-def ensembles(nets: Mapping[str, NetTensors]) -> dict[str, Ensemble]:
-    """face_embed, face_swap and face_swap_kps (key points given by the caller, for video)."""
-    det = nets["detector"]
-    head_map = {o.name: f"head_{h}" for o, h in zip(det.outputs, HEAD_NAMES)}
-    head_in = {h: f"head_{h}" for h in HEAD_NAMES}
-    decode = ("image_decoder", {"image": "image"}, {"det_blob": "det_blob", "det_scale": "det_scale"})
-    detect = (NET_MODEL["detector"], {det.inputs[0].name: "det_blob"}, head_map)
-    paste_in = {"original": "image", "latent_index": "latent_index", "aligned_crops": "aligned_crops",
-                "affines": "affines", "selected": "selected", "source_latents": "source_latents", "options": "options",
-                "align_info": "align_info", "source_embeddings": "source_embeddings"}
-    crops_map = {t.name: t.name for t in _CROPS}
-    faces_map = {t.name: t.name for t in _FACES}
-
-    def paste(kps: str) -> tuple:
-        """The face_paster step, given the ensemble tensor holding the faces' key points."""
-        return ("face_paster", {**paste_in, "kps": kps}, {"output_image": "output_image", "result": "result"})
-
-    latents = T("source_latents", "TYPE_FP32", _VECTORS)
-    return {
-        "face_embed": Ensemble(
-            [_IMAGE],
-            [*_FACES, T("embeddings", "TYPE_FP32", _VECTORS), T("latents", "TYPE_FP32", _VECTORS),
-             T("aligned_faces", "TYPE_UINT8", [-1, 112, 112, 3]), T("info", "TYPE_STRING", [1])],
-            [decode, detect,
-             ("face_analyzer", {**head_in, "det_scale": "det_scale", "image": "image"},
-              {**faces_map, "embeddings": "embeddings", "latents": "latents", "aligned_faces": "aligned_faces",
-               "info": "info"})]),
-        "face_swap": Ensemble(
-            [_IMAGE, latents, T("reference_embeddings", "TYPE_FP32", _VECTORS), _OPTIONS, _SOURCE_EMBEDDINGS],
-            [T("output_image", "TYPE_UINT8", [-1]), *_FACES, T("selected", "TYPE_INT32", [-1]),
-             T("result", "TYPE_STRING", [1])],
-            [decode, detect,
-             ("face_aligner", {**head_in, "det_scale": "det_scale", "image": "image", "options": "options",
-                               "reference_embeddings": "reference_embeddings"}, {**faces_map, **crops_map}),
-             paste("kps")]),
-        "face_swap_kps": Ensemble(
-            [_IMAGE, latents, T("face_kps", "TYPE_FP32", [-1, 5, 2]), _OPTIONS, _SOURCE_EMBEDDINGS],
-            [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])],
-            [("landmark_aligner", {"image": "image", "face_kps": "face_kps"}, crops_map), paste("face_kps")]),
     }

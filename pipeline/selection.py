@@ -19,6 +19,13 @@ MATCH_THRESHOLD = 0.3
 PAIR_THRESHOLD = MATCH_THRESHOLD  # the earlier name
 
 
+def _is_hex(value: str, digits: int) -> bool:
+    try:
+        return len(value) == digits and len(bytes.fromhex(value)) == digits // 2
+    except ValueError:
+        return False
+
+
 class OptionsError(ValueError):
     """Invalid swap options; the message names the option and the valid values."""
 
@@ -50,6 +57,10 @@ class SwapOptions:
         pixel_boost: 128 (default: inswapper's 128x128 crop), 256, 384 or 512: each face is
             aligned at that size and swapped as (pixel_boost / 128)^2 sub-pixel-shifted 128x128
             crops, interleaved back (``pipeline.pixel_boost``); more detail, (n^2)x the swapper work.
+        watermark: "" (none) or the invisible mark's payload as 16 hex digits (service id and
+            result id, 32 bits each, big-endian: ``pipeline.watermark.Payload.to_bytes``),
+            embedded in the swapped frame's pixels before its one encode (``pipeline.frames``).
+            The gateway sets it; a frame with no face swapped is not marked.
     """
 
     selection: str = "all"
@@ -61,6 +72,7 @@ class SwapOptions:
     threshold: float = MATCH_THRESHOLD
     face_quality: bool = True
     pixel_boost: int = 128
+    watermark: str = ""
 
     @classmethod
     def from_json(cls, raw: bytes | str | None) -> "SwapOptions":
@@ -106,6 +118,8 @@ class SwapOptions:
             raise OptionsError(f"threshold {self.threshold} is outside [-1, 1]")
         if self.pixel_boost not in PIXEL_BOOSTS:
             raise OptionsError(f"pixel_boost {self.pixel_boost!r} is not one of {', '.join(map(str, PIXEL_BOOSTS))}")
+        if not isinstance(self.watermark, str) or (self.watermark and not _is_hex(self.watermark, 16)):
+            raise OptionsError(f"watermark {self.watermark!r} must be empty or 16 hex digits")
         if not isinstance(self.face_quality, bool):
             raise OptionsError(f"face_quality {self.face_quality!r} must be true or false")
 

@@ -19,9 +19,8 @@ import cv2
 import numpy as np
 
 from pipeline.align import crops_to_blob, norm_crop
-from pipeline.codec import MAX_PIXELS, decode_image, encode_image
+from pipeline.codec import encode_image
 from pipeline.detection import (
-    DET_SIZE,
     NMS_THRESH,
     Detections,
     decode_scrfd,
@@ -47,26 +46,6 @@ def chunked(fn: Callable[..., np.ndarray], limit: int, *arrays: np.ndarray) -> n
     step = max(int(limit), 1)
     outs = [fn(*(a[i:i + step] for a in arrays)) for i in range(0, n, step)]
     return np.concatenate(outs, axis=0) if outs else np.zeros((0,), np.float32)
-
-
-@dataclass
-class Decoded:
-    """Output of the decode stage: the frame and the detector's letterboxed input."""
-
-    image: np.ndarray  # uint8 [H, W, 3] BGR, EXIF orientation applied
-    det_blob: np.ndarray  # float32 [1, 3, det_h, det_w]
-    det_scale: float
-    info: dict  # {"format": "jpeg"|"png"|..., "grey": bool}
-    alpha: np.ndarray  # uint8 [H, W], or [0, 0] when the input has no alpha
-
-
-def decode_stage(data: bytes | np.ndarray, det_size: int = DET_SIZE, max_pixels: int = MAX_PIXELS,
-                 alpha: bool = True) -> Decoded:
-    """Decode image bytes and build the SCRFD input (raises ``codec.ImageError``)."""
-    d = decode_image(data, max_pixels, alpha)
-    det_img, det_scale = letterbox(d.bgr, (det_size, det_size))
-    alpha = d.alpha if d.alpha is not None else np.zeros((0, 0), np.uint8)
-    return Decoded(d.bgr, detector_blob(det_img), det_scale, {"format": d.fmt, "grey": d.grey}, alpha)
 
 
 DetectFn = Callable[[np.ndarray], list[np.ndarray]]
@@ -225,40 +204,6 @@ def output_format(opts: SwapOptions, input_fmt: str) -> str:
     return input_fmt if input_fmt in ("jpeg", "png", "webp") else "png"
 
 
-def frame(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS, alpha: bool = False):
-    """The full-resolution frame of encoded image bytes (``codec.DecodedImage``: BGR uint8
-    [H, W, 3], format, alpha, grey). Each stage that needs the pixels decodes the bytes itself:
-    only encoded bytes and small tensors travel between Triton's stages, so the Python
-    backend's shared-memory pools (which never shrink) stay small however large the images.
-
-    Raises:
-        codec.ImageError: as ``codec.decode_image``.
-    """
-    return decode_image(data, max_pixels, alpha)
-
-
-def paste_stage(image: np.ndarray, original: bytes, info: dict, aligned_crops: np.ndarray, affines: np.ndarray,
-                latents: np.ndarray, opts: SwapOptions, swap_fn: SwapFn, batch: int,
-                alpha: np.ndarray | None = None) -> tuple[bytes, str, int]:
-    """Swap the aligned crops, paste them back and encode (``pasted_frame`` then ``encode_stage``).
-
-    With no face to swap and an output format equal to the input's, the original bytes come
-    back untouched (pixel-identical, metadata kept). A grey input gives a grey output (the
-    swapped faces are converted), and an input alpha channel is kept in png/webp output.
-
-    Args:
-        info: the decode stage's {"format": ..., "grey": ...}.
-        latents: float32 [M, 512], one source latent per crop.
-        alpha: uint8 [H, W] input alpha, or None / an empty array.
-
-    Returns:
-        (encoded image, its format, faces swapped).
-    """
-    pasted = pasted_frame(image, info, aligned_crops, affines, latents, swap_fn, batch, opts.pixel_boost)
-    data, fmt = encode_stage(image, original, info, pasted, opts, alpha)
-    return data, fmt, aligned_crops.shape[0]
-
-
 def swapped_faces(image: np.ndarray, aligned_crops: np.ndarray, affines: np.ndarray, latents: np.ndarray,
                   swap_fn: SwapFn, batch: int, pixel_boost: int = SWAP_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """The swapped faces and the matrices to paste them with.
@@ -286,26 +231,40 @@ def swapped_faces(image: np.ndarray, aligned_crops: np.ndarray, affines: np.ndar
     return implode(subs, n), mats
 
 
+def paste_faces(image: np.ndarray, fakes: np.ndarray, mats: np.ndarray, grey: bool = False,
+                in_place: bool = False) -> np.ndarray:
+    """The frame with every swapped face pasted back (``paste.paste_back``), made grey again when
+    the input was; ``in_place`` pastes into ``image`` itself (no copy of the frame).
+
+    Args:
+        image: uint8 [H, W, 3] BGR frame.
+        fakes: uint8 [M, S, S, 3] BGR swapped faces; mats: float [M, 2, 3] frame -> face matrices.
+    """
+    out = image if in_place else image.copy()
+    for fake, m in zip(fakes, mats):
+        paste_back(out, fake, m)
+    if grey:
+        out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    return out
+
+
 def pasted_frame(image: np.ndarray, info: dict, aligned_crops: np.ndarray, affines: np.ndarray,
                  latents: np.ndarray, swap_fn: SwapFn, batch: int, pixel_boost: int = SWAP_SIZE
                  ) -> np.ndarray | None:
     """A copy of ``image`` with the swapped faces (``swapped_faces``, same arguments) pasted back
-    (grey when the input was grey), or None when there is no crop (the swapper is not called)."""
+    (grey when ``info["grey"]``), or None when there is no crop (the swapper is not called)."""
     if aligned_crops.shape[0] == 0:
         return None
     fakes, mats = swapped_faces(image, aligned_crops, affines, latents, swap_fn, batch, pixel_boost)
-    frame = image.copy()
-    for fake, m in zip(fakes, mats):
-        paste_back(frame, fake, m)
-    if info.get("grey"):
-        frame = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-    return frame
+    return paste_faces(image, fakes, mats, bool(info.get("grey")))
 
 
-def encode_stage(image: np.ndarray, original: bytes, info: dict, pasted: np.ndarray | None, opts: SwapOptions,
+def encode_stage(image: np.ndarray, original: bytes | np.ndarray, info: dict, pasted: np.ndarray | None,
+                 opts: SwapOptions,
                  alpha: np.ndarray | None = None) -> tuple[bytes, str]:
-    """(encoded output, its format): ``pasted``, or with no face swapped (None) the input itself,
-    its original bytes when the output format is the input's (see ``paste_stage``)."""
+    """(encoded output, its format): ``pasted``, or with no face swapped (None) the input itself:
+    its own bytes (``original``: bytes or a uint8 array; pixel-identical, metadata kept) when the
+    output format is the input's. ``alpha`` (uint8 [H, W]) is kept in png/webp output."""
     input_fmt = info.get("format", "")
     fmt = output_format(opts, input_fmt)
     keep_alpha = alpha if alpha is not None and alpha.size else None

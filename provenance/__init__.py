@@ -4,7 +4,9 @@ Three independent marks, each readable without the others:
 
 - a signed C2PA manifest (``c2pa_manifest``; SDK ``c2pa-python``);
 - IPTC ``DigitalSourceType`` = compositeSynthetic in the file's XMP (``xmp``);
-- an invisible watermark in the pixels carrying (service id, result id) (``watermark``).
+- an invisible watermark in the pixels carrying (service id, result id) (``pipeline.watermark``:
+  pixels only, so the Triton stage that marks a frame before its one encode loads it without
+  the C2PA SDK).
 
 For the gateway and jobs::
 
@@ -18,10 +20,11 @@ For the gateway and jobs::
 ``models`` is ``[{"name": str, "sha256": 64 hex, "stand_in": bool}, ...]``.
 """
 
+from pipeline.watermark import Detection, Payload, detect
+
 from .c2pa_manifest import DEFAULT_SERVICE_ID, MODELS_ASSERTION, ProvenanceSigner, check_models
-from .mark import mark_image, mark_video_file, normalise_format, watermark_frame
+from .mark import mark_encoded, mark_image, mark_video_file, normalise_format, watermark_frame
 from .verify import verify
-from .watermark import Detection, Payload, detect
 from .xmp import COMPOSITE_SYNTHETIC
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "ProvenanceSigner",
     "check_models",
     "detect",
+    "mark_encoded",
     "mark_image",
     "mark_video_file",
     "normalise_format",

@@ -38,9 +38,9 @@ from cryptography.x509.oid import NameOID
 
 from media import formats
 from pipeline.precision import file_sha256
+from pipeline.watermark import Payload
 
 from .devcert import ensure_development_credentials
-from .watermark import Payload
 from .xmp import COMPOSITE_SYNTHETIC
 
 log = logging.getLogger("provenance")

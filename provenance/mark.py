@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import watermark
 from pipeline.codec import decode_image, encode_image
+from pipeline.watermark import Payload
 
-from . import c2pa_manifest, watermark, xmp
+from . import c2pa_manifest, xmp
 from .c2pa_manifest import GENERATOR, ProvenanceSigner, generator_version
-from .watermark import Payload
 
 log = logging.getLogger("provenance")
 
@@ -99,7 +100,30 @@ def mark_image(data: bytes, fmt: str, target: bytes | None, models: list[dict], 
     else:
         log.info("image %dx%d too small to carry a watermark: XMP and C2PA only", pixels.shape[1], pixels.shape[0])
     encoded = encode_image(pixels, fmt, quality=quality, alpha=img.alpha)
-    encoded = xmp.add_xmp(encoded, fmt, output_xmp_packet())
+    return mark_encoded(encoded, fmt, target, models, result_id, signer)
+
+
+def mark_encoded(data: bytes, fmt: str, target: bytes | None, models: list[dict], result_id: int,
+                 signer: ProvenanceSigner) -> bytes:
+    """XMP and the signed C2PA manifest on an encoded image whose pixels already carry the
+    watermark of ``result_id`` (the ``frame_swapper`` stage marks them before its one encode:
+    ``pipeline.frames``); nothing is decoded or encoded again.
+
+    Args:
+        data: the encoded image, "jpeg", "png" or "webp" (``fmt``, or its MIME type).
+        target, models, result_id, signer: as ``mark_image``.
+
+    Returns:
+        The file's bytes with XMP ``DigitalSourceType`` and the embedded signed manifest.
+
+    Raises:
+        ValueError: unknown format, bad ``result_id`` or models.
+        c2pa.C2paError: the SDK could not sign.
+    """
+    fmt = normalise_format(fmt)
+    if fmt == "mp4":
+        raise ValueError("mark_encoded takes images; for MP4 use mark_video_file")
+    encoded = xmp.add_xmp(data, fmt, output_xmp_packet())
     return c2pa_manifest.sign_bytes(encoded, fmt, target=target, models=models, result_id=result_id,
                                     signer=signer)
 

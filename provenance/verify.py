@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 
 from media import formats
+from pipeline import watermark
 from pipeline.codec import MAX_PIXELS, ImageError, header_size
 
-from . import watermark
 from .c2pa_manifest import MODELS_ASSERTION, sdk_context
 from .xmp import SYNTHETIC_TYPES, read_digital_source_type
 

@@ -4,7 +4,8 @@
   (the ``tritonserver`` in the nvidia-pytriton wheel has only the Python backend).
 - ``gpu`` : the networks on Triton's ``onnxruntime`` backend (TensorRT execution provider)
   with dynamic batching and GPU instance groups; ``gpu-trt``: ``tensorrt_plan`` engines built
-  by ``repository/build_engines.sh``. The Python stages and the ensembles are the same in all.
+  by ``repository/build_engines.sh``. The Python entry points (``face_swap``, ``face_swap_kps``,
+  ``face_embed``, which call the networks through BLS) are the same in all.
 
 The tensor names of the networks come from the resolved ONNX graphs (the real SCRFD
 exports name their outputs with numbers that differ between det_10g and det_2.5g).
@@ -30,12 +31,10 @@ from tritonclient.grpc import model_config_pb2 as mc
 from pipeline import precision as prec
 from pipeline.contracts import (
     NET_MODEL,
-    Ensemble,
     NetworkIdentity,
     OnnxNetworkParams,
     Stage,
     T,
-    ensembles,
     python_stages,
 )
 from pipeline.engines import ENGINES
@@ -63,21 +62,21 @@ class Net:
 
 #: Batch limit given to networks whose graph has a symbolic batch dimension.
 NET_MAX_BATCH = {"detector": 0, "recognizer": 32, "swapper": 8}
-#: Queue policy of every non-ensemble model (Triton ``ModelQueuePolicy``): at most this many
+#: Queue policy of every model (Triton ``ModelQueuePolicy``): at most this many
 #: requests wait per model, then Triton answers UNAVAILABLE at once; a request that waited
 #: longer than its timeout (the caller's, sent with the request, else the default below) is
-#: rejected, not computed. The entry stage ``image_decoder`` gets the tightest queue: it is
-#: where callers are turned away before any pixels are decoded.
+#: rejected, not computed. The entry points ``face_swap``, ``face_swap_kps`` and ``face_embed``
+#: get the tightest queue: they are where callers are turned away before any pixels are decoded.
 QUEUE_TIMEOUT_US = 30_000_000
-#: Admission bounds a gateway should use in front of this repository, per profile (face_paster
+#: Admission bounds a gateway should use in front of this repository, per profile (face_swap
 #: parameters ``admission_in_flight`` / ``admission_waiting``, read by the gateway at start).
 #: Embedded CPU: one request already keeps every core busy (the networks use all cores), so a
 #: second one in work only splits the CPU; one in work plus one waiting in the gateway gave the
 #: best goodput and tail (2-core machine, tiny stand-ins, 2x overload: 90% of saturation, p99
-#: 2.5x the unloaded p50; 2+2 gave 103% but 4.5x; 2+0 76% and 4.3x). GPU: one per paste-back
+#: 2.5x the unloaded p50; 2+2 gave 103% but 4.5x; 2+0 76% and 4.3x). GPU: one per face_swap
 #: instance in work and as many waiting (not measured yet).
 ADMISSION = {"cpu": (1, 1), "gpu": (4, 4), "gpu-trt": (4, 4)}
-MAX_QUEUE = {"image_decoder": 8, "default": 32}
+MAX_QUEUE = {"face_swap": 8, "face_swap_kps": 8, "face_embed": 8, "default": 32}
 
 
 def read_net(role: str, model: ResolvedModel) -> Net:
@@ -196,17 +195,6 @@ def stage_config(name: str, stage: Stage, profile: str) -> mc.ModelConfig:
     return cfg
 
 
-def ensemble_config(name: str, desc: Ensemble) -> mc.ModelConfig:
-    cfg = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=0)
-    _tensors(cfg.input, desc.inputs)
-    _tensors(cfg.output, desc.outputs)
-    for model_name, in_map, out_map in desc.steps:
-        step = cfg.ensemble_scheduling.step.add(model_name=model_name, model_version=-1)
-        step.input_map.update(in_map)
-        step.output_map.update(out_map)
-    return cfg
-
-
 def to_text(cfg: mc.ModelConfig) -> str:
     return text_format.MessageToString(cfg)
 
@@ -253,14 +241,11 @@ def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] 
     for name, stage in stages.items():
         configs[name] = stage_config(name, stage, profile)
         _place(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py", link)
-    for name, desc in ensembles(nets).items():
-        configs[name] = ensemble_config(name, desc)
-        (out_dir / name / "1").mkdir(parents=True, exist_ok=True)
     for name, cfg in configs.items():
         (out_dir / name).mkdir(parents=True, exist_ok=True)
         (out_dir / name / "config.pbtxt").write_text(to_text(cfg))
     emap = extract_emap(models["swapper"].path)
-    np.save(out_dir / "face_analyzer" / stages["face_analyzer"].params.emap_file, emap)
+    np.save(out_dir / "face_embed" / stages["face_embed"].params.emap_file, emap)
     summary = {"profile": profile, "models": {r: vars(m) for r, m in models.items()}, "stand_ins": stand_ins}
     if profile == "cpu":
         summary["precision"] = prepare_precision(out_dir, models, emap)

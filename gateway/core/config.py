@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     max_request_timeout_s: float = Field(300.0, description="Largest deadline a caller may ask for with "
                                          "X-Request-Timeout.")
     max_in_flight: int = Field(0, description="Compute requests (swap, faces) in work at once in this process. "
-                               "0: what the model repository advises for its profile (face_paster's "
+                               "0: what the model repository advises for its profile (face_swap's "
                                "admission_in_flight parameter, read at start; 2 when Triton cannot be asked).")
     max_waiting: int = Field(-1, description="Compute requests waiting in line for a slot; more get 503 "
                              "overloaded at once. -1: the repository's admission_waiting (else max_in_flight).")

@@ -86,9 +86,44 @@ class Marker:
             return self.models
         return [{"name": n, "sha256": UNKNOWN_SHA256, "stand_in": True} for n in stand_ins]
 
+    def payload(self) -> tuple[int | None, str]:
+        """(result id, the watermark payload as 16 hex digits) for the swap's ``watermark``
+        option, so that ``frame_swapper`` marks the pixels before its one encode; (None, "")
+        when marking is off. The id is remembered by :meth:`swapped_image`, once it is used."""
+        if self.signer is None:
+            return None, ""
+        from provenance import Payload
+
+        rid = secrets.randbits(32)
+        return rid, Payload(self.signer.service_id, rid).to_bytes().hex()
+
+    def swapped_image(self, res, target: bytes | None, result_id: int | None, kind: str = "image",
+                      quality: int = 95) -> bytes:
+        """The marked output of a swap that swapped a face (blocking: run it in a thread).
+
+        ``res`` (``client.SwapResult``) came back with its pixels watermarked with ``result_id``
+        (``res.watermarked``): XMP and C2PA go onto its bytes, nothing is decoded or encoded
+        again. Otherwise (an image under the watermark's 64 px, or a server that did not mark)
+        the bytes get all three marks as before (one more decode and encode where a
+        watermark fits). Unchanged when marking is off.
+        """
+        if self.signer is None:
+            return res.image
+        from pipeline.watermark import MIN_SIDE
+        from provenance import mark_encoded, mark_image
+
+        rid = result_id if result_id is not None else secrets.randbits(32)
+        self.results.remember(rid, kind)
+        models = self._models(list(res.stand_in_models))
+        if res.watermarked or min(res.width, res.height) < MIN_SIDE:
+            return mark_encoded(res.image, res.format, target, models, rid, self.signer)
+        return mark_image(res.image, res.format, target, models, rid, self.signer, quality=quality)
+
     def image(self, data: bytes, fmt: str, target: bytes | None, stand_ins: list[str] = (), kind: str = "image",
               quality: int = 95) -> bytes:
-        """The marked image (blocking: run it in a thread). Unchanged when marking is off."""
+        """All three marks on an encoded image (blocking: run it in a thread): decoded, marked,
+        encoded again. Unchanged when marking is off. Swaps use :meth:`payload` and
+        :meth:`swapped_image` instead (one encode)."""
         if self.signer is None:
             return data
         from provenance import mark_image

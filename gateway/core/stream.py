@@ -205,7 +205,10 @@ class StreamSession:
         detect = self.frames % self.cfg.detect_every == 0
         self.frames += 1
         if detect:
-            res = await self.client.embed(frame.data, timeout=self.call_timeout_s)
+            # the faces only; ArcFace when the tracker must fix or find the identity again
+            res = await self.client.embed(frame.data, embeddings=False, timeout=self.call_timeout_s)
+            if self.tracker.wants_embeddings(res.faces):
+                res = await self.client.embed(frame.data, timeout=self.call_timeout_s)
             self.stand_ins = res.stand_in_models
             self._kps = self.tracker.update(t, res.faces)
             self._faces = [{"box": [round(float(v), 1) for v in f.box], "score": round(float(f.score), 3),
@@ -214,13 +217,16 @@ class StreamSession:
                 "kps": [np.round(k, 2).tolist() for k in self._kps]}
         if not self._kps:
             return {**meta, "format": frame_format(frame.data)}, frame.data
+        # a swapped frame says it is AI-made: watermarked inside Triton before its one encode, XMP
+        # and C2PA added here (gateway.core.marking)
+        rid, watermark = self.marker.payload() if self.marker is not None else (None, "")
         out = await self.client.swap_at(frame.data, self.latent, np.stack(self._kps), timeout=self.call_timeout_s,
                                         output_format=self.cfg.output_format, quality=self.cfg.quality,
-                                        face_quality=False)  # live: latency first (a batched ArcFace call)
+                                        face_quality=False,  # live: latency first (a batched ArcFace call)
+                                        watermark=watermark)
         image = out.image
-        if self.marker is not None and self.marker.enabled:  # a swapped frame says it is AI-made
-            image = await asyncio.to_thread(self.marker.image, image, out.format, None, out.stand_in_models,
-                                            "stream", self.cfg.quality)
+        if self.marker is not None and self.marker.enabled and out.faces_swapped:
+            image = await asyncio.to_thread(self.marker.swapped_image, out, None, rid, "stream", self.cfg.quality)
         return {**meta, "format": out.format}, image
 
 

@@ -203,10 +203,9 @@ async def run_job(client: AsyncFaceSwapClient, kind: str, input_path: Path, work
             out_dir = workdir / "results"
             if out_dir.exists():
                 shutil.rmtree(out_dir)
-            mark = None if marker is None or not marker.enabled else \
-                (lambda img, fmt, target: marker.image(img, fmt, target, kind="batch"))
+            marks = marker if marker is not None and marker.enabled else None
             rep = await swap_batch(client, latent, input_path, out_dir, limits.in_flight, progress, stop,
-                                   limits.archive, mark=mark, source_embedding=embedding,
+                                   limits.archive, marks=marks, source_embedding=embedding,
                                    output_format=options.get("output_format", "auto"))
             if stop():
                 raise asyncio.CancelledError

@@ -18,7 +18,7 @@ log = logging.getLogger("gateway.health")
 async def _shallow(triton: AsyncFaceSwapClient) -> tuple[dict, list[str]]:
     h = await triton.health()
     if h["live"] and h["ready"]:
-        stand = (await triton.model_parameters("face_paster")).get("stand_in_models", "")
+        stand = (await triton.model_parameters("face_swap")).get("stand_in_models", "")
         return h, [s for s in stand.split(",") if s]
     return h, []
 

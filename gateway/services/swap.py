@@ -111,16 +111,18 @@ async def swap(request: Request, form: SwapForm, triton: AsyncFaceSwapClient, st
         pixels += source_pixels
     opts = swap_options(form)
     src = registered_sources(form, store, opts)
+    # every output with a swapped face says it is AI-made (gateway.core.marking): the watermark
+    # goes into the pixels inside Triton, before the one encode; XMP and C2PA onto the bytes here.
+    # An image where nothing was swapped comes back as it was.
+    rid, watermark = marker.payload()
     with admission.pixels_reserved(pixels):
         if source_bytes is not None:
             face = await source_face(request, source_bytes, triton)
             src.latents, src.embeddings = face.latent[None], face.embedding[None]
-        # the source embeddings let face_paster report identity transfer per swapped face
+        # the source embeddings let frame_swapper report identity transfer per swapped face
         res = await triton_call(request, triton.swap, target_bytes, src.latents, reference_embedding=src.reference,
-                                source_embedding=src.embeddings, **opts)
+                                source_embedding=src.embeddings, watermark=watermark, **opts)
     metrics.faces_swapped.inc(res.faces_swapped)
-    # every output with a swapped face says it is AI-made: C2PA manifest, XMP, watermark
-    # (gateway.core.marking); an image where nothing was swapped comes back as it was
     image = res.image if not res.faces_swapped else await asyncio.to_thread(
-        marker.image, res.image, res.format, target_bytes, res.stand_in_models, "image", int(opts["quality"] or 95))
+        marker.swapped_image, res, target_bytes, rid, "image", int(opts["quality"] or 95))
     return SwapOutcome(res, image, face_rows(res))

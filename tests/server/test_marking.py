@@ -68,6 +68,33 @@ def test_swapped_images_carry_three_marks_and_verify_knows_them(gw, fmt):
     assert set(rep["marks_found"]) == {"c2pa", "xmp", "watermark"} and rep["ai_generated"]
 
 
+def test_a_jpeg_result_is_compressed_once_with_its_watermark_inside(gw, triton):
+    """The watermark goes into the pixels inside Triton, before the one encode; the gateway only
+    adds XMP and C2PA to those bytes. So the gateway's JPEG decodes to exactly the pixels of
+    Triton's own answer with the same watermark payload, and another JPEG pass (what marking
+    after the encode used to do) would not."""
+    import cv2
+    import numpy as np
+
+    from client import FaceSwapClient
+
+    out = swap(gw, "jpeg").content
+    rep = verify(gw, out, "out.jpg")
+    assert rep["watermark"]["found"], rep["summary"]
+    with FaceSwapClient(triton.grpc_url, "grpc", timeout=120) as c:
+        face = c.embed(SOURCE).largest()
+        res = c.swap(TARGET.read_bytes(), face.latent, source_embedding=face.embedding, output_format="jpeg",
+                     quality=95, watermark=rep["watermark"]["payload"]["hex"])
+    assert res.watermarked and res.format == "jpeg"
+    steps = res.stage_ms["steps"]
+    assert steps["decode"] > 0 and steps["encode"] > 0 and steps["watermark"] > 0, res.stage_ms
+    ours = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_COLOR)
+    triton_pixels = cv2.imdecode(np.frombuffer(res.image, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(ours, triton_pixels)
+    twice = cv2.imdecode(cv2.imencode(".jpg", triton_pixels, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
+    assert not np.array_equal(twice, triton_pixels)  # a second compression would have shown
+
+
 def test_a_reencoded_copy_is_still_recognised_and_a_camera_photo_is_not(gw):
     out = swap(gw).content
     buf = io.BytesIO()

@@ -96,8 +96,8 @@ def test_a_request_past_its_deadline_is_not_computed(ov_triton, latent):
         t.join(120)
     time.sleep(0.5)
     after = executions(ov_triton.grpc_url)
-    # the six callers' requests ran through paste-back; the late one never reached it
-    assert after["face_paster"] - before["face_paster"] == 6
+    # the six callers' requests ran; the late one never left face_swap's queue
+    assert after["face_swap"] - before["face_swap"] == 6
     assert after["face_swapper"] - before["face_swapper"] == 6
 
 
@@ -185,7 +185,10 @@ def test_cancelled_http_request_cancels_its_triton_call(ov_triton, latent, tmp_p
             t.join(120)
         time.sleep(1.0)
         after = executions(ov_triton.grpc_url)
-        assert after["face_paster"] - before["face_paster"] == 8  # the busy callers' only
+        # the busy callers' only: the cancelled request left face_swap's queue uncomputed, or
+        # face_swap saw the cancellation before its next step (no network call after it)
+        assert after["face_swapper"] - before["face_swapper"] == 8
+        assert after["face_swap"] - before["face_swap"] <= 9
         assert "gateway_cancelled_total 1.0" in httpx.get(f"{g.url}/metrics").text
     finally:
         g.stop()

@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - an environment without the lock
 
 import av
 
-import provenance.watermark as wm
+import pipeline.watermark as wm
 from pipeline.quality import psnr
 from provenance import (
     COMPOSITE_SYNTHETIC,

@@ -13,9 +13,10 @@ import pytest
 
 from pipeline.align import norm_crop
 from pipeline.detection import decode_scrfd, detector_blob, letterbox
+from pipeline.frames import DetectSettings, Networks, swap_frame
 from pipeline.quality import psnr
 from pipeline.selection import SwapOptions
-from pipeline.stages import align_stage, analyze_stage, paste_stage
+from pipeline.stages import analyze_stage
 from tests.support.photos import load
 
 try:
@@ -58,6 +59,10 @@ def embed_fn(sess):
 
 def swap_fn(sess):
     return lambda blob, lat: sess.run(None, {"target": blob, "source": lat})[0]
+
+
+def detect_fn(sess):
+    return lambda blob: sess.run(None, {sess.get_inputs()[0].name: blob})
 
 
 @pytest.mark.parametrize("name", PHOTOS)
@@ -118,14 +123,15 @@ def test_swapped_image_psnr_against_inswapper_get(ref, sessions, name):
                            paste_back=True)
     latent = source.normed_embedding.reshape(1, -1) @ swp.emap
     latent /= np.linalg.norm(latent)
-    dets = our_detect(sessions["detector"], img)
-    opts = SwapOptions(output_format="png")
-    a = align_stage(img, dets, opts, cap=64)
-    lat = np.repeat(latent.astype(np.float32), len(a.selected), axis=0)
-    data, fmt, n = paste_stage(img, b"", {"format": "jpeg"}, a.crops, a.affines, lat, opts,
-                               swap_fn(sessions["swapper"]), 8)
-    ours = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    assert n == boxes.shape[0] > 0 and fmt == "png"
+    # the frame_swapper stage's own function on the photo's PNG bytes (lossless): decode, detect,
+    # align, swap, paste back, encode once
+    nets = Networks(detect_fn(sessions["detector"]), embed_fn(sessions["recognizer"]), swap_fn(sessions["swapper"]),
+                    swap_batch=8)
+    opts = SwapOptions(output_format="png", face_quality=False)
+    r = swap_frame(cv2.imencode(".png", img)[1].tobytes(), opts, nets, DetectSettings(close_up_retry=False),
+                   latent.astype(np.float32))
+    ours = cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_COLOR)
+    assert r.aligned.crops.shape[0] == boxes.shape[0] > 0 and r.fmt == "png"
     assert ours.shape == expected.shape
     assert psnr(ours, expected) >= 45.0
     assert psnr(ours, img) < psnr(expected, expected)  # the faces did change

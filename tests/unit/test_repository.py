@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -23,9 +25,8 @@ def repo(request, models, tmp_path_factory):
 
 def test_every_model_has_a_parsable_config(repo):
     profile, out, configs = repo
-    assert set(configs) == {"face_embed", "face_swap", "face_swap_kps", "landmark_aligner", "image_decoder",
-                            "face_detector", "face_aligner",
-                            "face_analyzer", "face_recognizer", "face_swapper", "face_paster"}
+    assert set(configs) == {"face_embed", "face_swap", "face_swap_kps", "face_detector", "face_recognizer",
+                            "face_swapper"}
     for name in configs:
         assert (out / name / "1").is_dir()
 
@@ -46,51 +47,39 @@ def test_network_backends_per_profile(repo):
         assert configs[name].max_batch_size > 0 and configs[name].HasField("dynamic_batching")
 
 
-def test_ensemble_steps_reference_existing_models_and_tensors(repo):
-    _, _, configs = repo
-    for ens in ("face_embed", "face_swap", "face_swap_kps"):
-        cfg = configs[ens]
-        produced = {i.name for i in cfg.input}
-        for step in cfg.ensemble_scheduling.step:
-            model = configs[step.model_name]
-            inputs = {i.name for i in model.input}
-            outputs = {o.name for o in model.output}
-            assert set(step.input_map) <= inputs
-            required = {i.name for i in model.input if not i.optional}
-            assert required <= set(step.input_map), f"{ens}/{step.model_name} misses inputs"
-            assert set(step.input_map.values()) <= produced, f"{ens}/{step.model_name} reads an unproduced tensor"
-            assert set(step.output_map) <= outputs
-            produced |= set(step.output_map.values())
-        assert {o.name for o in cfg.output} <= produced
-
-
 def test_python_stage_parameters_are_typed_defaults(repo):
     _, _, configs = repo
-    p = configs["face_aligner"].parameters
+    p = configs["face_swap"].parameters
     assert float(p["det_thresh"].string_value) == 0.5 and int(p["max_faces"].string_value) == 64
-    assert configs["face_paster"].parameters["stand_in_models"].string_value == "w600k_r50,inswapper_128"
+    assert p["stand_in_models"].string_value == "w600k_r50,inswapper_128"
 
 
-def test_quality_figures_are_wired_in_both_swap_ensembles(repo):
-    """face_paster gets every face's key points and the optional source embeddings, and calls the
-    recognizer named in its parameters (one batched call for the quality figures)."""
-    _, _, configs = repo
-    paster = configs["face_paster"]
-    inputs = {i.name: i for i in paster.input}
-    assert not inputs["kps"].optional and inputs["source_embeddings"].optional
-    assert list(inputs["source_embeddings"].dims) == [-1, 512]
-    p = {k: v.string_value for k, v in paster.parameters.items()}
-    rec = configs["face_recognizer"]
-    assert p["recognizer_model"] == "face_recognizer" and p["recognizer_input"] == rec.input[0].name
-    assert p["recognizer_output"] == rec.output[0].name and int(p["recognizer_max_batch"]) == rec.max_batch_size
-    for ens, kps in (("face_swap", "kps"), ("face_swap_kps", "face_kps")):
-        cfg = configs[ens]
-        assert {i.name: i.optional for i in cfg.input}["source_embeddings"] is True
-        (step,) = [s for s in cfg.ensemble_scheduling.step if s.model_name == "face_paster"]
-        assert step.input_map["kps"] == kps and step.input_map["source_embeddings"] == "source_embeddings"
+def test_entry_points_are_python_models_that_call_the_networks_they_name(repo):
+    """No ensembles: each entry point is one Python model (the frame is decoded once, inside it)
+    that calls each network through BLS by the names and tensors in its parameters;
+    face_swap_kps takes the caller's key points, face_swap does not (it detects), and both the
+    optional source embeddings (the quality figures)."""
+    _, out, configs = repo
+    assert not [c.name for c in configs.values() if c.platform == "ensemble"]
+    rec, swp, det = configs["face_recognizer"], configs["face_swapper"], configs["face_detector"]
+    for name in ("face_swap", "face_swap_kps", "face_embed"):
+        cfg = configs[name]
+        assert cfg.backend == "python" and (out / name / "1" / "model.py").exists()
+        inputs = {i.name: i for i in cfg.input}
+        p = {k: v.string_value for k, v in cfg.parameters.items()}
+        assert p["recognizer_model"] == "face_recognizer" and p["recognizer_input"] == rec.input[0].name
+        assert p["recognizer_output"] == rec.output[0].name and int(p["recognizer_max_batch"]) == rec.max_batch_size
+        assert p["detector_input"] == det.input[0].name
+        assert p["detector_outputs"].split(",") == [o.name for o in det.output]
+        if name == "face_embed":
+            continue
+        assert p["swapper_target"] == swp.input[0].name and p["swapper_output"] == swp.output[0].name
+        assert inputs["source_embeddings"].optional and list(inputs["source_embeddings"].dims) == [-1, 512]
+        assert ("face_kps" in inputs) == (name == "face_swap_kps")
+        assert ("boxes" in {o.name for o in cfg.output}) == (name == "face_swap")
 
 
-def test_every_model_but_ensembles_has_a_rejecting_bounded_queue(models, tmp_path):
+def test_every_model_has_a_rejecting_bounded_queue(models, tmp_path):
     from google.protobuf import text_format
 
     from repository.generate import PROFILES, build
@@ -107,8 +96,8 @@ def test_every_model_but_ensembles_has_a_rejecting_bounded_queue(models, tmp_pat
 
 
 #: The parameters class each Python model reads in ``initialize`` (its model.py).
-STAGE_PARAMS = {"image_decoder": "DecoderParams", "face_aligner": "AlignerParams", "face_analyzer": "AnalyzerParams",
-                "face_paster": "PasterParams", "landmark_aligner": "LandmarkAlignerParams"}
+STAGE_PARAMS = {"face_swap": "FrameSwapperParams", "face_swap_kps": "FrameSwapperParams",
+                "face_embed": "AnalyzerParams"}
 
 
 def test_every_models_parameters_parse_into_its_contract(repo):
@@ -128,21 +117,23 @@ def test_every_models_parameters_parse_into_its_contract(repo):
         source = (out / name / "1" / "model.py")
         if source.exists():
             model_py = source.read_text()
+            if "model_repository.frame_swapper import" in model_py:  # face_swap, face_swap_kps: one class
+                model_py = (Path(__file__).parents[2] / "model_repository" / "frame_swapper.py").read_text()
             if name in STAGE_PARAMS or "onnx_model" not in model_py:
                 assert f"{kind}.from_config(args)" in model_py, name
 
 
 def test_stage_contracts_name_what_is_missing_or_malformed():
-    from pipeline.contracts import AlignerParams, PasterParams
+    from pipeline.contracts import AnalyzerParams, FrameSwapperParams
 
     with pytest.raises(ValueError, match="'detector_input' is missing"):
-        AlignerParams.from_strings({"recognizer_input": "a", "recognizer_output": "b", "detector_outputs": "x"})
+        AnalyzerParams.from_strings({"recognizer_input": "a", "recognizer_output": "b", "detector_outputs": "x"})
     good = {"swapper_target": "target", "swapper_source": "source", "swapper_output": "output",
-            "recognizer_input": "input.1", "recognizer_output": "683"}
-    p = PasterParams.from_strings({**good, "stand_in_models": "w600k_r50,inswapper_128", "max_pixels": "100"})
+            "recognizer_input": "input.1", "recognizer_output": "683", "detector_input": "i", "detector_outputs": "x"}
+    p = FrameSwapperParams.from_strings({**good, "stand_in_models": "w600k_r50,inswapper_128", "max_pixels": "100"})
     assert p.stand_in_models == ("w600k_r50", "inswapper_128") and p.max_pixels == 100
     assert p.swapper_model == "face_swapper" and p.admission_in_flight == 1  # the contract's defaults
     with pytest.raises(ValueError, match="max_pixels='many'"):
-        PasterParams.from_strings({**good, "max_pixels": "many"})
+        FrameSwapperParams.from_strings({**good, "max_pixels": "many"})
     with pytest.raises(ValueError, match="true or false"):
-        AlignerParams.from_strings({**good, "detector_input": "i", "detector_outputs": "x", "close_up_retry": "yes"})
+        FrameSwapperParams.from_strings({**good, "close_up_retry": "yes"})

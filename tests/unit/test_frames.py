@@ -1,0 +1,87 @@
+"""One frame decoded once and encoded once (pipeline.frames, the work of face_swap,
+face_swap_kps and face_embed), with onnxruntime sessions in place of the BLS calls: the real
+SCRFD and the tiny stand-ins."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from pipeline import watermark
+from pipeline.frames import DetectSettings, Networks, analyze_frame, swap_frame
+from pipeline.selection import OptionsError, SwapOptions
+from tests.support.photos import image_path
+
+GROUP = image_path("group_insightface_t1.jpg")
+PAYLOAD = watermark.Payload(7, 123456789)
+
+
+@pytest.fixture(scope="module")
+def nets(models):
+    s = {r: ort.InferenceSession(m.path, providers=["CPUExecutionProvider"]) for r, m in models.items()}
+    det, rec, swp = s["detector"], s["recognizer"], s["swapper"]
+    return Networks(lambda blob: det.run(None, {det.get_inputs()[0].name: blob}),
+                    lambda blob: rec.run(None, {rec.get_inputs()[0].name: blob})[0],
+                    lambda blob, lat: swp.run(None, {"target": blob, "source": lat})[0], 32, 8)
+
+
+@pytest.fixture(scope="module")
+def latent():
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((1, 512)).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_the_watermark_is_in_the_one_encode(nets, latent):
+    data = GROUP.read_bytes()
+    r = swap_frame(data, SwapOptions(output_format="png", watermark=PAYLOAD.to_bytes().hex()), nets,
+                   DetectSettings(), latent)
+    assert r.aligned.crops.shape[0] == len(r.dets) == 6 and r.watermarked and r.fmt == "png"
+    found = watermark.detect(cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_COLOR))
+    assert found.found and found.payload == PAYLOAD
+    steps, networks = r.stage_ms["steps"], r.stage_ms["networks"]
+    assert {"decode", "detect", "align", "swap", "paste", "quality", "watermark", "encode"} <= set(steps)
+    assert {"detector", "recognizer", "swapper"} <= set(networks)  # quality figures: ArcFace
+    assert steps["swap"] >= networks["swapper"] and steps["detect"] >= networks["detector"]
+    unmarked = swap_frame(data, SwapOptions(output_format="png"), nets, DetectSettings(), latent)
+    assert not unmarked.watermarked and "watermark" not in unmarked.stage_ms["steps"]
+    a = cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_COLOR).astype(np.int16)
+    b = cv2.imdecode(np.frombuffer(unmarked.data, np.uint8), cv2.IMREAD_COLOR).astype(np.int16)
+    assert 0 < np.abs(a - b).max() <= 12  # the mark's own change, nothing else
+
+
+def test_no_face_gives_the_input_bytes_back_unmarked(nets, latent):
+    data = cv2.imencode(".jpg", np.full((200, 300, 3), 128, np.uint8))[1].tobytes()
+    r = swap_frame(data, SwapOptions(watermark=PAYLOAD.to_bytes().hex()), nets, DetectSettings(), latent)
+    assert r.data == data and r.fmt == "jpeg" and not r.watermarked and r.quality == []
+    assert "encode" in r.stage_ms["steps"] and "swap" not in r.stage_ms["steps"]
+
+
+def test_caller_key_points_skip_detection(nets, latent):
+    data = GROUP.read_bytes()
+    found = analyze_frame(data, nets, DetectSettings(), np.eye(512, dtype=np.float32))
+    r = swap_frame(data, SwapOptions(face_quality=False), nets, DetectSettings(), latent, face_kps=found.dets.kps[:2])
+    assert r.aligned.crops.shape[0] == 2 and "detector" not in r.stage_ms["networks"]
+    assert found.embeddings.shape == (6, 512) and found.crops.shape == (6, 112, 112, 3)
+    assert "detector" in found.stage_ms["networks"] and "recognizer" in found.stage_ms["networks"]
+
+
+def test_a_cancelled_caller_costs_no_decode(nets, latent):
+    class Gone(Exception):
+        pass
+
+    def check():
+        raise Gone
+
+    with pytest.raises(Gone):
+        swap_frame(b"not even an image", SwapOptions(), nets, DetectSettings(), latent, check=check)
+
+
+def test_a_bad_watermark_option_is_refused():
+    with pytest.raises(OptionsError, match="16 hex digits"):
+        SwapOptions.from_json('{"watermark": "zz"}')
+    with pytest.raises(OptionsError, match="16 hex digits"):
+        SwapOptions.from_json('{"watermark": 5}')
+    assert SwapOptions.from_json('{"watermark": "00000007075bcd15"}').watermark == "00000007075bcd15"
