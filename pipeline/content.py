@@ -60,11 +60,14 @@ NUDENET_MIN_SCORE, NUDENET_NMS_SCORE, NUDENET_NMS_IOU = 0.2, 0.25, 0.45
 #: armpits and the male breast are not refused (a swimsuit or a beach photo is a normal photo).
 DEFAULT_REFUSED: tuple[str, ...] = ("FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED",
                                     "BUTTOCKS_EXPOSED", "ANUS_EXPOSED")
-#: Default score threshold, 0..1: a refused class at or above it refuses the image. 0.5 is
-#: nudenet's score scale's midpoint, twice its own reporting floor (0.2); the highest score of
-#: a refused class on the shared test photos and video frames is far below it
-#: (``tests/unit/test_content.py`` prints it; docs/safety.md states it).
-DEFAULT_THRESHOLD = 0.5
+#: Default score threshold, 0..1: a refused class at or above it refuses the image. Measured on
+#: the shared photos and every frame of the shared clips (``tests/unit/test_content.py`` prints
+#: it): the highest refused-class score on a photo is 0.21, on a video frame 0.466 (a hand at a
+#: chin in ``video_whitehouse_hamilton_640x360.mp4`` read as MALE_GENITALIA_EXPOSED, which
+#: nudenet itself reports as a detection). 0.5 would leave that normal frame a 0.03 margin, so
+#: the default is 0.6. Its recall on intimate images is not measured here (no such image is made
+#: or stored): an operator who has a vetted evaluation set should set the threshold from it.
+DEFAULT_THRESHOLD = 0.6
 #: Name of the default policy (what a refusal names; never the classes' scores).
 DEFAULT_POLICY_NAME = "intimate-imagery"
 
@@ -104,7 +107,7 @@ class ContentPolicy:
         return cls(tuple(c.strip().upper() for c in items if c.strip()), threshold, name)
 
     def describe(self) -> str:
-        """One line for logs and /readyz, e.g. ``intimate-imagery: 5 classes at >= 0.5``."""
+        """One line for logs and /readyz, e.g. ``intimate-imagery: ANUS_EXPOSED at >= 0.6``."""
         return f"{self.name}: {', '.join(self.refused)} at >= {self.threshold:g}"
 
 

@@ -221,8 +221,9 @@ class Stage:
     instances: int = 1
 
 
-#: The Triton model that serves each network.
-NET_MODEL = {"detector": "face_detector", "recognizer": "face_recognizer", "swapper": "face_swapper"}
+#: The Triton model that serves each network (``content``: the content gate's detector, ``pipeline.content``).
+NET_MODEL = {"detector": "face_detector", "recognizer": "face_recognizer", "swapper": "face_swapper",
+             "content": "content_detector"}
 
 _FACES = [T("boxes", "TYPE_FP32", [-1, 4]), T("scores", "TYPE_FP32", [-1]), T("kps", "TYPE_FP32", [-1, 5, 2])]
 _IMAGE = T("image", "TYPE_UINT8", [-1])

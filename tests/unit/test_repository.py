@@ -25,14 +25,14 @@ def test_every_model_has_a_parsable_config(repo):
     profile, out, configs = repo
     assert set(configs) == {"face_embed", "face_swap", "face_swap_kps", "landmark_aligner", "image_decoder",
                             "face_detector", "face_aligner",
-                            "face_analyzer", "face_recognizer", "face_swapper", "face_paster"}
+                            "face_analyzer", "face_recognizer", "face_swapper", "face_paster", "content_detector"}
     for name in configs:
         assert (out / name / "1").is_dir()
 
 
 def test_network_backends_per_profile(repo):
     profile, out, configs = repo
-    for name in ("face_detector", "face_recognizer", "face_swapper"):
+    for name in ("face_detector", "face_recognizer", "face_swapper", "content_detector"):
         cfg = configs[name]
         if profile == "cpu":
             assert cfg.backend == "python" and cfg.parameters["engine"].string_value == "onnxruntime"
@@ -42,8 +42,13 @@ def test_network_backends_per_profile(repo):
             assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
         else:
             assert cfg.platform == "tensorrt_plan" and cfg.default_model_filename == "model.plan"
-    for name in ("face_recognizer", "face_swapper"):
+    for name in ("face_recognizer", "face_swapper", "content_detector"):
         assert configs[name].max_batch_size > 0 and configs[name].HasField("dynamic_batching")
+    gate = configs["content_detector"]  # pipeline.content's contract, whatever the graph leaves open
+    assert [list(t.dims) for t in (*gate.input, *gate.output)] == [[3, 320, 320], [22, 2100]]
+    if profile == "gpu":
+        accel = gate.optimization.execution_accelerators.gpu_execution_accelerator[0]
+        assert accel.parameters["precision_mode"] == "FP32"
 
 
 def test_ensemble_steps_reference_existing_models_and_tensors(repo):

@@ -1,0 +1,41 @@
+"""The content gate's detector served by a real tritonserver (``content_detector``, CPU profile):
+on every shared photo it answers what onnxruntime answers directly (within the self-check's
+parity bound when a faster precision serves), and refuses none of them."""
+
+from __future__ import annotations
+
+import glob
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import tritonclient.http as httpclient
+
+from pipeline import content as C
+from pipeline import precision as prec
+from tests.support.photos import IMAGES
+from tests.support.servers import served_precision
+
+
+def test_triton_serves_the_real_detector_and_it_refuses_no_shared_photo(triton, models):
+    model = models["content"]
+    assert not model.stand_in, model
+    direct = ort.InferenceSession(model.path, providers=["CPUExecutionProvider"])
+    precision = served_precision(triton, "content_detector")
+    bound = 1e-5 if precision == "f32" else prec.THRESHOLDS["content"]["score_diff"]
+    photos = sorted(p for p in glob.glob(str(IMAGES / "*")) if p.endswith((".jpg", ".png")))
+    assert len(photos) >= 20
+    worst = 0.0
+    with httpclient.InferenceServerClient(triton.http_url) as client:
+        meta = client.get_model_config("content_detector")
+        assert [list(map(int, i["dims"])) for i in meta["input"]] == [[3, 320, 320]]
+        for path in photos:
+            blob, _ = C.preprocess(cv2.imread(path))
+            inp = httpclient.InferInput("images", list(blob.shape), "FP32")
+            inp.set_data_from_numpy(blob)
+            served = client.infer("content_detector", [inp]).as_numpy("output0")
+            ref = direct.run(["output0"], {"images": blob})[0]
+            assert served.shape == ref.shape == (1, C.OUTPUT_ROWS, C.ANCHORS)
+            worst = max(worst, float(np.abs(served[:, 4:] - ref[:, 4:]).max()))
+            assert not C.decide(served)[0].refused, path
+    assert worst <= bound, (precision, worst)
