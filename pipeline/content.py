@@ -106,9 +106,38 @@ class ContentPolicy:
         items = classes.split(",") if isinstance(classes, str) else list(classes)
         return cls(tuple(c.strip().upper() for c in items if c.strip()), threshold, name)
 
+    def to_options(self) -> dict:
+        """The policy as the swap ensembles' ``options`` carry it (``policy_from_options`` reads it back)."""
+        return {"name": self.name, "classes": list(self.refused), "threshold": self.threshold}
+
     def describe(self) -> str:
         """One line for logs and /readyz, e.g. ``intimate-imagery: ANUS_EXPOSED at >= 0.6``."""
         return f"{self.name}: {', '.join(self.refused)} at >= {self.threshold:g}"
+
+
+def policy_from_options(options: Mapping) -> ContentPolicy | None:
+    """The policy a stage applies, from its request's ``options`` JSON (key ``content_policy``).
+
+    Args:
+        options: the parsed ``options`` of a swap request.
+
+    Returns:
+        None when ``content_policy`` is ``"off"`` (the gateway's explicit setting); the default
+        ``ContentPolicy()`` when the key is absent (a caller that says nothing gets the gate);
+        else the policy it describes (``ContentPolicy.to_options``).
+
+    Raises:
+        ValueError: a malformed policy (unknown classes, a threshold outside (0, 1]).
+    """
+    raw = options.get("content_policy")
+    if raw is None:
+        return ContentPolicy()
+    if raw == "off":
+        return None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"content_policy must be \"off\" or {{name, classes, threshold}}, got {raw!r}")
+    return ContentPolicy.parse(raw.get("classes", DEFAULT_REFUSED), float(raw.get("threshold", DEFAULT_THRESHOLD)),
+                               str(raw.get("name", DEFAULT_POLICY_NAME)))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import tritonclient.http as httpclient
 from pipeline import content as C
 from pipeline import precision as prec
 from tests.support.photos import IMAGES
-from tests.support.servers import served_precision
+from tests.support.servers import Gateway, served_precision
 
 
 def test_triton_serves_the_real_detector_and_it_refuses_no_shared_photo(triton, models):
@@ -39,3 +39,19 @@ def test_triton_serves_the_real_detector_and_it_refuses_no_shared_photo(triton, 
             worst = max(worst, float(np.abs(served[:, 4:] - ref[:, 4:]).max()))
             assert not C.decide(served)[0].refused, path
     assert worst <= bound, (precision, worst)
+
+
+def test_the_gate_is_off_only_by_the_server_setting_and_says_so(triton, tmp_path):
+    import httpx
+
+    g = Gateway(triton.grpc_url, tmp_path / "faces.sqlite3")
+    g.env["FACESWAP_GATEWAY_CONTENT_GATE"] = "false"
+    g.start()
+    try:
+        ready = httpx.get(f"{g.url}/readyz", timeout=30).json()
+        metrics = httpx.get(f"{g.url}/metrics", timeout=30).text
+    finally:
+        g.stop()
+    assert ready["content_gate"] == {"enabled": False, "policy": None, "classes": None, "threshold": None}
+    assert "\ngateway_content_gate 0.0\n" in metrics
+    assert "CONTENT GATE IS OFF" in g.log.read_text()
