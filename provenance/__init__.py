@@ -3,7 +3,7 @@
 Three independent marks, each readable without the others:
 
 - a signed C2PA manifest (``c2pa_manifest``; SDK ``c2pa-python``);
-- IPTC ``DigitalSourceType`` = compositeSynthetic in the file's XMP (``xmp``);
+- IPTC ``DigitalSourceType`` = compositeWithTrainedAlgorithmicMedia in the file's XMP (``xmp``);
 - an invisible watermark in the pixels carrying (service id, result id) (``watermark``).
 
 For the gateway and jobs::
@@ -22,10 +22,11 @@ from .c2pa_manifest import DEFAULT_SERVICE_ID, MODELS_ASSERTION, ProvenanceSigne
 from .mark import mark_image, mark_video_file, normalise_format, watermark_frame
 from .verify import verify
 from .watermark import Detection, Payload, detect
-from .xmp import COMPOSITE_SYNTHETIC
+from .xmp import COMPOSITE_SYNTHETIC, COMPOSITE_WITH_TRAINED_MEDIA
 
 __all__ = [
     "COMPOSITE_SYNTHETIC",
+    "COMPOSITE_WITH_TRAINED_MEDIA",
     "DEFAULT_SERVICE_ID",
     "MODELS_ASSERTION",
     "Detection",
