@@ -88,8 +88,11 @@ class Marker:
         return [{"name": n, "sha256": UNKNOWN_SHA256, "stand_in": True} for n in stand_ins]
 
     def image(self, data: bytes, fmt: str, target: bytes | None, stand_ins: list[str] = (), kind: str = "image",
-              quality: int = 95) -> bytes:
-        """The marked image (blocking: run it in a thread). Unchanged when marking is off."""
+              quality: int = 95, badge: bool = False) -> bytes:
+        """The marked image (blocking: run it in a thread). Unchanged when marking is off, unless
+        ``badge``: then the visible "AI-generated" badge (``provenance.badge``) is burned in first."""
+        if badge:
+            data = badged(data, fmt, quality, lossless=self.signer is not None)
         if self.signer is None:
             return data
         from provenance import mark_image
@@ -115,6 +118,23 @@ class Marker:
         from provenance import mark_video_file
 
         mark_video_file(path, target_path, self._models(list(stand_ins)), result_id, self.signer)
+
+
+def badged(data: bytes, fmt: str, quality: int, lossless: bool) -> bytes:
+    """``data`` with ``provenance.badge.burn_badge`` applied, alpha kept. ``lossless``: encoded as
+    PNG for ``mark_image`` to decode, so that the output's one lossy encode stays the marking's
+    (the badge belongs before the watermark and the one encode; when the marking moves into the
+    pixel path of the stages, ``burn_badge`` goes there, on the decoded pixels, before the
+    watermark). Else encoded in ``fmt`` at ``quality`` (marking off: this is the output).
+
+    Raises:
+        pipeline.codec.ImageError: ``data`` cannot be decoded.
+    """
+    from pipeline.codec import decode_image, encode_image
+    from provenance.badge import burn_badge
+
+    img = decode_image(data)
+    return encode_image(burn_badge(img.bgr), "png" if lossless else fmt, quality, alpha=img.alpha)
 
 
 async def read_models(triton: AsyncFaceSwapClient) -> list[dict]:

@@ -120,7 +120,9 @@ async def swap(request: Request, form: SwapForm, triton: AsyncFaceSwapClient, st
                                 source_embedding=src.embeddings, **opts)
     metrics.faces_swapped.inc(res.faces_swapped)
     # every output with a swapped face says it is AI-made: C2PA manifest, XMP, watermark
-    # (gateway.core.marking); an image where nothing was swapped comes back as it was
+    # (gateway.core.marking), and the visible badge when asked; an image where nothing was
+    # swapped comes back as it was
     image = res.image if not res.faces_swapped else await asyncio.to_thread(
-        marker.image, res.image, res.format, target_bytes, res.stand_in_models, "image", int(opts["quality"] or 95))
+        marker.image, res.image, res.format, target_bytes, res.stand_in_models, "image", int(opts["quality"] or 95),
+        form.badge)
     return SwapOutcome(res, image, face_rows(res))

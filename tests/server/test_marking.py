@@ -43,10 +43,10 @@ def verify(gw, data: bytes, name: str) -> dict:
     return r.json()
 
 
-def swap(gw, fmt: str = "jpeg") -> httpx.Response:
+def swap(gw, fmt: str = "jpeg", **form) -> httpx.Response:
     r = httpx.post(gw.url + "/v1/swap", files={"source": ("s.png", SOURCE.read_bytes()),
                                                "target": ("t.jpg", TARGET.read_bytes())},
-                   data={"output_format": fmt}, timeout=120)
+                   data={"output_format": fmt, **form}, timeout=120)
     assert r.status_code == 200 and int(r.headers["x-faces-swapped"]) > 0, r.text[:300]
     swapped = [f for f in json.loads(r.headers["x-faces"]) if f["swapped"]]
     # the gateway sends the source's embedding: both quality figures are there for each swapped face
@@ -117,6 +117,25 @@ def test_stream_frames_are_marked(gw):
     assert got
     rep = verify(gw, got[-1], "frame.jpg")
     assert set(rep["marks_found"]) == {"c2pa", "xmp", "watermark"} and rep["result"]["kind"] == "stream"
+
+
+def test_the_visible_badge_is_opt_in_and_goes_under_the_invisible_marks(gw):
+    import cv2
+    import numpy as np
+
+    from provenance.badge import badge_box
+
+    plain = cv2.imdecode(np.frombuffer(swap(gw, "png").content, np.uint8), cv2.IMREAD_COLOR)
+    out = swap(gw, "png", badge="true").content
+    badged = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_COLOR)
+    x1, y1, x2, y2 = badge_box(badged.shape[1], badged.shape[0])
+    diff = np.abs(badged.astype(int) - plain.astype(int)).max(axis=2)
+    assert diff[y1:y2, x1:x2].mean() > 30  # the label is there, in its corner
+    outside = np.ones(diff.shape, bool)
+    outside[y1:y2, x1:x2] = False
+    assert diff[outside].mean() < 3  # elsewhere only the two watermarks' payloads (result ids) differ
+    rep = verify(gw, out, "o.png")
+    assert set(rep["marks_found"]) == {"c2pa", "xmp", "watermark"} and rep["c2pa"]["valid"]
 
 
 def test_marking_is_off_only_by_the_server_setting_and_the_log_says_so(triton, tmp_path):

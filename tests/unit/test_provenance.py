@@ -490,3 +490,25 @@ def test_truncated_marked_file_still_reports_its_damaged_manifest(marked):
     cut = marked["png"][: len(marked["png"]) * 3 // 4]
     report = verify(cut, "x.png")
     assert report["c2pa"]["present"] and report["c2pa"]["valid"] is False, report["c2pa"]
+
+
+# --- the visible badge ---------------------------------------------------------------------------
+
+def test_badge_is_burned_in_the_corner_only_and_small_images_get_none(signer, output_bgr):
+    from provenance.badge import badge_box, burn_badge
+
+    out = burn_badge(output_bgr)
+    assert out.shape == output_bgr.shape and out.dtype == np.uint8 and out is not output_bgr
+    x1, y1, x2, y2 = badge_box(output_bgr.shape[1], output_bgr.shape[0])
+    assert x2 <= output_bgr.shape[1] and y2 <= output_bgr.shape[0] and x1 > output_bgr.shape[1] // 2
+    changed = np.any(out != output_bgr, axis=2)
+    assert changed[y1:y2, x1:x2].mean() > 0.5 and not changed.sum() - changed[y1:y2, x1:x2].sum()
+    text = out[y1:y2, x1:x2].max(axis=2)  # white text on a dark box
+    assert (text > 200).mean() > 0.05 and np.median(text) < 90
+    small = np.full((60, 80, 3), 90, np.uint8)
+    assert np.array_equal(burn_badge(small), small)
+    with pytest.raises(ValueError, match="uint8"):
+        burn_badge(output_bgr.astype(np.float32))
+    # under the invisible marks: the watermark is read back through the badge
+    marked = mark_image(cv2.imencode(".jpg", out)[1].tobytes(), "jpeg", None, MODELS, 31, signer)
+    assert verify(marked)["watermark"]["payload"]["result_id"] == 31
