@@ -55,3 +55,19 @@ def test_the_gate_is_off_only_by_the_server_setting_and_says_so(triton, tmp_path
     assert ready["content_gate"] == {"enabled": False, "policy": None, "classes": None, "threshold": None}
     assert "\ngateway_content_gate 0.0\n" in metrics
     assert "CONTENT GATE IS OFF" in g.log.read_text()
+
+
+def test_with_consent_required_a_registration_stating_consent_goes_through(triton, tmp_path):
+    import httpx
+
+    g = Gateway(triton.grpc_url, tmp_path / "faces.sqlite3")
+    g.env["FACESWAP_GATEWAY_CONSENT_REQUIRED"] = "true"
+    g.start()
+    try:
+        photo = {"image": ("p.jpg", (IMAGES / "portrait_obama_official.jpg").read_bytes(), "image/jpeg")}
+        refused = httpx.post(f"{g.url}/v1/faces", files=photo, timeout=60)
+        ok = httpx.post(f"{g.url}/v1/faces", files=photo, data={"consent": "true"}, timeout=120)
+    finally:
+        g.stop()
+    assert refused.status_code == 422 and refused.json()["code"] == "consent_required"
+    assert ok.status_code == 200 and len(ok.json()["faces"]) >= 1, ok.text
