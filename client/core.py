@@ -121,6 +121,9 @@ class SwapResult:
             detect, align, swap, paste, quality, watermark, encode}, "networks": {detector,
             recognizer, swapper}}``; a step's time includes the networks it calls); {} from an
             older server.
+        content_refused: the content gate refused the target (``content_policy`` names the
+            policy): nothing was swapped and ``image`` is empty.
+        content_policy: the gate's policy name, "" when the gate was off for this call.
     """
 
     image: bytes
@@ -136,6 +139,8 @@ class SwapResult:
     face_quality: list[FaceQuality] | None = None
     watermarked: bool = False
     stage_ms: dict = field(default_factory=dict)
+    content_refused: bool = False
+    content_policy: str = ""
 
 
 def read_image(image: ImageLike) -> bytes:
@@ -236,7 +241,8 @@ def parse_swap_kps(out: dict[str, np.ndarray], kps: np.ndarray) -> SwapResult:
     return SwapResult(out["output_image"].tobytes(), res["format"], res["width"], res["height"], faces,
                       list(res["selected"]), res["faces_swapped"], res["truncated"], res.get("stand_in_models", []),
                       face_quality=_quality(res), watermarked=bool(res.get("watermarked", False)),
-                      stage_ms=res.get("stage_ms") or {})
+                      stage_ms=res.get("stage_ms") or {}, content_refused=bool(res.get("content_refused", False)),
+                      content_policy=str(res.get("content_policy") or ""))
 
 
 def _faces(out: dict[str, np.ndarray], with_embeddings: bool) -> list[Face]:
@@ -267,7 +273,8 @@ def parse_swap(out: dict[str, np.ndarray]) -> SwapResult:
     return SwapResult(out["output_image"].tobytes(), res["format"], res["width"], res["height"], _faces(out, False),
                       list(res["selected"]), res["faces_swapped"], res["truncated"], res.get("stand_in_models", []),
                       bool(res.get("no_match", False)), _quality(res), bool(res.get("watermarked", False)),
-                      res.get("stage_ms") or {})
+                      res.get("stage_ms") or {}, bool(res.get("content_refused", False)),
+                      str(res.get("content_policy") or ""))
 
 
 def map_error(exc: Exception, url: str = "") -> FaceSwapError:

@@ -18,6 +18,7 @@ from gateway.backends import make_jobs
 from gateway.core import errors
 from gateway.core.admission import Admission, AdmissionMiddleware
 from gateway.core.config import Settings, get_settings
+from gateway.core.content import ContentGate
 from gateway.core.guard import RequestGuard
 from gateway.core.health import DeepCheck
 from gateway.core.marking import Marker
@@ -93,8 +94,10 @@ async def _start(app: FastAPI, settings: Settings) -> asyncio.Task:
     app.state.store = await asyncio.to_thread(make_face_store, settings)
     app.state.results = await asyncio.to_thread(make_results, settings)
     app.state.marker = await Marker.start(settings, app.state.triton, app.state.results)
+    app.state.content_gate.log_start()
     app.state.jobs = await asyncio.to_thread(make_jobs, settings)
     app.state.jobs.marker = app.state.marker
+    app.state.jobs.gate = app.state.content_gate
     advised = await _advised_admission(app.state.triton)
     app.state.admission.resize(settings.max_in_flight or advised[0],
                                settings.max_waiting if settings.max_waiting >= 0 else advised[1])
@@ -154,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.media_urls = MediaURLPolicy(settings.media_url_prefixes)
     app.state.metrics = Metrics()
+    app.state.content_gate = ContentGate(settings, app.state.metrics)
     app.state.streams = 0
     app.state.deep = DeepCheck(settings)
     app.state.precision = PrecisionReport(settings.triton_url, settings.triton_metrics_url, settings.health_timeout_s)

@@ -190,6 +190,10 @@ class OutputMarks(Protocol):
                       quality: int = 95) -> bytes: ...
 
 
+#: The error code that starts a batch item's ``error`` when the content gate refused its image.
+CONTENT_REFUSED = "content_refused"
+
+
 async def swap_batch(client: AsyncFaceSwapClient, source_latent: np.ndarray, source: Path, out_dir: Path,
                      in_flight: int = 4, progress: Callable[[int, int], None] | None = None,
                      cancelled: Callable[[], bool] | None = None, limits: ArchiveLimits = ArchiveLimits(),
@@ -220,6 +224,10 @@ async def swap_batch(client: AsyncFaceSwapClient, source_latent: np.ndarray, sou
             rid, watermark = marks.payload() if marks is not None else (None, "")
             res = await client.swap(data, source_latent, source_embedding=source_embedding, watermark=watermark,
                                     **opts)
+            if res.content_refused:  # nothing swapped, nothing written for this item
+                item.error = (f"{CONTENT_REFUSED}: refused by the content policy {res.content_policy!r}; this service "
+                              "does not swap faces into intimate imagery")
+                return
             path = out_dir / f"{i:04d}_{safe_stem(item.name)}.{'jpg' if res.format == 'jpeg' else res.format}"
             marked = marks is not None and res.faces_swapped > 0  # nothing swapped: nothing to declare
             path.write_bytes(await asyncio.to_thread(marks.swapped_image, res, data, rid, "batch",

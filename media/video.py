@@ -121,6 +121,11 @@ class VideoOptions:
         limits: checked on the headers and again on what is decoded.
         frame_hook: applied to every output frame (BGR uint8 [H, W, 3], upright) before it is
             encoded, swapped or not; the gateway's invisible watermark goes in here.
+        content_policy: the content gate's policy (``SwapOptions.content_policy``: None is the
+            stage's default policy, "off" none), applied to the first frame with a face to swap
+            and then to one such frame every ``content_every_s`` seconds of the video (the
+            documented sampling rate); a refusal ends the job (``ContentRefusedError``) and no
+            output is kept.
     """
 
     selection: str = "largest"
@@ -130,6 +135,19 @@ class VideoOptions:
     preset: str = "veryfast"
     limits: VideoLimits = field(default_factory=VideoLimits)
     frame_hook: Callable[[np.ndarray], np.ndarray] | None = None
+    content_policy: dict | str | None = None
+    content_every_s: float = 1.0
+
+
+class ContentRefusedError(VideoError):
+    """A sampled frame was refused by the content gate (``policy``: its name); nothing is kept."""
+
+    code = "content_refused"
+
+    def __init__(self, policy: str) -> None:
+        super().__init__(f"a frame of the video was refused by the content policy {policy!r}: this service does not "
+                         "swap faces into intimate imagery; nothing was kept")
+        self.policy = policy
 
 
 @dataclass
@@ -338,6 +356,15 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
         new.pts, new.time_base = frame.pts, frame.time_base
         return list(vout.encode(new))
 
+    gate_at: list[float] = []  # video time of the last frame sent to the content gate
+
+    def content_policy(t: float) -> dict | str | None:
+        """The policy for a frame at ``t`` s: the job's at the sampling rate, else "off"."""
+        if opts.content_policy == "off" or (gate_at and t - gate_at[0] < opts.content_every_s):
+            return "off"
+        gate_at[:] = [t]
+        return opts.content_policy
+
     async def track() -> None:
         while (item := await tracked.get()) is not None:
             frame, img, blob, found = item
@@ -347,8 +374,10 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
             chosen = tracker.update_tracks((frame.pts or 0) * tb, faces)
             job = None
             if chosen:
+                policy = content_policy((frame.pts or 0) * tb)
                 job = call(client.swap_at, blob, source_latent, np.stack([k for _, k in chosen]),
-                           output_format="bmp", source_embedding=source_embedding)
+                           output_format="bmp", source_embedding=source_embedding,
+                           **({} if policy is None else {"content_policy": policy}))
             await written.put((frame, img, job, chosen))
         await written.put(None)
 
@@ -356,6 +385,8 @@ async def _transcode(client, source_latent, inp, vin, out, fmt, opts, reference,
         while (item := await written.get()) is not None:
             frame, img, job, chosen = item
             res = await asyncio.shield(job) if job is not None else None
+            if res is not None and res.content_refused:
+                raise ContentRefusedError(res.content_policy)
             if res is not None:
                 report.frames_swapped += 1
                 report.stand_in_models = res.stand_in_models

@@ -7,6 +7,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from model_repository.glue import (
+    bls_content,
     bls_detector,
     bls_recognizer,
     bls_swapper,
@@ -30,7 +31,7 @@ class FrameSwapper:
         self.name = args["model_name"]
         self.p = p = FrameSwapperParams.from_config(args)
         self.nets = Networks(bls_detector(p), bls_recognizer(p), bls_swapper(p), p.recognizer_max_batch,
-                             p.swapper_max_batch)
+                             p.swapper_max_batch, bls_content(p))
         self.settings = detect_settings(p, p.max_faces)
         self.stand_ins = list(p.stand_in_models)
         if self.stand_ins:
@@ -54,7 +55,8 @@ class FrameSwapper:
         summary = result_json(faces_detected=len(r.dets), faces_swapped=int(a.crops.shape[0]), truncated=a.truncated,
                               no_match=a.no_match, selected=a.selected.tolist(), format=r.fmt,
                               face_quality=r.quality, width=r.width, height=r.height,
-                              stand_in_models=self.stand_ins, watermarked=r.watermarked, stage_ms=r.stage_ms)
+                              stand_in_models=self.stand_ins, watermarked=r.watermarked, stage_ms=r.stage_ms,
+                              **r.content)
         return [*outputs, bytes_tensor("result", summary)]
 
     def execute(self, requests):

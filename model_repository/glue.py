@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pipeline.contracts import DetectorCall, RecognizerCall, SwapperCall
+from pipeline.contracts import ContentCall, DetectorCall, RecognizerCall, SwapperCall
 from pipeline.engines import non_finite
 from pipeline.frames import DetectSettings
 
@@ -134,6 +134,11 @@ def bls_swapper(p: SwapperCall) -> Callable[[np.ndarray, np.ndarray], np.ndarray
     """inswapper as f(float32 [N, 3, 128, 128] crops, float32 [N, 512] latents) -> float32
     [N, 3, 128, 128], through BLS."""
     return bls_fn(p.swapper_model, [p.swapper_target, p.swapper_source], p.swapper_output)
+
+
+def bls_content(p: ContentCall) -> Callable[[np.ndarray], np.ndarray]:
+    """The content gate's detector as f(float32 [1, 3, 320, 320]) -> float32 [1, 22, anchors], through BLS."""
+    return bls_fn(p.content_model, [p.content_input], p.content_output)
 
 
 def cancelled_check(request) -> Callable[[], None]:

@@ -1,6 +1,6 @@
 """Triton Python model that serves one ONNX network with a CPU inference engine.
 
-Used by the embedded (CPU, no ONNX Runtime backend) profile for ``face_detector``,
+Used by the embedded (CPU, no ONNX Runtime backend) profile for ``face_detector``, ``content_detector``,
 ``face_recognizer`` and ``face_swapper``. The fp32 engine is named by the ``engine`` parameter
 in config.pbtxt (``onnxruntime``, the default, or ``openvino``); ``precision`` is ``auto`` (the
 parity self-check of ``pipeline.precision`` picks f32, bf16 or int8 at load) or forces one.
@@ -27,7 +27,7 @@ from pipeline.contracts import OnnxNetworkParams
 from pipeline.engines import OutputNotFinite, checked, load
 
 #: Figures of the probe exported as metrics (where present).
-FIGURES = ("ms", "speedup", "psnr_db", "cosine", "box_px")
+FIGURES = ("ms", "speedup", "psnr_db", "cosine", "box_px", "score_diff")
 
 
 class OnnxModel:

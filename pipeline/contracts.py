@@ -130,10 +130,21 @@ class SwapperCall(Params):
 
 
 @params
-class FrameSwapperParams(DetectorCall, RecognizerCall, SwapperCall, FrameParams):
+class ContentCall(Params):
+    """How a stage calls the content gate's detector through BLS (``pipeline.content``)."""
+
+    content_model: str = "content_detector"
+    #: The detector's input (float32 [1, 3, 320, 320]) and output ([1, 22, anchors]), read from its graph.
+    content_input: str
+    content_output: str
+
+
+@params
+class FrameSwapperParams(DetectorCall, RecognizerCall, SwapperCall, ContentCall, FrameParams):
     """``face_swap`` and ``face_swap_kps``: one encoded image in, one out (``pipeline.frames``):
-    decode once, SCRFD, selection, alignment, inswapper, paste-back, quality figures, the
-    invisible watermark, one encode; the networks through BLS."""
+    decode once, the content gate, SCRFD, selection, alignment, inswapper, paste-back, quality
+    figures, the visible badge when asked, the invisible watermark, one encode; the networks
+    through BLS."""
 
     #: At most this many faces are swapped in one image (the rest are left alone: ``truncated``).
     max_faces: int = MAX_FACES
@@ -213,8 +224,9 @@ class Stage:
     instances: int = 1
 
 
-#: The Triton model that serves each network.
-NET_MODEL = {"detector": "face_detector", "recognizer": "face_recognizer", "swapper": "face_swapper"}
+#: The Triton model that serves each network (``content``: the content gate's detector, ``pipeline.content``).
+NET_MODEL = {"detector": "face_detector", "recognizer": "face_recognizer", "swapper": "face_swapper",
+             "content": "content_detector"}
 
 _FACES = [T("boxes", "TYPE_FP32", [-1, 4]), T("scores", "TYPE_FP32", [-1]), T("kps", "TYPE_FP32", [-1, 5, 2])]
 _IMAGE = T("image", "TYPE_UINT8", [-1])
@@ -226,7 +238,7 @@ _SOURCE_EMBEDDINGS = T("source_embeddings", "TYPE_FP32", _VECTORS, optional=True
 def python_stages(nets: Mapping[str, NetTensors], stand_ins: Sequence[str],
                   admission: tuple[int, int] = (1, 1)) -> dict[str, Stage]:
     """The public entry points, each one Python-backend model, wired to the networks' tensor
-    names (``nets``: detector, recognizer, swapper); ``admission``: the profile's (in flight,
+    names (``nets``: detector, recognizer, swapper, content); ``admission``: the profile's (in flight,
     waiting) for the gateway. Their names and tensors are the API clients use (and
     ``perf_analyzer`` targets):
 
@@ -251,7 +263,9 @@ def python_stages(nets: Mapping[str, NetTensors], stand_ins: Sequence[str],
     swapper = {"swapper_target": swp.inputs[0].name, "swapper_source": swp.inputs[1].name,
                "swapper_output": swp.outputs[0].name, "swapper_max_batch": swp.max_batch_size}
     stand = tuple(stand_ins)
-    swap_params = FrameSwapperParams(**detector, **recognizer, **swapper, stand_in_models=stand,
+    gate = nets["content"]
+    content = {"content_input": gate.inputs[0].name, "content_output": gate.outputs[0].name}
+    swap_params = FrameSwapperParams(**detector, **recognizer, **swapper, **content, stand_in_models=stand,
                                      admission_in_flight=admission[0], admission_waiting=admission[1])
     latents = T("source_latents", "TYPE_FP32", _VECTORS)
     swapped = [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])]

@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.badge import burn_badge
 from pipeline.codec import MAX_PIXELS, decode_image
+from pipeline.content import ContentPolicy, Decision, decide, policy_from_options, preprocess
 from pipeline.detection import DET_SIZE, DET_THRESH, MAX_FACES, NMS_THRESH, Detections, detector_blob, letterbox
 from pipeline.quality import face_quality, source_rows
 from pipeline.selection import SwapOptions
 from pipeline.stages import (
+    SWAP_SIZE,
     Aligned,
     DetectFn,
     EmbedFn,
@@ -53,6 +56,8 @@ class Networks:
     swap_fn: SwapFn | None = None
     embed_batch: int = 0
     swap_batch: int = 0
+    #: the content gate's detector, float32 [1, 3, 320, 320] -> [1, 22, anchors] (``pipeline.content``)
+    content_fn: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,31 @@ def watermark_fn(payload_hex: str) -> Callable[[np.ndarray], np.ndarray] | None:
     return lambda bgr: bgr if min(bgr.shape[:2]) < MIN_SIDE else embed(bgr, payload)
 
 
+def content_policy(opts: SwapOptions) -> ContentPolicy | None:
+    """The content gate's policy for a request (``SwapOptions.content_policy``, validated):
+    None when the caller (the gateway's explicit setting) says "off", the default policy when it
+    says nothing."""
+    return policy_from_options({} if opts.content_policy is None else {"content_policy": opts.content_policy})
+
+
+def gate(image: np.ndarray, policy: ContentPolicy, content_fn: Callable[[np.ndarray], np.ndarray]) -> Decision:
+    """The content gate's decision on a uint8 [H, W, 3] BGR frame (``pipeline.content``: nudenet's
+    preprocessing, the detector, the policy's classes against its threshold)."""
+    blob, _ = preprocess(image)
+    return decide(content_fn(blob), policy)[0]
+
+
+def _no_gate(_blob: np.ndarray) -> np.ndarray:
+    raise RuntimeError("the content gate is on but this stage has no content detector")
+
+
+def nothing_aligned() -> Aligned:
+    """No face chosen (a refused target)."""
+    empty = np.zeros((0,), np.int64)
+    return Aligned(Detections.empty(), empty, empty.copy(), np.zeros((0, SWAP_SIZE, SWAP_SIZE, 3), np.uint8),
+                   np.zeros((0, 2, 3), np.float32), False)
+
+
 def find_faces(image: np.ndarray, nets: Networks, s: DetectSettings, det_thresh: float = 0.0) -> Detections:
     """Every face of a uint8 [H, W, 3] BGR frame, score descending (insightface 0.7.3's
     ``SCRFD.detect`` on a 640 letterbox, plus the tiled and close-up passes of
@@ -140,6 +170,8 @@ class FrameResult:
         quality: the swapped faces' figures (``pipeline.quality.face_quality``), or None when
             not asked for.
         watermarked: the invisible mark is in the output's pixels.
+        content: the gate's fields for the ``result`` JSON, ``{"content_refused": bool,
+            "content_policy": name}``, or {} when the gate was off for this request.
         width, height, grey: the frame's.
         stage_ms: milliseconds per step (decode, detect, align, swap, paste, quality,
             watermark, encode; the networks' calls counted in their steps).
@@ -155,6 +187,7 @@ class FrameResult:
     height: int
     grey: bool
     stage_ms: dict = field(default_factory=dict)
+    content: dict = field(default_factory=dict)
 
 
 def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: Networks, s: DetectSettings,
@@ -163,9 +196,10 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: Networks, s: D
                check: Callable[[], None] | None = None) -> FrameResult:
     """Decode, find (or place) the faces, select, align, swap, paste back, measure, mark, encode.
 
-    The invisible watermark of ``opts.watermark`` (when set) goes into the pasted frame's
-    pixels before the one encode; a frame with no face swapped is neither marked nor
-    re-encoded when its format stays the same (its own bytes come back).
+    The visible badge (``opts.badge``) and then the invisible watermark of ``opts.watermark``
+    (when set) go into the pasted frame's pixels before the one encode; a frame with no face
+    swapped is neither marked nor re-encoded when its format stays the same (its own bytes come
+    back).
 
     Args:
         data: the encoded image (JPEG, PNG, WebP, BMP or TIFF bytes; uint8 array accepted).
@@ -180,7 +214,8 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: Networks, s: D
         check: called first and before every network call; raises to stop (a caller who has gone).
 
     Returns:
-        ``FrameResult``.
+        ``FrameResult``. A target the content gate refuses (``opts.content_policy``, on unless
+        "off") comes back with no face, no output bytes and ``content["content_refused"]``.
 
     Raises:
         codec.ImageError: the bytes are not an image we decode, or too many pixels.
@@ -193,6 +228,15 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: Networks, s: D
     with t.step("decode"):
         d = decode_image(data, s.max_pixels, alpha=True)
     image = d.bgr
+    content = {}
+    policy = content_policy(opts)
+    if policy is not None:  # the content gate: a refused target is not swapped, nothing is kept
+        with t.step("content"):
+            decision = gate(image, policy, t.network("content", nets.content_fn or _no_gate, check))
+        content = decision.result_fields()
+        if decision.refused:
+            return FrameResult(b"", "", Detections.empty(), nothing_aligned(), None, False, int(image.shape[1]),
+                               int(image.shape[0]), d.grey, t.rounded(), content)
     embed = t.network("recognizer", nets.embed_fn, check)
     if face_kps is not None:
         with t.step("align"):
@@ -222,6 +266,9 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: Networks, s: D
             with t.step("quality"):
                 quality = face_quality(image, pasted, kps, aligned.selected, aligned.latent_index, embed,
                                        nets.embed_batch, sources)
+        if opts.badge:
+            with t.step("badge"):
+                pasted = burn_badge(pasted)
         mark = watermark_fn(opts.watermark)
         if mark is not None:
             with t.step("watermark"):
@@ -233,7 +280,7 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: Networks, s: D
     with t.step("encode"):
         out, fmt = encode_stage(image, data, {"format": d.fmt}, pasted, opts, d.alpha)
     return FrameResult(out, fmt, dets, aligned, quality, watermarked, int(image.shape[1]), int(image.shape[0]),
-                       d.grey, t.rounded())
+                       d.grey, t.rounded(), content)
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Precision chosen by a parity self-check when a network loads (CPU profile).
 
-When ``face_detector``, ``face_recognizer`` or ``face_swapper`` loads with precision ``auto``
-(the default), it runs a built-in probe (``precision_probe.npz`` in the model repository:
-letterboxed photos for the detector, aligned 112 crops for ArcFace, aligned 128 crops with
-source latents for inswapper, all cut from our test photos by ``make_probe``) through the
+When ``face_detector``, ``face_recognizer``, ``face_swapper`` or ``content_detector`` loads with
+precision ``auto`` (the default), it runs a built-in probe (``precision_probe.npz`` in the model
+repository: letterboxed photos for the detector, and the same photos through
+``pipeline.content.preprocess`` for the content detector, aligned 112 crops for ArcFace, aligned
+128 crops with source latents for inswapper, all cut from our test photos by ``make_probe``) through the
 network in fp32 and in each faster precision this CPU runs natively, and serves the fastest
 one whose output stays within ``THRESHOLDS`` of fp32:
 
@@ -48,10 +49,15 @@ REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_v
 #: Parity a faster precision must keep against fp32 on every probe item (issue 13):
 #: swapper output finite with PSNR >= 40 dB (peak 1: the face is RGB in [0, 1]); ArcFace
 #: embedding cosine >= 0.999; detector: the same faces, boxes and key points within 1 px.
-THRESHOLDS = {"swapper": {"psnr_db": 40.0}, "recognizer": {"cosine": 0.999}, "detector": {"box_px": 1.0}}
-ROLE_OF_MODEL = {"face_detector": "detector", "face_recognizer": "recognizer", "face_swapper": "swapper"}
+#: Content detector (the gate, ``pipeline.content``): every class score within 0.01 of fp32's
+#: on every anchor (scores are in [0, 1]; the default threshold is 0.6). The int8 candidate is
+#: not made for it (``repository.generate.prepare_precision``).
+THRESHOLDS = {"swapper": {"psnr_db": 40.0}, "recognizer": {"cosine": 0.999}, "detector": {"box_px": 1.0},
+              "content": {"score_diff": 0.01}}
+ROLE_OF_MODEL = {"face_detector": "detector", "face_recognizer": "recognizer", "face_swapper": "swapper",
+                 "content_detector": "content"}
 #: Probe items run per network: enough faces to catch a bad layer, few enough to load fast.
-PROBE_ITEMS = {"detector": 2, "recognizer": 8, "swapper": 4}
+PROBE_ITEMS = {"detector": 2, "recognizer": 8, "swapper": 4, "content": 2}
 PROBE_FILE = "precision_probe.npz"
 #: Timing: rounds over the passing candidates repeat (best taken) until TIMED_S seconds per
 #: candidate are spent, at most MAX_TIMED_REPS rounds; a network slower than that is timed once.
@@ -160,6 +166,10 @@ def probe_feeds(role: str, probe: dict[str, np.ndarray], input_names: list[str],
     n = items or PROBE_ITEMS[role]
     if role == "detector":
         return [{input_names[0]: detector_blob(img)} for img in probe["det_images"][:n]]
+    if role == "content":  # the letterboxed photos, as the gate would see them
+        from pipeline.content import preprocess
+
+        return [{input_names[0]: preprocess(img)[0]} for img in probe["det_images"][:n]]
     if role == "recognizer":
         return [{input_names[0]: crops_to_blob(probe["rec_crops"][:n], 127.5, 127.5)}]
     crops = probe["swap_crops"][:n]
@@ -174,8 +184,9 @@ def compare(role: str, ref: list[list[np.ndarray]], out: list[list[np.ndarray]],
 
     Returns:
         swapper: ``psnr_db`` (the worst face), ``finite``; recognizer: ``cosine`` (the worst
-        face); detector: ``box_px`` (largest box or key-point move, in pixels of the photo),
-        ``same_faces``. Always ``passed`` (bool) and ``reason`` (why not, else "").
+        face); content: ``score_diff`` (the largest class-score change on any anchor); detector:
+        ``box_px`` (largest box or key-point move, in pixels of the photo), ``same_faces``.
+        Always ``passed`` (bool) and ``reason`` (why not, else "").
     """
     finite = all(np.isfinite(o).all() for call in out for o in call)
     if not finite:
@@ -188,6 +199,11 @@ def compare(role: str, ref: list[list[np.ndarray]], out: list[list[np.ndarray]],
         ok = bool(worst >= THRESHOLDS["swapper"]["psnr_db"])
         return {"psnr_db": round(float(worst), 2), "finite": True, "passed": ok,
                 "reason": "" if ok else f"PSNR {worst:.1f} dB < {THRESHOLDS['swapper']['psnr_db']} dB"}
+    if role == "content":
+        diff = max(float(np.abs(o[0][:, 4:] - r[0][:, 4:]).max()) for r, o in zip(ref, out))
+        ok = bool(diff <= THRESHOLDS["content"]["score_diff"])
+        return {"score_diff": round(diff, 5), "finite": True, "passed": ok,
+                "reason": "" if ok else f"class scores moved {diff:.4f} > {THRESHOLDS['content']['score_diff']}"}
     if role == "recognizer":
         from pipeline.embedding import normed
 

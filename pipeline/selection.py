@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pipeline.codec import OUTPUT_FORMATS
+from pipeline.content import policy_from_options
 from pipeline.detection import Detections, box_areas
 from pipeline.embedding import cosine
 from pipeline.pixel_boost import PIXEL_BOOSTS
@@ -61,6 +62,12 @@ class SwapOptions:
             result id, 32 bits each, big-endian: ``pipeline.watermark.Payload.to_bytes``),
             embedded in the swapped frame's pixels before its one encode (``pipeline.frames``).
             The gateway sets it; a frame with no face swapped is not marked.
+        badge: burn the visible "AI-generated" badge (``pipeline.badge``) into a frame with a
+            swapped face, before the watermark and the encode.
+        content_policy: the content gate (``pipeline.content``): None (absent) applies the
+            default policy, "off" none (the gateway's explicit setting, or a video frame not
+            sampled), ``{"name", "classes", "threshold"}`` that policy. A refused target is not
+            swapped (``result``: ``content_refused``).
     """
 
     selection: str = "all"
@@ -73,6 +80,8 @@ class SwapOptions:
     face_quality: bool = True
     pixel_boost: int = 128
     watermark: str = ""
+    badge: bool = False
+    content_policy: dict | str | None = None
 
     @classmethod
     def from_json(cls, raw: bytes | str | None) -> "SwapOptions":
@@ -120,6 +129,13 @@ class SwapOptions:
             raise OptionsError(f"pixel_boost {self.pixel_boost!r} is not one of {', '.join(map(str, PIXEL_BOOSTS))}")
         if not isinstance(self.watermark, str) or (self.watermark and not _is_hex(self.watermark, 16)):
             raise OptionsError(f"watermark {self.watermark!r} must be empty or 16 hex digits")
+        if self.content_policy is not None:
+            try:
+                policy_from_options({"content_policy": self.content_policy})
+            except (ValueError, TypeError) as exc:
+                raise OptionsError(f"content_policy: {exc}") from None
+        if not isinstance(self.badge, bool):
+            raise OptionsError(f"badge {self.badge!r} must be true or false")
         if not isinstance(self.face_quality, bool):
             raise OptionsError(f"face_quality {self.face_quality!r} must be true or false")
 

@@ -3,7 +3,7 @@
 Three independent marks, each readable without the others:
 
 - a signed C2PA manifest (``c2pa_manifest``; SDK ``c2pa-python``);
-- IPTC ``DigitalSourceType`` = compositeSynthetic in the file's XMP (``xmp``);
+- IPTC ``DigitalSourceType`` = compositeWithTrainedAlgorithmicMedia in the file's XMP (``xmp``);
 - an invisible watermark in the pixels carrying (service id, result id) (``pipeline.watermark``:
   pixels only, so the Triton stage that marks a frame before its one encode loads it without
   the C2PA SDK).
@@ -25,10 +25,11 @@ from pipeline.watermark import Detection, Payload, detect
 from .c2pa_manifest import DEFAULT_SERVICE_ID, MODELS_ASSERTION, ProvenanceSigner, check_models
 from .mark import mark_encoded, mark_image, mark_video_file, normalise_format, watermark_frame
 from .verify import verify
-from .xmp import COMPOSITE_SYNTHETIC
+from .xmp import COMPOSITE_SYNTHETIC, COMPOSITE_WITH_TRAINED_MEDIA
 
 __all__ = [
     "COMPOSITE_SYNTHETIC",
+    "COMPOSITE_WITH_TRAINED_MEDIA",
     "DEFAULT_SERVICE_ID",
     "MODELS_ASSERTION",
     "Detection",

@@ -1,12 +1,20 @@
 """C2PA manifests with the C2PA SDK for Python (``c2pa-python``): what every output says about itself.
 
-Each manifest holds (C2PA 2.x, claim v2):
+Each manifest holds (C2PA 2.2, claim v2):
 
 - claim generator ``faceswap-serving`` with the package version;
 - ``c2pa.actions.v2``: ``c2pa.opened`` on the target (the ``parentOf`` ingredient, linked by the
   hashed URI the SDK makes), then ``c2pa.edited`` with ``digitalSourceType``
-  ``compositeSynthetic`` (IPTC NewsCodes). Without a target, ``c2pa.created`` comes first, as
-  the specification requires of a manifest with no parent;
+  ``compositeWithTrainedAlgorithmicMedia`` (IPTC NewsCodes: a real capture edited with a trained
+  model), then ``c2pa.watermarked`` when the pixels carry the invisible watermark. Without a
+  target, ``c2pa.created`` comes first, as the specification requires of a manifest with no parent.
+  (Until issue 21 the edit said ``compositeSynthetic`` and there was no ``c2pa.watermarked``;
+  ``verify`` reads both forms);
+- ``c2pa.soft-binding``: the watermark as a soft binding, ``alg`` ``WATERMARK_ALG``, one block
+  over the whole asset whose ``value`` is the payload (service id, result id) in hex. **Not
+  standard:** the specification takes ``alg`` from the C2PA soft binding algorithm list, and ours
+  (a DCT quantisation-index watermark, ``provenance.watermark``) is not on it, so a C2PA
+  manifest repository will not know how to read it; the SDK signs and validates the assertion;
 - the target as ingredient: read by the SDK from its bytes when it is a format the SDK parses
   (so a target that carries its own manifest keeps its history), always with its SHA-256 in
   the ingredient's ``metadata`` (``faceswap-serving.sha256``) and ``description``; no thumbnail
@@ -38,10 +46,10 @@ from cryptography.x509.oid import NameOID
 
 from media import formats
 from pipeline.precision import file_sha256
-from pipeline.watermark import Payload
+from pipeline.watermark import MIN_SIDE, Payload
 
 from .devcert import ensure_development_credentials
-from .xmp import COMPOSITE_SYNTHETIC
+from .xmp import COMPOSITE_WITH_TRAINED_MEDIA
 
 log = logging.getLogger("provenance")
 
@@ -61,6 +69,12 @@ SDK_SETTINGS = {
     "core": {"allowed_network_hosts": []},
 }
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: digitalSourceType of the edit (and of ``c2pa.created`` without a target).
+DIGITAL_SOURCE_TYPE = COMPOSITE_WITH_TRAINED_MEDIA
+#: The watermark's algorithm name, in our assertion and as the soft binding's ``alg`` (ours, not
+#: on the C2PA soft binding algorithm list).
+WATERMARK_ALG = "faceswap-dct-qim-v1"
+SOFT_BINDING = "c2pa.soft-binding"
 
 
 def generator_version() -> str:
@@ -136,7 +150,7 @@ class ProvenanceSigner:
         # The SDK checks the certificate profile when it signs; do it once now, not on a request.
         png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU"
                b"\x00\x00\x00\nIDATx\x9cc\xf8\x0f\x00\x01\x01\x01\x00\x18\xdd\x8d\xb0\x00\x00\x00\x00IEND\xaeB`\x82")
-        definition = _definition([], Payload(self.service_id, 0), None, "self-test")
+        definition = _definition([], Payload(self.service_id, 0), None, "self-test", watermarked=True)
         with c2pa.Builder(definition, sdk_context()) as b, self.c2pa_signer() as s:
             b.sign(s, "image/png", io.BytesIO(png), io.BytesIO())
 
@@ -159,15 +173,23 @@ def check_models(models: list[dict]) -> list[dict]:
     return out
 
 
-def _definition(models: list[dict], payload: Payload, target_sha256: str | None, title: str) -> dict:
+def _definition(models: list[dict], payload: Payload, target_sha256: str | None, title: str, *,
+                watermarked: bool) -> dict:
+    """The manifest definition (module docstring); ``watermarked``: the pixels carry the watermark
+    (a ``c2pa.watermarked`` action and the ``c2pa.soft-binding`` assertion)."""
     version = generator_version()
     agent = {"name": GENERATOR, "version": version}
-    edited = {"action": "c2pa.edited", "digitalSourceType": COMPOSITE_SYNTHETIC, "softwareAgent": agent,
+    edited = {"action": "c2pa.edited", "digitalSourceType": DIGITAL_SOURCE_TYPE, "softwareAgent": agent,
               "description": "faces replaced with a face-swap model"}
     if target_sha256 is None:
-        first = {"action": "c2pa.created", "digitalSourceType": COMPOSITE_SYNTHETIC, "softwareAgent": agent}
+        first = {"action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE, "softwareAgent": agent}
     else:
         first = {"action": "c2pa.opened", "parameters": {"ingredientIds": ["target"]}}
+    actions = [first, edited]
+    if watermarked:
+        actions.append({"action": "c2pa.watermarked", "softwareAgent": agent,
+                        "description": f"invisible watermark {WATERMARK_ALG} carrying the service and result ids "
+                                       "(the c2pa.soft-binding assertion)"})
     stand_ins = [m["name"] for m in models if m["stand_in"]]
     ours = {
         "models": models,
@@ -176,17 +198,33 @@ def _definition(models: list[dict], payload: Payload, target_sha256: str | None,
                  "real models"),
         "service_id": payload.service_id,
         "result_id": payload.result_id,
-        "watermark": {"scheme": "faceswap-dct-qim-v1", "payload": payload.to_bytes().hex()},
+        "watermark": {"scheme": WATERMARK_ALG, "payload": payload.to_bytes().hex(), "embedded": watermarked},
         "target_sha256": target_sha256,
     }
-    return {
-        "claim_generator_info": [agent],
-        "title": title,
-        "assertions": [
-            {"label": "c2pa.actions", "data": {"actions": [first, edited]}},
-            {"label": MODELS_ASSERTION, "data": ours},
-        ],
-    }
+    assertions = [{"label": "c2pa.actions", "data": {"actions": actions}}, {"label": MODELS_ASSERTION, "data": ours}]
+    if watermarked:
+        assertions.append({"label": SOFT_BINDING, "data": {
+            "alg": WATERMARK_ALG, "blocks": [{"scope": {}, "value": payload.to_bytes().hex()}], "pad": [0]}})
+    return {"claim_generator_info": [agent], "title": title, "assertions": assertions}
+
+
+def carries_watermark(data: bytes | None, fmt: str, path: str | Path | None = None) -> bool:
+    """Whether an output of this size carries the watermark (``mark`` embeds it when both sides are
+    at least ``watermark.MIN_SIDE`` px): the image header of ``data``, or the MP4 at ``path``'s
+    first video stream. False when the size cannot be read."""
+    try:
+        if fmt == "mp4":
+            import av
+
+            with av.open(str(path) if path is not None else io.BytesIO(data)) as c:
+                s = c.streams.video[0].codec_context
+                return min(s.width, s.height) >= MIN_SIDE
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            return min(im.size) >= MIN_SIDE
+    except Exception:  # noqa: BLE001 - an unreadable size: claim no watermark
+        return False
 
 
 def _ingredient(sha: str, mime: str | None) -> dict:
@@ -196,9 +234,9 @@ def _ingredient(sha: str, mime: str | None) -> dict:
 
 
 def _sign(source, dest, mime: str, target_stream, target_sha: str | None, models: list[dict],
-          result_id: int, signer: ProvenanceSigner, title: str) -> None:
+          result_id: int, signer: ProvenanceSigner, title: str, watermarked: bool) -> None:
     payload = Payload(signer.service_id, result_id)
-    definition = _definition(check_models(models), payload, target_sha, title)
+    definition = _definition(check_models(models), payload, target_sha, title, watermarked=watermarked)
     target_fmt = formats.sniff(target_stream.read(formats.HEAD)) if target_stream is not None else None
     target_mime = target_fmt.mime if target_fmt is not None and target_fmt.kind in ("image", "video") else None
     parsed = target_mime is not None and target_mime in c2pa.Builder.get_supported_mime_types()
@@ -242,7 +280,7 @@ def sign_bytes(data: bytes, fmt: str, *, target: bytes | None, models: list[dict
     sha = hashlib.sha256(target).hexdigest() if target is not None else None
     out = io.BytesIO()
     _sign(io.BytesIO(data), out, MIME[fmt], io.BytesIO(target) if target is not None else None, sha,
-          models, result_id, signer, f"result-{result_id}.{fmt}")
+          models, result_id, signer, f"result-{result_id}.{fmt}", carries_watermark(data, fmt))
     return out.getvalue()
 
 
@@ -259,7 +297,8 @@ def sign_file(src: str | Path, dst: str | Path, fmt: str, *, target_path: str | 
     with open(src, "rb") as source, open(dst, "w+b") as dest:
         tstream = open(target_path, "rb") if target_path is not None else None
         try:
-            _sign(source, dest, MIME[fmt], tstream, sha, models, result_id, signer, f"result-{result_id}.{fmt}")
+            _sign(source, dest, MIME[fmt], tstream, sha, models, result_id, signer, f"result-{result_id}.{fmt}",
+                  carries_watermark(None, fmt, src))
         finally:
             if tstream is not None:
                 tstream.close()

@@ -15,7 +15,7 @@ from media import formats
 from pipeline import watermark
 from pipeline.codec import MAX_PIXELS, ImageError, header_size
 
-from .c2pa_manifest import MODELS_ASSERTION, sdk_context
+from .c2pa_manifest import MODELS_ASSERTION, SOFT_BINDING, sdk_context
 from .xmp import SYNTHETIC_TYPES, read_digital_source_type
 
 log = logging.getLogger("provenance")
@@ -61,8 +61,21 @@ def has_manifest_store(data: bytes) -> bool:
     return b"jumb" in data and b"c2pa" in data
 
 
+def _soft_binding(manifest: dict) -> dict | None:
+    """The first ``c2pa.soft-binding`` assertion's ``{"alg", "value"}`` (its first block), or None
+    (manifests made before issue 21 have none)."""
+    data = next((a.get("data") for a in manifest.get("assertions", []) if a.get("label") == SOFT_BINDING), None)
+    if not isinstance(data, dict):
+        return None
+    blocks = data.get("blocks") or [{}]
+    return {"alg": data.get("alg"), "value": blocks[0].get("value") if isinstance(blocks[0], dict) else None}
+
+
 def read_c2pa(data: bytes, fmt: str, trust_anchors: str | None = None) -> dict:
-    """The C2PA part of ``verify``: present / valid / trusted / signer / actions / models / failures.
+    """The C2PA part of ``verify``: present / valid / trusted / signer / actions / models /
+    soft_binding / failures. Reads both forms of our manifests: the C2PA 2.2 one (edit
+    ``compositeWithTrainedAlgorithmicMedia``, ``c2pa.watermarked``, a ``c2pa.soft-binding``) and the
+    earlier one (edit ``compositeSynthetic``, no soft binding: ``soft_binding`` None).
 
     ``valid`` is the SDK's validation state "Valid" or "Trusted" (every hash and the signature
     check; ``signingCredential.untrusted`` alone still reads "Valid"); ``trusted`` is "Trusted",
@@ -70,7 +83,7 @@ def read_c2pa(data: bytes, fmt: str, trust_anchors: str | None = None) -> dict:
     """
     extra = {"trust": {"user_anchors": trust_anchors}} if trust_anchors else None
     out: dict = {"present": False, "valid": None, "trusted": None, "validation_state": None, "signer": None,
-                 "claim_generator": None, "actions": [], "models": None, "failures": []}
+                 "claim_generator": None, "actions": [], "models": None, "soft_binding": None, "failures": []}
     try:
         reader = c2pa.Reader.try_create(_mime(fmt, data), io.BytesIO(data), None, sdk_context(extra))
     except c2pa.C2paError as exc:
@@ -94,7 +107,7 @@ def read_c2pa(data: bytes, fmt: str, trust_anchors: str | None = None) -> dict:
         signer={"common_name": sig.get("common_name"), "issuer": sig.get("issuer"), "alg": sig.get("alg"),
                 "time": sig.get("time")},
         claim_generator=(manifest.get("claim_generator_info") or [{}])[0].get("name"),
-        actions=_actions(manifest), failures=failures,
+        actions=_actions(manifest), failures=failures, soft_binding=_soft_binding(manifest),
         models=(ours or {}).get("models"),
         result=({k: ours.get(k) for k in ("service_id", "result_id", "stand_in_models", "target_sha256")}
                 if ours else None),
@@ -191,6 +204,9 @@ def verify(data: bytes, filename_hint: str | None = None, *, trust_anchors: str 
     wm = read_watermark(data, fmt)
     if service_id is not None and wm.get("payload"):
         wm["ours"] = wm["payload"]["service_id"] == service_id
+    binding = manifest.get("soft_binding")
+    if wm.get("payload") and binding:  # the pixels' watermark is the one the manifest bound
+        wm["matches_manifest"] = wm["payload"]["hex"] == binding.get("value")
     c2pa_ai = bool(manifest["valid"]) and any(a.get("digitalSourceType") in SYNTHETIC_TYPES
                                               for a in manifest["actions"])
     marks = [name for name, hit in (("c2pa", manifest["present"]), ("xmp", meta["ai_generated"]),

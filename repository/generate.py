@@ -60,8 +60,9 @@ class Net:
     max_batch_size: int
 
 
-#: Batch limit given to networks whose graph has a symbolic batch dimension.
-NET_MAX_BATCH = {"detector": 0, "recognizer": 32, "swapper": 8}
+#: Batch limit given to networks whose graph has a symbolic batch dimension. The content detector
+#: batches like the swapper: video frames and live streams send it one frame per request.
+NET_MAX_BATCH = {"detector": 0, "recognizer": 32, "swapper": 8, "content": 8}
 #: Queue policy of every model (Triton ``ModelQueuePolicy``): at most this many
 #: requests wait per model, then Triton answers UNAVAILABLE at once; a request that waited
 #: longer than its timeout (the caller's, sent with the request, else the default below) is
@@ -79,17 +80,46 @@ ADMISSION = {"cpu": (1, 1), "gpu": (4, 4), "gpu-trt": (4, 4)}
 MAX_QUEUE = {"face_swap": 8, "face_swap_kps": 8, "face_embed": 8, "default": 32}
 
 
+def _content_dims(model: ResolvedModel, ins, outs) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The content detector's tensors must fit ``pipeline.content``'s contract (one float input
+    [N, 3, H, W] that takes 320 x 320, one float output [N, 22, A]); returns the contract's dims
+    (``INPUT_DIMS``, ``OUTPUT_DIMS``) for the config.
+
+    Raises:
+        ValueError: another detector's tensors (named with the file).
+    """
+    from pipeline.content import INPUT_DIMS, OUTPUT_DIMS
+
+    def fits(dims, want) -> bool:
+        return len(dims) == len(want) + 1 and all(d in (-1, w) for d, w in zip(dims[1:], want))
+
+    if (len(ins) != 1 or len(outs) != 1 or ins[0].elem_type != 1 or outs[0].elem_type != 1
+            or not fits(ins[0].dims, INPUT_DIMS) or not fits(outs[0].dims, OUTPUT_DIMS)):
+        raise ValueError(f"{model.path}: not a content detector of pipeline.content's contract (one float input "
+                         f"[N, {', '.join(map(str, INPUT_DIMS))}], one float output "
+                         f"[N, {', '.join(map(str, OUTPUT_DIMS))}]); it has inputs "
+                         f"{[(i.name, i.dims) for i in ins]} and outputs {[(o.name, o.dims) for o in outs]}")
+    return INPUT_DIMS, OUTPUT_DIMS
+
+
 def read_net(role: str, model: ResolvedModel) -> Net:
     """Read tensor names/shapes from the ONNX graph (``onnx_graph.graph_io``); batching when
-    dim 0 is symbolic."""
+    dim 0 is symbolic. The content detector's dims are its contract's (``_content_dims``).
+
+    Raises:
+        ValueError: a content detector whose tensors do not fit the contract.
+    """
     ins, outs = graph_io(model.path)
     batchable = all(i.dims[0] == -1 for i in ins) and NET_MAX_BATCH[role] > 0
     mbs = NET_MAX_BATCH[role] if batchable else 0
+    fixed = _content_dims(model, ins, outs) if role == "content" else None
 
-    def conv(tensors) -> list[T]:
-        return [T(t.name, ONNX_TO_TRITON[t.elem_type], list(t.dims[1:] if mbs else t.dims)) for t in tensors]
+    def conv(tensors, which: int) -> list[T]:
+        return [T(t.name, ONNX_TO_TRITON[t.elem_type],
+                  list(fixed[which]) if fixed and mbs else [1, *fixed[which]] if fixed else
+                  list(t.dims[1:] if mbs else t.dims)) for t in tensors]
 
-    return Net(role, model, conv(ins), conv(outs), mbs)
+    return Net(role, model, conv(ins, 0), conv(outs, 1), mbs)
 
 
 def extract_emap(swapper_path: str) -> np.ndarray:
@@ -169,8 +199,9 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
             cfg.default_model_filename = "model.onnx"
             acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
             # fp16 for the detector and ArcFace; the swapper stays fp32 (fp16 inswapper users
-            # report noisy faces; a parity test must pass before switching it).
-            acc.parameters["precision_mode"] = "FP32" if net.role == "swapper" else "FP16"
+            # report noisy faces; a parity test must pass before switching it), and so does the
+            # content gate (its scores against a threshold have not been checked in fp16).
+            acc.parameters["precision_mode"] = "FP32" if net.role in ("swapper", "content") else "FP16"
             acc.parameters["max_workspace_size_bytes"] = str(4 << 30)
             acc.parameters["trt_engine_cache_enable"] = "1"
             acc.parameters["trt_engine_cache_path"] = "/engine_cache"
@@ -297,6 +328,8 @@ def prepare_precision(out_dir: Path, models: dict[str, ResolvedModel], emap: np.
     if probe is None or setting not in ("auto", "int8") or not native:
         return out
     for role, m in models.items():
+        if role == "content":  # no int8 for the gate: quantization would move scores near its threshold
+            continue
         name = NET_MODEL[role]
         try:
             out["int8"][name] = str(ensure_int8(name, m.path, _file_sha256(str(Path(m.path).resolve())), probe,

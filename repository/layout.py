@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "model_repository"
 #: Downloaded real models (``make models``) and generated stand-ins (``models/standin/<size>``).
 MODELS_DIR = ROOT / "models"
-#: The three networks' roles, in pipeline order.
-ROLES = ("detector", "recognizer", "swapper")
+#: The networks' roles: the three of the swap in pipeline order, then the content gate's detector.
+ROLES = ("detector", "recognizer", "swapper", "content")
 
 
 def cache_dir() -> Path:

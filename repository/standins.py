@@ -11,7 +11,11 @@ finds no faces), the stand-in ArcFace returns a seeded projection, and the stand
 inswapper returns the target crop's luminance coloured by a two-colour stripe pattern whose
 hues, angle and period depend on the source latent, so on a stand-in run every swapped face
 visibly shows where it was cropped, how it was rotated and where it was blended back, and is
-plainly *not a face swap*. Everything computed with a stand-in is labelled so (see
+plainly *not a face swap*. The content detector's two stand-ins (``content_flag_all``,
+``content_flag_none``; tests only) have the content gate's contract (``pipeline.content``:
+``images`` [N, 3, 320, 320] -> ``output0`` [N, 22, 2100]) and score every class 1.0 or 0.0 on
+every anchor whatever the image: the first refuses everything, which is how the refusal path is
+tested without any intimate image. Everything computed with a stand-in is labelled so (see
 ``repository.resolve``). Generated files carry a version in their name (``VERSIONS``) so a cache
 written by an older builder is not reused.
 """
@@ -38,7 +42,9 @@ DET10G_OUTPUTS = ("448", "471", "494", "451", "474", "497", "454", "477", "500")
 #: Real output name of w600k_r50.onnx.
 ARCFACE_OUTPUT = "683"
 #: Published compute of the real models, GFLOP (insightface model zoo figures).
-PUBLISHED_GFLOP = {"det_10g": 10.0, "w600k_r50": 6.3, "inswapper_128": 174.7}
+PUBLISHED_GFLOP = {"det_10g": 10.0, "w600k_r50": 6.3, "inswapper_128": 174.7,
+                   # YOLOv8n: 8.7 GFLOP at 640 x 640 (Ultralytics), so about a quarter at 320 x 320
+                   "content_flag_all": 2.2, "content_flag_none": 2.2}
 
 
 @dataclass
@@ -264,11 +270,45 @@ def make_inswapper(size: str = "tiny", seed: int = 128) -> tuple[onnx.ModelProto
     return g.model(inputs, outputs, "inswapper_standin"), g.flops / 1e9
 
 
-BUILDERS = {"det_10g": make_scrfd, "w600k_r50": make_arcface, "inswapper_128": make_inswapper}
+def make_content(score: float) -> tuple[onnx.ModelProto, float]:
+    """Content detector stand-in (``pipeline.content`` contract): ``images`` float32 [N, 3, 320, 320]
+    -> ``output0`` float32 [N, 22, 2100], every anchor a box over the whole input and every class
+    scored ``score``, whatever the image (its pixels only set N). Not a detector: a test device.
+
+    Returns:
+        (model, GFLOP: 0.0, it computes nothing worth counting).
+    """
+    from pipeline.content import ANCHORS, INPUT_SIZE, OUTPUT_ROWS
+
+    g = _Graph(np.random.default_rng(0))
+    head = np.full((1, OUTPUT_ROWS, ANCHORS), score, np.float32)
+    head[0, :4] = np.array([INPUT_SIZE / 2, INPUT_SIZE / 2, INPUT_SIZE, INPUT_SIZE], np.float32)[:, None]
+    # [N, 1, 1] zeros from the input (so N follows the batch), plus the fixed head
+    zeros = g.op("Mul", [g.op("ReduceMean", ["images"], axes=[1, 2, 3], keepdims=0),
+                         g.const(np.array(0.0, np.float32))])
+    col = g.op("Unsqueeze", [zeros, g.const(np.array([1, 2], np.int64))])
+    g.nodes.append(helper.make_node("Add", [col, g.const(head)], ["output0"], name="out_add"))
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, INPUT_SIZE, INPUT_SIZE])]
+    outputs = [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", OUTPUT_ROWS, ANCHORS])]
+    return g.model(inputs, outputs, f"content_standin_{score:g}"), 0.0
+
+
+def make_content_flag_all(size: str = "tiny") -> tuple[onnx.ModelProto, float]:
+    """The content stand-in that scores every class 1.0 (the gate refuses every image); ``size`` ignored."""
+    return make_content(1.0)
+
+
+def make_content_flag_none(size: str = "tiny") -> tuple[onnx.ModelProto, float]:
+    """The content stand-in that scores every class 0.0 (the gate lets every image through); ``size`` ignored."""
+    return make_content(0.0)
+
+
+BUILDERS = {"det_10g": make_scrfd, "w600k_r50": make_arcface, "inswapper_128": make_inswapper,
+            "content_flag_all": make_content_flag_all, "content_flag_none": make_content_flag_none}
 #: Version of each builder's output, part of the file name (``standin_path``). Bump it whenever
 #: a builder's graph or weights change (tests/unit/test_standins.py holds a fingerprint per version).
 #: inswapper_128 v2: a latent-dependent colour/stripe look instead of a near-identity output.
-VERSIONS = {"det_10g": 1, "w600k_r50": 1, "inswapper_128": 2}
+VERSIONS = {"det_10g": 1, "w600k_r50": 1, "inswapper_128": 2, "content_flag_all": 1, "content_flag_none": 1}
 
 
 def standin_path(out_dir: Path, name: str) -> Path:

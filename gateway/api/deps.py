@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from client import AsyncFaceSwapClient
 from gateway.core.admission import Admission
 from gateway.core.config import Settings
+from gateway.core.content import ContentGate
 from gateway.core.marking import Marker
 from gateway.core.metrics import Metrics
 from gateway.core.urls import MediaURLPolicy
@@ -34,5 +35,6 @@ MetricsDep = Annotated[Metrics, Depends(state("metrics"))]
 AdmissionDep = Annotated[Admission, Depends(state("admission"))]
 JobsDep = Annotated[JobBackend, Depends(state("jobs"))]
 MarkerDep = Annotated[Marker, Depends(state("marker"))]
+GateDep = Annotated[ContentGate, Depends(state("content_gate"))]
 ResultsDep = Annotated[ResultLog, Depends(state("results"))]
 MediaURLsDep = Annotated[MediaURLPolicy, Depends(state("media_urls"))]

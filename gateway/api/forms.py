@@ -60,7 +60,12 @@ class SwapForm:
                                          examples=[0.35])] = 0.3,
         pixel_boost: Annotated[int, Form(description="face swapped at 128, 256, 384 or 512 px",
                                          examples=[256], json_schema_extra={"enum": PIXEL_BOOSTS})] = 128,
+        badge: Annotated[bool, Form(description="burn a visible \"AI-generated\" label into the output's "
+                                                "bottom-right corner (when a face was swapped; images under about "
+                                                "100 px wide get none); the invisible marks are there either way",
+                                    examples=[True])] = False,
     ) -> None:
+        self.badge = badge
         self.target, self.source, self.source_face_id, self.pairs = target, source, source_face_id, pairs
         self.selection, self.face_index, self.max_faces = selection, face_index, max_faces
         self.output_format, self.quality, self.threshold, self.pixel_boost = (output_format, quality, threshold,

@@ -45,6 +45,10 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "frame_too_large": ("stream", "a stream frame is over STREAM_MAX_FRAME_BYTES or STREAM_MAX_FRAME_PIXELS"),
     "bad_request": ("stream", "a stream message is not what the protocol expects"),
     "idle_timeout": ("stream", "no stream message for STREAM_IDLE_TIMEOUT_S"),
+    "content_refused": ("422, job, stream", "the target shows what the content policy refuses (intimate imagery): "
+                                            "nothing was swapped or kept; the message names the policy"),
+    "consent_required": ("422", "registering a face needs consent=true (the operator's CONSENT_REQUIRED setting): "
+                                "state that the person consented"),
     "upgrade_required": ("426", "GET /v1/stream is a WebSocket: open it with a WebSocket client"),
     # signatures and callers
     "missing_signature": ("401", "the request is not signed (a secret is configured)"),

@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.content import DEFAULT_REFUSED, DEFAULT_THRESHOLD, LABELS, ContentPolicy
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -100,6 +102,18 @@ class Settings(BaseSettings):
     stream_frame_timeout_s: float = Field(10.0, description="Deadline of each Triton call of a stream frame.")
     marking: bool = Field(True, description="Mark every output as AI-made (C2PA manifest, XMP DigitalSourceType, "
                           "invisible watermark). Only this setting turns it off (logged at start); no request can.")
+    content_gate: bool = Field(True, description="Refuse to swap faces into intimate imagery (the content gate: a "
+                               "detector in the swap ensembles, docs/safety.md); a refused target is answered 422 "
+                               "content_refused and nothing of it is kept. Only this setting turns it off (logged "
+                               "at start, shown in /readyz and as gateway_content_gate 0); no request can.")
+    content_classes: str = Field(",".join(DEFAULT_REFUSED), description="Comma-separated detector classes the gate "
+                                 "refuses, from: " + ", ".join(LABELS) + ".")
+    content_threshold: float = Field(DEFAULT_THRESHOLD, gt=0, le=1, description="Score (0-1] at which a refused "
+                                     "class refuses the target (the highest on the shared test photos and clips: "
+                                     "0.47, a hand at a chin; docs/safety.md).")
+    consent_required: bool = Field(False, description="POST /v1/faces requires consent=true: the caller states "
+                                   "that the person whose face is registered has consented; without it the answer "
+                                   "is 422 consent_required. Recommended for a public service.")
     c2pa_cert_chain: Path | None = Field(None, description="PEM certificate chain (end-entity first) that signs the "
                                          "C2PA manifests; unset: a development chain made in c2pa_dev_dir (verifiers "
                                          "then report the signer as untrusted).")
@@ -131,6 +145,12 @@ class Settings(BaseSettings):
     job_heartbeat_s: float = Field(10.0, description="Scale-out: a job whose worker has not beaten for this long is "
                                    "taken by another worker (from its beginning).")
     worker_concurrency: int = Field(1, description="faceswap-worker: jobs one worker process runs at once.")
+
+    @field_validator("content_classes")
+    @classmethod
+    def _classes_parse(cls, v: str) -> str:
+        ContentPolicy.parse(v, DEFAULT_THRESHOLD)  # an unknown class stops the start with its name
+        return v
 
     @field_validator("media_url_prefixes")
     @classmethod

@@ -2,8 +2,9 @@
 ``provenance`` library.
 
 Each image, video and stream frame the service returns gets three independent marks: a signed
-C2PA manifest (action ``c2pa.edited``, digitalSourceType compositeSynthetic, the target as
-ingredient, the models used with their SHA-256), IPTC/XMP ``DigitalSourceType`` and an
+C2PA manifest (C2PA 2.2: action ``c2pa.edited``, digitalSourceType
+compositeWithTrainedAlgorithmicMedia, ``c2pa.watermarked`` with the watermark as a soft binding,
+the target as ingredient, the models used with their SHA-256), IPTC/XMP ``DigitalSourceType`` and an
 invisible watermark carrying (service id, result id). Marking is on by default; only the
 server setting ``marking`` turns it off (logged at start); no request can. Result ids are
 remembered (:class:`gateway.storage.faces.ResultLog`) so that ``/v1/verify`` can say when a

@@ -56,6 +56,11 @@ class Metrics:
                                      "and precision on each Triton (ms per probe call, speedup over f32, psnr_db / "
                                      "cosine / box_px against f32, passed 1/0), refreshed when scraped",
                                      ["triton", "model", "precision", "figure"], registry=self.registry)
+        self.content_gate = Gauge("gateway_content_gate", "1 when the content gate refuses intimate imagery, 0 when "
+                                  "the server setting content_gate turned it off", registry=self.registry)
+        self.content_refused = Counter("gateway_content_refused_total", "Targets refused by the content gate (422 "
+                                       "content_refused), by route (/v1/swap, batch, video, stream)", ["route"],
+                                       registry=self.registry)
         self.jobs = Gauge("gateway_jobs", "Video and batch jobs by status (queued: waiting for a worker; running), "
                           "read when scraped", ["status"], registry=self.registry)
 

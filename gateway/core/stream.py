@@ -172,6 +172,11 @@ class LatestFrame:
         return frame
 
 
+#: Seconds of stream time between two frames the content gate checks (the first swapped frame
+#: is checked, then one a second; after a refusal, every frame until one passes).
+CONTENT_CHECK_S = 1.0
+
+
 class StreamSession:
     """The per-connection swap state: source latent, tracker, frame counter.
 
@@ -184,9 +189,10 @@ class StreamSession:
     """
 
     def __init__(self, client: AsyncFaceSwapClient, latent: np.ndarray, reference: np.ndarray | None,
-                 cfg: StreamConfig, call_timeout_s: float, marker=None) -> None:
+                 cfg: StreamConfig, call_timeout_s: float, marker=None, gate=None) -> None:
         self.client, self.latent, self.cfg, self.call_timeout_s = client, latent, cfg, call_timeout_s
-        self.marker = marker
+        self.marker, self.gate = marker, gate
+        self._gate_at: float | None = None  # stream time of the last frame the content gate passed
         selection = "similar" if reference is not None else cfg.selection
         self.tracker = FaceTracker(selection, reference, cfg.smoothing)
         self.frames = 0
@@ -220,10 +226,15 @@ class StreamSession:
         # a swapped frame says it is AI-made: watermarked inside Triton before its one encode, XMP
         # and C2PA added here (gateway.core.marking)
         rid, watermark = self.marker.payload() if self.marker is not None else (None, "")
+        gated = self.gate is not None and (self._gate_at is None or t - self._gate_at >= CONTENT_CHECK_S)
         out = await self.client.swap_at(frame.data, self.latent, np.stack(self._kps), timeout=self.call_timeout_s,
                                         output_format=self.cfg.output_format, quality=self.cfg.quality,
                                         face_quality=False,  # live: latency first (a batched ArcFace call)
-                                        watermark=watermark)
+                                        watermark=watermark,
+                                        content_policy=self.gate.options()["content_policy"] if gated else "off")
+        if gated:  # ContentRefused (422 content_refused): this frame's answer is a frame_error
+            self.gate.check({"content_refused": out.content_refused, "content_policy": out.content_policy}, "stream")
+            self._gate_at = t
         image = out.image
         if self.marker is not None and self.marker.enabled and out.faces_swapped:
             image = await asyncio.to_thread(self.marker.swapped_image, out, None, rid, "stream", self.cfg.quality)

@@ -86,6 +86,8 @@ class JobBackend(Protocol):
     budget: DiskBudget | None
     #: ``gateway.core.marking.Marker`` (set by the app at start): marks every result.
     marker: object
+    #: ``gateway.core.content.ContentGate`` (set by the app at start): the policy jobs apply.
+    gate: object
 
     @property
     def video_limits(self): ...

@@ -22,9 +22,16 @@ import numpy as np
 
 from client import AsyncFaceSwapClient, FaceSwapError
 from gateway.storage.media import MediaError, StorageFull, fetch_url, put_url
-from media.batch import ArchiveLimitError, ArchiveLimits, swap_batch
+from media.batch import CONTENT_REFUSED, ArchiveLimitError, ArchiveLimits, swap_batch
 from media.formats import HEAD, sniff
-from media.video import VideoLimitError, VideoLimits, VideoOptions, header_figures, swap_video
+from media.video import (
+    ContentRefusedError,
+    VideoLimitError,
+    VideoLimits,
+    VideoOptions,
+    header_figures,
+    swap_video,
+)
 
 log = logging.getLogger("gateway.jobs")
 CONTENT_TYPES = {"video": "video/mp4", "batch": "application/zip"}
@@ -173,25 +180,31 @@ def progress_reporter(write: Callable[[dict], None], min_interval_s: float = 0.5
 
 async def run_job(client: AsyncFaceSwapClient, kind: str, input_path: Path, workdir: Path, latent: np.ndarray,
                   reference: np.ndarray | None, options: dict, limits: JobLimits, progress: ProgressFn,
-                  stop: Callable[[], bool], result_url: str | None = None, marker=None) -> Outcome:
+                  stop: Callable[[], bool], result_url: str | None = None, marker=None, gate=None) -> Outcome:
     """Swap a video or a batch archive; the result goes to ``workdir`` (and to ``result_url``).
     ``marker`` (gateway.core.marking.Marker) marks every output image, every video frame and
-    the video file as AI-made before anything leaves.
+    the video file as AI-made before anything leaves. ``gate`` (gateway.core.content.ContentGate;
+    None: the stages' default policy) is applied to each batch image and to the video's frames
+    at ``VideoOptions.content_every_s``.
 
     Raises:
-        JobFailed: the caller's media break a limit or the result URL refused the result.
+        JobFailed: the caller's media break a limit, the result URL refused the result, or
+            (``content_refused``) the content gate refused a video frame: then the input and
+            any partial output are deleted at once.
         asyncio.CancelledError: ``stop()`` turned true (cancel or shutdown).
         FaceSwapError, VideoError, OSError, zipfile.BadZipFile: the job failed.
     """
     emb = options.get("_source_embedding")
     embedding = None if emb is None else np.asarray(emb, np.float32)
     tracks: list[dict] = []
+    policy = {} if gate is None else gate.options()  # {"content_policy": ...}
     try:
         if kind == "video":
             out = workdir / RESULT_NAMES[kind]
             rid, hook = marker.video_marks() if marker is not None else (None, None)
             opts = VideoOptions(options.get("selection", "largest"), options.get("smoothing", True),
-                                limits.in_flight, limits=limits.video, frame_hook=hook)
+                                limits.in_flight, limits=limits.video, frame_hook=hook,
+                                content_policy=policy.get("content_policy"))
             rep = await swap_video(client, latent, input_path, out, opts, reference, progress, stop,
                                    source_embedding=embedding)
             if marker is not None:
@@ -205,7 +218,7 @@ async def run_job(client: AsyncFaceSwapClient, kind: str, input_path: Path, work
                 shutil.rmtree(out_dir)
             marks = marker if marker is not None and marker.enabled else None
             rep = await swap_batch(client, latent, input_path, out_dir, limits.in_flight, progress, stop,
-                                   limits.archive, marks=marks, source_embedding=embedding,
+                                   limits.archive, marks=marks, source_embedding=embedding, **policy,
                                    output_format=options.get("output_format", "auto"))
             if stop():
                 raise asyncio.CancelledError
@@ -215,6 +228,16 @@ async def run_job(client: AsyncFaceSwapClient, kind: str, input_path: Path, work
                     z.write(p, p.name)
             shutil.rmtree(out_dir, ignore_errors=True)
             warnings = [f"{i.name}: {i.error}" for i in rep.items if i.error]
+            for _ in (i for i in rep.items if i.error and i.error.startswith(CONTENT_REFUSED)):
+                if gate is not None:
+                    gate.count("batch")
+    except ContentRefusedError as exc:
+        if gate is not None:
+            gate.count("video")
+        input_path.unlink(missing_ok=True)  # nothing refused is kept longer than the job
+        shutil.rmtree(workdir / "results", ignore_errors=True)
+        (workdir / RESULT_NAMES[kind]).unlink(missing_ok=True)
+        raise JobFailed(exc.code, str(exc)) from None
     except (ArchiveLimitError, VideoLimitError) as exc:
         raise JobFailed(exc.code, str(exc)) from None
     if result_url:

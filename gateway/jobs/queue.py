@@ -260,6 +260,7 @@ class JobWorker:
                  settings=None) -> None:
         self.queue, self.media, self.triton_url, self.limits = queue, media, triton_url, limits
         self.settings, self.marker = settings, None  # the marker comes from the settings at start
+        self.gate = None  # so does the content gate (gateway.core.content.ContentGate)
         self.heartbeat_s, self.ttl_s = heartbeat_s, ttl_s
         self.work_dir = work_dir
         self.client: AsyncFaceSwapClient | None = None
@@ -297,6 +298,10 @@ class JobWorker:
             from gateway.storage.faces import make_results
 
             self.marker = await Marker.start(self.settings, self.client, make_results(self.settings))
+            from gateway.core.content import ContentGate
+
+            self.gate = ContentGate(self.settings)
+            self.gate.log_start()
         self._expiry = asyncio.create_task(self._expire_forever())
         log.info("worker ready: queue %s, Triton %s, %d job(s) at once, heartbeat %g s", QUEUE_NAME,
                  self.triton_url, self.worker.concurrency, self.heartbeat_s)
@@ -370,7 +375,7 @@ class JobWorker:
                 await asyncio.to_thread(self.media.get_file, input_key, input_path)
             progress = progress_reporter(fields.update)
             outcome = await run_job(self.client, kind, input_path, d, latent, reference, options, self.limits,
-                                    progress, lambda: False, options.get("_result_url"), self.marker)
+                                    progress, lambda: False, options.get("_result_url"), self.marker, self.gate)
             result_key = f"jobs/{job.key}/{outcome.result.name}"
             await asyncio.to_thread(self.media.put_file, result_key, outcome.result, outcome.content_type)
         return {"outcome": "done", "result_key": result_key, "quality": outcome.quality,

@@ -139,6 +139,7 @@ class JobRunner(UploadFolders):
         self.budget: DiskBudget | None = None  # set by make_jobs (max_jobs_disk_bytes)
         self._expected: dict[str, int] = {}  # job id -> bytes reserved for its result until it ends
         self.marker = None  # set by the gateway at start (gateway.core.marking.Marker)
+        self.gate = None  # set by the gateway at start (gateway.core.content.ContentGate)
         self._pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="job")
         self._cancel: dict[str, str] = {}
         self._stopping = False
@@ -286,4 +287,4 @@ class JobRunner(UploadFolders):
                                        overload_wait=self.limits.call_timeout_s) as client:
             return await run_job(client, job.kind, input_path, d, latent, reference, job.options, self.limits,
                                  progress, lambda: self._stop_reason(job.id) is not None,
-                                 job.options.get("_result_url"), self.marker)
+                                 job.options.get("_result_url"), self.marker, self.gate)

@@ -14,6 +14,7 @@ from client import FaceSwapError, NoFaceError, Overloaded
 from client.errors import InvalidInput
 from gateway.core.admission import Admission
 from gateway.core.config import Settings
+from gateway.core.content import ContentRefused
 from gateway.core.errors import APIError, from_triton
 from gateway.core.images import inspect_image
 from gateway.core.metrics import Metrics
@@ -137,8 +138,8 @@ class StreamRun:
                 frame = await box.take()
             try:
                 meta, image = await self.session.process(frame)
-            except (InvalidInput, Overloaded) as exc:  # this frame only: say so and go on
-                err = from_triton(exc, s)
+            except (InvalidInput, Overloaded, ContentRefused) as exc:  # this frame only: say so and go on
+                err = exc if isinstance(exc, ContentRefused) else from_triton(exc, s)
                 self.metrics.stream_frames.labels("failed").inc()
                 await self.ws.send_text(json.dumps({"type": "frame_error", "seq": frame.seq, "code": err.code,
                                                     "message": err.message}))
@@ -210,7 +211,7 @@ async def serve(ws: WebSocket, settings: Settings, metrics: Metrics, admission: 
         return
     cfg, (latent, reference, stand_ins) = opened
     session = StreamSession(ws.app.state.triton, latent, reference, cfg, settings.stream_frame_timeout_s,
-                            ws.app.state.marker)
+                            ws.app.state.marker, ws.app.state.content_gate)
     await ws.send_text(json.dumps({"type": "ready", "max_fps": cfg.max_fps, "detect_every": cfg.detect_every,
                                    "max_frame_bytes": settings.stream_max_frame_bytes,
                                    "max_frame_pixels": settings.stream_max_frame_pixels,

@@ -15,6 +15,7 @@ from client.core import SwapResult
 from gateway.api.forms import SwapForm
 from gateway.core.admission import Admission
 from gateway.core.config import Settings
+from gateway.core.content import ContentGate
 from gateway.core.errors import APIError
 from gateway.core.marking import Marker
 from gateway.core.metrics import Metrics
@@ -56,7 +57,7 @@ def swap_options(form: SwapForm) -> dict:
         raise APIError(422, "invalid_option", f"face_index goes with selection=index, not selection={form.selection}.")
     return {"selection": "index" if form.face_index is not None else form.selection,
             "face_index": form.face_index or 0, "max_faces": form.max_faces, "output_format": form.output_format,
-            "quality": form.quality, "pixel_boost": form.pixel_boost}
+            "quality": form.quality, "pixel_boost": form.pixel_boost, "badge": form.badge}
 
 
 def registered_sources(form: SwapForm, store: FaceStore, opts: dict) -> Sources:
@@ -96,12 +97,14 @@ def face_rows(res: SwapResult) -> list[dict]:
 
 
 async def swap(request: Request, form: SwapForm, triton: AsyncFaceSwapClient, store: FaceStore,
-               settings: Settings, metrics: Metrics, admission: Admission, marker: Marker) -> SwapOutcome:
+               settings: Settings, metrics: Metrics, admission: Admission, marker: Marker,
+               gate: ContentGate | None = None) -> SwapOutcome:
     """Swap the target's faces: read and check the uploads (their headers only), resolve the
     source, run ``face_swap`` within the request's pixel budget and deadline, mark the output.
 
     Raises:
-        APIError: 400/413/415 for the uploads, 404/422 for the source or options.
+        APIError: 400/413/415 for the uploads, 404/422 for the source or options, 422
+            content_refused for a target the content gate refuses.
         client.FaceSwapError: Triton's errors (mapped to their status by gateway.core.errors).
     """
     target_bytes, pixels = await read_image(form.target, settings, "target")
@@ -110,6 +113,8 @@ async def swap(request: Request, form: SwapForm, triton: AsyncFaceSwapClient, st
         source_bytes, source_pixels = await read_image(form.source, settings, "source")
         pixels += source_pixels
     opts = swap_options(form)
+    if gate is not None:  # the content gate runs inside face_swap, on the decoded target
+        opts.update(gate.options())
     src = registered_sources(form, store, opts)
     # every output with a swapped face says it is AI-made (gateway.core.marking): the watermark
     # goes into the pixels inside Triton, before the one encode; XMP and C2PA onto the bytes here.
@@ -122,6 +127,8 @@ async def swap(request: Request, form: SwapForm, triton: AsyncFaceSwapClient, st
         # the source embeddings let frame_swapper report identity transfer per swapped face
         res = await triton_call(request, triton.swap, target_bytes, src.latents, reference_embedding=src.reference,
                                 source_embedding=src.embeddings, watermark=watermark, **opts)
+    if gate is not None:  # 422 content_refused: nothing was swapped or kept
+        gate.check({"content_refused": res.content_refused, "content_policy": res.content_policy}, "/v1/swap")
     metrics.faces_swapped.inc(res.faces_swapped)
     image = res.image if not res.faces_swapped else await asyncio.to_thread(
         marker.swapped_image, res, target_bytes, rid, "image", int(opts["quality"] or 95))

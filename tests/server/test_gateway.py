@@ -30,8 +30,12 @@ def test_healthz_and_readyz(http):
     assert r.status_code == 200 and r.json()["status"] == "ready"
     assert set(r.json()["stand_ins"]) == {"w600k_r50", "inswapper_128"}
     nets = r.json()["precision"]["triton-0"]  # what each network serves in (Triton's metrics)
-    assert set(nets) == {"face_detector", "face_recognizer", "face_swapper"}
+    assert set(nets) == {"face_detector", "face_recognizer", "face_swapper", "content_detector"}
     assert all(n["precision"] in ("f32", "bf16", "int8") and "probe" not in n for n in nets.values())
+    from pipeline.content import DEFAULT_REFUSED, DEFAULT_THRESHOLD
+
+    assert r.json()["content_gate"] == {"enabled": True, "policy": "intimate-imagery",
+                                        "classes": list(DEFAULT_REFUSED), "threshold": DEFAULT_THRESHOLD}
     body = http.get("/readyz", params={"deep": 1}).json()
     deep = body["deep"]
     assert deep["ok"] and not deep.get("cached")
@@ -43,6 +47,7 @@ def test_healthz_and_readyz(http):
     for model, net in nets.items():
         assert f'model="{model}",precision="{net["precision"]}"' in metrics
     assert 'gateway_precision_probe{' in metrics and 'figure="passed"' in metrics
+    assert "\ngateway_content_gate 1.0\n" in metrics
 
 
 def test_register_read_delete_face(http):

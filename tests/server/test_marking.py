@@ -20,7 +20,7 @@ from PIL import Image
 
 from client.live import read_frames, stream_frames
 from tests.support.photos import image_path
-from tests.support.servers import Gateway
+from tests.support.servers import Gateway, jobs_gateway
 
 SOURCE = image_path("portrait_astronaut_eileen_collins.png")
 TARGET = image_path("group_insightface_t1.jpg")
@@ -29,10 +29,7 @@ CLIP = image_path("video_astronaut_zoompan_384.mp4")
 
 @pytest.fixture(scope="module")
 def gw(triton, tmp_path_factory):
-    d = tmp_path_factory.mktemp("marking")
-    g = Gateway(triton.grpc_url, d / "faces.sqlite3")
-    g.env.update({"FACESWAP_GATEWAY_JOBS_DIR": str(d / "jobs"), "FACESWAP_GATEWAY_C2PA_DEV_DIR": str(d / "c2pa")})
-    g.start()
+    g = jobs_gateway(triton.grpc_url, tmp_path_factory.mktemp("marking"))
     yield g
     g.stop()
 
@@ -43,10 +40,10 @@ def verify(gw, data: bytes, name: str) -> dict:
     return r.json()
 
 
-def swap(gw, fmt: str = "jpeg") -> httpx.Response:
+def swap(gw, fmt: str = "jpeg", **form) -> httpx.Response:
     r = httpx.post(gw.url + "/v1/swap", files={"source": ("s.png", SOURCE.read_bytes()),
                                                "target": ("t.jpg", TARGET.read_bytes())},
-                   data={"output_format": fmt}, timeout=120)
+                   data={"output_format": fmt, **form}, timeout=120)
     assert r.status_code == 200 and int(r.headers["x-faces-swapped"]) > 0, r.text[:300]
     swapped = [f for f in json.loads(r.headers["x-faces"]) if f["swapped"]]
     # the gateway sends the source's embedding: both quality figures are there for each swapped face
@@ -60,8 +57,9 @@ def test_swapped_images_carry_three_marks_and_verify_knows_them(gw, fmt):
     out = swap(gw, fmt).content
     rep = verify(gw, out, f"out.{fmt}")
     assert rep["c2pa"]["present"] and rep["c2pa"]["valid"], rep["c2pa"]
-    assert any(a.get("action") == "c2pa.edited" and a.get("digitalSourceType", "").endswith("compositeSynthetic")
-               for a in rep["c2pa"]["actions"]), rep["c2pa"]["actions"]
+    assert [a.get("action") for a in rep["c2pa"]["actions"]] == ["c2pa.opened", "c2pa.edited", "c2pa.watermarked"]
+    assert rep["c2pa"]["actions"][1]["digitalSourceType"].endswith("compositeWithTrainedAlgorithmicMedia")
+    assert rep["watermark"]["matches_manifest"] is True
     assert rep["xmp"]["ai_generated"] and rep["watermark"]["found"], rep["summary"]
     assert rep["result"]["ours"] and rep["result"]["known"] and rep["result"]["kind"] == "image"
     assert t - 5 <= rep["result"]["created_at"] <= time.time() + 1
@@ -143,6 +141,25 @@ def test_stream_frames_are_marked(gw):
     assert got
     rep = verify(gw, got[-1], "frame.jpg")
     assert set(rep["marks_found"]) == {"c2pa", "xmp", "watermark"} and rep["result"]["kind"] == "stream"
+
+
+def test_the_visible_badge_is_opt_in_and_goes_under_the_invisible_marks(gw):
+    import cv2
+    import numpy as np
+
+    from pipeline.badge import badge_box
+
+    plain = cv2.imdecode(np.frombuffer(swap(gw, "png").content, np.uint8), cv2.IMREAD_COLOR)
+    out = swap(gw, "png", badge="true").content
+    badged = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_COLOR)
+    x1, y1, x2, y2 = badge_box(badged.shape[1], badged.shape[0])
+    diff = np.abs(badged.astype(int) - plain.astype(int)).max(axis=2)
+    assert diff[y1:y2, x1:x2].mean() > 30  # the label is there, in its corner
+    outside = np.ones(diff.shape, bool)
+    outside[y1:y2, x1:x2] = False
+    assert diff[outside].mean() < 3  # elsewhere only the two watermarks' payloads (result ids) differ
+    rep = verify(gw, out, "o.png")
+    assert set(rep["marks_found"]) == {"c2pa", "xmp", "watermark"} and rep["c2pa"]["valid"]
 
 
 def test_marking_is_off_only_by_the_server_setting_and_the_log_says_so(triton, tmp_path):

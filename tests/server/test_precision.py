@@ -14,7 +14,7 @@ def test_triton_reports_the_precision_of_each_network(triton):
     from gateway.core.precision import parse
 
     nets = parse(page)
-    assert set(nets) == {"face_detector", "face_recognizer", "face_swapper"}, page[-2000:]
+    assert set(nets) == {"face_detector", "face_recognizer", "face_swapper", "content_detector"}, page[-2000:]
     for net in nets.values():
         assert net["precision"] in prec.PRECISIONS
         assert net["chosen_by"] in ("self-check", "cache", "setting", "no probe")
@@ -40,6 +40,6 @@ def test_forced_precision_is_served_and_said(models, tmp_path, monkeypatch):
 
     nets = parse(page)
     assert {m: (n["precision"], n["chosen_by"]) for m, n in nets.items()} == {
-        m: ("f32", "setting") for m in ("face_detector", "face_recognizer", "face_swapper")}
+        m: ("f32", "setting") for m in ("face_detector", "face_recognizer", "face_swapper", "content_detector")}
     assert not (tmp_path / "cache" / "int8").exists()  # nothing quantized when f32 is forced
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)

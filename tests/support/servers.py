@@ -69,3 +69,12 @@ class Gateway:
 
     def stop(self) -> None:
         self._process.stop()
+
+
+def jobs_gateway(triton_grpc: str, d: Path) -> Gateway:
+    """A started gateway whose face store, jobs (``.jobs_dir``) and development C2PA chain live
+    in folder ``d``."""
+    g = Gateway(triton_grpc, d / "faces.sqlite3")
+    g.env.update({"FACESWAP_GATEWAY_JOBS_DIR": str(d / "jobs"), "FACESWAP_GATEWAY_C2PA_DEV_DIR": str(d / "c2pa")})
+    g.jobs_dir = d / "jobs"
+    return g.start()

@@ -21,10 +21,11 @@ PAYLOAD = watermark.Payload(7, 123456789)
 @pytest.fixture(scope="module")
 def nets(models):
     s = {r: ort.InferenceSession(m.path, providers=["CPUExecutionProvider"]) for r, m in models.items()}
-    det, rec, swp = s["detector"], s["recognizer"], s["swapper"]
+    det, rec, swp, gate = s["detector"], s["recognizer"], s["swapper"], s["content"]
     return Networks(lambda blob: det.run(None, {det.get_inputs()[0].name: blob}),
                     lambda blob: rec.run(None, {rec.get_inputs()[0].name: blob})[0],
-                    lambda blob, lat: swp.run(None, {"target": blob, "source": lat})[0], 32, 8)
+                    lambda blob, lat: swp.run(None, {"target": blob, "source": lat})[0], 32, 8,
+                    lambda blob: gate.run(None, {gate.get_inputs()[0].name: blob})[0])
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,8 @@ def test_the_watermark_is_in_the_one_encode(nets, latent):
     assert found.found and found.payload == PAYLOAD
     steps, networks = r.stage_ms["steps"], r.stage_ms["networks"]
     assert {"decode", "detect", "align", "swap", "paste", "quality", "watermark", "encode"} <= set(steps)
-    assert {"detector", "recognizer", "swapper"} <= set(networks)  # quality figures: ArcFace
+    assert {"detector", "recognizer", "swapper", "content"} <= set(networks)  # quality figures: ArcFace
+    assert r.content == {"content_refused": False, "content_policy": "intimate-imagery"}  # the real nudenet
     assert steps["swap"] >= networks["swapper"] and steps["detect"] >= networks["detector"]
     unmarked = swap_frame(data, SwapOptions(output_format="png"), nets, DetectSettings(), latent)
     assert not unmarked.watermarked and "watermark" not in unmarked.stage_ms["steps"]
@@ -77,6 +79,26 @@ def test_a_cancelled_caller_costs_no_decode(nets, latent):
 
     with pytest.raises(Gone):
         swap_frame(b"not even an image", SwapOptions(), nets, DetectSettings(), latent, check=check)
+
+
+def test_a_refused_target_is_not_swapped_and_off_means_off(nets, latent, tmp_path):
+    """The content gate with the test-only detector that flags everything: nothing swapped, no
+    output bytes, the policy named; with content_policy "off" (the gateway's setting) it is not run."""
+    import dataclasses
+
+    from repository.resolve import resolve
+
+    flag = ort.InferenceSession(resolve("tiny", content="flag-all")["content"].path, providers=["CPUExecutionProvider"])
+    refusing = dataclasses.replace(nets, content_fn=lambda blob: flag.run(None, {flag.get_inputs()[0].name: blob})[0])
+    data = GROUP.read_bytes()
+    r = swap_frame(data, SwapOptions(), refusing, DetectSettings(), latent)
+    assert r.content == {"content_refused": True, "content_policy": "intimate-imagery"}
+    assert r.data == b"" and len(r.dets) == 0 and r.aligned.crops.shape[0] == 0
+    assert "detector" not in r.stage_ms["networks"] and "swapper" not in r.stage_ms["networks"]
+    off = swap_frame(data, SwapOptions(content_policy="off", face_quality=False), refusing, DetectSettings(), latent)
+    assert off.content == {} and off.aligned.crops.shape[0] == 6 and "content" not in off.stage_ms["networks"]
+    with pytest.raises(OptionsError, match="content_policy"):
+        SwapOptions.from_json('{"content_policy": {"classes": ["NOT_A_CLASS"]}}')
 
 
 def test_a_bad_watermark_option_is_refused():

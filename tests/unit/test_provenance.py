@@ -32,6 +32,7 @@ import pipeline.watermark as wm
 from pipeline.quality import psnr
 from provenance import (
     COMPOSITE_SYNTHETIC,
+    COMPOSITE_WITH_TRAINED_MEDIA,
     MODELS_ASSERTION,
     Payload,
     ProvenanceSigner,
@@ -176,8 +177,12 @@ def test_sdk_reader_validates_our_manifest(marked, target, fmt):
     actions = next(a for a in m["assertions"] if a["label"].startswith("c2pa.actions"))["data"]["actions"]
     assert actions[0]["action"] == "c2pa.opened"
     assert actions[0]["parameters"]["ingredients"][0]["url"].endswith("c2pa.ingredient.v3")
-    edited = next(a for a in actions if a["action"] == "c2pa.edited")
-    assert edited["digitalSourceType"] == COMPOSITE_SYNTHETIC
+    # C2PA 2.2: opened, the edit by a trained model, then the watermark as a soft binding
+    assert [a["action"] for a in actions] == ["c2pa.opened", "c2pa.edited", "c2pa.watermarked"]
+    assert actions[1]["digitalSourceType"] == COMPOSITE_WITH_TRAINED_MEDIA
+    binding = next(a for a in m["assertions"] if a["label"] == "c2pa.soft-binding")["data"]
+    assert binding["alg"] == "faceswap-dct-qim-v1" and binding["blocks"][0]["value"] == Payload(
+        signer_id(m), 4242).to_bytes().hex()
     (ing,) = m["ingredients"]
     assert ing["relationship"] == "parentOf" and ing["format"] == "image/jpeg"
     assert ing["metadata"]["faceswap-serving.sha256"] == hashlib.sha256(target).hexdigest()
@@ -195,7 +200,45 @@ def test_manifest_without_target_starts_with_created(signer, output_bgr):
     state, m, _ = sdk_read(out, "image/png")
     actions = next(a for a in m["assertions"] if a["label"].startswith("c2pa.actions"))["data"]["actions"]
     assert state == "Valid" and actions[0]["action"] == "c2pa.created"
-    assert actions[0]["digitalSourceType"] == COMPOSITE_SYNTHETIC and not m.get("ingredients")
+    assert actions[0]["digitalSourceType"] == COMPOSITE_WITH_TRAINED_MEDIA and not m.get("ingredients")
+
+
+def signer_id(manifest: dict) -> int:
+    """The service id our assertion names."""
+    return next(a for a in manifest["assertions"] if a["label"] == MODELS_ASSERTION)["data"]["service_id"]
+
+
+def test_verify_reads_the_new_form_and_the_form_before_c2pa_2_2(marked, signer, target, output_bgr, monkeypatch):
+    new = verify(marked["jpeg"])
+    assert new["c2pa"]["valid"] and new["ai_generated"]
+    assert new["c2pa"]["soft_binding"] == {"alg": "faceswap-dct-qim-v1", "value": Payload(signer.service_id,
+                                                                                          4242).to_bytes().hex()}
+    assert new["watermark"]["matches_manifest"] is True
+    assert new["xmp"]["digital_source_type"] == COMPOSITE_WITH_TRAINED_MEDIA
+    # the form made before issue 21: compositeSynthetic, no c2pa.watermarked, no soft binding
+    import provenance.c2pa_manifest as cm
+    import provenance.xmp as xmp
+
+    plain = cm._definition
+
+    def old(*args, **kwargs):
+        d = plain(*args, **{**kwargs, "watermarked": False})
+        for a in d["assertions"][0]["data"]["actions"]:
+            if "digitalSourceType" in a:
+                a["digitalSourceType"] = COMPOSITE_SYNTHETIC
+        return d
+
+    monkeypatch.setattr(cm, "_definition", old)
+    monkeypatch.setattr(xmp.xmp_packet, "__defaults__", (COMPOSITE_SYNTHETIC,))
+    data = mark_image(cv2.imencode(".jpg", output_bgr)[1].tobytes(), "jpeg", target, MODELS, 77, signer)
+    state, m, _ = sdk_read(data, "image/jpeg")
+    assert [a["action"] for a in next(a for a in m["assertions"] if a["label"].startswith("c2pa.actions"))["data"][
+        "actions"]] == ["c2pa.opened", "c2pa.edited"]
+    rep = verify(data)
+    assert rep["c2pa"]["valid"] and rep["c2pa"]["soft_binding"] is None and "matches_manifest" not in rep["watermark"]
+    assert rep["xmp"]["digital_source_type"] == COMPOSITE_SYNTHETIC and rep["xmp"]["ai_generated"]
+    assert rep["ai_generated"] and rep["marks_found"] == ["c2pa", "xmp", "watermark"]
+    assert any(a.get("digitalSourceType") == COMPOSITE_SYNTHETIC for a in rep["c2pa"]["actions"])
 
 
 def _jpeg_header_len(data: bytes) -> int:
@@ -270,7 +313,7 @@ def test_changing_bytes_or_pixels_after_signing_invalidates(marked, fmt):
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "webp"])
 def test_xmp_digital_source_type_is_in_the_file(marked, fmt):
-    assert read_digital_source_type(marked[fmt], fmt) == (True, COMPOSITE_SYNTHETIC)
+    assert read_digital_source_type(marked[fmt], fmt) == (True, COMPOSITE_WITH_TRAINED_MEDIA)
 
 
 def test_xmp_stays_readable_when_a_tool_strips_the_c2pa_manifest(marked):
@@ -361,6 +404,9 @@ def test_tiny_image_gets_xmp_and_c2pa_without_watermark(signer):
     out = mark_image(tiny, "png", None, MODELS, 9, signer)
     r = verify(out)
     assert r["c2pa"]["valid"] and r["xmp"]["ai_generated"] and not r["watermark"]["found"]
+    # no watermark in the pixels: the manifest claims none (no c2pa.watermarked, no soft binding)
+    assert r["c2pa"]["soft_binding"] is None
+    assert [a["action"] for a in r["c2pa"]["actions"]] == ["c2pa.created", "c2pa.edited"]
 
 
 # --- video ---------------------------------------------------------------------------------------
@@ -392,11 +438,12 @@ def test_mp4_marked_end_to_end_and_tampering_invalidates(signer, tmp_path):
     state, m, failures = sdk_read(data, "video/mp4")
     assert state == "Valid" and failures == ["signingCredential.untrusted"]
     actions = next(a for a in m["assertions"] if a["label"].startswith("c2pa.actions"))["data"]["actions"]
-    assert [a["action"] for a in actions] == ["c2pa.opened", "c2pa.edited"]
+    assert [a["action"] for a in actions] == ["c2pa.opened", "c2pa.edited", "c2pa.watermarked"]
     assert m["ingredients"][0]["format"] == "video/mp4"
     report = verify(data, "out.mp4")
     assert report["marks_found"] == ["c2pa", "xmp", "watermark"], report
     assert report["watermark"]["payload"]["result_id"] == 777 and report["watermark"]["frames_checked"] >= 4
+    assert report["watermark"]["matches_manifest"] is True
     with av.open(io.BytesIO(data)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 24  # still a playable file
     tampered = bytearray(data)
@@ -443,3 +490,25 @@ def test_truncated_marked_file_still_reports_its_damaged_manifest(marked):
     cut = marked["png"][: len(marked["png"]) * 3 // 4]
     report = verify(cut, "x.png")
     assert report["c2pa"]["present"] and report["c2pa"]["valid"] is False, report["c2pa"]
+
+
+# --- the visible badge ---------------------------------------------------------------------------
+
+def test_badge_is_burned_in_the_corner_only_and_small_images_get_none(signer, output_bgr):
+    from pipeline.badge import badge_box, burn_badge
+
+    out = burn_badge(output_bgr)
+    assert out.shape == output_bgr.shape and out.dtype == np.uint8 and out is not output_bgr
+    x1, y1, x2, y2 = badge_box(output_bgr.shape[1], output_bgr.shape[0])
+    assert x2 <= output_bgr.shape[1] and y2 <= output_bgr.shape[0] and x1 > output_bgr.shape[1] // 2
+    changed = np.any(out != output_bgr, axis=2)
+    assert changed[y1:y2, x1:x2].mean() > 0.5 and not changed.sum() - changed[y1:y2, x1:x2].sum()
+    text = out[y1:y2, x1:x2].max(axis=2)  # white text on a dark box
+    assert (text > 200).mean() > 0.05 and np.median(text) < 90
+    small = np.full((60, 80, 3), 90, np.uint8)
+    assert np.array_equal(burn_badge(small), small)
+    with pytest.raises(ValueError, match="uint8"):
+        burn_badge(output_bgr.astype(np.float32))
+    # under the invisible marks: the watermark is read back through the badge
+    marked = mark_image(cv2.imencode(".jpg", out)[1].tobytes(), "jpeg", None, MODELS, 31, signer)
+    assert verify(marked)["watermark"]["payload"]["result_id"] == 31

@@ -127,7 +127,7 @@ def test_swapped_image_psnr_against_inswapper_get(ref, sessions, name):
     # align, swap, paste back, encode once
     nets = Networks(detect_fn(sessions["detector"]), embed_fn(sessions["recognizer"]), swap_fn(sessions["swapper"]),
                     swap_batch=8)
-    opts = SwapOptions(output_format="png", face_quality=False)
+    opts = SwapOptions(output_format="png", face_quality=False, content_policy="off")  # swapping is compared
     r = swap_frame(cv2.imencode(".png", img)[1].tobytes(), opts, nets, DetectSettings(close_up_retry=False),
                    latent.astype(np.float32))
     ours = cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_COLOR)

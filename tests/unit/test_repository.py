@@ -26,14 +26,14 @@ def repo(request, models, tmp_path_factory):
 def test_every_model_has_a_parsable_config(repo):
     profile, out, configs = repo
     assert set(configs) == {"face_embed", "face_swap", "face_swap_kps", "face_detector", "face_recognizer",
-                            "face_swapper"}
+                            "face_swapper", "content_detector"}
     for name in configs:
         assert (out / name / "1").is_dir()
 
 
 def test_network_backends_per_profile(repo):
     profile, out, configs = repo
-    for name in ("face_detector", "face_recognizer", "face_swapper"):
+    for name in ("face_detector", "face_recognizer", "face_swapper", "content_detector"):
         cfg = configs[name]
         if profile == "cpu":
             assert cfg.backend == "python" and cfg.parameters["engine"].string_value == "onnxruntime"
@@ -43,8 +43,13 @@ def test_network_backends_per_profile(repo):
             assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
         else:
             assert cfg.platform == "tensorrt_plan" and cfg.default_model_filename == "model.plan"
-    for name in ("face_recognizer", "face_swapper"):
+    for name in ("face_recognizer", "face_swapper", "content_detector"):
         assert configs[name].max_batch_size > 0 and configs[name].HasField("dynamic_batching")
+    gate = configs["content_detector"]  # pipeline.content's contract, whatever the graph leaves open
+    assert [list(t.dims) for t in (*gate.input, *gate.output)] == [[3, 320, 320], [22, 2100]]
+    if profile == "gpu":
+        accel = gate.optimization.execution_accelerators.gpu_execution_accelerator[0]
+        assert accel.parameters["precision_mode"] == "FP32"
 
 
 def test_python_stage_parameters_are_typed_defaults(repo):
@@ -129,7 +134,8 @@ def test_stage_contracts_name_what_is_missing_or_malformed():
     with pytest.raises(ValueError, match="'detector_input' is missing"):
         AnalyzerParams.from_strings({"recognizer_input": "a", "recognizer_output": "b", "detector_outputs": "x"})
     good = {"swapper_target": "target", "swapper_source": "source", "swapper_output": "output",
-            "recognizer_input": "input.1", "recognizer_output": "683", "detector_input": "i", "detector_outputs": "x"}
+            "recognizer_input": "input.1", "recognizer_output": "683", "detector_input": "i", "detector_outputs": "x",
+            "content_input": "images", "content_output": "output0"}
     p = FrameSwapperParams.from_strings({**good, "stand_in_models": "w600k_r50,inswapper_128", "max_pixels": "100"})
     assert p.stand_in_models == ("w600k_r50", "inswapper_128") and p.max_pixels == 100
     assert p.swapper_model == "face_swapper" and p.admission_in_flight == 1  # the contract's defaults

@@ -74,6 +74,8 @@ FINGERPRINTS = {
     ("det_10g", 1): "0cc8e21740633676",
     ("w600k_r50", 1): "8675a30a01e635ad",
     ("inswapper_128", 2): "33b364749f22be42",
+    ("content_flag_all", 1): "8ec387f4b8a03455",
+    ("content_flag_none", 1): "0906c9100f3c393d",
 }
 
 

@@ -28,6 +28,8 @@ export interface AppEnv {
   PUBLIC_URL?: string;
   /** Seconds a result (and an unused upload) is kept. */
   RESULT_TTL_S: string;
+  /** Swaps, video jobs and live streams a client may start per UTC day ("0": no daily quota; src/limits.ts). */
+  DAILY_QUOTA?: string;
 }
 
 /** A JSON error body: a machine-readable code and a sentence for a person. */

@@ -1,6 +1,6 @@
 import { type AppEnv, errorResponse } from "./env";
 import { handleCreateJob, handleGetJob, handleResult, handleSwap } from "./handlers";
-import { type Budget, rateLimit } from "./limits";
+import { type Budget, dailyQuota, rateLimit } from "./limits";
 import { handleMedia } from "./media";
 import { PAGE } from "./page";
 import { purge } from "./storage";
@@ -48,7 +48,8 @@ export default {
     }
     if (route.budget) {
       // Before the body is read: a client over its limit costs neither R2 nor the gateway.
-      const refused = await rateLimit(request, env, route.budget);
+      const refused = await rateLimit(request, env, route.budget)
+        ?? (route.budget === "submit" ? await dailyQuota(request, env) : null);
       if (refused) return refused;
     }
     return route.run(request, env, path.match(route.pattern)!);

@@ -31,6 +31,16 @@ import { type AppEnv, errorResponse } from "./env";
  * gateway. Nor are the signed /api/media URLs (src/media.ts): only the gateway holds them, for
  * jobs that already counted against their client's "submit" budget.
  *
+ * Beside them, a **daily quota** per client (``DAILY_QUOTA`` in wrangler.jsonc, 200; "0" turns it
+ * off): swaps, video jobs and live streams opened together, per UTC day (``overDailyQuota``).
+ * The per-minute limits stop bursts; the quota stops one address from using the service all day
+ * (a swap costs GPU time that the operator pays for). 200 is far above what a person trying
+ * photos and clips by hand does in a day. Over it: 429 ``quota_exceeded`` with Retry-After set
+ * to the seconds until the next UTC midnight (a live stream: closed with 4429 and that code).
+ * The count lives in R2 (``quota/<day>/<SHA-256 of the client key>``: no address is stored),
+ * updated with an ETag compare-and-swap, so it is exact per object except for two requests of
+ * one client racing on its first count of a day; the cron deletes past days' counts.
+ *
  * The binding counts per Cloudflare location and is eventually consistent, so the limits are
  * approximate in production (exact under `wrangler dev --local` and vitest, which simulate it in
  * memory with fixed windows). Clients behind one address (an office, carrier-grade NAT) share a
@@ -69,4 +79,50 @@ export async function overLimit(request: Request, env: AppEnv, budget: Budget): 
   const what = { submit: "swaps or video jobs", read: "requests", upload: "upload requests",
     stream: "live streams opened", verify: "files checked" }[budget];
   return `Too many ${what} from your address in the last minute; try again in ${RATE_PERIOD_S} seconds.`;
+}
+
+/** Seconds until the next UTC midnight (when the daily quota starts again), at least 1. */
+export function secondsToMidnight(now = Date.now()): number {
+  const day = 86_400_000;
+  return Math.max(1, Math.ceil((day - (now % day)) / 1000));
+}
+
+async function quotaKey(request: Request, now: number): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(clientKey(request)));
+  const hash = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `quota/${new Date(now).toISOString().slice(0, 10)}/${hash}`;
+}
+
+/** Counts one more swap, video job or live stream for the request's client today; null when it
+ * is within ``DAILY_QUOTA`` (or the quota is off), else the sentence saying why not (and it is
+ * not counted). A failing R2 lets the request through (and logs), as the rate limits do. */
+export async function overDailyQuota(request: Request, env: AppEnv, now = Date.now()): Promise<string | null> {
+  const quota = Number(env.DAILY_QUOTA ?? "0");
+  if (!(quota > 0)) return null;
+  try {
+    const key = await quotaKey(request, now);
+    const expiresAt = String(now + secondsToMidnight(now) * 1000);
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const head = await env.FILES.head(key);
+      const used = Number(head?.customMetadata?.count ?? "0");
+      if (used >= quota) {
+        return `Your address has used its ${quota} swaps, video jobs and live streams for today; ` +
+          `the quota starts again at midnight UTC.`;
+      }
+      const meta = { customMetadata: { count: String(used + 1), expiresAt } };
+      const put = head ? await env.FILES.put(key, "", { ...meta, onlyIf: { etagMatches: head.etag } })
+        : await env.FILES.put(key, "", meta);
+      if (put !== null) return null; // null: another request of this client counted first; read again
+    }
+  } catch (err) {
+    console.error("daily quota failed; letting the request through", err);
+  }
+  return null;
+}
+
+/** null when the request may go on; else the 429 ``quota_exceeded`` answer (``overDailyQuota``). */
+export async function dailyQuota(request: Request, env: AppEnv): Promise<Response | null> {
+  const message = await overDailyQuota(request, env);
+  return message === null ? null
+    : errorResponse(429, "quota_exceeded", message, { "Retry-After": String(secondsToMidnight()) });
 }

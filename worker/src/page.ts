@@ -5,6 +5,8 @@
  * it to the gateway's /v1/stream), sends the camera's frames as JPEG (at most 2 unanswered, at
  * most the stream's max_fps) and draws the swapped frames with fps, latency and drops; Stop
  * ends it; a sentence for each failure.
+ * Every result (image, video, live frames) is labelled "AI-generated" beside it, whatever marks the
+ * file carries.
  * Check a file: choose or drop an image or video (or press "Check it" under a result); it is sent
  * as the raw body of POST /api/verify and the answer is said in plain words (made by this service
  * and when; the AI-made marks found; or none), with the full JSON in a <details>.
@@ -35,6 +37,10 @@ export const PAGE = `<!doctype html>
   progress { width: 100%; }
   #result { background: #fff; border-radius: 12px; padding: 1rem; }
   #result[hidden] { display: none; }
+  .result-figure { margin: 0; }
+  .result-figure figcaption { margin-top: .5rem; color: #4a5368; }
+  .ai-label { display: inline-block; background: #1d2330; color: #fff; font-weight: 700; padding: .15rem .55rem;
+              border-radius: 6px; letter-spacing: .02em; }
   #live { background: #fff; border-radius: 12px; padding: 1rem; margin-top: 2rem; }
   #live h2 { margin-top: 0; }
   .live-controls { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: .75rem 1rem; align-items: start; }
@@ -101,7 +107,12 @@ export const PAGE = `<!doctype html>
   <progress id="progress" max="1" value="0" hidden aria-label="Progress"></progress>
   <section id="result" hidden aria-label="Result">
     <h2>Result</h2>
-    <div id="result-media"></div>
+    <figure class="result-figure">
+      <div id="result-media"></div>
+      <figcaption><span id="result-label" class="ai-label">AI-generated</span>
+        faces in this result were replaced by a face-swap model; the file also carries C2PA, XMP and a watermark
+        saying so.</figcaption>
+    </figure>
     <p><a id="download" href="#" download>Download the result</a>
       <button id="check-result" type="button" class="secondary">Check it for AI-made marks</button></p>
   </section>
@@ -158,7 +169,7 @@ export const PAGE = `<!doctype html>
       </figure>
       <figure>
         <canvas id="live-output" width="640" height="480" role="img" aria-label="The swapped camera stream"></canvas>
-        <figcaption>Swapped</figcaption>
+        <figcaption>Swapped <span id="live-label" class="ai-label">AI-generated</span></figcaption>
       </figure>
     </div>
     <dl class="live-stats" aria-label="Live stream figures">
@@ -187,6 +198,8 @@ const MESSAGES = {
   gateway_error: "The face-swap service failed; please try again.",
   missing_file: "Choose both a source photo and a target.",
   rate_limited: "You have sent too many requests in the last minute; please wait a minute and try again.",
+  quota_exceeded: "You have used today's swaps from your address; the quota starts again at midnight UTC.",
+  content_refused: "This target was refused: the service does not swap faces into intimate imagery.",
   length_required: "The upload was refused (no length was sent); please try again.",
   bad_upload: "The upload did not complete; please try again.",
   upload_not_found: "The uploaded video is no longer here; please try again.",
@@ -230,7 +243,7 @@ function show(url, isVideo) {
   const media = $("result-media"); media.textContent = "";
   const el = document.createElement(isVideo ? "video" : "img");
   el.src = url; el.id = isVideo ? "result-video" : "result-image";
-  if (isVideo) { el.controls = true; el.muted = true; el.preload = "auto"; } else el.alt = "Swapped result";
+  if (isVideo) { el.controls = true; el.muted = true; el.preload = "auto"; } else el.alt = "Swapped result (AI-generated)";
   media.appendChild(el); $("download").href = url; $("result").hidden = false;
 }
 async function send(method, url, body, headers = {}) {
@@ -426,6 +439,7 @@ const LIVE = {
   no_face_in_source: "No face was found in the source photo: choose a photo where the face is clearly visible.",
   overloaded: "The live service is busy right now (too many streams); please try again in a minute.",
   rate_limited: "You have started too many live streams in the last minute; please wait a minute and try again.",
+  quota_exceeded: "You have used today's swaps and streams from your address; the quota starts again at midnight UTC.",
   frame_too_large: "The camera frames are too large for the live service: choose a lower resolution.",
   idle_timeout: "The stream stopped because no frame arrived for a while (is the camera still on?).",
   face_not_found: "The chosen face is no longer registered with the service.",

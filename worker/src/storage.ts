@@ -37,8 +37,8 @@ export function expired(obj: { customMetadata?: Record<string, string> }): boole
   return at > 0 && at < Date.now();
 }
 
-/** Delete expired results and files held for /api/verify, and uploads and job records older
- * than RESULT_TTL_S (the cron handler). Uploads are deleted as soon as their job ends
+/** Delete expired results, files held for /api/verify and past days' quota counts, and uploads
+ * and job records older than RESULT_TTL_S (the cron handler). Uploads are deleted as soon as their job ends
  * (handlers.ts), verify files as soon as the gateway has answered (verify.ts); this is the
  * backstop for uploads never used, jobs nobody polled to the end and a check cut off midway.
  * Incomplete multipart uploads are not listed by R2: R2 aborts them after 7 days (or sooner
@@ -46,7 +46,7 @@ export function expired(obj: { customMetadata?: Record<string, string> }): boole
 export async function purge(env: AppEnv): Promise<number> {
   let removed = 0;
   const cutoff = Date.now() - Number(env.RESULT_TTL_S) * 1000;
-  for (const prefix of ["results/", "uploads/", "jobs/", "verify/"]) {
+  for (const prefix of ["results/", "uploads/", "jobs/", "verify/", "quota/"]) {
     let cursor: string | undefined;
     do {
       const page = await env.FILES.list({ prefix, cursor, include: ["customMetadata"] });

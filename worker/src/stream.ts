@@ -1,7 +1,7 @@
 import type { AppEnv } from "./env";
 import { errorResponse } from "./env";
 import { apiPath, GATEWAY_API, sign } from "./gateway";
-import { overLimit } from "./limits";
+import { overDailyQuota, overLimit } from "./limits";
 
 /**
  * GET /api/stream: the live face swap, a WebSocket relayed to the gateway's GET /v1/stream.
@@ -164,6 +164,11 @@ export async function handleStream(request: Request, env: AppEnv): Promise<Respo
   const limited = await overLimit(request, env, "stream");
   if (limited !== null) {
     fail(browser, { close: 4429, code: "rate_limited", message: limited });
+    return upgraded(client);
+  }
+  const overQuota = await overDailyQuota(request, env);
+  if (overQuota !== null) {
+    fail(browser, { close: 4429, code: "quota_exceeded", message: overQuota });
     return upgraded(client);
   }
   const gateway = await openGateway(env);

@@ -25,6 +25,19 @@ function signedMedia(method, key) {
 before(startStack);
 after(stopStack);
 
+
+/** The "AI-generated" label beside the result ``media`` (an element id): shown, its text, just below it. */
+async function aiLabel(page, media) {
+  assert.ok(await page.isVisible("#result-label"), "the AI-generated label is not visible");
+  const at = await page.evaluate((id) => {
+    const l = document.getElementById("result-label").getBoundingClientRect();
+    const m = document.getElementById(id).getBoundingClientRect();
+    return { text: document.getElementById("result-label").textContent, gap: l.top - m.bottom, w: l.width };
+  }, media);
+  assert.equal(at.text, "AI-generated");
+  assert.ok(at.w > 40 && at.gap >= -1 && at.gap < 80, JSON.stringify(at));
+}
+
 test("a swap in the browser: the result has the target's size and changes only around faces", async () => {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: BROWSER_ARGS });
   try {
@@ -40,6 +53,7 @@ test("a swap in the browser: the result has the target's size and changes only a
     assert.ok(swap.facesSwapped >= 1, JSON.stringify(swap));
     await page.waitForSelector("#result-image", { state: "visible", timeout: 120_000 });
     await page.waitForFunction(() => document.getElementById("result-image").complete);
+    await aiLabel(page, "result-image");
     const check = await page.evaluate(async ({ faces }) => {
       const load = (src) => new Promise((ok, bad) => { const i = new Image(); i.onload = () => ok(i); i.onerror = bad; i.src = src; });
       const res = document.getElementById("result-image");
@@ -115,6 +129,7 @@ test("a video job in the browser: uploaded to R2 in parts, swapped by the gatewa
     await page.click("#swap");
     const upload = await (await created).json();
     await page.waitForSelector("#result-video", { state: "visible", timeout: 240_000 });
+    await aiLabel(page, "result-video");
     assert.match(await page.textContent("#status"), /swapped video is ready\. Note: .*stand-in models used/);
     assert.equal(parts.length, 2, `the video went up in ${parts.length} parts`);
     assert.ok(progress.some((t) => /^Uploading the video: 10\.0 MB of 12\.\d MB/.test(t)), JSON.stringify(progress));

@@ -68,8 +68,12 @@ test("marking survives the Worker path: the swapped photo in R2 has a valid C2PA
     assert.equal(report.c2pa.valid, true, JSON.stringify(report.c2pa));
     assert.equal(report.c2pa.trusted, false); // the development certificate: untrusted, as it should be
     assert.equal(report.c2pa.signer.common_name, DEV_SIGNER);
+    // C2PA 2.2: the edit by a trained model, then the watermark (also a soft binding)
     assert.ok(report.c2pa.actions.some((a) => a.action === "c2pa.edited"
-      && a.digitalSourceType === "http://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic"), JSON.stringify(report.c2pa.actions));
+      && a.digitalSourceType === "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"),
+    JSON.stringify(report.c2pa.actions));
+    assert.ok(report.c2pa.actions.some((a) => a.action === "c2pa.watermarked"), JSON.stringify(report.c2pa.actions));
+    assert.equal(report.watermark.matches_manifest, true, JSON.stringify(report.watermark));
     assert.equal(report.xmp.ai_generated, true);
     assert.equal(report.watermark.found, true);
     assert.ok(report.watermark.confidence >= 0.3, JSON.stringify(report.watermark)); // fresh: 0.4-0.8; found from 0.1

@@ -396,6 +396,61 @@ describe("results expire", () => {
   });
 });
 
+describe("per-client daily quota", () => {
+  const okSwap = () => new Response(PNG, { headers: { "Content-Type": "image/png", "X-Faces-Detected": "1",
+    "X-Faces-Swapped": "1" } });
+  const withQuota = (n: string) => ({ ...E, DAILY_QUOTA: n }) as AppEnv;
+  const callWith = (env: AppEnv, path: string, init: RequestInit, client: string) => worker.fetch(
+    new Request(`http://worker.test${path}`, { ...init, headers: { "CF-Connecting-IP": client } }), env);
+  const quotaKeys = async () => (await E.FILES.list({ prefix: "quota/" })).objects.map((o) => o.key);
+
+  it("the swap past DAILY_QUOTA is 429 quota_exceeded until midnight UTC; jobs share it; others still pass", async () => {
+    const spy = mockGateway(okSwap);
+    const env3 = withQuota("3");
+    const swap = (client: string) => callWith(env3, "/api/swap", { method: "POST", body: form({ source: PNG, target: PNG }) },
+      client);
+    for (let i = 0; i < 3; i++) expect((await swap("198.51.100.7")).status).toBe(200);
+    const refused = await swap("198.51.100.7");
+    expect(refused.status).toBe(429);
+    const { secondsToMidnight } = await import("../src/limits");
+    expect(Math.abs(Number(refused.headers.get("Retry-After")) - secondsToMidnight())).toBeLessThanOrEqual(2);
+    const body = await refused.json() as { code: string; message: string };
+    expect(body.code).toBe("quota_exceeded");
+    expect(body.message).toContain("midnight UTC");
+    expect(spy).toHaveBeenCalledTimes(3); // the refused one never reached the gateway
+    const job = await callWith(env3, "/api/jobs", { method: "POST", body: form({ source: PNG, video: MP4 }) }, "198.51.100.7");
+    expect([job.status, (await job.json() as { code: string }).code]).toEqual([429, "quota_exceeded"]);
+    expect((await swap("198.51.100.8")).status).toBe(200);
+    // counted per day under a hash of the client key: no address is stored
+    const keys = await quotaKeys();
+    expect(keys.length).toBeGreaterThanOrEqual(2);
+    expect(keys.every((k) => /^quota\/\d{4}-\d{2}-\d{2}\/[0-9a-f]{64}$/.test(k) && !k.includes("198.51"))).toBe(true);
+    // the page has a sentence for it
+    expect(await (await call("/")).text()).toContain("quota_exceeded:");
+  });
+
+  it("a new UTC day starts from zero; \"0\" turns the quota off; the cron deletes past days' counts", async () => {
+    const { overDailyQuota } = await import("../src/limits");
+    const env1 = withQuota("1");
+    const req = new Request("http://worker.test/api/swap", { headers: { "CF-Connecting-IP": "198.51.100.20" } });
+    const today = Date.now();
+    expect(await overDailyQuota(req, env1, today)).toBeNull();
+    expect(await overDailyQuota(req, env1, today)).toContain("1 swaps");
+    expect(await overDailyQuota(req, env1, today + 86_400_000)).toBeNull();
+    const off = withQuota("0");
+    for (let i = 0; i < 3; i++) expect(await overDailyQuota(req, off, today)).toBeNull();
+    // yesterday's count has expired: the cron (purge) removes it, today's stays
+    await overDailyQuota(req, env1, today - 86_400_000);
+    const before = await quotaKeys();
+    await worker.scheduled(createScheduledController(), E);
+    const after = await quotaKeys();
+    const day = (t: number) => new Date(t).toISOString().slice(0, 10);
+    expect(before.some((k) => k.includes(day(today - 86_400_000)))).toBe(true);
+    expect(after.some((k) => k.includes(day(today - 86_400_000)))).toBe(false);
+    expect(after.some((k) => k.includes(day(today)))).toBe(true);
+  });
+});
+
 describe("per-client rate limits", () => {
   // The local binding (miniflare) counts in fixed windows aligned to the minute: start a burst
   // with at least 5 s left in the window, so that it is not split across two.

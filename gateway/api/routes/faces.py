@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -42,11 +42,21 @@ def face_out(f: StoredFace) -> FaceOut:
 
 
 @router.post("", response_model=FacesOut, summary="Register every face of an image",
-             responses=errors(*UPLOAD_CODES, *PIPELINE_CODES, "storage_unavailable"))
+             responses=errors(*UPLOAD_CODES, *PIPELINE_CODES, "consent_required", "storage_unavailable"))
 async def register_faces(image: Annotated[UploadFile, File(description="A photo (jpeg, png, webp, bmp, tiff)")],
                          request: Request, triton: TritonDep, store: StoreDep, settings: SettingsDep,
-                         admission: AdmissionDep) -> FacesOut:
-    """Detect the faces of an image, keep each one's embedding and swap latent in the face store."""
+                         admission: AdmissionDep,
+                         consent: Annotated[bool, Form(description="true: the caller states that the people whose "
+                                                                   "faces are registered consented to their use as "
+                                                                   "source faces. Required when the operator sets "
+                                                                   "CONSENT_REQUIRED (else 422 consent_required)",
+                                                       examples=[True])] = False) -> FacesOut:
+    """Detect the faces of an image, keep each one's embedding and swap latent in the face store.
+    With the server setting ``consent_required``, ``consent=true`` must be sent (checked before
+    the image is decoded or the pipeline runs)."""
+    if settings.consent_required and not consent:
+        raise APIError(422, "consent_required", "This service registers a face only when you state that the person "
+                       "consented: send consent=true with the image.")
     stored, stand_ins = await service.register(request, image, triton, store, settings, admission)
     return FacesOut(faces=[face_out(f) for f in stored], stand_in_models=stand_ins)
 

@@ -35,6 +35,8 @@ class Readiness(BaseModel):
     stand_ins: list[str] | None = Field(None, description="the stand-in models Triton serves (not real models)")
     precision: dict | None = Field(None, description="per Triton, what each network serves in and what chose it")
     deep: dict | None = Field(None, description="deep=1: the pipeline run's result")
+    content_gate: dict | None = Field(None, description="the content gate: enabled, policy, classes, threshold "
+                                                        "(off only by the server setting content_gate)")
     models_not_ready: list[str] | None = None
 
 
@@ -56,9 +58,11 @@ async def readyz(request: Request, triton: TritonDep, settings: SettingsDep, met
     (pipeline_timeout, pipeline_failed, no_face_found, output_not_finite, ...).
     ``precision``: per Triton (``triton-<i>``, in the order of the metrics URLs the gateway logs
     at start), the precision each network serves in and what chose it (``self-check``,
-    ``cache``, ``setting``, ``no probe``); deep: with the probe's figures."""
+    ``cache``, ``setting``, ``no probe``); deep: with the probe's figures. ``content_gate``:
+    whether the content gate is on, and its policy."""
     status, body = await service.readiness(triton, settings, request.app.state.precision, metrics,
                                            request.app.state.deep if deep else None)
+    body["content_gate"] = request.app.state.content_gate.state()
     headers = {"Retry-After": str(settings.retry_after_s)} if status != 200 else None
     return JSONResponse(body, status_code=status, headers=headers)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from gateway.api.deps import AdmissionDep, MarkerDep, MetricsDep, SettingsDep, StoreDep, TritonDep
+from gateway.api.deps import AdmissionDep, GateDep, MarkerDep, MetricsDep, SettingsDep, StoreDep, TritonDep
 from gateway.api.forms import SwapForm, body_rules
 from gateway.core.errors import PIPELINE_CODES, UPLOAD_CODES, errors
 from gateway.services import swap as service
@@ -51,9 +51,10 @@ class SwapJSON(BaseModel):
     **errors(*UPLOAD_CODES, *PIPELINE_CODES, "missing_source", "face_not_found", "face_index_out_of_range",
              "storage_unavailable")})
 async def swap(request: Request, form: Annotated[SwapForm, Depends()], triton: TritonDep, store: StoreDep,
-               settings: SettingsDep, metrics: MetricsDep, admission: AdmissionDep, marker: MarkerDep) -> Response:
+               settings: SettingsDep, metrics: MetricsDep, admission: AdmissionDep, marker: MarkerDep,
+               gate: GateDep) -> Response:
     """Swap the target's faces with one source (image or registered face), or many-to-many pairs."""
-    out = await service.swap(request, form, triton, store, settings, metrics, admission, marker)
+    out = await service.swap(request, form, triton, store, settings, metrics, admission, marker, gate)
     res, faces = out.result, [SwapFace(**f) for f in out.faces]
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse(SwapJSON(faces=faces, faces_detected=len(faces), faces_swapped=res.faces_swapped,
