@@ -126,7 +126,8 @@ def parse_input(raw: Any) -> JobInput:
     try:
         return JobInput.model_validate(raw)
     except ValidationError as exc:
-        why = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
+        why = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg'].removeprefix('Value error, ')}"
+                       for e in exc.errors())
         raise JobError("invalid_input", why) from None
 
 
