@@ -252,3 +252,42 @@ def test_down_leaves_nothing_behind(stack):
     assert r.returncode == 0, r.stderr[-2000:]
     print(f"compose down in {time.monotonic() - t0:.0f} s")  # noqa: T201
     assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
+
+
+# --- the images themselves (no stack) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("image", IMAGES[:2])
+def test_runtime_images_hold_no_installer_test_tool_or_compiler(image):
+    tools()
+    probe = ("for t in pip pip3 gcc cc c++ make pytest perf_analyzer ruff; do command -v $t; done; "
+             "python -c 'import pip' 2>/dev/null && echo pip-module; "
+             "python -c 'import pytest' 2>/dev/null && echo pytest; "
+             "id -u")
+    out = podman("run", "--rm", "--entrypoint", "sh", image, "-c", probe).split()
+    assert out[:-1] == [], f"{image} holds {out[:-1]}"
+    assert out[-1] != "0", f"{image} runs as root"
+    check = json.loads(podman("image", "inspect", image))[0].get("Healthcheck")  # podman's key
+    assert check and check["Test"][0] == "CMD" and "http://127.0.0.1:" in check["Test"][-1], f"{image}: {check}"
+
+
+def test_runpod_worker_runs_a_test_input_inside_the_triton_image(tmp_path):
+    """The SDK's local test mode in the CPU Triton image: the worker starts its embedded Triton,
+    runs the job of ``test_input.json`` and exits 0 (the same image a RunPod endpoint runs)."""
+    tools()
+    import base64
+
+    job = {"input": {"task": "swap", "source": {"base64": base64.b64encode(SOURCE.read_bytes()).decode()},
+                     "target": {"base64": base64.b64encode(TARGET.read_bytes()).decode()}}}
+    (tmp_path / "test_input.json").write_text(json.dumps(job))
+    tmp_path.chmod(0o755)
+    shared = shared_models_dir()
+    if not any((shared / f).is_file() for f in ("det_2.5g.onnx", "det_500m.onnx")):
+        pytest.fail(f"no real SCRFD detector in {shared} (a stand-in detector finds no face to swap): "
+                    "set FACESWAP_SHARED_MODELS")
+    r = subprocess.run(["podman", "run", "--rm", "--shm-size", "1g", "-v", f"{tmp_path}:/job:ro", "-w", "/job",
+                        "-v", f"{shared}:/shared/models:ro", IMAGES[1], "python", "-m", "runpod_worker"],
+                       capture_output=True, text=True, timeout=300)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-3000:]
+    assert "Job local_test completed successfully." in log and "'faces_swapped': 6" in log
+    assert "tritonserver stopped" in log
