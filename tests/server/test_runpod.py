@@ -29,6 +29,7 @@ import pytest
 from launch.services import ManagedProcess, S3Server, free_port, log_contains, pid_alive
 from repository.generate import build
 from repository.layout import ROOT
+from tests.support.broken_models import nan_swapper
 from tests.support.photos import image_path
 
 SOURCE = image_path("portrait_obama_official.jpg")
@@ -199,19 +200,9 @@ def test_corrupt_image_is_the_inputs_fault(api):
 
 
 def test_a_model_failure_fails_the_job_naming_the_model(models, tmp_path):
-    """A swapper that returns NaN (tests/server/test_model_failures.py builds the same), served by
-    the worker's own Triton from a repository built here (FACESWAP_RUNPOD_REPOSITORY)."""
-    import onnx
-    from onnx import helper
-
-    m = onnx.load(models["swapper"].path)
-    out_name = m.graph.output[0].name
-    for node in m.graph.node:
-        node.output[:] = [f"{o}_pre" if o == out_name else o for o in node.output]
-    nan = helper.make_tensor("nan_value", onnx.TensorProto.FLOAT, [], [float("nan")])
-    m.graph.node.extend([helper.make_node("Constant", [], ["nan_const"], value=nan),
-                         helper.make_node("Mul", [f"{out_name}_pre", "nan_const"], [out_name])])
-    onnx.save(m, str(tmp_path / "nan_swapper.onnx"))
+    """A swapper that returns NaN (tests/support/broken_models.py), served by the worker's own
+    Triton from a repository built here (FACESWAP_RUNPOD_REPOSITORY)."""
+    nan_swapper(models["swapper"].path, str(tmp_path / "nan_swapper.onnx"))
     broken = {**models, "swapper": dataclasses.replace(models["swapper"], path=str(tmp_path / "nan_swapper.onnx"))}
     build(tmp_path / "repository", "cpu", broken)
     proc, url = start_worker(tmp_path, worker_env(tmp_path, FACESWAP_RUNPOD_REPOSITORY=str(tmp_path / "repository")))
