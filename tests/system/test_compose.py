@@ -108,6 +108,11 @@ class Stack:
         r = subprocess.run(["podman", "logs", name], capture_output=True, text=True, timeout=60)
         return r.stdout + r.stderr
 
+    def states(self) -> str:
+        """Every container of the project with its state and the tail of its log (for failures)."""
+        return "\n".join(f"{c['Names'][0]}: {c['State']} {c.get('Status', '')}\n{self.logs(c['Names'][0])[-800:]}"
+                         for c in self.containers(all_states=True))
+
     def down(self) -> subprocess.CompletedProcess:
         return self.run("down", "-v", "-t", "15", timeout=240)
 
@@ -163,9 +168,13 @@ def stack(tmp_path_factory):
 def wait_job(stack: Stack, job_id: str, until, timeout: float = 240) -> dict:
     end = time.monotonic() + timeout
     while True:
-        j = stack.call("GET", f"/v1/jobs/{job_id}").json()
+        try:
+            j = stack.call("GET", f"/v1/jobs/{job_id}").json()
+        except httpx.HTTPError as exc:
+            raise AssertionError(f"the gateway did not answer ({exc!r}); containers:\n{stack.states()}") from None
         if until(j):
             return j
+        assert j["status"] != "failed", f"the job failed: {j}; containers:\n{stack.states()}"
         assert time.monotonic() < end, f"job never reached the state wanted: {j}"
         time.sleep(0.5)
 
