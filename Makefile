@@ -5,6 +5,8 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
+# test-images is not part of test: building the images takes about 5 minutes on 2 cores and the stack
+# needs podman (see docs/containers.md).
 .PHONY: setup setup-web models standins repository serve stop web demo docs test test-py test-unit test-server test-system test-docs test-web bench perf lint clean
 
 # The Worker's tools must not phone home (see ../shared/WORKER.md).
@@ -26,6 +28,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -r requirements.lock
 	$(VPY) -m pip install -q --no-deps insightface==0.7.3
+	$(VPY) -m pip install -q --no-deps runpod==1.12.0   # its metadata's pins clash with the lock (pyproject: serverless)
 	$(VPY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -112,10 +115,13 @@ perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) ag
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libb64-0d >/dev/null; }
 	$(VPY) -m bench.perf_analyzer $(PERF_ARGS)
 
-.PHONY: images
+.PHONY: images test-images
 
-images:                  ## the gateway/worker image with podman or docker (a local debootstrap base when no registry answers)
+images:                  ## gateway/worker and CPU Triton (+ RunPod) images, podman or docker (local debootstrap base, Redis and SeaweedFS images when no registry answers)
 	deploy/images.sh
+
+test-images: setup images ## the compose stack from the built images under podman-compose (tests/system/test_compose.py; not in `make test`)
+	$(VPY) -m pytest -q --durations=15 -m images tests/system/test_compose.py $(PYTEST_ARGS)
 
 .PHONY: cluster cluster-stop
 

@@ -87,15 +87,19 @@ class TritonServer(Service):
         ports: loopback ports.
         run_dir: folder of the pid file and the log.
         name: file stem (default ``triton_<http port>``).
+        address: the address every endpoint binds (HTTP, gRPC, metrics); loopback unless a
+            container's own network namespace is the boundary (``launch.container``: 0.0.0.0).
     """
 
     hint = "tritonserver"
     stop_timeout = 30.0
 
-    def __init__(self, repository: Path, ports: Ports = Ports(), run_dir: Path = RUN, name: str | None = None) -> None:
+    def __init__(self, repository: Path, ports: Ports = Ports(), run_dir: Path = RUN, name: str | None = None,
+                 address: str = "127.0.0.1") -> None:
         super().__init__(run_dir, name or f"triton_{ports.http}")
         self.repository = Path(repository)
         self.ports = ports
+        self.address = address
 
     @property
     def http_url(self) -> str:
@@ -110,9 +114,9 @@ class TritonServer(Service):
         return [
             str(binary), f"--model-repository={self.repository}",
             f"--backend-directory={prepare_backends(self.run_dir)}",
-            "--http-address=127.0.0.1", f"--http-port={self.ports.http}",
-            "--grpc-address=127.0.0.1", f"--grpc-port={self.ports.grpc}",
-            "--allow-metrics=true", "--allow-gpu-metrics=false", "--metrics-address=127.0.0.1",
+            f"--http-address={self.address}", f"--http-port={self.ports.http}",
+            f"--grpc-address={self.address}", f"--grpc-port={self.ports.grpc}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={self.address}",
             f"--metrics-port={self.ports.metrics}",
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=67108864",

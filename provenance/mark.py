@@ -37,7 +37,7 @@ def normalise_format(fmt: str) -> str:
 
 
 def output_xmp_packet() -> bytes:
-    """The XMP packet every output carries (DigitalSourceType compositeSynthetic, CreatorTool)."""
+    """The XMP packet every output carries (DigitalSourceType compositeWithTrainedAlgorithmicMedia, CreatorTool)."""
     return xmp.xmp_packet(f"{GENERATOR} {generator_version()}")
 
 
@@ -81,7 +81,7 @@ def mark_image(data: bytes, fmt: str, target: bytes | None, models: list[dict], 
 
     Returns:
         The marked file's bytes: watermark in the pixels (BGR, alpha kept), XMP
-        ``DigitalSourceType`` compositeSynthetic, embedded signed C2PA manifest. An image under
+        ``DigitalSourceType`` compositeWithTrainedAlgorithmicMedia, embedded signed C2PA manifest. An image under
         ``watermark.MIN_SIDE`` px on a side gets XMP and C2PA only.
 
     Raises:

@@ -16,8 +16,9 @@ from pipeline.precision import file_sha256
 ROOT = Path(__file__).resolve().parents[1]
 #: The Python-backend models' sources (``<stage>/1/model.py``), copied into every generated repository.
 SOURCE = ROOT / "model_repository"
-#: Downloaded real models (``make models``) and generated stand-ins (``models/standin/<size>``).
-MODELS_DIR = ROOT / "models"
+#: Downloaded real models (``make models``) and generated stand-ins (``models/standin/<size>``):
+#: ``FACESWAP_MODELS_DIR``, default ``models/`` in the checkout (the CPU Triton image sets a volume).
+MODELS_DIR = Path(os.environ.get("FACESWAP_MODELS_DIR") or ROOT / "models")
 #: The networks' roles: the three of the swap in pipeline order, then the content gate's detector.
 ROLES = ("detector", "recognizer", "swapper", "content")
 

@@ -24,7 +24,8 @@ import numpy as np
 from client import AsyncFaceSwapClient, FaceSwapError
 
 log = logging.getLogger("gateway.marking")
-NETWORKS = ("face_detector", "face_recognizer", "face_swapper")
+#: The networks every swap runs, named in each output's C2PA manifest (the content gate's detector too).
+NETWORKS = ("face_detector", "face_recognizer", "face_swapper", "content_detector")
 #: sha256 field of a model whose file hash Triton did not report (an older repository).
 UNKNOWN_SHA256 = "0" * 64
 

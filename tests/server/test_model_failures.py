@@ -10,24 +10,12 @@ from __future__ import annotations
 import dataclasses
 
 import httpx
-import onnx
 import pytest
-from onnx import helper
 
 from client import FaceSwapClient, ModelOutputInvalid
+from tests.support.broken_models import nan_swapper
 from tests.support.gateway_calls import GROUP, OBAMA, files
 from tests.support.servers import Gateway, start_triton
-
-
-def nan_swapper(src: str, dst: str) -> None:
-    m = onnx.load(src)
-    out = m.graph.output[0].name
-    for node in m.graph.node:
-        node.output[:] = [f"{o}_pre" if o == out else o for o in node.output]
-    nan = helper.make_tensor("nan_value", onnx.TensorProto.FLOAT, [], [float("nan")])
-    m.graph.node.extend([helper.make_node("Constant", [], ["nan_const"], value=nan),
-                         helper.make_node("Mul", [f"{out}_pre", "nan_const"], [out])])
-    onnx.save(m, dst)
 
 
 @pytest.fixture(scope="module")
