@@ -99,8 +99,9 @@ test-docs: docs          ## the reference site builds with --strict: a broken li
 test-web: setup setup-web ## Worker: typecheck, vitest on the Workers runtime, browser end to end
 	cd worker && npm test
 
-bench: setup             ## face_swap images/s vs insightface, int8/bf16/fp32 speed and parity, gateway added latency, video, cluster
+bench: setup             ## face_swap images/s vs insightface, int8/bf16/fp32 speed and parity, gateway added latency, video, live, cluster
 	$(VPY) -m bench.vs_insightface
+	$(VPY) -m bench.lean
 	$(VPY) -m repository quantize --models full --json out/quantize_full.json
 	$(VPY) -m bench.gateway
 	$(VPY) -m bench.video
@@ -109,6 +110,7 @@ bench: setup             ## face_swap images/s vs insightface, int8/bf16/fp32 sp
 	$(VPY) -m bench.marking
 	$(VPY) -m bench.quality
 	$(VPY) -m bench.overload
+	$(VPY) -m bench.content
 
 perf: setup              ## perf_analyzer (tritonclient 2.41.0 in .venv-perf) against face_swap on `make serve`
 	@ldconfig -p | grep -q libb64.so.0d || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
