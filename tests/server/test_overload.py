@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import httpx
 import numpy as np
 import pytest
@@ -44,9 +45,10 @@ def executions(url: str) -> dict[str, int]:
         return {k: int(v.get("execution_count", 0)) for k, v in c.statistics().items()}
 
 
-def busy(url: str, latent: np.ndarray, n: int) -> list[threading.Thread]:
-    """n direct face_swap calls in threads (the group photo), started now; join them later."""
-    data = GROUP.read_bytes()
+def busy(url: str, latent: np.ndarray, n: int, data: bytes | None = None) -> list[threading.Thread]:
+    """n direct face_swap calls in threads (``data``: the group photo by default), started now;
+    join them later."""
+    data = data or GROUP.read_bytes()
 
     def one():
         with FaceSwapClient(url, "grpc", timeout=120) as c:
@@ -177,7 +179,10 @@ def test_cancelled_http_request_cancels_its_triton_call(ov_triton, latent, tmp_p
         with httpx.Client(base_url=g.url, timeout=120) as c:
             fid = c.post("/v1/faces", files=files(image=OBAMA)).json()["faces"][0]["id"]
         before = executions(ov_triton.grpc_url)
-        threads = busy(ov_triton.grpc_url, latent, 8)  # 1.5-3 s of work queued ahead, by the CPU
+        # 8 calls on the group photo upscaled 2x: 1.5-3 s of work queued ahead, by the CPU (the
+        # photo as it is was only 0.6 s once each image was decoded once)
+        big = cv2.imencode(".jpg", cv2.resize(cv2.imread(str(GROUP)), None, fx=2, fy=2))[1].tobytes()
+        threads = busy(ov_triton.grpc_url, latent, 8, big)
         time.sleep(0.5)  # every busy call is in the pipeline, ahead of ours at every stage
         with pytest.raises(httpx.ReadTimeout):  # hung up long before our turn, even on a fast CPU
             httpx.post(f"{g.url}/v1/swap", files=files(target=GROUP), data={"source_face_id": fid}, timeout=0.3)

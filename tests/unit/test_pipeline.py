@@ -145,8 +145,12 @@ def test_roi_paste_matches_full_frame_paste(tx, ty, angle, scale):
     ours = paste_back(frame.copy(), fake, m)
     diff = np.abs(ours.astype(int) - expected.astype(int))
     # Warping at a shifted origin changes OpenCV's fixed-point rounding; a mask pixel that
-    # flips can move mask_size across a //10 step and change the erosion kernel by one.
-    assert (diff > 0).mean() < 0.005 and psnr(ours, expected) >= 45
+    # flips can move mask_size across a //10 step and change the erosion kernel by one. The
+    # blend rounds where insightface truncates (one level, in the blend band only: at most 2%
+    # of the frame here), and a wide blur runs at a reduced scale (pipeline.paste): a few
+    # levels on a handful of pixels (0.04% differ by more than one, by 7 at most).
+    assert (diff > 1).mean() < 0.001 and (diff > 0).mean() < 0.025 and diff.max() <= 8
+    assert psnr(ours, expected) >= 60
 
 
 def test_codec_sniffs_bytes_not_names():
