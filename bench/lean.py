@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 
 from bench import stages, summary
+from bench.clips import write_clip
 from client import FaceSwapClient
 from client.live import stream_frames
 from launch.server import embedded, start_gateway, stop_gateway
@@ -46,7 +47,6 @@ CLIP = "video_whitehouse_hamilton_640x360.mp4"
 LIVE_TARGETS = {360: 20.0, 720: 15.0}
 LIVE_NETWORK_SHARE = 0.45
 VIDEO_TARGET = 2.0
-NETWORKS = ("face_detector", "face_recognizer", "face_swapper")
 
 
 def clip_path() -> Path:
@@ -69,16 +69,6 @@ def clip_frames(height: int, limit: int = 0) -> tuple[list[np.ndarray], list[flo
     return frames, times
 
 
-def network_ms(stats: dict) -> dict[str, float]:
-    """{network: total compute ms} from ``FaceSwapClient.statistics()``."""
-    out = {}
-    for m in NETWORKS:
-        inf = stats.get(m, {}).get("inference_stats", {})
-        keys = ("compute_input", "compute_infer", "compute_output")
-        out[m] = sum(int(inf.get(k, {}).get("ns", 0)) for k in keys) / 1e6
-    return out
-
-
 def live_case(gw_url: str, triton_grpc: str, source: bytes, height: int, frames: int) -> dict:
     imgs, times = clip_frames(height, frames)
     with FaceSwapClient(triton_grpc, "grpc") as c:
@@ -86,15 +76,15 @@ def live_case(gw_url: str, triton_grpc: str, source: bytes, height: int, frames:
         rep = asyncio.run(stream_frames(gw_url.replace("http", "ws"), imgs, times, source=source, realtime=False,
                                         lockstep=True))
         after = c.statistics()
-    nets = {k: v - network_ms(before)[k] for k, v in network_ms(after).items()}
+    where = stages.breakdown(before, after, max(rep.received, 1))  # Triton's compute per frame
+    nets = where.get("networks", {})
     fps = rep.received / rep.seconds if rep.seconds else 0.0
-    share = sum(nets.values()) / (rep.seconds * 1000) if rep.seconds else 0.0
+    share = sum(nets.values()) * rep.received / (rep.seconds * 1000) if rep.seconds else 0.0
     return {"height": height, "width": imgs[0].shape[1], "frames": rep.received, "frame_errors": rep.frame_errors,
             "seconds": round(rep.seconds, 2), "fps": round(fps, 2),
             "p50_round_trip_ms": round(statistics.median(rep.round_trip_ms), 1) if rep.round_trip_ms else None,
-            "networks_ms_per_frame": {k: round(v / max(rep.received, 1), 2) for k, v in nets.items()},
-            "networks_share": round(share, 3), "faces_swapped": rep.faces_swapped,
-            "where_time_goes": stages.breakdown(before, after, max(rep.received, 1)),
+            "networks_ms_per_frame": nets, "networks_share": round(share, 3), "faces_swapped": rep.faces_swapped,
+            "where_time_goes": where,
             "target_fps": LIVE_TARGETS.get(height)}
 
 
@@ -193,7 +183,9 @@ def main() -> int:
         video = clip_path()
         if args.video_frames:
             video = Path(tmp) / f"clip_{args.video_frames}.mp4"
-            _cut(clip_path(), video, args.video_frames)
+            with av.open(str(clip_path())) as c:
+                rate = c.streams.video[0].average_rate
+            write_clip(video, clip_frames(360, args.video_frames)[0], rate)
         for size in args.sizes:
             models = resolve(size)
             gw_port = args.port + 10
@@ -233,22 +225,6 @@ def main() -> int:
               f"{r['ratio']:.2f}x (target >= {VIDEO_TARGET:g}x)")
     print(f"wrote {summary.write('lean', report, args.out)}")
     return 0
-
-
-def _cut(src: Path, dst: Path, frames: int) -> None:
-    """The first ``frames`` frames of ``src`` (video only, libx264 crf 18) into ``dst``."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        vout = out.add_stream("libx264", rate=vin.average_rate)
-        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-        vout.options = {"crf": "18"}
-        for i, f in enumerate(inp.decode(video=0)):
-            if i >= frames:
-                break
-            for p in vout.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="bgr24"), format="bgr24")):
-                out.mux(p)
-        for p in vout.encode(None):
-            out.mux(p)
 
 
 if __name__ == "__main__":

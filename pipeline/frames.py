@@ -1,5 +1,5 @@
 """One frame through the whole pipeline, decoded once and encoded once: the work of the
-``frame_swapper`` and ``face_analyzer`` stages as plain functions (no Triton import).
+``face_swap``, ``face_swap_kps`` and ``face_embed`` entry points as plain functions (no Triton import).
 
 A request's encoded image is decoded here once; the detector's letterbox, the faces' crops,
 the paste-back, the quality figures, the invisible watermark and the one encode all read the
@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.badge import burn_badge
 from pipeline.codec import MAX_PIXELS, decode_image
-from pipeline.content import ContentPolicy, Decision, decide, policy_from_options, preprocess
+from pipeline.content import ContentPolicy, gate_images, policy_from_options
 from pipeline.detection import DET_SIZE, DET_THRESH, MAX_FACES, NMS_THRESH, Detections, detector_blob, letterbox
 from pipeline.quality import face_quality, source_rows
 from pipeline.selection import SwapOptions
@@ -115,10 +115,10 @@ def watermark_fn(payload_hex: str) -> Callable[[np.ndarray], np.ndarray] | None:
     side is returned as it is: the same array); None for "" (no mark)."""
     if not payload_hex:
         return None
-    from pipeline.watermark import MIN_SIDE, Payload, embed
+    from pipeline.watermark import Payload, embed_if_fits
 
     payload = Payload.from_bytes(bytes.fromhex(payload_hex))
-    return lambda bgr: bgr if min(bgr.shape[:2]) < MIN_SIDE else embed(bgr, payload)
+    return lambda bgr: embed_if_fits(bgr, payload)
 
 
 def content_policy(opts: SwapOptions) -> ContentPolicy | None:
@@ -126,13 +126,6 @@ def content_policy(opts: SwapOptions) -> ContentPolicy | None:
     None when the caller (the gateway's explicit setting) says "off", the default policy when it
     says nothing."""
     return policy_from_options({} if opts.content_policy is None else {"content_policy": opts.content_policy})
-
-
-def gate(image: np.ndarray, policy: ContentPolicy, content_fn: Callable[[np.ndarray], np.ndarray]) -> Decision:
-    """The content gate's decision on a uint8 [H, W, 3] BGR frame (``pipeline.content``: nudenet's
-    preprocessing, the detector, the policy's classes against its threshold)."""
-    blob, _ = preprocess(image)
-    return decide(content_fn(blob), policy)[0]
 
 
 def _no_gate(_blob: np.ndarray) -> np.ndarray:
@@ -232,7 +225,7 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: Networks, s: D
     policy = content_policy(opts)
     if policy is not None:  # the content gate: a refused target is not swapped, nothing is kept
         with t.step("content"):
-            decision = gate(image, policy, t.network("content", nets.content_fn or _no_gate, check))
+            decision = gate_images([image], t.network("content", nets.content_fn or _no_gate, check), policy)[0]
         content = decision.result_fields()
         if decision.refused:
             return FrameResult(b"", "", Detections.empty(), nothing_aligned(), None, False, int(image.shape[1]),

@@ -215,6 +215,12 @@ def embed(bgr: np.ndarray, payload: Payload, strength: float = 1.0) -> np.ndarra
     return out
 
 
+def embed_if_fits(bgr: np.ndarray, payload: Payload) -> np.ndarray:
+    """``embed``, or ``bgr`` itself (the same array) when a side is under ``MIN_SIDE`` px: the
+    one rule for every output (``frames.swap_frame``, ``provenance.watermark_frame``)."""
+    return bgr if min(bgr.shape[:2]) < MIN_SIDE else embed(bgr, payload)
+
+
 def soft_bits(bgr: np.ndarray) -> np.ndarray:
     """Averaged soft decisions per codeword bit, (CODE_BITS,) float32 in [-1, 1] (+1 = bit 0).
 

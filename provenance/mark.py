@@ -60,9 +60,7 @@ def watermark_frame(bgr: np.ndarray, payload: Payload) -> np.ndarray:
     the frame; so every frame is marked, and any few seconds of a clip carry the mark.
     ``verify`` reads 8 frames (every 3rd from the start) and averages them.
     """
-    if min(bgr.shape[:2]) < watermark.MIN_SIDE:
-        return bgr
-    return watermark.embed(bgr, payload)
+    return watermark.embed_if_fits(bgr, payload)
 
 
 def mark_image(data: bytes, fmt: str, target: bytes | None, models: list[dict], result_id: int,
@@ -106,7 +104,7 @@ def mark_image(data: bytes, fmt: str, target: bytes | None, models: list[dict], 
 def mark_encoded(data: bytes, fmt: str, target: bytes | None, models: list[dict], result_id: int,
                  signer: ProvenanceSigner) -> bytes:
     """XMP and the signed C2PA manifest on an encoded image whose pixels already carry the
-    watermark of ``result_id`` (the ``frame_swapper`` stage marks them before its one encode:
+    watermark of ``result_id`` (``face_swap`` marks them before its one encode:
     ``pipeline.frames``); nothing is decoded or encoded again.
 
     Args:

@@ -90,7 +90,7 @@ class Marker:
 
     def payload(self) -> tuple[int | None, str]:
         """(result id, the watermark payload as 16 hex digits) for the swap's ``watermark``
-        option, so that ``frame_swapper`` marks the pixels before its one encode; (None, "")
+        option, so that ``face_swap`` marks the pixels before its one encode; (None, "")
         when marking is off. The id is remembered by :meth:`swapped_image`, once it is used."""
         if self.signer is None:
             return None, ""
@@ -120,18 +120,6 @@ class Marker:
         if res.watermarked or min(res.width, res.height) < MIN_SIDE:
             return mark_encoded(res.image, res.format, target, models, rid, self.signer)
         return mark_image(res.image, res.format, target, models, rid, self.signer, quality=quality)
-
-    def image(self, data: bytes, fmt: str, target: bytes | None, stand_ins: list[str] = (), kind: str = "image",
-              quality: int = 95) -> bytes:
-        """All three marks on an encoded image (blocking: run it in a thread): decoded, marked,
-        encoded again. Unchanged when marking is off. Swaps use :meth:`payload` and
-        :meth:`swapped_image` instead (one encode)."""
-        if self.signer is None:
-            return data
-        from provenance import mark_image
-
-        return mark_image(data, fmt, target, self._models(list(stand_ins)), self.new_result(kind), self.signer,
-                          quality=quality)
 
     def video_marks(self) -> tuple[int | None, Callable[[np.ndarray], np.ndarray] | None]:
         """(result id, the per-frame watermark hook) of a new video; (None, None) when off."""

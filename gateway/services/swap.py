@@ -124,7 +124,7 @@ async def swap(request: Request, form: SwapForm, triton: AsyncFaceSwapClient, st
         if source_bytes is not None:
             face = await source_face(request, source_bytes, triton)
             src.latents, src.embeddings = face.latent[None], face.embedding[None]
-        # the source embeddings let frame_swapper report identity transfer per swapped face
+        # the source embeddings let face_swap report identity transfer per swapped face
         res = await triton_call(request, triton.swap, target_bytes, src.latents, reference_embedding=src.reference,
                                 source_embedding=src.embeddings, watermark=watermark, **opts)
     if gate is not None:  # 422 content_refused: nothing was swapped or kept

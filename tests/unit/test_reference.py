@@ -123,7 +123,7 @@ def test_swapped_image_psnr_against_inswapper_get(ref, sessions, name):
                            paste_back=True)
     latent = source.normed_embedding.reshape(1, -1) @ swp.emap
     latent /= np.linalg.norm(latent)
-    # the frame_swapper stage's own function on the photo's PNG bytes (lossless): decode, detect,
+    # face_swap's own function on the photo's PNG bytes (lossless): decode, detect,
     # align, swap, paste back, encode once
     nets = Networks(detect_fn(sessions["detector"]), embed_fn(sessions["recognizer"]), swap_fn(sessions["swapper"]),
                     swap_batch=8)
