@@ -129,8 +129,9 @@ async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], 
     shape = frames[0].shape[:2]
     try:
         base = url.rstrip("/").removesuffix("/v1/stream")
-        ws = await websockets.connect(base + path,
-                                      additional_headers=headers, max_size=16 << 20, open_timeout=open_timeout)
+        # compression=None: frames are JPEG/WebP, deflating them again costs both sides CPU for nothing
+        ws = await websockets.connect(base + path, additional_headers=headers, max_size=16 << 20,
+                                      open_timeout=open_timeout, compression=None)
     except (OSError, websockets.exceptions.InvalidHandshake, asyncio.TimeoutError) as exc:
         raise ServerUnavailable(f"cannot open the stream at {url}: {exc}") from None
 
@@ -180,22 +181,31 @@ async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], 
         receiver = asyncio.create_task(receive())
         t0 = time.monotonic()
         seq = 0
-        for r in range(repeat):
-            span = (times[-1] + 1 / 30) * r
-            for img, t in zip(frames, times):
-                if receiver.done():
-                    break
-                if realtime:
-                    await asyncio.sleep(max(0.0, t0 + span + t - time.monotonic()))
-                ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-                answered.clear()
-                sent_at[seq] = time.monotonic()
-                await ws.send(buf.tobytes())
-                seq += 1
-                if lockstep:
-                    waiter = asyncio.ensure_future(answered.wait())
-                    await asyncio.wait([waiter, receiver], return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
+
+        def encode(img: np.ndarray) -> bytes:
+            return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+        order = [(img, (times[-1] + 1 / 30) * r + t) for r in range(repeat) for img, t in zip(frames, times)]
+        # the next frame is encoded while the answer to this one is awaited (as a camera's
+        # encoder works ahead), so lockstep measures the server, not this process's encoder
+        upcoming = asyncio.ensure_future(asyncio.to_thread(encode, order[0][0])) if order else None
+        for i, (_img, t) in enumerate(order):
+            if receiver.done():
+                break
+            if realtime:
+                await asyncio.sleep(max(0.0, t0 + t - time.monotonic()))
+            data = await upcoming
+            upcoming = asyncio.ensure_future(asyncio.to_thread(encode, order[i + 1][0])) if i + 1 < len(order) else None
+            answered.clear()
+            sent_at[seq] = time.monotonic()
+            await ws.send(data)
+            seq += 1
+            if lockstep:
+                waiter = asyncio.ensure_future(answered.wait())
+                await asyncio.wait([waiter, receiver], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        if upcoming is not None:
+            upcoming.cancel()
         rep.sent = seq
         if not receiver.done():
             await ws.send(json.dumps({"type": "stop"}))  # the server answers what was sent, then closes

@@ -278,9 +278,10 @@ def python_stages(nets: Mapping[str, NetTensors], stand_ins: Sequence[str],
             [_IMAGE, latents, T("face_kps", "TYPE_FP32", [-1, 5, 2]), _OPTIONS, _SOURCE_EMBEDDINGS],
             swapped, swap_params, instances=2),
         "face_embed": Stage(
-            # options: {"embeddings": false} finds the faces only (no ArcFace call; tracking)
+            # options: {"embeddings": false} finds the faces only (no ArcFace call; tracking);
+            # two instances, so one frame's decode overlaps another's detection (video jobs)
             [_IMAGE, T("options", "TYPE_STRING", [1], optional=True)],
             [*_FACES, T("embeddings", "TYPE_FP32", _VECTORS), T("latents", "TYPE_FP32", _VECTORS),
              T("aligned_faces", "TYPE_UINT8", [-1, 112, 112, 3]), T("info", "TYPE_STRING", [1])],
-            AnalyzerParams(**detector, **recognizer, stand_in_models=stand), instances=1),
+            AnalyzerParams(**detector, **recognizer, stand_in_models=stand), instances=2),
     }

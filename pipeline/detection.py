@@ -53,11 +53,30 @@ class Detections:
         idx = np.asarray(idx, dtype=np.int64)
         return Detections(self.boxes[idx], self.scores[idx], self.kps[idx])
 
+    def scaled(self, factor: float) -> "Detections":
+        """These detections in an image ``factor`` times larger on each side (scores kept)."""
+        return Detections(self.boxes * np.float32(factor), self.scores, self.kps * np.float32(factor))
+
     @staticmethod
     def empty() -> "Detections":
         return Detections(
             np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
         )
+
+
+def _fitted(h: int, w: int, det_size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of an h x w image resized into ``det_size`` keeping its aspect ratio,
+    rounded down as SCRFD.detect does (at least 1 pixel each)."""
+    im_ratio = float(h) / w
+    model_ratio = float(det_size[1]) / det_size[0]
+    if im_ratio > model_ratio:
+        new_height = det_size[1]
+        new_width = int(new_height / im_ratio)
+    else:
+        new_width = det_size[0]
+        new_height = int(new_width * im_ratio)
+    # A 1-pixel-high panorama would round to zero rows: keep at least one.
+    return max(new_width, 1), max(new_height, 1)
 
 
 def letterbox(img_bgr: np.ndarray, det_size: tuple[int, int] = (DET_SIZE, DET_SIZE)) -> tuple[np.ndarray, float]:
@@ -71,22 +90,38 @@ def letterbox(img_bgr: np.ndarray, det_size: tuple[int, int] = (DET_SIZE, DET_SI
         (det_img, det_scale): uint8 [det_h, det_w, 3] BGR and the scale factor
         (detector pixels per original pixel).
     """
-    h, w = img_bgr.shape[:2]
-    im_ratio = float(h) / w
-    model_ratio = float(det_size[1]) / det_size[0]
-    if im_ratio > model_ratio:
-        new_height = det_size[1]
-        new_width = int(new_height / im_ratio)
-    else:
-        new_width = det_size[0]
-        new_height = int(new_width * im_ratio)
-    # A 1-pixel-high panorama would round to zero rows: keep at least one.
-    new_width, new_height = max(new_width, 1), max(new_height, 1)
-    det_scale = float(new_height) / h
+    h = img_bgr.shape[0]
+    new_width, new_height = _fitted(h, img_bgr.shape[1], det_size)
     resized = cv2.resize(img_bgr, (new_width, new_height))
     det_img = np.zeros((det_size[1], det_size[0], 3), dtype=np.uint8)
     det_img[:new_height, :new_width, :] = resized
-    return det_img, det_scale
+    return det_img, float(new_height) / h
+
+
+#: A padding pixel's value in the detector's blob: black, (0 - 127.5) / 128.
+_PAD_VALUE = np.float32((0.0 - DET_MEAN) / DET_STD)
+
+
+def letterbox_blob(img_bgr: np.ndarray, det_size: tuple[int, int] = (DET_SIZE, DET_SIZE)) -> tuple[np.ndarray, float]:
+    """``detector_blob(letterbox(img_bgr, det_size)[0])`` and its scale, equal to the last bit,
+    without the padded uint8 image: only the resized picture is normalised, the padding is
+    filled with its constant (at 16:9 that is 44% of a square input), so a 1280x720 frame
+    costs about a third of the two-step way.
+
+    Returns:
+        (blob, det_scale): float32 [1, 3, det_h, det_w] RGB, (x - 127.5) / 128; the scale.
+    """
+    h = img_bgr.shape[0]
+    new_width, new_height = _fitted(h, img_bgr.shape[1], det_size)
+    resized = cv2.resize(img_bgr, (new_width, new_height))
+    blob = np.empty((1, 3, det_size[1], det_size[0]), np.float32)
+    blob[0, :, new_height:, :] = _PAD_VALUE
+    blob[0, :, :new_height, new_width:] = _PAD_VALUE
+    for c in range(3):  # RGB planes from BGR pixels
+        plane = blob[0, c, :new_height, :new_width]
+        np.subtract(resized[:, :, 2 - c], np.float32(DET_MEAN), out=plane, dtype=np.float32)
+        plane *= np.float32(1.0 / DET_STD)
+    return blob, float(new_height) / h
 
 
 def detector_blob(det_img: np.ndarray) -> np.ndarray:
@@ -300,8 +335,8 @@ def detect_tiles(image: np.ndarray, first: Detections, detect_fn, det_size: tupl
     parts = [first.take(np.where(extent > overlap)[0])]
     last = len(windows) - 1
     for i, (x0, y0, x1, y1) in enumerate(windows):
-        det_img, scale = letterbox(image[y0:y1, x0:x1], det_size)
-        found = decode_scrfd(detect_fn(detector_blob(det_img)), (det_size[1], det_size[0]), scale,
+        blob, scale = letterbox_blob(image[y0:y1, x0:x1], det_size)
+        found = decode_scrfd(detect_fn(blob), (det_size[1], det_size[0]), scale,
                              det_thresh, nms_thresh)
         offset = np.array([x0, y0], np.float32)
         b_lo, b_hi = found.boxes[:, axis] + offset[axis], found.boxes[:, axis + 2] + offset[axis]

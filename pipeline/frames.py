@@ -26,7 +26,15 @@ import numpy as np
 from pipeline.badge import burn_badge
 from pipeline.codec import MAX_PIXELS, decode_image
 from pipeline.content import ContentPolicy, gate_images, policy_from_options
-from pipeline.detection import DET_SIZE, DET_THRESH, MAX_FACES, NMS_THRESH, Detections, detector_blob, letterbox
+from pipeline.detection import (
+    DET_SIZE,
+    DET_THRESH,
+    MAX_FACES,
+    NMS_THRESH,
+    Detections,
+    letterbox_blob,
+    tile_windows,
+)
 from pipeline.quality import face_quality, source_rows
 from pipeline.selection import SwapOptions
 from pipeline.stages import (
@@ -143,8 +151,8 @@ def find_faces(image: np.ndarray, nets: Networks, s: DetectSettings, det_thresh:
     """Every face of a uint8 [H, W, 3] BGR frame, score descending (insightface 0.7.3's
     ``SCRFD.detect`` on a 640 letterbox, plus the tiled and close-up passes of
     ``stages.detect_stage``); ``det_thresh`` 0: ``s.det_thresh``."""
-    det_img, det_scale = letterbox(image, (s.det_size, s.det_size))
-    heads = nets.detect_fn(detector_blob(det_img))
+    blob, det_scale = letterbox_blob(image, (s.det_size, s.det_size))
+    heads = nets.detect_fn(blob)
     thresh = det_thresh or s.det_thresh
     return detect_stage(heads, (s.det_size, s.det_size), det_scale, thresh, s.nms_thresh, image,
                         nets.detect_fn if s.close_up_retry else None)
@@ -293,16 +301,28 @@ def analyze_frame(data: bytes | np.ndarray, nets: Networks, s: DetectSettings, e
     """Decode once, find the faces and (``embeddings``) embed each one.
 
     ``embeddings`` False (a tracker that needs boxes and key points only): no ArcFace call;
-    ``embeddings``, ``latents`` and ``crops`` then have 0 rows.
+    ``embeddings``, ``latents`` and ``crops`` then have 0 rows, and a JPEG larger than twice the
+    detector's input is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) for the
+    letterbox; boxes and key points then move by about a pixel against a full decode
+    (``tests/unit/test_frames.py`` bounds it).
 
     Raises:
         codec.ImageError: as ``codec.decode_image``.
     """
     t = Timer()
     with t.step("decode"):
-        image = decode_image(data, s.max_pixels, alpha=False).bgr
+        # boxes and key points only: the detector's letterbox is all that reads the pixels, so a
+        # large JPEG is decoded at a reduced scale (``codec.decode_image``'s ``fit_within``)
+        d = decode_image(data, s.max_pixels, alpha=False, fit_within=None if embeddings else (s.det_size, s.det_size))
+        image = d.bgr
+        full = (image.shape[0] * d.reduced, image.shape[1] * d.reduced)
+        if d.reduced > 1 and len(tile_windows(*full, s.det_size)):  # elongated: the tiles want every pixel
+            d = decode_image(data, s.max_pixels, alpha=False)
+            image = d.bgr
     with t.step("detect"):
         dets = find_faces(image, Networks(t.network("detector", nets.detect_fn), nets.embed_fn), s)
+        if d.reduced > 1:
+            dets = dets.scaled(d.reduced)
     if not embeddings:
         z = np.zeros((0, 512), np.float32)
         return Analysis(dets, z, z.copy(), np.zeros((0, 112, 112, 3), np.uint8), t.rounded())

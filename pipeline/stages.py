@@ -25,8 +25,7 @@ from pipeline.detection import (
     Detections,
     decode_scrfd,
     detect_tiles,
-    detector_blob,
-    letterbox,
+    letterbox_blob,
 )
 from pipeline.embedding import ARCFACE_MEAN, ARCFACE_STD, SWAP_MEAN, SWAP_STD, normed, swap_latents
 from pipeline.paste import paste_back, swapper_output_to_bgr
@@ -107,8 +106,8 @@ def detect_stage(heads: list[np.ndarray], det_blob_hw: tuple[int, int], det_scal
         return dets
     py, px = h // 2, w // 2
     padded = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT, value=0)
-    det_img, scale = letterbox(padded, det_wh)
-    found = decode_scrfd(detect_fn(detector_blob(det_img)), det_blob_hw, scale, det_thresh, nms_thresh)
+    blob, scale = letterbox_blob(padded, det_wh)
+    found = decode_scrfd(detect_fn(blob), det_blob_hw, scale, det_thresh, nms_thresh)
     if len(found) == 0:
         return found
     offset = np.array([px, py], np.float32)

@@ -127,10 +127,6 @@ _rng = np.random.default_rng(SEED)
 #: Per slot: dither in [0, DELTA) and the codeword bit it carries (a shuffled even spread).
 _DITHER = (_rng.random((_NB, _NB, len(COEFFS))) * DELTA).astype(np.float32)
 _BIT_OF_SLOT = _rng.permutation(np.arange(_NB * _NB * len(COEFFS)) % CODE_BITS).reshape(_NB, _NB, len(COEFFS))
-#: BT.601 luma weights in B, G, R order (those of cv2.COLOR_BGR2GRAY).
-_LUMA_WEIGHTS = np.array([0.114, 0.587, 0.299], np.float32)
-_ROWS = np.array([c[0] for c in COEFFS])
-_COLS = np.array([c[1] for c in COEFFS])
 
 
 def _interp(shape: tuple, shrink: bool) -> int:
@@ -140,47 +136,61 @@ def _interp(shape: tuple, shrink: bool) -> int:
 
 
 def _luma(bgr: np.ndarray) -> np.ndarray:
-    """Canonical (CANONICAL, CANONICAL) float32 luma plane of a BGR(A) uint8 image."""
+    """Canonical (CANONICAL, CANONICAL) float32 luma plane of a BGR(A) uint8 image.
+
+    ``cv2.COLOR_BGR2GRAY`` (BT.601, rounded to whole grey levels) at the image's size, then
+    resized to the canonical plane: one channel to resize instead of three (2x faster at 720p,
+    1080p). The rounding (at most half a level per pixel, averaged over the many pixels of a
+    canonical one) moves a QIM coefficient by a few hundredths of ``DELTA``'s 20.
+    """
     if bgr.ndim != 3 or bgr.shape[2] not in (3, 4) or bgr.dtype != np.uint8:
         raise ValueError(f"expected a BGR(A) uint8 image of shape (H, W, 3|4), got {bgr.dtype} {bgr.shape}")
     if min(bgr.shape[:2]) < MIN_SIDE:
         raise ValueError(f"image {bgr.shape[1]}x{bgr.shape[0]} is smaller than {MIN_SIDE} px on a side")
-    # Resize first, then weigh the channels: both are linear, and the small image is cheap.
-    small = cv2.resize(bgr[:, :, :3], (CANONICAL, CANONICAL), interpolation=_interp(bgr.shape, shrink=True))
-    return small.astype(np.float32) @ _LUMA_WEIGHTS
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGRA2GRAY if bgr.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(grey, (CANONICAL, CANONICAL), interpolation=_interp(bgr.shape, shrink=True))
+    return small.astype(np.float32)
 
 
-def _blocks_dct(plane: np.ndarray) -> np.ndarray:
-    b = plane.reshape(_NB, BLOCK, _NB, BLOCK).transpose(0, 2, 1, 3)
-    return _D @ b @ _D.T  # (NB, NB, BLOCK, BLOCK)
+#: The 2-D DCT basis images of the DC term and of ``COEFFS``, one per column: [BLOCK * BLOCK, 1 + len(COEFFS)].
+_BASIS = np.stack([np.outer(_D[r], _D[c]).ravel() for r, c in ((0, 0), *COEFFS)], axis=1)
 
 
-def _blocks_idct(coef: np.ndarray) -> np.ndarray:
-    b = _D.T @ coef @ _D
-    return b.transpose(0, 2, 1, 3).reshape(CANONICAL, CANONICAL)
+def _block_rows(plane: np.ndarray) -> np.ndarray:
+    """The plane's 4x4 blocks as rows: [NB * NB, BLOCK * BLOCK], block (a, b) at row a * NB + b."""
+    return plane.reshape(_NB, BLOCK, _NB, BLOCK).transpose(0, 2, 1, 3).reshape(_NB * _NB, BLOCK * BLOCK)
 
 
-def _texture_mask(coef: np.ndarray) -> np.ndarray:
+def _coefficients(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the ``COEFFS`` of every block's orthonormal DCT, [NB, NB, len(COEFFS)]; the blocks' AC
+    energy, [NB, NB]). Only the terms used are computed; the AC energy is the block's energy
+    less its DC term's (Parseval: the transform is orthonormal)."""
+    rows = _block_rows(plane)
+    coef = rows @ _BASIS
+    ac = np.maximum((rows * rows).sum(axis=1) - coef[:, 0] ** 2, 0)
+    return coef[:, 1:].reshape(_NB, _NB, len(COEFFS)), ac.reshape(_NB, _NB)
+
+
+def _texture_mask(ac_energy: np.ndarray) -> np.ndarray:
     """Per block, how much of the QIM move to apply: 1 where the block has texture, down to
     ``FLAT_FLOOR`` where it is flat (a change is seen most on smooth areas such as sky or a
     gradient). Texture = RMS of the block's AC coefficients (grey levels); full move from
     ``TEXTURE_FULL`` up."""
-    ac = np.sqrt(np.maximum((coef ** 2).sum(axis=(2, 3)) - coef[:, :, 0, 0] ** 2, 0) / (BLOCK * BLOCK - 1))
+    ac = np.sqrt(ac_energy / (BLOCK * BLOCK - 1))
     return np.clip(ac / TEXTURE_FULL, FLAT_FLOOR, 1.0)[:, :, None]
 
 
 def _canonical_change(bgr: np.ndarray, payload: Payload, strength: float) -> np.ndarray:
     """(CANONICAL, CANONICAL) float32 luma change that moves every slot onto its bit's lattice
     (part of the way on flat blocks, see ``_texture_mask``)."""
-    coef = _blocks_dct(_luma(bgr))
-    c = coef[:, :, _ROWS, _COLS]  # (NB, NB, len(COEFFS))
+    c, ac = _coefficients(_luma(bgr))  # (NB, NB, len(COEFFS))
     bits = _codeword(payload)[_BIT_OF_SLOT]
     step = DELTA * strength
     offset = _DITHER * strength + bits * (step / 2)
     q = np.round((c - offset) / step) * step + offset
-    delta = np.zeros_like(coef)
-    delta[:, :, _ROWS, _COLS] = (q - c) * _texture_mask(coef)
-    return _blocks_idct(delta)
+    moves = ((q - c) * _texture_mask(ac)).reshape(_NB * _NB, len(COEFFS))
+    blocks = (moves @ _BASIS[:, 1:].T).reshape(_NB, _NB, BLOCK, BLOCK)  # the inverse DCT of those terms
+    return blocks.transpose(0, 2, 1, 3).reshape(CANONICAL, CANONICAL)
 
 
 def embed(bgr: np.ndarray, payload: Payload, strength: float = 1.0) -> np.ndarray:
@@ -202,14 +212,12 @@ def embed(bgr: np.ndarray, payload: Payload, strength: float = 1.0) -> np.ndarra
     """
     change = np.rint(_canonical_change(bgr, payload, strength))
     h, w = bgr.shape[:2]
-    interp = _interp(bgr.shape, shrink=False)
-    # The positive and negative parts go up separately as uint8 (fast) and are applied with
-    # OpenCV's saturating add/subtract; bilinear resizing is linear, so this equals resizing
-    # the signed change (up to rounding).
-    up = cv2.resize(np.clip(change, 0, 255).astype(np.uint8), (w, h), interpolation=interp)
-    down = cv2.resize(np.clip(-change, 0, 255).astype(np.uint8), (w, h), interpolation=interp)
-    out = cv2.add(bgr[:, :, :3], cv2.cvtColor(up, cv2.COLOR_GRAY2BGR))
-    out = cv2.subtract(out, cv2.cvtColor(down, cv2.COLOR_GRAY2BGR))
+    # The change goes up as uint8 offset by 128 (bilinear resizing is linear, so this equals
+    # resizing the signed change, up to rounding) and is added to B, G and R with one
+    # saturation at the end: out = sat(bgr + (change + 128) - 128).
+    up = cv2.resize(np.clip(change + 128, 0, 255).astype(np.uint8), (w, h),
+                    interpolation=_interp(bgr.shape, shrink=False))
+    out = cv2.addWeighted(bgr[:, :, :3], 1.0, cv2.cvtColor(up, cv2.COLOR_GRAY2BGR), 1.0, -128.0)
     if bgr.shape[2] == 4:
         out = np.dstack([out, bgr[:, :, 3]])
     return out
@@ -226,7 +234,7 @@ def soft_bits(bgr: np.ndarray) -> np.ndarray:
 
     Frames of one video can be combined by averaging their ``soft_bits`` before ``decide``.
     """
-    c = _blocks_dct(_luma(bgr))[:, :, _ROWS, _COLS]
+    c, _ = _coefficients(_luma(bgr))
     s = np.cos(2 * np.pi * (c - _DITHER) / DELTA).ravel()
     sums = np.bincount(_BIT_OF_SLOT.ravel(), weights=s, minlength=CODE_BITS)
     counts = np.bincount(_BIT_OF_SLOT.ravel(), minlength=CODE_BITS)

@@ -188,7 +188,10 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
     _tensors(cfg.output, net.outputs)
     if profile == "cpu":
         cfg.backend = "python"
-        cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+        # two detector instances: every frame of a video job and a live stream is detected, and
+        # one instance serialised them behind each other's letterbox and decoding (video job,
+        # 2-core Xeon, tiny stand-ins: 13.1 -> 17.1 frames/s; one frame alone is no slower)
+        cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=2 if net.role == "detector" else 1)
         engine, precision = cpu_engine()
         _params(cfg, OnnxNetworkParams(engine=engine, precision=precision, onnx_path=onnx_path,
                                        cache_dir=str(cache_dir()), **_identity(net, onnx_path)).to_config())

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from pipeline.codec import ImageError, decode_image, encode_image, sniff_format
-from pipeline.detection import Detections, letterbox
+from pipeline.detection import Detections, detector_blob, letterbox, letterbox_blob
 from pipeline.paste import paste_back
 from pipeline.quality import psnr
 from pipeline.selection import OptionsError, SwapOptions, select_faces
 from pipeline.stages import chunked
+from tests.support.photos import image_path
 
 
 def dets(n: int) -> Detections:
@@ -29,6 +30,31 @@ def test_letterbox_keeps_aspect_and_pads():
 def test_letterbox_tiny_panorama_keeps_one_row():
     out, scale = letterbox(np.full((1, 2000, 3), 9, np.uint8), (640, 640))
     assert out[0].max() == 9 and scale > 0
+
+
+@pytest.mark.parametrize("shape", [(720, 1280), (360, 640), (1080, 1920), (1000, 300), (1, 2000), (2000, 1),
+                                   (640, 640), (300, 200)])
+def test_letterbox_blob_is_the_two_step_blob_to_the_bit(shape):
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    det_img, scale = letterbox(img, (640, 640))
+    blob, blob_scale = letterbox_blob(img, (640, 640))
+    assert blob_scale == scale and blob.dtype == np.float32 and np.array_equal(blob, detector_blob(det_img))
+
+
+def test_a_large_jpeg_decodes_reduced_for_a_letterbox_only():
+    img = cv2.resize(cv2.imread(str(image_path("portrait_obama_official.jpg"))), (1920, 1080))
+    data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    full = decode_image(data)
+    half = decode_image(data, fit_within=(640, 640))  # fitted: 640x360, so 1/2 (960x540), not 1/4 (480x270)
+    assert full.reduced == 1 and full.bgr.shape == (1080, 1920, 3)
+    assert half.reduced == 2 and half.bgr.shape == (540, 960, 3)
+    assert psnr(cv2.resize(full.bgr, (960, 540), interpolation=cv2.INTER_AREA), half.bgr) > 35
+    assert decode_image(data, fit_within=(1200, 1200)).reduced == 1  # 1/2 would be under the fitted 1200x675
+    png = cv2.imencode(".png", img)[1].tobytes()
+    assert decode_image(png, fit_within=(640, 640)).reduced == 1  # DCT scaling is JPEG's only
+    exif = data[:2] + b"\xff\xe1\x00\x10Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08" + data[2:]
+    assert decode_image(exif, fit_within=(640, 640)).reduced == 1  # an orientation may swap the sides
 
 
 def test_select_all_cap_largest_first():
