@@ -69,6 +69,20 @@ async def refused(gw, first: str | None, frames: list[bytes] = (), sign: bool = 
         return msg, ws.close_code
 
 
+def test_frames_are_not_deflated_again(gw):
+    """JPEG/WebP frames do not compress: the gateway declines permessage-deflate even when the
+    client offers it (websockets offers it by default)."""
+
+    async def offered() -> str:
+        path = f"/v1/stream?nonce={uuid.uuid4().hex}"
+        async with websockets.connect(ws_url(gw).removesuffix("/v1/stream") + path,
+                                      additional_headers=signed_headers(SECRET, "GET", path)) as ws:
+            assert "permessage-deflate" in ws.request.headers.get("Sec-WebSocket-Extensions", "")
+            return ws.response.headers.get("Sec-WebSocket-Extensions", "")
+
+    assert "deflate" not in asyncio.run(offered())
+
+
 def test_protocol_errors_close_with_4xxx_codes(gw):
     src = base64.b64encode(SOURCE.read_bytes()).decode()
     png = SOURCE.read_bytes()
