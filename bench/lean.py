@@ -6,7 +6,8 @@ In one run, on this machine, with the product's default settings:
   frames; at 640x360 as it is and upscaled bicubic to 1280x720), one frame in flight (send,
   wait for the answer, send the next), frames JPEG q85 as the client sends them, marks on (the
   default): frames/s, p50 of the round trip, and the networks' share of the wall time (Triton's
-  compute time of the three networks over the stream's seconds). Targets: >= 20 frames/s at
+  compute time of the four networks, the content gate's detector included, over the stream's
+  seconds). Targets: >= 20 frames/s at
   640x360, >= 15 at 1280x720, networks >= 45% at 1280x720.
 - **video job**: the same clip through ``POST /v1/jobs`` with the defaults (selection
   "largest", tracking, smoothing, marks, quality figures), timed from the upload to ``done``;

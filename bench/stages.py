@@ -10,7 +10,9 @@ The stages also report their own milliseconds per step in each result (``stage_m
 
 from __future__ import annotations
 
-NETWORKS = ("face_detector", "face_recognizer", "face_swapper")
+#: Every network an entry point calls through BLS, the content gate's detector included (its
+#: compute is a network's, not the stage's own work)
+NETWORKS = ("face_detector", "face_recognizer", "face_swapper", "content_detector")
 #: The entry points, each a Python model (the names clients call)
 STAGES = ENTRY_POINTS = ("face_swap", "face_embed", "face_swap_kps")
 _COMPUTE = ("compute_input", "compute_infer", "compute_output")

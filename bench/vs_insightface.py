@@ -19,8 +19,9 @@ In the same run (unless switched off): the machine's measured fp32/bf16/int8 pea
 (``bench.peak``) and the full swapper's share of the peak of the precision it serves in:
 its GFLOP per face counted from its ONNX graph over its time per face, standalone on the
 product's engine (batch 1 and 6) and inside the server (Triton's compute time per face on the
-4K photo). Targets (issue 13) are printed with PASS/FAIL: >= 3x insightface on ``1080p_1face``,
->= 7x on ``4k_6faces``, the swapper at >= 80% of its precision's peak. Everything goes to
+4K photo). Targets are printed with PASS/FAIL: >= 4x insightface on ``1080p_1face`` and >= 8x on
+``4k_6faces`` (issue 24; issue 13 asked 3x and 7x), the swapper at >= 80% of its precision's peak
+(issue 13). Everything goes to
 ``out/bench_summary.json``. Timing goals are ratios in one run, never absolute numbers in unit tests.
 """
 
@@ -50,10 +51,12 @@ from repository.resolve import resolve
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("group_1280", "1080p_1face", "4k_6faces")
 #: requests per (size, photo) when --requests is not given
+#: (with 4 in flight, the first requests of a case pay the first-call costs and the last ones
+#: drain the pipeline: 8 full 1080p requests gave 2.9-3.8x where 16 gave 7.2x in the same hour)
 REQUESTS = {"tiny": {"group_1280": 40, "1080p_1face": 40, "4k_6faces": 12},
-            "full": {"group_1280": 6, "1080p_1face": 8, "4k_6faces": 4}}
-#: issue 13's targets, default settings
-SPEEDUP_TARGETS = {"1080p_1face": 3.0, "4k_6faces": 7.0}
+            "full": {"group_1280": 8, "1080p_1face": 24, "4k_6faces": 8}}
+#: issue 24's targets (issue 13 asked 3x and 7x), default settings
+SPEEDUP_TARGETS = {"1080p_1face": 4.0, "4k_6faces": 8.0}
 PEAK_SHARE_TARGET = 0.80
 
 
@@ -402,7 +405,7 @@ def main() -> int:
     summary["seconds"] = time.perf_counter() - started
     summary["load_average_at_end"] = os.getloadavg()
     if summary["targets"]:
-        print("== targets (issue 13, default settings)")
+        print("== targets (issues 13 and 24, default settings)")
         for t in summary["targets"]:
             print(_fmt_target(t))
     bench_summary.write("summary", summary, args.summary)

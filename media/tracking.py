@@ -14,57 +14,14 @@ promoted, so the choice does not flip to a bystander.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from client.core import Face
+from pipeline.follow import OneEuro, iou
 
-
-class OneEuro:
-    """One-Euro filter over an array signal (here [5, 2] key points, pixels).
-
-    Args:
-        min_cutoff: cut-off frequency at rest, Hz (lower = smoother when still).
-        beta: speed coefficient (higher = less lag when moving).
-        d_cutoff: cut-off for the derivative, Hz.
-    """
-
-    def __init__(self, min_cutoff: float = 1.5, beta: float = 0.02, d_cutoff: float = 1.0) -> None:
-        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
-        self.x: np.ndarray | None = None
-        self.dx: np.ndarray | None = None
-        self.t: float | None = None
-
-    @staticmethod
-    def _alpha(cutoff: float, dt: float) -> float:
-        tau = 1.0 / (2 * math.pi * cutoff)
-        return 1.0 / (1.0 + tau / dt)
-
-    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
-        x = np.asarray(x, np.float64)
-        if self.x is None or self.t is None or t <= self.t:
-            self.x, self.dx, self.t = x, np.zeros_like(x), t
-            return x.astype(np.float32)
-        dt = t - self.t
-        dx = (x - self.x) / dt
-        a_d = self._alpha(self.d_cutoff, dt)
-        self.dx = a_d * dx + (1 - a_d) * self.dx
-        cutoff = self.min_cutoff + self.beta * np.abs(self.dx)
-        tau = 1.0 / (2 * math.pi * cutoff)
-        a = 1.0 / (1.0 + tau / dt)
-        self.x = a * x + (1 - a) * self.x
-        self.t = t
-        return self.x.astype(np.float32)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+__all__ = ["FaceTracker", "OneEuro", "Track", "iou"]
 
 
 @dataclass
@@ -135,6 +92,21 @@ class FaceTracker:
             return True
         _, matched = self._match(faces, self.frame + 1)
         return self.target not in {t.id for t in matched.values()} and len(matched) < len(faces)
+
+    def follow_hint(self, t: float) -> dict | None:
+        """``SwapOptions.track`` (``pipeline.follow.TrackHint``) for a frame at ``t`` s: when one
+        face is followed ("largest" or "similar") and its track was seen in the previous frame
+        (so its filter goes on rather than restarts), that track's box, this tracker's IoU
+        threshold and its filter state; else None. The entry point then swaps the face that
+        track continues into, and :meth:`update_tracks` on the faces it found must choose that
+        face at the same key points for the frame to stand (``gateway.core.stream``)."""
+        if self.selection == "all" or self.target is None:
+            return None
+        track = next((x for x in self.tracks if x.id == self.target and x.last_seen == self.frame), None)
+        if track is None:
+            return None
+        return {"box": [float(v) for v in track.box], "iou": self.iou_threshold, "t": t,
+                "filter": track.filter.state() if self.smoothing else None}
 
     def _associate(self, faces: list[Face]) -> list[Track]:
         live, matched = self._match(faces, self.frame)

@@ -35,6 +35,7 @@ from pipeline.detection import (
     letterbox_blob,
     tile_windows,
 )
+from pipeline.follow import TrackHint
 from pipeline.quality import face_quality, source_rows
 from pipeline.selection import SwapOptions
 from pipeline.stages import (
@@ -147,6 +148,18 @@ def nothing_aligned() -> Aligned:
                    np.zeros((0, 2, 3), np.float32), False)
 
 
+def followed(image: np.ndarray, dets: Detections, hint: TrackHint) -> Aligned:
+    """The face of ``dets`` that ``hint``'s track continues into, cropped at its smoothed key
+    points (``pipeline.follow``), or no face."""
+    found = hint.follow(dets)
+    if found is None:
+        none = nothing_aligned()
+        return Aligned(dets, none.selected, none.latent_index, none.crops, none.affines, False)
+    index, kps = found
+    placed = place_stage(image, kps[None])
+    return Aligned(dets, np.array([index], np.int64), placed.latent_index, placed.crops, placed.affines, False)
+
+
 def find_faces(image: np.ndarray, nets: Networks, s: DetectSettings, det_thresh: float = 0.0) -> Detections:
     """Every face of a uint8 [H, W, 3] BGR frame, score descending (insightface 0.7.3's
     ``SCRFD.detect`` on a 640 letterbox, plus the tiled and close-up passes of
@@ -248,8 +261,11 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: Networks, s: D
             dets = find_faces(image, Networks(t.network("detector", nets.detect_fn, check), embed), s,
                               opts.det_thresh)
         with t.step("align"):
-            aligned = align_stage(image, dets, opts, s.max_faces, embed, nets.embed_batch,
-                                  reference if reference is not None and np.asarray(reference).size else None)
+            if opts.track is not None:  # a live stream's target: the face it continues into, or none
+                aligned = followed(image, dets, TrackHint.parse(opts.track))
+            else:
+                aligned = align_stage(image, dets, opts, s.max_faces, embed, nets.embed_batch,
+                                      reference if reference is not None and np.asarray(reference).size else None)
     m = aligned.crops.shape[0]
     src = np.asarray(source_latents, np.float32).reshape(-1, 512)
     latents = latents_for(aligned.latent_index, src) if m else np.zeros((0, 512), np.float32)

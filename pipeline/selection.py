@@ -68,6 +68,9 @@ class SwapOptions:
             default policy, "off" none (the gateway's explicit setting, or a video frame not
             sampled), ``{"name", "classes", "threshold"}`` that policy. A refused target is not
             swapped (``result``: ``content_refused``).
+        track: a live stream's target track (``pipeline.follow.TrackHint``: its box, the IoU
+            threshold, the frame's time, its One-Euro state): instead of ``selection``, the one
+            face overlapping that box most is swapped, with its key points smoothed, or none.
     """
 
     selection: str = "all"
@@ -82,6 +85,7 @@ class SwapOptions:
     watermark: str = ""
     badge: bool = False
     content_policy: dict | str | None = None
+    track: dict | None = None
 
     @classmethod
     def from_json(cls, raw: bytes | str | None) -> "SwapOptions":
@@ -136,6 +140,13 @@ class SwapOptions:
                 raise OptionsError(f"content_policy: {exc}") from None
         if not isinstance(self.badge, bool):
             raise OptionsError(f"badge {self.badge!r} must be true or false")
+        if self.track is not None:
+            from pipeline.follow import TrackHint
+
+            try:
+                TrackHint.parse(self.track)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise OptionsError(f"track: {exc}") from None
         if not isinstance(self.face_quality, bool):
             raise OptionsError(f"face_quality {self.face_quality!r} must be true or false")
 

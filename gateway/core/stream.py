@@ -47,6 +47,7 @@ from pydantic import BaseModel, Field, ValidationError
 from client import AsyncFaceSwapClient
 from media.formats import sniff
 from media.tracking import FaceTracker
+from pipeline.follow import TrackHint
 
 #: WebSocket close codes of the stream (4000 + the HTTP status they stand for).
 CLOSE_CODES = {
@@ -200,9 +201,17 @@ class StreamSession:
         self._kps: list[np.ndarray] = []
         self._faces: list[dict] = []
         self._t0 = time.monotonic()
+        #: frames detected and swapped in one call that the tracker confirmed
+        self.follow_hits = 0
 
     async def process(self, frame: Pending) -> tuple[dict, bytes]:
         """Swap one frame; returns (the ``frame`` message without latency/dropped, the image).
+
+        A detected frame whose target track continues from the previous one is detected and
+        swapped in one ``face_swap`` call (``pipeline.follow``: the target's box and filter state
+        go with it); the tracker then checks that it chose that very face, else the frame is
+        swapped again at the tracker's key points. Other frames: ``face_embed`` (faces only; ArcFace
+        when the tracker must fix or find the identity), the tracker, then ``face_swap_kps``.
 
         Raises:
             FaceSwapError: from Triton (mapped by the route).
@@ -210,36 +219,60 @@ class StreamSession:
         t = frame.arrived - self._t0
         detect = self.frames % self.cfg.detect_every == 0
         self.frames += 1
-        if detect:
-            # the faces only; ArcFace when the tracker must fix or find the identity again
-            res = await self.client.embed(frame.data, embeddings=False, timeout=self.call_timeout_s)
-            if self.tracker.wants_embeddings(res.faces):
-                res = await self.client.embed(frame.data, timeout=self.call_timeout_s)
-            self.stand_ins = res.stand_in_models
-            self._kps = self.tracker.update(t, res.faces)
-            self._faces = [{"box": [round(float(v), 1) for v in f.box], "score": round(float(f.score), 3),
-                            "swapped": _chosen(f.kps, f.box, self._kps)} for f in res.faces]
-        meta = {"type": "frame", "seq": frame.seq, "faces": self._faces, "detected": detect,
-                "kps": [np.round(k, 2).tolist() for k in self._kps]}
-        if not self._kps:
-            return {**meta, "format": frame_format(frame.data)}, frame.data
         # a swapped frame says it is AI-made: watermarked inside Triton before its one encode, XMP
         # and C2PA added here (gateway.core.marking)
         rid, watermark = self.marker.payload() if self.marker is not None else (None, "")
         gated = self.gate is not None and (self._gate_at is None or t - self._gate_at >= CONTENT_CHECK_S)
-        out = await self.client.swap_at(frame.data, self.latent, np.stack(self._kps), timeout=self.call_timeout_s,
-                                        output_format=self.cfg.output_format, quality=self.cfg.quality,
-                                        face_quality=False,  # live: latency first (a batched ArcFace call)
-                                        watermark=watermark,
-                                        content_policy=self.gate.options()["content_policy"] if gated else "off")
-        if gated:  # ContentRefused (422 content_refused): this frame's answer is a frame_error
-            self.gate.check({"content_refused": out.content_refused, "content_policy": out.content_policy}, "stream")
-            self._gate_at = t
+        common = {"output_format": self.cfg.output_format, "quality": self.cfg.quality,
+                  "face_quality": False,  # live: latency first (a batched ArcFace call)
+                  "watermark": watermark,
+                  "content_policy": self.gate.options()["content_policy"] if gated else "off"}
+        out = None
+        if detect:
+            hint = self.tracker.follow_hint(t)
+            spec = expected = None
+            if hint is not None:  # detect and swap the target in one call, checked below
+                spec = await self.client.swap(frame.data, self.latent, timeout=self.call_timeout_s, track=hint,
+                                              **common)
+                if gated:
+                    self._gated(spec, t)
+                    gated, common["content_policy"] = False, "off"  # this frame is checked
+                res, target = spec, self.tracker.target
+                if len(spec.selected) == 1:
+                    expected = TrackHint.parse(hint).smoothed(spec.faces[spec.selected[0]].kps)
+            else:
+                # the faces only; ArcFace when the tracker must fix or find the identity
+                res = await self.client.embed(frame.data, embeddings=False, timeout=self.call_timeout_s)
+            if self.tracker.wants_embeddings(res.faces):
+                res = await self.client.embed(frame.data, timeout=self.call_timeout_s)
+            self.stand_ins = res.stand_in_models
+            chosen = self.tracker.update_tracks(t, res.faces)
+            self._kps = [k for _, k in chosen]
+            self._faces = [{"box": [round(float(v), 1) for v in f.box], "score": round(float(f.score), 3),
+                            "swapped": _chosen(f.kps, f.box, self._kps)} for f in res.faces]
+            if (expected is not None and len(chosen) == 1 and chosen[0][0] == target
+                    and np.array_equal(chosen[0][1], expected)):
+                out = spec  # the tracker chose the face face_swap swapped, at the same key points
+                self.follow_hits += 1
+        meta = {"type": "frame", "seq": frame.seq, "faces": self._faces, "detected": detect,
+                "kps": [np.round(k, 2).tolist() for k in self._kps]}
+        if not self._kps:
+            return {**meta, "format": frame_format(frame.data)}, frame.data
+        if out is None:
+            out = await self.client.swap_at(frame.data, self.latent, np.stack(self._kps), timeout=self.call_timeout_s,
+                                            **common)
+            if gated:
+                self._gated(out, t)
         image = out.image
         if self.marker is not None and self.marker.enabled and out.faces_swapped:
             image = await asyncio.to_thread(self.marker.swapped_image, out, None, rid, "stream", self.cfg.quality)
         return {**meta, "format": out.format}, image
 
+    def _gated(self, out, t: float) -> None:
+        """ContentRefused (422 content_refused) when the gate refused this frame: its answer is a
+        frame_error; else the gate's clock restarts."""
+        self.gate.check({"content_refused": out.content_refused, "content_policy": out.content_policy}, "stream")
+        self._gate_at = t
 
 def _chosen(kps: np.ndarray, box: np.ndarray, swapped: list[np.ndarray]) -> bool:
     """Whether a detected face is one of those swapped (its key points within a quarter of its

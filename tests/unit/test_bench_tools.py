@@ -109,3 +109,23 @@ def test_synthetic_gpu_inputs_are_images_and_unit_latents():
     target, _ = gpu_check.synthetic_inputs(3, crops=crops)
     assert target[:, 0].min() == 1 and target[:, 2].max() == 0  # RGB order, as inswapper's blob
     assert gpu_check.compare(target, target)["psnr_db"] == float("inf")
+
+
+def test_breakdown_counts_every_network_called_through_bls_as_a_network():
+    """The content gate's detector is a network: its compute comes off the stage's own work."""
+    from bench.stages import breakdown
+
+    def stats(compute_ms: dict[str, float], requests: int) -> dict:
+        out = {}
+        for model, ms in compute_ms.items():
+            ns = int(ms * 1e6)
+            out[model] = {"inference_count": requests if model == "face_swap" else 0,
+                          "execution_count": requests,
+                          "inference_stats": {"compute_infer": {"ns": ns}, "success": {"ns": ns + int(5e6)}}}
+        return out
+
+    before = stats({m: 0 for m in ("face_swap", "face_detector", "face_swapper", "content_detector")}, 0)
+    after = stats({"face_swap": 100, "face_detector": 20, "face_swapper": 50, "content_detector": 20}, 2)
+    b = breakdown(before, after)
+    assert b["networks"] == {"face_detector": 10.0, "face_swapper": 25.0, "content_detector": 10.0}
+    assert b["stages_own"] == 5.0 and b["triton_request"] == 50.0 and b["queues_and_hops"] == 0.0

@@ -130,3 +130,63 @@ def test_a_bad_watermark_option_is_refused():
     with pytest.raises(OptionsError, match="16 hex digits"):
         SwapOptions.from_json('{"watermark": 5}')
     assert SwapOptions.from_json('{"watermark": "00000007075bcd15"}').watermark == "00000007075bcd15"
+
+
+def test_a_followed_track_is_swapped_in_one_call_as_the_tracker_would(nets, latent):
+    """Live streams (``SwapOptions.track``): face_swap swaps the face the target's track continues
+    into, at the key points its One-Euro filter gives; the gateway's tracker, fed the faces that
+    call found, chooses the same face at the same key points to the bit on nearly every frame."""
+    from client import Face
+    from media.tracking import FaceTracker
+    from pipeline.align import norm_crop
+    from pipeline.follow import TrackHint
+
+    def faces_of(dets):
+        return [Face(b, float(s), k) for b, s, k in zip(dets.boxes, dets.scores, dets.kps)]
+
+    import av
+
+    with av.open(str(image_path("video_whitehouse_hamilton_640x360.mp4"))) as c:
+        decoded = [(f.to_ndarray(format="bgr24"), float(f.time)) for _, f in zip(range(60), c.decode(video=0))]
+    frames, times = zip(*decoded)
+    reference, tracker = FaceTracker("largest"), FaceTracker("largest")
+    followed = swapped = 0
+    for img, t in zip(frames, times):
+        data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+        want = reference.update(t, faces_of(find_faces_full(data, nets)))  # the two-call way
+        hint = tracker.follow_hint(t)
+        if hint is None:
+            got = tracker.update(t, faces_of(find_faces_full(data, nets)))
+        else:
+            r = swap_frame(data, SwapOptions(output_format="jpeg", face_quality=False, track=hint,
+                                             content_policy="off"), nets, DetectSettings(), latent)
+            got = tracker.update(t, faces_of(r.dets))
+            if len(r.aligned.selected) == 1 and len(got) == 1:
+                expected = TrackHint.parse(hint).smoothed(r.dets.kps[r.aligned.selected[0]])
+                if np.array_equal(got[0], expected):
+                    followed += 1
+                    placed = norm_crop(img_of(data), got[0], 128)[1].astype(np.float32)
+                    assert np.array_equal(r.aligned.affines[0], placed)
+        assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+        swapped += bool(want)
+    assert swapped >= 20 and followed >= 0.8 * (swapped - 1), (followed, swapped)
+
+
+def img_of(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def find_faces_full(data: bytes, nets):
+    from pipeline.frames import find_faces
+
+    return find_faces(img_of(data), nets, DetectSettings())
+
+
+@pytest.mark.parametrize("track", [{"box": [1, 2, 3], "iou": 0.3, "t": 0}, {"box": [0, 0, 9, 9], "iou": 2, "t": 0},
+                                   {"box": [0, 0, 9, 9], "iou": 0.3, "t": 0, "filter": {"x": [[0, 0]]}},
+                                   {"box": [0, 0, 9, 9], "iou": 0.3, "t": 0, "extra": 1}, "largest"])
+def test_a_bad_track_option_is_refused(track):
+    import json
+
+    with pytest.raises(OptionsError, match="track"):
+        SwapOptions.from_json(json.dumps({"track": track}))
