@@ -95,12 +95,14 @@ def read_frames(path: Path, max_side: int | None = None) -> tuple[list[np.ndarra
     return frames, [t - t0 for t in times], rate
 
 
-async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], *, source: bytes | None = None,
+async def stream_frames(url: str, frames: list[np.ndarray | bytes], times: list[float], *,
+                        source: bytes | None = None,
                         source_face_id: str | None = None, options: dict | None = None, secret: str | None = None,
                         quality: int = 85, realtime: bool = True, repeat: int = 1, lockstep: bool = False,
                         on_frame: Callable[[dict, bytes], None] | None = None, open_timeout: float = 30.0,
                         drain_timeout: float = 15.0) -> LiveReport:
-    """Stream ``frames`` (BGR uint8) to ``url`` (``ws://host:port/v1/stream``), each sent at its
+    """Stream ``frames`` (BGR uint8, encoded here as JPEG at ``quality``; or JPEG/WebP bytes, sent
+    as they are: a camera's own encoder) to ``url`` (``ws://host:port/v1/stream``), each sent at its
     time (``times``, seconds) when ``realtime``; ``on_frame(meta, image_bytes)`` gets each
     swapped frame. ``lockstep``: one frame in flight (send, wait for its answer or its
     ``frame_error``, send the next), what a caller measuring the latency of one stream does.
@@ -126,7 +128,10 @@ async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], 
     rep = LiveReport()
     sent_at: dict[int, float] = {}
     answered = asyncio.Event()  # lockstep: the frame in flight was answered
-    shape = frames[0].shape[:2]
+    first_frame = frames[0] if len(frames) else None
+    if isinstance(first_frame, (bytes, bytearray)):
+        first_frame = cv2.imdecode(np.frombuffer(first_frame, np.uint8), cv2.IMREAD_COLOR)
+    shape = first_frame.shape[:2] if first_frame is not None else None
     try:
         base = url.rstrip("/").removesuffix("/v1/stream")
         # compression=None: frames are JPEG/WebP, deflating them again costs both sides CPU for nothing
@@ -182,7 +187,9 @@ async def stream_frames(url: str, frames: list[np.ndarray], times: list[float], 
         t0 = time.monotonic()
         seq = 0
 
-        def encode(img: np.ndarray) -> bytes:
+        def encode(img: np.ndarray | bytes) -> bytes:
+            if isinstance(img, (bytes, bytearray)):
+                return bytes(img)
             return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
 
         order = [(img, (times[-1] + 1 / 30) * r + t) for r in range(repeat) for img, t in zip(frames, times)]
