@@ -52,7 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("group_1280", "1080p_1face", "4k_6faces")
 #: requests per (size, photo) when --requests is not given
 #: (with 4 in flight, the first requests of a case pay the first-call costs and the last ones
-#: drain the pipeline: 8 full 1080p requests gave 2.9-3.8x where 16 gave 7.2x in the same hour)
+#: drain the pipeline: 8 full 1080p requests gave 2.9-3.8x where 16 and 24 gave 7.2x and 4.5x in
+#: the same hour)
 REQUESTS = {"tiny": {"group_1280": 40, "1080p_1face": 40, "4k_6faces": 12},
             "full": {"group_1280": 8, "1080p_1face": 24, "4k_6faces": 8}}
 #: issue 24's targets (issue 13 asked 3x and 7x), default settings

@@ -62,7 +62,7 @@ class DecodedImage:
     fmt: str
     alpha: np.ndarray | None = None
     grey: bool = False
-    #: ``bgr`` is the image at 1/reduced of its size on each side (``decode_image``'s ``reduce_to``)
+    #: ``bgr`` is the image at 1/reduced of its size on each side (``decode_image``'s ``fit_within``)
     reduced: int = 1
 
 
@@ -131,14 +131,14 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS, alpha: 
     width, height = header_size(buf)
     if width * height > max_pixels:
         raise ImageError(f"image too large: {width}x{height} exceeds {max_pixels} pixels")
-    reduced = _reduction(fmt, buf, width, height, fit_within)
+    raw = buf[:65536].tobytes()  # the headers: EXIF, PNG and WebP alpha flags
+    reduced = _reduction(fmt, raw, width, height, fit_within)
     try:
         img = cv2.imdecode(buf, _REDUCED.get(reduced, cv2.IMREAD_COLOR))
     except cv2.error as exc:
         raise ImageError(f"corrupt image: the {fmt} data could not be decoded ({exc.err})") from None
     if img is None:
         raise ImageError(f"corrupt image: the {fmt} data could not be decoded")
-    raw = buf[:65536].tobytes()
     want_alpha, alpha = alpha, None
     if want_alpha and ((fmt == "png" and _png_has_alpha(raw)) or (fmt == "webp" and _webp_has_alpha(raw))
                        or fmt == "tiff"):
@@ -149,11 +149,11 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS, alpha: 
     return DecodedImage(img, fmt, alpha, _is_grey(img), reduced)
 
 
-def _reduction(fmt: str, buf: np.ndarray, width: int, height: int, fit_within: tuple[int, int] | None) -> int:
+def _reduction(fmt: str, head: bytes, width: int, height: int, fit_within: tuple[int, int] | None) -> int:
     """The DCT-scaling factor ``decode_image`` uses (1: none): at most the factor by which
     fitting into ``fit_within`` shrinks the image (the reduced sides, ceil(side / r), stay
-    at least the fitted ones)."""
-    if fit_within is None or fmt != "jpeg" or b"Exif" in buf[:65536].tobytes():
+    at least the fitted ones). ``head``: the file's first bytes, where an EXIF block would be."""
+    if fit_within is None or fmt != "jpeg" or b"Exif" in head:
         return 1
     shrink = max(width / fit_within[0], height / fit_within[1])
     return next((r for r in (8, 4, 2) if r <= shrink), 1)

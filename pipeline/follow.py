@@ -68,10 +68,8 @@ class OneEuro:
                 "beta": self.beta, "d_cutoff": self.d_cutoff}
 
     @classmethod
-    def from_state(cls, state: dict | None, defaults: tuple[float, float] = (1.5, 0.02)) -> OneEuro:
-        """A copy of a filter from :meth:`state` (None: a fresh filter with ``defaults``)."""
-        if state is None:
-            return cls(*defaults)
+    def from_state(cls, state: dict) -> OneEuro:
+        """A copy of a filter from :meth:`state`."""
         f = cls(float(state["min_cutoff"]), float(state["beta"]), float(state["d_cutoff"]))
         f.x, f.dx, f.t = np.asarray(state["x"], np.float64), np.asarray(state["dx"], np.float64), float(state["t"])
         return f

@@ -201,8 +201,6 @@ class StreamSession:
         self._kps: list[np.ndarray] = []
         self._faces: list[dict] = []
         self._t0 = time.monotonic()
-        #: frames detected and swapped in one call that the tracker confirmed
-        self.follow_hits = 0
 
     async def process(self, frame: Pending) -> tuple[dict, bytes]:
         """Swap one frame; returns (the ``frame`` message without latency/dropped, the image).
@@ -253,7 +251,6 @@ class StreamSession:
             if (expected is not None and len(chosen) == 1 and chosen[0][0] == target
                     and np.array_equal(chosen[0][1], expected)):
                 out = spec  # the tracker chose the face face_swap swapped, at the same key points
-                self.follow_hits += 1
         meta = {"type": "frame", "seq": frame.seq, "faces": self._faces, "detected": detect,
                 "kps": [np.round(k, 2).tolist() for k in self._kps]}
         if not self._kps:
