@@ -26,4 +26,7 @@ ENV FACESWAP_CACHE_DIR=/engine_cache
 # Not root (the Kubernetes manifests run it as 1000:1000; fsGroup makes /engine_cache writable).
 USER 1000:1000
 EXPOSE 8000 8001 8002
-CMD ["tritonserver", "--model-repository=/models", "--backend-config=python,shm-growth-byte-size=67108864"]
+# memory returns after large requests: launch/server.py, MALLOC_MMAP_THRESHOLD and GRPC_ALLOCATION_POOL
+ENV MALLOC_MMAP_THRESHOLD_=16777216
+CMD ["tritonserver", "--model-repository=/models", "--backend-config=python,shm-growth-byte-size=67108864", \
+     "--grpc-infer-allocation-pool-size=0"]

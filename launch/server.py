@@ -65,9 +65,24 @@ def prepare_backends(run_dir: Path = RUN) -> Path:
     return dst.parent
 
 
+# Memory after a burst of large requests (docs/benchmarks.md, "Memory after a burst"). glibc
+# raises its mmap threshold to the size of each large block freed (up to 32 MiB), so after the
+# first burst every request body below that (a 25 MiB PNG) is served from the per-thread arenas,
+# which keep the freed pages: tritonserver's own memory stayed 190-260 MiB above warm. A fixed
+# threshold keeps blocks of 16 MiB and more on mmap, returned to the system when freed (glibc
+# mallopt(3), M_MMAP_THRESHOLD). Frames up to 2560x1440 BGR stay below it, so the stubs' hot
+# path is unchanged.
+MALLOC_MMAP_THRESHOLD = 16 * 2**20
+# Triton's gRPC frontend keeps up to this many request/response objects for reuse, each holding
+# the capacity of the largest message it carried (protobuf keeps a string's buffer on Clear()).
+# Zero: a request's buffers go when it is answered.
+GRPC_ALLOCATION_POOL = 0
+
+
 def server_env() -> dict[str, str]:
     """Environment for tritonserver and the Python stubs it starts."""
     env = dict(os.environ)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(MALLOC_MMAP_THRESHOLD))
     pt = _pytriton_dir()
     libs = [sysconfig.get_config_var("LIBDIR") or "", str(pt.parent / "nvidia_pytriton.libs")]
     env["LD_LIBRARY_PATH"] = ":".join([p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")]).rstrip(":")
@@ -120,6 +135,7 @@ class TritonServer(Service):
             f"--metrics-port={self.ports.metrics}",
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=67108864",
+            f"--grpc-infer-allocation-pool-size={GRPC_ALLOCATION_POOL}",
             "--exit-timeout-secs=10", "--log-verbose=0",
         ]
 

@@ -21,7 +21,7 @@ import pytest
 from client import FaceSwapClient, Overloaded, RequestTimeout
 from client.signing import signed_headers
 from tests.support.gateway_calls import GROUP, OBAMA, SECRET, files, swap
-from tests.support.hostile import tree_rss_mb
+from tests.support.hostile import anon_rss_mb, tree_rss_mb
 from tests.support.servers import Gateway
 
 
@@ -316,6 +316,26 @@ def test_triton_memory_returns_after_near_limit_images(ov_triton, latent, tmp_pa
     after = tree_rss_mb(ov_triton.pid)
     # before full frames were kept out of the stages' shared memory this grew by gigabytes
     assert after < warm * 1.15, (warm, after)
+
+
+def test_tritonserver_gives_back_large_request_bodies(ov_triton, latent):
+    """Four 25 MiB PNG bodies at once, twice: tritonserver's own heap returns near its warm size.
+    Before launch/server.py fixed glibc's mmap threshold and emptied the gRPC allocation pool it
+    kept 190-260 MiB of freed bodies (per-thread arenas and reused protobuf strings)."""
+    face = cv2.imread(str(OBAMA))
+    big = cv2.resize(face, (6320, 6320), interpolation=cv2.INTER_CUBIC)
+    body = cv2.imencode(".png", big, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
+    assert len(body) > 20 * 2**20, len(body)  # above the 16 MiB threshold, below glibc's 32 MiB cap
+    for t in busy(ov_triton.grpc_url, latent, 1):
+        t.join(60)
+    warm = anon_rss_mb(ov_triton.pid)
+    grown = []
+    for _ in range(2):
+        for t in busy(ov_triton.grpc_url, latent, 4, data=body):
+            t.join(300)
+        time.sleep(1)
+        grown.append(anon_rss_mb(ov_triton.pid) - warm)
+    assert max(grown) < 64, (warm, grown)  # MiB; four bodies alone are 100
 
 
 def test_finished_jobs_and_faces_expire_and_disk_is_budgeted(ov_triton, tmp_path):

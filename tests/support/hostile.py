@@ -30,6 +30,12 @@ def bomb_zip(path: Path, entries: int, entry_bytes: int) -> None:
                                                          local.tell(), 0))
 
 
+def anon_rss_mb(pid: int) -> float:
+    """A process's own anonymous resident memory (MiB, ``RssAnon`` in /proc): its heap and
+    private mappings, without shared memory or mapped files."""
+    return int(open(f"/proc/{pid}/status").read().split("RssAnon:")[1].split()[0]) / 1024
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants (MiB), from /proc."""
     total, stack = 0.0, [pid]

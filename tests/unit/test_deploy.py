@@ -278,6 +278,9 @@ def test_triton_probes_ports_and_volumes(overlay):
     if overlay == "gpu":  # NVIDIA's container: its entrypoint stays, tritonserver is the argument
         assert c["args"][:3] == ["tritonserver", "--model-repository=/models",
                                  "--backend-config=python,shm-growth-byte-size=67108864"]
+        # memory returns after large requests, as launch/server.py runs it
+        assert "--grpc-infer-allocation-pool-size=0" in c["args"]
+        assert {"name": "MALLOC_MMAP_THRESHOLD_", "value": "16777216"} in c["env"]
     else:  # the CPU image's entry point (launch/container.py) serves the mounted repository as built
         assert c["args"] == ["python", "-m", "launch.container", "--repository=/models"]
     mounts = {m["name"]: m for m in c["volumeMounts"]}

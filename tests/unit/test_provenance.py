@@ -36,6 +36,7 @@ from provenance import (
     MODELS_ASSERTION,
     Payload,
     ProvenanceSigner,
+    mark_encoded,
     mark_image,
     mark_video_file,
     verify,
@@ -193,6 +194,39 @@ def test_sdk_reader_validates_our_manifest(marked, target, fmt):
     assert ours["result_id"] == 4242
     assert "DEVELOPMENT" in m["signature_info"]["common_name"]
     assert "time" not in m["signature_info"], "no timestamp authority may be used"
+
+
+def test_signers_are_kept_per_thread_and_concurrent_signatures_validate(signer, state_dir, target, output_bgr):
+    """Each thread keeps its own SDK signer and context (made once: 0.5 ms of a live frame's
+    signature); outputs signed at once from four threads, without the SDK's validation after
+    signing, are all valid, each with its own result id."""
+    import threading
+
+    from provenance.c2pa_manifest import signing_context
+
+    data = cv2.imencode(".jpg", output_bgr)[1].tobytes()
+    assert signer.thread_signer() is signer.thread_signer() and signing_context() is signing_context()
+    other = ProvenanceSigner.development(state_dir, service_id=signer.service_id + 1)
+    assert other.thread_signer() is not signer.thread_signer()
+    out: dict[int, bytes] = {}
+    kept: dict[int, object] = {}
+
+    def work(k: int) -> None:
+        for i in range(3):
+            out[10 * k + i] = mark_encoded(data, "jpeg", target, MODELS, 10 * k + i, signer)
+        kept[k] = signer.thread_signer()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(out) == 12 and len({id(v) for v in kept.values()}) == 4
+    for rid, signed in out.items():
+        state, manifest, failures = sdk_read(signed, "image/jpeg")
+        assert state == "Valid", (rid, failures)
+        ours = next(a for a in manifest["assertions"] if a["label"] == MODELS_ASSERTION)
+        assert ours["data"]["result_id"] == rid
 
 
 def test_manifest_without_target_starts_with_created(signer, output_bgr):
