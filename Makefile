@@ -32,6 +32,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VPY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# PyTorch, CPU build, for the GPU profile's tensor stages run on the CPU in the tests
+# (pipeline/torch_ops.py); not in the lock, so the server images stay without it. An exact
+# version: a range would let pip take a CUDA build of several GB.
+TORCH_STAMP := $(VENV)/.torch-2.13.0
+$(TORCH_STAMP): $(STAMP)
+	$(VPY) -m pip install -q torch==2.13.0
+	touch $(TORCH_STAMP)
+
 setup-web: $(WEB_STAMP)   ## Node packages of the Worker (npm ci) and Debian Chromium for the browser test
 
 $(WEB_STAMP): worker/package-lock.json worker/package.json
@@ -81,11 +89,11 @@ docs: setup              ## the reference in docs/ as a site (MkDocs, Material t
 
 test: test-py test-docs test-web   ## the whole test suite (starts its own servers on free loopback ports)
 
-test-py: setup          ## ruff, then every Python tier; prints the 15 slowest tests
+test-py: setup $(TORCH_STAMP)  ## ruff, then every Python tier; prints the 15 slowest tests
 	$(VENV)/bin/ruff check .
 	$(VPY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
-test-unit: setup        ## tests/unit: no server process
+test-unit: setup $(TORCH_STAMP)  ## tests/unit: no server process
 	$(VPY) -m pytest -q --durations=15 tests/unit $(PYTEST_ARGS)
 
 test-server: setup      ## tests/server: a real tritonserver and the gateway

@@ -1,0 +1,247 @@
+"""The pixel stages as tensor operations (PyTorch), for the GPU profile (issue 20).
+
+The same arithmetic as the NumPy/OpenCV stages (``detection.letterbox_blob``,
+``align.norm_crop``, ``paste.paste_back``), written so a frame can stay on one device from
+decode to encode: nothing here copies pixels to the host. They run on whatever device their
+tensors are on; the tests run them on the CPU against the OpenCV stages (tests/unit/
+test_torch_ops.py), and the GPU run (``bench.gpu_e2e``) on CUDA.
+
+Layout: frames are uint8 [3, H, W] **RGB** (torchvision's ``decode_jpeg``/``encode_jpeg``, and
+the order the networks take), where the CPU stages hold uint8 [H, W, 3] BGR. Affine matrices
+are float [2, 3] (``align.estimate_norm``: frame pixels -> crop pixels), small host arrays: the
+key points they come from are a few numbers per face.
+
+Where the results differ from OpenCV's, and by how much (measured in the tests):
+
+- resize and warps sample in floating point where OpenCV uses fixed point (1/32-pixel
+  coordinates, 15-bit weights): a level or so on a few pixels; the detector's boxes move
+  by well under a pixel;
+- ``paste_back`` blurs the mask at full scale (``paste.paste_back`` blurs a wide mask at a
+  reduced scale to save CPU time) and keeps it in float: PSNR >= 45 dB against the OpenCV
+  paste on the shared photos.
+
+Requires ``torch`` (``pip install torch``; the CPU build is enough for the tests).
+``torchvision`` is used for JPEG decode/encode where installed (nvJPEG on CUDA) and OpenCV
+otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError("pipeline.torch_ops needs PyTorch: pip install torch (the CPU build is enough to "
+                      "test; the GPU profile uses the CUDA build)") from exc
+
+from pipeline import paste
+from pipeline.detection import DET_MEAN, DET_SIZE, DET_STD, _fitted
+
+
+def from_bgr(img_bgr: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 [3, H, W] RGB tensor on ``device`` from a uint8 [H, W, 3] BGR array (OpenCV's)."""
+    return torch.from_numpy(np.ascontiguousarray(img_bgr[:, :, ::-1].transpose(2, 0, 1))).to(device)
+
+
+def to_bgr(frame: torch.Tensor) -> np.ndarray:
+    """uint8 [H, W, 3] BGR array (on the host) from a uint8 [3, H, W] RGB tensor."""
+    return np.ascontiguousarray(frame.permute(1, 2, 0).flip(-1).cpu().numpy())
+
+
+def decode_image(data: bytes, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 [3, H, W] RGB from encoded bytes: nvJPEG on CUDA for a JPEG where torchvision is
+    installed, else OpenCV on the host (then moved to ``device``).
+
+    Raises:
+        ValueError: the bytes are not an image OpenCV or torchvision can read.
+    """
+    device = torch.device(device)
+    if data[:3] == b"\xff\xd8\xff":
+        try:
+            from torchvision.io import ImageReadMode, decode_jpeg
+
+            raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
+        except ImportError:
+            pass
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("not an image OpenCV can decode")
+    return from_bgr(img, device)
+
+
+def encode_jpeg(frame: torch.Tensor, quality: int = 95) -> bytes:
+    """JPEG bytes of a uint8 [3, H, W] RGB frame: nvJPEG on CUDA where torchvision is
+    installed, else OpenCV (``quality`` 1-100, as ``pipeline.codec``)."""
+    try:
+        from torchvision.io import encode_jpeg as tv_encode
+
+        return bytes(tv_encode(frame.contiguous(), quality=quality).cpu().numpy().tobytes())
+    except ImportError:
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", to_bgr(frame), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise ValueError("OpenCV could not encode the frame") from None
+        return buf.tobytes()
+
+
+def letterbox_blob(frame: torch.Tensor, det_size: tuple[int, int] = (DET_SIZE, DET_SIZE)) -> tuple[torch.Tensor, float]:
+    """SCRFD's input, as ``detection.letterbox_blob``: the frame resized into ``det_size``
+    keeping its aspect ratio (bilinear, half-pixel centres, as ``cv2.resize``; rounded to whole
+    levels as OpenCV's uint8 result is), padded bottom/right with black, (x - 127.5) / 128.
+
+    Args:
+        frame: uint8 [3, H, W] RGB.
+        det_size: detector input (width, height) in pixels.
+
+    Returns:
+        (blob, det_scale): float32 [1, 3, det_h, det_w] RGB on the frame's device, and the
+        scale (detector pixels per frame pixel).
+    """
+    h, w = frame.shape[1:]
+    new_w, new_h = _fitted(h, w, det_size)
+    resized = F.interpolate(frame[None].float(), size=(new_h, new_w), mode="bilinear", align_corners=False,
+                            antialias=False).round_().clamp_(0, 255)
+    blob = torch.full((1, 3, det_size[1], det_size[0]), (0.0 - DET_MEAN) / DET_STD, dtype=torch.float32,
+                      device=frame.device)
+    blob[:, :, :new_h, :new_w] = (resized - DET_MEAN) / DET_STD
+    return blob, float(new_h) / h
+
+
+def _grid(m_inv: np.ndarray, out_hw: tuple[int, int], in_hw: tuple[int, int], device) -> torch.Tensor:
+    """grid_sample's grid [N, h, w, 2] for output pixels (x, y) sampled at ``m_inv @ (x, y, 1)``
+    in an input of ``in_hw`` (pixel centres at integer coordinates, as OpenCV's warps)."""
+    m_inv = torch.as_tensor(np.asarray(m_inv, np.float64).reshape(-1, 2, 3), dtype=torch.float64, device=device)
+    h, w = out_hw
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=device),
+                            torch.arange(w, dtype=torch.float64, device=device), indexing="ij")
+    pts = torch.stack([xs, ys, torch.ones_like(xs)], -1)  # [h, w, 3]
+    src = torch.einsum("hwk,nck->nhwc", pts, m_inv)  # [N, h, w, 2] input pixel coordinates
+    ih, iw = in_hw
+    scale = torch.tensor([2.0 / max(iw - 1, 1), 2.0 / max(ih - 1, 1)], dtype=torch.float64, device=device)
+    return (src * scale - 1.0).float()
+
+
+def warp_affine(img: torch.Tensor, m: np.ndarray, out_hw: tuple[int, int]) -> torch.Tensor:
+    """``cv2.warpAffine(img, M, (w, h))`` for each M: bilinear, border 0.
+
+    Args:
+        img: float [C, H, W] or [N, C, H, W] (one image per matrix) on any device.
+        m: float [2, 3] or [N, 2, 3]: input pixels -> output pixels.
+        out_hw: (h, w) of the output.
+
+    Returns:
+        float32 [N, C, h, w] (not rounded).
+    """
+    ms = np.asarray(m, np.float64).reshape(-1, 2, 3)
+    m_inv = np.stack([_invert(x) for x in ms])
+    grid = _grid(m_inv, out_hw, tuple(img.shape[-2:]), img.device)
+    src = img.float()
+    if src.ndim == 3:
+        src = src[None].expand(len(ms), *src.shape)
+    return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _invert(m: np.ndarray) -> np.ndarray:
+    full = np.vstack([np.asarray(m, np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]
+
+
+def crops(frame: torch.Tensor, ms: np.ndarray, size: int) -> torch.Tensor:
+    """Aligned face crops (``align.norm_crop`` for each matrix), rounded to whole levels.
+
+    Args:
+        frame: uint8 [3, H, W] RGB.
+        ms: float [N, 2, 3] from ``align.estimate_norm(kps, size)``.
+        size: crop side (112 for ArcFace, 128 for inswapper).
+
+    Returns:
+        float32 [N, 3, size, size] RGB, values 0-255 (whole numbers), on the frame's device.
+    """
+    if len(ms) == 0:
+        return torch.zeros((0, 3, size, size), dtype=torch.float32, device=frame.device)
+    return warp_affine(frame, ms, (size, size)).round_()
+
+
+def gaussian_kernel(ksize: int, device=None) -> torch.Tensor:
+    """float32 [ksize] taps of OpenCV's ``getGaussianKernel(ksize, 0)`` for ksize > 7 (the sigma
+    ``paste._gaussian_sigma`` derives; smaller kernels use OpenCV's fixed tables)."""
+    sigma = paste._gaussian_sigma(ksize)
+    x = torch.arange(ksize, dtype=torch.float64, device=device) - (ksize - 1) / 2
+    g = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return (g / g.sum()).float()
+
+
+def _blur(mask: torch.Tensor, ksize: int) -> torch.Tensor:
+    """Separable Gaussian blur of a float [h, w] mask, border reflected as OpenCV's default
+    (BORDER_REFLECT_101, which is torch's "reflect")."""
+    r = ksize // 2
+    g = gaussian_kernel(ksize, mask.device)
+    x = mask[None, None]
+    mode = "reflect" if min(mask.shape) > r else "replicate"
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode=mode), g.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode=mode), g.view(1, 1, -1, 1))
+    return x[0, 0]
+
+
+def _erode(mask: torch.Tensor, k: int) -> torch.Tensor:
+    """``cv2.erode`` with a k x k kernel of ones (anchor at its centre, border as +inf)."""
+    a = k // 2
+    x = F.pad(mask[None, None], (a, k - 1 - a, a, k - 1 - a), value=255.0)
+    return -F.max_pool2d(-x, k, stride=1)[0, 0]
+
+
+def swapper_output(pred: torch.Tensor) -> torch.Tensor:
+    """float32 [N, 3, S, S] RGB 0-255 whole numbers from inswapper's [N, 3, S, S] RGB output
+    in [0, 1], truncated as ``paste.swapper_output_to_bgr`` (and insightface) do."""
+    return (pred.float() * 255).clamp_(0, 255).floor_()
+
+
+def paste_back(frame: torch.Tensor, fake: torch.Tensor, m: np.ndarray) -> torch.Tensor:
+    """Blend one swapped crop into the frame, in place, on the face's region only: insightface's
+    paste-back (``paste.paste_back``: the white crop warped back, thresholded at 20, eroded by
+    ``max(mask_size // 10, 10)``, Gaussian-blurred with kernel ``2 * max(mask_size // 20, 5) + 1``,
+    then ``mask * fake + (1 - mask) * frame``, rounded).
+
+    Args:
+        frame: uint8 [3, H, W] RGB; modified in place and returned.
+        fake: float [3, S, S] RGB, 0-255 (``swapper_output``), on the frame's device.
+        m: float [2, 3] that mapped frame pixels to the crop (``align.estimate_norm``).
+
+    Returns:
+        The same ``frame``.
+    """
+    size = fake.shape[-1]
+    h, w = frame.shape[1:]
+    m_inv = _invert(m)
+    scale = float(np.sqrt(abs(np.linalg.det(m_inv[:, :2]))))
+    blur_k = max(int(size * scale * 1.5) // 20, 5)
+    x0, y0, x1, y1 = paste._roi(m_inv, size, (h, w), 2 * blur_k + 4)
+    if x1 <= x0 or y1 <= y0:
+        return frame
+    m_roi = m_inv.copy()  # crop pixels -> region pixels
+    m_roi[:, 2] -= (x0, y0)
+    roi_hw = (y1 - y0, x1 - x0)
+    white = torch.full((1, size, size), 255.0, device=frame.device)
+    both = warp_affine(torch.cat([fake.float(), white]), m_roi, roi_hw)[0]
+    fake_w, mask = both[:3], both[3].round()
+    mask = torch.where(mask > 20, 255.0, mask)
+    full = torch.nonzero(mask == 255)
+    if len(full) == 0:
+        return frame
+    fh, fw = (full.max(0).values - full.min(0).values + 1).tolist()
+    mask_size = int(math.sqrt((fh - 1) * (fw - 1)))
+    mask = _erode(mask, max(mask_size // 10, 10))
+    mask = _blur(mask, 2 * max(mask_size // 20, 5) + 1)
+    weight = (mask / 255.0)[None]
+    region = frame[:, y0:y1, x0:x1]
+    out = weight * fake_w + (1 - weight) * region.float()
+    region.copy_(out.round_().clamp_(0, 255).to(torch.uint8))
+    return frame
