@@ -21,6 +21,7 @@ from pipeline.align import crops_to_blob, estimate_norm, norm_crop
 from pipeline.detection import decode_scrfd, letterbox_blob
 from pipeline.paste import paste_back, swapper_output_to_bgr
 from pipeline.quality import psnr
+from pipeline.torch_net import OnnxModule
 from tests.support.photos import image_path
 
 PHOTOS = ["group_insightface_t1.jpg", "two_obama_biden_stage.jpg", "portrait_obama_official.jpg"]
@@ -135,6 +136,64 @@ def test_a_swap_in_tensor_ops_is_the_cpu_swap_above_50_db_a_face(sessions, laten
     for box in dets.boxes.astype(int):  # and on each face alone, where the work is
         x0, y0, x1, y1 = np.clip(box, 0, [img.shape[1], img.shape[0]] * 2)
         assert psnr(ours[y0:y1, x0:x1], ref[y0:y1, x0:x1]) >= 50, (name, box)  # measured >= 55.0; the bar: 40
+
+
+@pytest.fixture(scope="module")
+def torch_nets(models):
+    import onnx
+
+    return {r: OnnxModule(onnx.load(models[r].path), torch.float32, "cpu")
+            for r in ("detector", "recognizer", "swapper")}
+
+
+def test_the_three_networks_in_torch_are_onnxruntimes(models, sessions, torch_nets):
+    """The GPU profile's networks where there is no TensorRT: each ONNX graph run with torch ops
+    (fp32 here; reduced precision goes through the same self-check as on the CPU)."""
+    img = cv2.imread(str(image_path("group_insightface_t1.jpg")))
+    blob, scale = letterbox_blob(img)
+    with torch.no_grad():
+        heads = [h.numpy() for h in torch_nets["detector"](torch.from_numpy(blob))]
+    ref, ours = detect(sessions["detector"], blob, scale), decode_scrfd(heads, blob.shape[2:], scale)
+    assert len(ours) == len(ref) == 6 and np.abs(ours.boxes - ref.boxes).max() < 0.01
+    rng = np.random.default_rng(2)
+    faces = rng.standard_normal((3, 3, 112, 112)).astype(np.float32)
+    rec = ort.InferenceSession(models["recognizer"].path, providers=["CPUExecutionProvider"])
+    want = rec.run(None, {rec.get_inputs()[0].name: faces})[0]
+    with torch.no_grad():
+        got = torch_nets["recognizer"](torch.from_numpy(faces))[0].numpy()
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() > 0.99999
+    target, source = rng.random((2, 3, 128, 128)).astype(np.float32), rng.standard_normal((2, 512)).astype(np.float32)
+    want = sessions["swapper"].run(None, {"target": target, "source": source})[0]
+    names = torch_nets["swapper"].inputs
+    feeds = {"target": torch.from_numpy(target), "source": torch.from_numpy(source)}
+    with torch.no_grad():
+        got = torch_nets["swapper"](*[feeds[n] for n in names])[0].numpy()
+    assert np.abs(got - want).max() < 3e-3  # under one 8-bit level (1/255) of the face; fp32 sums reordered
+
+
+def test_a_frame_through_tensor_stages_and_torch_networks_is_the_cpu_swap(sessions, torch_nets, latent):
+    """The GPU profile's whole data path, on the CPU: decode, letterbox, the detector, crops,
+    the swapper and paste-back all in torch, one frame tensor from decode to encode."""
+    img = cv2.imread(str(image_path("two_obama_biden_stage.jpg")))
+    ref_dets = detect(sessions["detector"], *letterbox_blob(img))
+    ref = swap_cpu(img, ref_dets.kps, sessions["swapper"], latent)
+    frame = torch_ops.decode_image(cv2.imencode(".png", img)[1].tobytes())
+    with torch.no_grad():
+        blob, scale = torch_ops.letterbox_blob(frame)
+        dets = decode_scrfd([h.numpy() for h in torch_nets["detector"](blob)], blob.shape[2:], scale)
+        assert len(dets) == len(ref_dets) and np.abs(dets.kps - ref_dets.kps).max() < 1.0
+        ms = np.stack([estimate_norm(k, 128) for k in dets.kps])
+        feeds = {"target": torch_ops.crops(frame, ms, 128) / 255.0,
+                 "source": torch.from_numpy(np.repeat(latent, len(ms), 0))}
+        pred = torch_nets["swapper"](*[feeds[n] for n in torch_nets["swapper"].inputs])[0]
+        for fake, m in zip(torch_ops.swapper_output(pred), ms):
+            torch_ops.paste_back(frame, fake, m)
+    ours = torch_ops.to_bgr(frame)
+    assert psnr(ours, ref) >= 45
+    for box in ref_dets.boxes.astype(int):
+        x0, y0, x1, y1 = np.clip(box, 0, [img.shape[1], img.shape[0]] * 2)
+        assert psnr(ours[y0:y1, x0:x1], ref[y0:y1, x0:x1]) >= 40, box
 
 
 def test_jpeg_round_trip_through_the_tensor_codec():
