@@ -315,7 +315,9 @@ def test_triton_memory_returns_after_near_limit_images(ov_triton, latent, tmp_pa
     time.sleep(2)
     after = tree_rss_mb(ov_triton.pid)
     # before full frames were kept out of the stages' shared memory this grew by gigabytes
-    assert after < warm * 1.15, (warm, after)
+    # issue 24's bound; measured +0.1% (1245.5 -> 1247.0 MiB). Large request *bodies* are the
+    # next test's: the Python backend's shared-memory pools keep the pages they grew to.
+    assert after < warm * 1.05, (warm, after)
 
 
 def test_tritonserver_gives_back_large_request_bodies(ov_triton, latent):
