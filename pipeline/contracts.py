@@ -182,7 +182,7 @@ class OnnxNetworkParams(NetworkIdentity):
 
     #: The ONNX file, absolute or relative to the model repository.
     onnx_path: str
-    #: fp32 engine: ``onnxruntime`` or ``openvino`` (``pipeline.engines.ENGINES``).
+    #: fp32 engine: ``onnxruntime``, ``openvino`` or ``torch`` (``pipeline.engines.ENGINES``).
     engine: str = "onnxruntime"
     #: ``auto`` (the parity self-check of ``pipeline.precision`` picks) or ``f32``, ``bf16``, ``int8``.
     precision: str = "auto"

@@ -1,10 +1,14 @@
-"""CPU inference engines for the ONNX networks (embedded profile), behind one call signature.
+"""Inference engines for the ONNX networks, behind one call signature.
 
 - ``onnxruntime`` (default): fp32, the reference numerics.
 - ``openvino``: OpenVINO's CPU plugin; ``precision="bf16"`` uses AMX/AVX-512 bf16 where the
   CPU has it. On this project's 2-core Xeon the full-size inswapper stand-in ran 2.25x faster
   in bf16 than onnxruntime fp32 (batch 4); its output differed by at most 0.0012 (on [0, 1]),
   PSNR 72.8 dB against fp32. ``precision="int8"`` runs a quantized file (``repository.quantize``).
+- ``torch``: the ONNX graph executed with PyTorch ops (``pipeline.torch_net``) on
+  ``torch_device()``: CUDA where there is a GPU (the GPU profile's networks where the server has
+  no TensorRT: the ``nvidia-pytriton`` wheel's server), else the CPU; ``f32`` (TF32 off),
+  ``bf16`` or ``fp16`` for the heavy ops (normalisation stays fp32).
 
 Which precision serves is decided when a network loads by ``pipeline.precision`` (a parity
 self-check against fp32): users of the fp16 inswapper report noisy faces, so a reduced precision
@@ -17,8 +21,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-ENGINES = ("onnxruntime", "openvino")
-PRECISIONS = ("f32", "bf16", "int8")
+ENGINES = ("onnxruntime", "openvino", "torch")
+PRECISIONS = ("f32", "bf16", "int8", "fp16")
 RunFn = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
@@ -30,19 +34,24 @@ def load(path: str, output_names: list[str], engine: str = "onnxruntime", precis
         path: ONNX file.
         output_names: the outputs wanted, in order.
         engine: one of ENGINES.
-        precision: "f32"; "bf16" (openvino only); "int8": ``path`` is a quantized (QDQ) file
+        precision: "f32"; "bf16" (openvino, torch); "fp16" (torch); "int8": ``path`` is a quantized (QDQ) file
             (``repository.quantize``), whose quantized layers both engines run as u8 x s8 kernels
             (OpenVINO with its fp32 hint for the rest).
         threads: intra-op threads, 0 = the engine's default.
 
     Raises:
-        ValueError: an unknown engine or precision, or bf16 asked of onnxruntime.
+        ValueError: an unknown engine or precision, or one the engine does not run (bf16 on
+            onnxruntime, fp16 but on torch, int8 on torch).
         ImportError: the engine's package is not installed.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r} is not one of {ENGINES}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+    if precision == "fp16" and engine != "torch":
+        raise ValueError("fp16 runs on engine torch only")
+    if engine == "torch":
+        return _torch_run(path, output_names, precision)
     if engine == "onnxruntime":
         if precision == "bf16":
             raise ValueError("onnxruntime runs these networks in f32 (or int8) only; use engine openvino for bf16")
@@ -70,6 +79,43 @@ def load(path: str, output_names: list[str], engine: str = "onnxruntime", precis
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = request.infer(feeds)
         return [np.array(result[o], copy=True) for o in outputs]
+
+    return run
+
+
+def torch_device() -> str:
+    """``FACESWAP_TORCH_DEVICE`` if set (``cuda``, ``cuda:1``, ``cpu``), else ``cuda`` where
+    PyTorch sees a GPU, else ``cpu``."""
+    import os
+
+    import torch
+
+    return os.environ.get("FACESWAP_TORCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _torch_run(path: str, output_names: list[str], precision: str) -> RunFn:
+    if precision == "int8":
+        raise ValueError("engine torch runs f32, bf16 or fp16, not int8")
+    import onnx
+    import torch
+
+    from pipeline.torch_net import OnnxModule
+
+    device = torch.device(torch_device())
+    if device.type == "cuda":  # f32 means f32: TF32 would change the reference's numerics
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    module = OnnxModule(onnx.load(path), dtype, device)
+    missing = [n for n in output_names if n not in module.outputs]
+    if missing:
+        raise ValueError(f"{path} has no outputs {missing}")
+    pick = [module.outputs.index(n) for n in output_names]
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            outs = module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])).to(device) for n in module.inputs])
+            return [outs[i].float().cpu().numpy() for i in pick]
 
     return run
 

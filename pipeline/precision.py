@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-PRECISIONS = ("f32", "bf16", "int8")
+PRECISIONS = ("f32", "bf16", "int8", "fp16")
 SETTINGS = ("auto",) + PRECISIONS
 #: /proc/cpuinfo flags that make a precision native, in order of preference.
 NATIVE_FLAGS = {
@@ -307,8 +307,16 @@ def candidates(f32_path: str, f32_engine: str, flags: set[str] | list[str], int8
                have_openvino: bool, int8_problem: str | None = None) -> tuple[list[Candidate], list[str]]:
     """(candidates in the order tried, fp32 first; notes on the precisions left out).
     ``int8_problem``: why the int8 file may not be used (``int8_intact``), if it may not."""
-    native = native_support(flags)
     out, notes = [Candidate("f32", f32_engine, f32_path)], []
+    if f32_engine == "torch":  # torch's own reduced types on a GPU; f32 only on the CPU
+        from pipeline.engines import torch_device
+
+        if torch_device().startswith("cuda"):
+            out += [Candidate(p, "torch", f32_path) for p in ("bf16", "fp16")]
+        else:
+            notes.append("bf16, fp16: engine torch runs them on a GPU only (here: the CPU)")
+        return out, notes
+    native = native_support(flags)
     for prec in ("bf16", "int8"):
         if not native[prec]["native"]:
             notes.append(f"{prec}: {native[prec]['reason']}")
@@ -430,7 +438,7 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
 
     Args:
         setting: "auto" or one of PRECISIONS (``FACESWAP_PRECISION``).
-        f32_engine: engine of the fp32 reference ("onnxruntime" or "openvino").
+        f32_engine: engine of the fp32 reference ("onnxruntime", "openvino" or "torch").
         model_sha256: SHA-256 of the fp32 file (names the cached int8 file).
         probe_path: ``precision_probe.npz``; None or missing: fp32 serves ("no probe").
         flags: CPU flags (default: this CPU's).
@@ -442,6 +450,12 @@ def choose(model: str, setting: str, f32_path: str, f32_engine: str, model_sha25
         raise ValueError(f"precision {setting!r} is not one of {SETTINGS}")
     flags = cpu_info()["all_flags"] if flags is None else flags
     int8_file = int8_path(cache_dir, model_sha256) if model_sha256 else None
+    if setting != "auto" and f32_engine == "torch":
+        if setting == "int8":
+            raise ValueError(f"{model}: engine torch runs f32, bf16 or fp16, not int8")
+        return Choice(model, setting, "torch", f32_path, "setting")
+    if setting == "fp16":
+        raise ValueError(f"{model}: fp16 runs on engine torch only (FACESWAP_ENGINE=torch)")
     if setting != "auto":
         native = native_support(flags)[setting]
         note = "" if native["native"] else f"forced although not native here ({native['reason']})"

@@ -20,7 +20,12 @@ HEAVY = ("Conv", "MatMul", "Gemm")
 FP32_OPS = ("InstanceNormalization",)
 SUPPORTED = ("Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sigmoid", "Cos", "Sin", "Conv", "MatMul", "Gemm",
              "InstanceNormalization", "Reshape", "Slice", "Unsqueeze", "Squeeze", "ReduceSum", "Gather", "Resize",
-             "Clip", "Identity", "Flatten", "Transpose", "Concat", "MaxPool", "AveragePool", "Shape")
+             "Clip", "Identity", "Flatten", "Transpose", "Concat", "MaxPool", "AveragePool", "Shape",
+             "Cast", "Range", "ConstantOfShape", "Expand", "Softmax", "Split")
+
+
+#: ONNX TensorProto data types that are floating point (FLOAT, FLOAT16, DOUBLE, BFLOAT16).
+_FLOAT_TYPES = (1, 10, 11, 16)
 
 
 class OnnxModule:
@@ -42,6 +47,7 @@ class OnnxModule:
         from onnx import helper, numpy_helper
 
         self.torch, self.dtype, self.device, self.fp32_ops = torch, dtype, device, fp32_ops
+        self._numpy_helper = numpy_helper
         g = model.graph
         unknown = sorted({n.op_type for n in g.node} - set(SUPPORTED))
         if unknown:
@@ -74,6 +80,11 @@ class OnnxModule:
         self.free_after = [[n for n in ins if last_use.get(n) == i and n not in self.consts and n not in self.outputs]
                            for i, (_, ins, _, _) in enumerate(self.nodes)]
 
+    def _dtype(self, onnx_type: int):
+        t = self.torch
+        return {1: t.float32, 10: t.float16, 11: t.float64, 16: t.bfloat16, 6: t.int32, 7: t.int64, 9: t.bool,
+                2: t.uint8, 3: t.int8}[onnx_type]
+
     def _int_list(self, name: str) -> list[int]:
         return [int(v) for v in self.small[name][0]]
 
@@ -101,6 +112,39 @@ class OnnxModule:
             elif op == "Slice" and isinstance(v[0], list):  # of a shape value: one axis
                 st = self._int_list(ins[4])[0] if len(ins) > 4 and ins[4] else 1
                 y = v[0][self._int_list(ins[1])[0]:self._int_list(ins[2])[0]:st]
+            elif op in ("Add", "Sub", "Mul", "Div") and any(isinstance(x, (int, float)) for x in v):
+                a, b = (x if isinstance(x, (int, float)) or len(self.small.get(n, ([0, 0], 0))[0]) != 1
+                        else self.small[n][0][0] for n, x in zip(ins, v))
+                if op == "Div" and isinstance(a, int) and isinstance(b, int):
+                    y = a // b
+                else:
+                    y = {"Add": lambda p, q: p + q, "Sub": lambda p, q: p - q, "Mul": lambda p, q: p * q,
+                         "Div": lambda p, q: p / q}[op](a, b)
+            elif op == "Cast" and isinstance(v[0], (int, float, list)):  # a shape value stays a number
+                conv = float if at["to"] in _FLOAT_TYPES else int
+                y = [conv(i) for i in v[0]] if isinstance(v[0], list) else conv(v[0])
+            elif op == "Cast":
+                y = v[0].to(self._dtype(at["to"]))
+            elif op == "Range":  # of shape values: anchors made inside the graph (YOLO heads)
+                start, limit, delta = (x if isinstance(x, (int, float)) else self.small[n][0][0]
+                                       for n, x in zip(ins, v))
+                kind = torch.float32 if any(isinstance(x, float) for x in (start, limit, delta)) else torch.int64
+                y = torch.arange(start, limit, delta, dtype=kind, device=self.device)
+            elif op == "ConstantOfShape":
+                shape = v[0] if isinstance(v[0], list) else self._int_list(ins[0])
+                value = at.get("value")
+                fill = self._numpy_helper.to_array(value).reshape(-1)[0] if value is not None else np.float32(0)
+                y = torch.full(shape, fill.item(), dtype=torch.from_numpy(np.array(fill)).dtype, device=self.device)
+            elif op == "Expand":
+                shape = v[1] if isinstance(v[1], list) else self._int_list(ins[1])
+                y = v[0].expand(torch.broadcast_shapes(tuple(v[0].shape), tuple(shape)))
+            elif op == "Softmax":
+                y = torch.softmax(v[0], dim=at.get("axis", -1))
+            elif op == "Split":
+                axis = at.get("axis", 0)
+                sizes = (self._int_list(ins[1]) if len(ins) > 1 and ins[1] else at.get("split")) or \
+                    [v[0].shape[axis] // len(outs)] * len(outs)
+                y = tuple(torch.split(v[0], list(sizes), dim=axis))
             elif op == "Unsqueeze" and isinstance(v[0], int):
                 y = [v[0]]
             elif op == "Concat" and any(isinstance(x, list) for x in v):
@@ -142,7 +186,7 @@ class OnnxModule:
                 scale, bias = v[1].to(work.dtype).reshape(shape), v[2].to(work.dtype).reshape(shape)
                 y = ((work - mean) * torch.rsqrt(var + at.get("epsilon", 1e-5)) * scale + bias).to(x.dtype)
             elif op == "Reshape":
-                x, shape = v[0], self._int_list(ins[1])
+                x, shape = v[0], (v[1] if isinstance(v[1], list) else self._int_list(ins[1]))
                 if not at.get("allowzero", 0):
                     shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
                 y = x.reshape(shape)
@@ -235,7 +279,10 @@ class OnnxModule:
                 y = torch.cat([p.to(parts[0].dtype) for p in parts], dim=at.get("axis", 0))
             else:  # pragma: no cover - rejected in __init__
                 raise NotImplementedError(op)
-            env[outs[0]] = y
+            if isinstance(y, tuple):
+                env.update(zip(outs, y))
+            else:
+                env[outs[0]] = y
             for name in free:
                 env.pop(name, None)
         return [env[o] for o in self.outputs]

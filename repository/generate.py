@@ -155,10 +155,10 @@ def _params(cfg: mc.ModelConfig, params: dict[str, str]) -> None:
 def cpu_engine() -> tuple[str, str]:
     """(fp32 engine, precision setting) of the networks in the CPU profile.
 
-    ``FACESWAP_ENGINE`` (onnxruntime | openvino, default onnxruntime) runs fp32;
+    ``FACESWAP_ENGINE`` (onnxruntime | openvino | torch, default onnxruntime) runs fp32;
     ``FACESWAP_PRECISION`` is ``auto`` (default: the load-time self-check of
     ``pipeline.precision`` picks the fastest precision that keeps parity) or forces ``f32``,
-    ``bf16`` or ``int8`` (both on OpenVINO).
+    ``bf16`` or ``int8`` (both on OpenVINO, or bf16 on torch) or ``fp16`` (torch only).
 
     Raises:
         ValueError: an unknown engine or precision.
@@ -170,6 +170,9 @@ def cpu_engine() -> tuple[str, str]:
     if precision not in prec.SETTINGS:
         hint = " (f32 is written f32)" if precision in ("fp32", "float32") else ""
         raise ValueError(f"FACESWAP_PRECISION={precision!r} is not one of {', '.join(prec.SETTINGS)}{hint}")
+    if (precision == "fp16") != (engine == "torch") and precision in ("fp16", "int8"):
+        raise ValueError(f"FACESWAP_PRECISION={precision} does not run on FACESWAP_ENGINE={engine} "
+                         "(fp16: torch only; int8: onnxruntime or openvino)")
     return engine, precision
 
 

@@ -67,8 +67,43 @@ def test_engine_settings_are_validated(monkeypatch):
     assert cpu_engine() == ("onnxruntime", "bf16")  # bf16 and int8 always run on OpenVINO
     monkeypatch.delenv("FACESWAP_PRECISION")
     assert cpu_engine() == ("onnxruntime", "auto")  # the default: the load-time self-check decides
-    monkeypatch.setenv("FACESWAP_PRECISION", "fp16")
-    with pytest.raises(ValueError, match="FACESWAP_PRECISION='fp16' is not one of auto, f32, bf16, int8"):
+    monkeypatch.setenv("FACESWAP_PRECISION", "fp32")
+    with pytest.raises(ValueError, match="FACESWAP_PRECISION='fp32' is not one of auto, f32, bf16, int8, fp16"):
         cpu_engine()
+    monkeypatch.setenv("FACESWAP_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="fp16: torch only"):
+        cpu_engine()
+    monkeypatch.setenv("FACESWAP_ENGINE", "torch")
+    assert cpu_engine() == ("torch", "fp16")
+    monkeypatch.setenv("FACESWAP_PRECISION", "int8")
+    with pytest.raises(ValueError, match="int8: onnxruntime or openvino"):
+        cpu_engine()
+    with pytest.raises(ValueError, match="fp16 runs on engine torch only"):
+        engines.load("x.onnx", [], "openvino", "fp16")
     with pytest.raises(ValueError, match="engine"):
         engines.load("x.onnx", [], "tensorflow")
+
+
+def test_torch_engine_is_onnxruntime_on_the_cpu(models, faces, monkeypatch):
+    """Engine ``torch`` (the GPU profile's networks where there is no TensorRT), run here on the
+    CPU in f32: the detector's faces and the swapper's output are onnxruntime's; the self-check
+    offers its reduced types on a GPU only."""
+    from pipeline import precision as prec
+
+    monkeypatch.delenv("FACESWAP_TORCH_DEVICE", raising=False)
+    img, outs, ref = faces
+    ours = run_detector(engines.load(models["detector"].path, outs, "torch"), img)
+    assert len(ours) == len(ref) and np.abs(ours.boxes - ref.boxes).max() < 0.01
+    crops = np.stack([norm_crop(img, k, 128)[0] for k in ref.kps])
+    feeds = {"target": crops_to_blob(crops, SWAP_MEAN, SWAP_STD),
+             "source": np.random.default_rng(0).standard_normal((len(crops), 512)).astype(np.float32)}
+    path = models["swapper"].path
+    want = engines.load(path, ["output"])(feeds)[0]
+    assert psnr(engines.load(path, ["output"], "torch")(feeds)[0], want, peak=1.0) >= 70  # measured 78 dB
+    cands, notes = prec.candidates(path, "torch", [], None, True)
+    assert [(c.precision, c.engine) for c in cands] == [("f32", "torch")] and "GPU only" in notes[0]
+    monkeypatch.setenv("FACESWAP_TORCH_DEVICE", "cuda")
+    cands, _ = prec.candidates(path, "torch", [], None, True)
+    assert [(c.precision, c.engine) for c in cands] == [("f32", "torch"), ("bf16", "torch"), ("fp16", "torch")]
+    with pytest.raises(ValueError, match="not int8"):
+        engines.load(path, ["output"], "torch", "int8")

@@ -224,7 +224,11 @@ def test_choose_rejects_a_wrong_int8_file_and_caches_the_decision(probe_repo, mo
     changed = prec.choose(*args, load=load, flags=ZEN4)  # auto: the changed file is no candidate at all
     assert "int8" not in {r["precision"] for r in changed.results} and "changed after" in changed.note
     with pytest.raises(ValueError, match="not one of"):
+        prec.choose("face_swapper", "fp8", sw, "onnxruntime", sha, cache, None, names, ranks, outs, load=load)
+    with pytest.raises(ValueError, match="fp16 runs on engine torch only"):
         prec.choose("face_swapper", "fp16", sw, "onnxruntime", sha, cache, None, names, ranks, outs, load=load)
+    forced = prec.choose("face_swapper", "bf16", sw, "torch", sha, cache, None, names, ranks, outs, load=load)
+    assert (forced.precision, forced.engine, forced.chosen_by) == ("bf16", "torch", "setting")
     missing = prec.choose("face_swapper", "auto", sw, "onnxruntime", sha, cache, tmp_path / "none.npz", names,
                           ranks, outs, load=load, flags=ZEN4)
     assert (missing.precision, missing.chosen_by) == ("f32", "no probe")

@@ -143,10 +143,10 @@ def torch_nets(models):
     import onnx
 
     return {r: OnnxModule(onnx.load(models[r].path), torch.float32, "cpu")
-            for r in ("detector", "recognizer", "swapper")}
+            for r in ("detector", "recognizer", "swapper", "content")}
 
 
-def test_the_three_networks_in_torch_are_onnxruntimes(models, sessions, torch_nets):
+def test_the_four_networks_in_torch_are_onnxruntimes(models, sessions, torch_nets):
     """The GPU profile's networks where there is no TensorRT: each ONNX graph run with torch ops
     (fp32 here; reduced precision goes through the same self-check as on the CPU)."""
     img = cv2.imread(str(image_path("group_insightface_t1.jpg")))
@@ -170,6 +170,12 @@ def test_the_three_networks_in_torch_are_onnxruntimes(models, sessions, torch_ne
     with torch.no_grad():
         got = torch_nets["swapper"](*[feeds[n] for n in names])[0].numpy()
     assert np.abs(got - want).max() < 3e-3  # under one 8-bit level (1/255) of the face; fp32 sums reordered
+    gate = ort.InferenceSession(models["content"].path, providers=["CPUExecutionProvider"])
+    x = rng.random((1, 3, 320, 320)).astype(np.float32)  # the content gate's YOLO: anchors made in the graph
+    want = gate.run(None, {gate.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        got = torch_nets["content"](torch.from_numpy(x))[0].numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-3 * np.abs(want).max()
 
 
 def test_a_frame_through_tensor_stages_and_torch_networks_is_the_cpu_swap(sessions, torch_nets, latent):
