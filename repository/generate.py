@@ -226,7 +226,12 @@ def stage_config(name: str, stage: Stage, profile: str) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
     _tensors(cfg.input, stage.inputs)
     _tensors(cfg.output, stage.outputs)
-    cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=stage.instances if profile == "cpu" else 4)
+    # FACESWAP_STAGE_INSTANCES: the operator's count for every entry point (a machine with more
+    # cores, or a GPU whose networks wait on the host's pixel work: bench.gpu_run)
+    count = int(os.environ.get("FACESWAP_STAGE_INSTANCES") or (stage.instances if profile == "cpu" else 4))
+    if count < 1:
+        raise ValueError(f"FACESWAP_STAGE_INSTANCES must be at least 1, got {count}")
+    cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=count)
     _params(cfg, stage.params.to_config())
     queue_policy(cfg, name)
     return cfg

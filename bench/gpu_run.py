@@ -1,0 +1,350 @@
+"""The product on one GPU, end to end (issue 20): the wheel's ``tritonserver`` serving the
+ensemble with its networks on engine ``torch`` (CUDA), driven at rising concurrency with 1080p
+JPEGs of six faces; one JSON report.
+
+Three steps:
+
+1. Here, once (needs the package registry for one wheel; about 61 MiB, under the device tool's
+   64 MiB): ``python -m bench.gpu_run pack`` writes ``.gpu/`` (git-ignored): the wheel's server
+   trimmed to what runs (``tritonserver``, its libraries, the Python backend and the Python 3.12
+   stub; xz), numpy 1.26.4 for Python 3.12 (the stub of Triton 2.51 breaks with numpy 2, which
+   the GPU machine has: a JPEG input arrived as 255s), tritonclient's Python package, the real
+   detector and the content gate's detector, and two shared photos.
+2. On the GPU machine (device tool ``run`` with ``carry: [".gpu"]``, ``timeout_s`` 580):
+   ``PYTHONUNBUFFERED=1 python3 -m bench.gpu_run run --out $OUT/gpu_run.json``: unpacks into
+   /tmp/gpu, makes the full stand-ins there, builds the repository (``FACESWAP_ENGINE=torch``,
+   the precision self-check choosing bf16/fp16 against f32 on the GPU), starts Triton, and
+   drives ``face_swap`` over KServe v2 HTTP (httpx) at each concurrency for ``--seconds``.
+3. The report: swapped faces/s and images/s, ms per request (p50/p90) at each concurrency,
+   the GPU's busy share (NVML, sampled every 50 ms), Triton's compute time per model and the
+   entry points' own ``stage_ms``, and issue 20's targets (>= 1,000 faces/s, p50 <= 30 ms
+   alone, GPU busy >= 60% at the best concurrency) with PASS/FAIL.
+
+``--dry-run`` runs step 2 here on the CPU (tiny stand-ins, torch on the CPU, a few requests,
+nothing unpacked): how the tests keep it working (tests/server/test_gpu_run.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PACK = ROOT / ".gpu"
+UNPACKED = Path("/tmp/gpu/site")
+BUDGET_MIB = 64
+STUB_PY = "3.12"  # the GPU machine's Python
+TARGETS = {"faces_per_s": 1000.0, "alone_p50_ms": 30.0, "gpu_busy": 0.60}
+
+
+def _site(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"{package} is not installed here (make setup)")
+    return Path(list(spec.submodule_search_locations)[0]).parent
+
+
+def pack(dest: Path = PACK) -> int:
+    """Write ``dest``: what the device run needs besides the checkout (module docstring)."""
+    from repository.resolve import resolve
+    from tests.support.photos import image_path
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "models").mkdir(parents=True)
+    site = _site("pytriton")
+    stubs = site / "pytriton" / "tritonserver" / "python_backend_stubs"
+    skip = [f"pytriton/tritonserver/python_backend_stubs/{p.name}" for p in stubs.iterdir() if p.name != STUB_PY]
+
+    def keep(info: tarfile.TarInfo):
+        name = info.name
+        if any(name.startswith(s) for s in skip) or "/libpython3-" in name or "__pycache__" in name:
+            return None
+        return info
+
+    print("packing the server (xz, about a minute) ...", flush=True)
+    with tarfile.open(dest / "pytriton.tar.xz", "w:xz") as tar:
+        for part in ("pytriton/__init__.py", "pytriton/tritonserver", "nvidia_pytriton.libs"):
+            tar.add(site / part, arcname=part, filter=keep)
+    shutil.copytree(_site("tritonclient") / "tritonclient", dest / "tritonclient",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", STUB_PY, "--implementation", "cp", "--platform", "manylinux_2_17_x86_64",
+                    "--platform", "manylinux2014_x86_64", "-d", str(dest), "numpy==1.26.4"], check=True)
+    models = resolve("tiny")
+    if models["detector"].stand_in or models["content"].stand_in:
+        raise SystemExit("the real detector and content detector are needed (../shared/models, make models)")
+    for role in ("detector", "content"):
+        shutil.copy2(models[role].path, dest / "models" / Path(models[role].path).name)
+    for name in ("group_insightface_t1.jpg", "portrait_obama_official.jpg"):
+        shutil.copy2(image_path(name), dest / name)
+    total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) / 2**20
+    tracked = sum((ROOT / f).stat().st_size for f in subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split() if (ROOT / f).is_file()) / 2**20
+    print(f"{dest}: {total:.1f} MiB, with the tracked tree {total + tracked:.1f} of {BUDGET_MIB} MiB")
+    return 0 if total + tracked < BUDGET_MIB else 1
+
+
+def unpack_and_reexec(argv: list[str]) -> None:
+    """Unpack ``.gpu`` into /tmp/gpu and run this command again with it first on PYTHONPATH
+    (numpy 1.26 for the stub and for this process alike)."""
+    if not UNPACKED.exists():
+        UNPACKED.mkdir(parents=True)
+        with tarfile.open(PACK / "pytriton.tar.xz") as tar:
+            tar.extractall(UNPACKED)
+        shutil.copytree(PACK / "tritonclient", UNPACKED / "tritonclient")
+        wheel = next(PACK.glob("numpy-*.whl"))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--target", str(UNPACKED), str(wheel)], check=True)
+    env = {**os.environ, "PYTHONPATH": f"{UNPACKED}:{ROOT}:{os.environ.get('PYTHONPATH', '')}".rstrip(":"),
+           "FACESWAP_GPU_UNPACKED": "1"}
+    os.execve(sys.executable, [sys.executable, "-m", "bench.gpu_run", *argv], env)
+
+
+class V2:
+    """KServe v2 over HTTP with the binary data extension (httpx; no tritonclient transport)."""
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.http = httpx.Client(base_url=f"http://{url}", timeout=120)
+
+    def infer(self, model: str, arrays: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        from tritonclient.utils import (
+            deserialize_bytes_tensor,
+            np_to_triton_dtype,
+            triton_to_np_dtype,
+        )
+
+        inputs, blobs = [], []
+        for name, a in arrays.items():
+            if a.dtype == np.object_:  # BYTES: each element a 4-byte little-endian length, then its bytes
+                raw = b"".join(len(x).to_bytes(4, "little") + x for x in a.reshape(-1))
+            else:
+                raw = np.ascontiguousarray(a).tobytes()
+            inputs.append({"name": name, "shape": list(a.shape), "datatype": np_to_triton_dtype(a.dtype),
+                           "parameters": {"binary_data_size": len(raw)}})
+            blobs.append(raw)
+        head = json.dumps({"inputs": inputs, "outputs": [{"name": o, "parameters": {"binary_data": True}}
+                                                         for o in outputs]}).encode()
+        r = self.http.post(f"/v2/models/{model}/infer", content=head + b"".join(blobs),
+                           headers={"Inference-Header-Content-Length": str(len(head)),
+                                    "Content-Type": "application/octet-stream"})
+        if r.status_code != 200:
+            raise RuntimeError(f"{model}: HTTP {r.status_code}: {r.text[:300]}")
+        n = int(r.headers.get("Inference-Header-Content-Length", len(r.content)))
+        meta, body, out, at = json.loads(r.content[:n]), r.content[n:], {}, 0
+        for o in meta["outputs"]:
+            size = o["parameters"]["binary_data_size"]
+            raw, at = body[at:at + size], at + size
+            if o["datatype"] == "BYTES":
+                out[o["name"]] = deserialize_bytes_tensor(raw).reshape(o["shape"])
+            else:
+                out[o["name"]] = np.frombuffer(raw, triton_to_np_dtype(o["datatype"])).reshape(o["shape"])
+        return out
+
+    def stats(self) -> dict[str, dict]:
+        return {m["name"]: m for m in self.http.get("/v2/models/stats").json()["model_stats"]}
+
+
+def test_image(path: Path, size: tuple[int, int] = (1920, 1080)) -> bytes:
+    """A JPEG (q90) of ``size`` with the photo fitted in and padded: the group photo's six faces."""
+    import cv2
+
+    img = cv2.imread(str(path))
+    s = min(size[0] / img.shape[1], size[1] / img.shape[0])
+    fitted = cv2.resize(img, (int(img.shape[1] * s), int(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((size[1], size[0], 3), np.uint8)
+    canvas[:fitted.shape[0], :fitted.shape[1]] = fitted
+    return cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def gpu_sampler():
+    """(start, stop) of an NVML busy-share sampler (None, None without NVML or a GPU)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    except Exception:  # noqa: BLE001 - no NVML, no GPU: the report says null
+        return None
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0)
+            time.sleep(0.05)
+
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+
+    def done() -> float:
+        stop.set()
+        th.join()
+        return round(statistics.fmean(samples), 3) if samples else 0.0
+
+    return done
+
+
+def drive(url: str, image: bytes, latent: np.ndarray, callers: int, seconds: float, max_requests: int) -> dict:
+    """``callers`` threads sending ``face_swap`` back to back for ``seconds`` (or ``max_requests``
+    each); images/s, faces/s, ms per request, the GPU's busy share, stage_ms of the last answer."""
+    from client.core import SWAP_MODEL, SWAP_OUTPUTS, options_json, parse_swap, swap_arrays
+
+    arrays = swap_arrays(image, latent[None], None, options_json())
+    lat, faces, last, errors = [], [], {}, []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def one():
+        c = V2(url)
+        for _ in range(max_requests):
+            if time.monotonic() > deadline:
+                break
+            t0 = time.perf_counter()
+            try:
+                res = parse_swap(c.infer(SWAP_MODEL, arrays, SWAP_OUTPUTS))
+            except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
+                with lock:
+                    errors.append(str(exc)[:300])
+                continue
+            with lock:
+                lat.append(1000 * (time.perf_counter() - t0))
+                faces.append(res.faces_swapped)
+                last.update(res.stage_ms)
+
+    sampler = gpu_sampler()
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    busy = sampler() if sampler else None
+    return {"concurrency": callers, "requests": len(lat), "seconds": round(wall, 2),
+            "images_per_s": round(len(lat) / wall, 2), "faces_per_s": round(sum(faces) / wall, 1),
+            "faces_per_image": round(statistics.fmean(faces), 2) if faces else 0,
+            "p50_ms": round(statistics.median(lat), 1) if lat else None,
+            "p90_ms": round(float(np.percentile(lat, 90)), 1) if lat else None,
+            "gpu_busy": busy, "errors": len(errors), "first_error": errors[0] if errors else None,
+            "stage_ms_last": last}
+
+
+def compute_ms(before: dict, after: dict) -> dict:
+    """Triton's compute time per execution and executions, per model, between two stats reads."""
+    out = {}
+    for name, a in after.items():
+        b = before.get(name, {})
+        n = int(a.get("execution_count", 0)) - int(b.get("execution_count", 0))
+        ns = int(a["inference_stats"]["compute_infer"]["ns"]) - int(
+            b.get("inference_stats", {}).get("compute_infer", {}).get("ns", 0))
+        if n > 0:
+            out[name] = {"executions": n, "compute_ms_per_execution": round(ns / n / 1e6, 2)}
+    return out
+
+
+def run(args) -> int:
+    dry = args.dry_run
+    if not dry and not os.environ.get("FACESWAP_GPU_UNPACKED"):
+        if not PACK.exists():
+            raise SystemExit(f"{PACK} is missing: run `python -m bench.gpu_run pack` here first and carry it")
+        unpack_and_reexec(sys.argv[1:])
+    os.environ.update({"FACESWAP_ENGINE": "torch", "FACESWAP_STANDIN_SIZE": "tiny" if dry else "full",
+                       "FACESWAP_STAGE_INSTANCES": str(args.instances)})
+    if dry:
+        os.environ["FACESWAP_TORCH_DEVICE"] = "cpu"
+    else:
+        os.environ["FACESWAP_SHARED_MODELS"] = str(PACK / "models")
+        os.environ["FACESWAP_CONTENT_DETECTOR"] = str(next((PACK / "models").glob("nudenet*.onnx")))
+    from launch.server import TritonServer
+    from repository.generate import build
+    from repository.resolve import resolve
+    from tests.support.photos import image_path
+    from tests.support.servers import free_ports
+
+    photos = PACK if not dry else None
+    group = (photos / "group_insightface_t1.jpg") if photos else image_path("group_insightface_t1.jpg")
+    source = (photos / "portrait_obama_official.jpg") if photos else image_path("portrait_obama_official.jpg")
+    run_dir = ROOT / ".run" / ("gpu_run_dry" if dry else "gpu_run")
+    t0 = time.perf_counter()
+    models = resolve()
+    build(run_dir / "model_repository", "cpu", models)
+    server = TritonServer(run_dir / "model_repository", free_ports(), run_dir=run_dir).start(900)
+    report: dict = {"device": None, "dry_run": dry, "stand_ins": os.environ["FACESWAP_STANDIN_SIZE"],
+                    "entry_point_instances": args.instances, "start_s": round(time.perf_counter() - t0, 1)}
+    try:
+        import torch
+
+        report["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        from client.core import EMBED_MODEL, EMBED_OUTPUTS, embed_arrays, parse_embed
+
+        c = V2(server.http_url)
+        latent = parse_embed(c.infer(EMBED_MODEL, embed_arrays(source.read_bytes()), EMBED_OUTPUTS)).largest().latent
+        image = test_image(group)
+        drive(server.http_url, image, latent, 1, 60, 2 if dry else 5)  # warm-up
+        log = server.log_file.read_text()
+        report["precision"] = [ln.split('"')[1].split(";")[0] for ln in log.splitlines() if "chosen by" in ln]
+        levels = []
+        for callers in args.concurrency:
+            before = c.stats()
+            level = drive(server.http_url, image, latent, callers, args.seconds, 2 if dry else 10**6)
+            level["triton_compute"] = compute_ms(before, c.stats())
+            levels.append(level)
+            print(json.dumps({k: v for k, v in level.items() if k not in ("stage_ms_last", "triton_compute")}),
+                  flush=True)
+        report["levels"] = levels
+        best = max(levels, key=lambda x: x["faces_per_s"])
+        alone = next((x for x in levels if x["concurrency"] == 1), levels[0])
+        report["targets"] = {
+            "faces_per_s": {"value": best["faces_per_s"], "target": TARGETS["faces_per_s"],
+                            "pass": best["faces_per_s"] >= TARGETS["faces_per_s"]},
+            "alone_p50_ms": {"value": alone["p50_ms"], "target": TARGETS["alone_p50_ms"],
+                             "pass": alone["p50_ms"] is not None and alone["p50_ms"] <= TARGETS["alone_p50_ms"]},
+            "gpu_busy": {"value": best["gpu_busy"], "target": TARGETS["gpu_busy"],
+                         "pass": best["gpu_busy"] is not None and best["gpu_busy"] >= TARGETS["gpu_busy"]}}
+    finally:
+        server.stop()
+    report["total_s"] = round(time.perf_counter() - t0, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(json.dumps(report.get("targets"), indent=1))
+    print(f"wrote {args.out}")
+    failed = [x["concurrency"] for x in report.get("levels", []) if x["errors"] or not x["requests"]]
+    if failed:
+        print(f"requests failed at concurrency {failed}: see first_error in the report", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("pack", help="here: write .gpu/ for the device tool to carry")
+    r = sub.add_parser("run", help="on the GPU machine (or --dry-run here): serve, drive, report")
+    r.add_argument("--out", default="out/gpu_run.json")
+    r.add_argument("--dry-run", action="store_true", help="here on the CPU: tiny stand-ins, a few requests")
+    r.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32, 64])
+    r.add_argument("--seconds", type=float, default=20.0, help="per concurrency level")
+    r.add_argument("--instances", type=int, default=8, help="instances of each entry point (host pixel work)")
+    args = ap.parse_args(argv)
+    if args.cmd == "pack":
+        return pack()
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

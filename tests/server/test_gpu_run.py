@@ -1,0 +1,29 @@
+"""The GPU run's dry run (bench.gpu_run, issue 20) here on the CPU: the same server build
+(engine torch), the same KServe v2 HTTP driver and the same report as on the GPU machine, so the
+prepared device run stays working between the sessions that have a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from repository.layout import ROOT
+
+
+def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
+    out = tmp_path / "gpu_run.json"
+    p = subprocess.run([sys.executable, "-m", "bench.gpu_run", "run", "--dry-run", "--concurrency", "1", "2",
+                        "--seconds", "5", "--instances", "1", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["dry_run"] and r["device"] == "cpu" and r["entry_point_instances"] == 1
+    assert [lv["concurrency"] for lv in r["levels"]] == [1, 2]
+    for lv in r["levels"]:
+        assert lv["requests"] >= 1 and lv["errors"] == 0 and lv["faces_per_image"] == 6
+        assert lv["faces_per_s"] > 0 and lv["p50_ms"] > 0 and lv["gpu_busy"] is None  # no NVML on the CPU
+        assert {"face_swap", "face_detector", "face_swapper"} <= set(lv["triton_compute"])
+        assert {"decode", "detect", "swap", "paste", "encode"} <= set(lv["stage_ms_last"]["steps"])
+    assert r["precision"] and all("(torch)" in line for line in r["precision"])
+    assert set(r["targets"]) == {"faces_per_s", "alone_p50_ms", "gpu_busy"}
