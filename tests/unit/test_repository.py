@@ -143,3 +143,17 @@ def test_stage_contracts_name_what_is_missing_or_malformed():
         FrameSwapperParams.from_strings({**good, "max_pixels": "many"})
     with pytest.raises(ValueError, match="true or false"):
         FrameSwapperParams.from_strings({**good, "close_up_retry": "yes"})
+
+
+def test_entry_point_instances_follow_the_operators_setting(models, tmp_path, monkeypatch):
+    """FACESWAP_STAGE_INSTANCES (bench.gpu_run: a GPU whose networks wait on the host's pixel
+    work) sets every entry point's instances; the networks keep theirs; 0 is refused."""
+    monkeypatch.setenv("FACESWAP_STAGE_INSTANCES", "8")
+    build(tmp_path / "r", "cpu", models)
+    counts = {p.parent.name: text_format.Parse(p.read_text(), mc.ModelConfig()).instance_group[0].count
+              for p in (tmp_path / "r").glob("*/config.pbtxt")}
+    assert counts["face_swap"] == counts["face_swap_kps"] == counts["face_embed"] == 8
+    assert counts["face_detector"] == 2 and counts["face_swapper"] == 1
+    monkeypatch.setenv("FACESWAP_STAGE_INSTANCES", "0")
+    with pytest.raises(ValueError, match="at least 1"):
+        build(tmp_path / "r0", "cpu", models)
