@@ -42,11 +42,14 @@ class Ports:
 
 
 def _pytriton_dir() -> Path:
-    try:
-        import pytriton
-    except ImportError as exc:
-        raise RuntimeError("nvidia-pytriton is not installed: run `make setup` (it ships tritonserver)") from exc
-    return Path(pytriton.__file__).resolve().parent
+    """The installed ``pytriton`` package's folder, found without importing it (its own imports
+    need packages the server does not; bench.gpu_run carries only its ``tritonserver`` part)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("nvidia-pytriton is not installed: run `make setup` (it ships tritonserver)")
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
 
 
 def prepare_backends(run_dir: Path = RUN) -> Path:
