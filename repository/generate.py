@@ -78,6 +78,28 @@ QUEUE_TIMEOUT_US = 30_000_000
 #: instance in work and as many waiting (not measured yet).
 ADMISSION = {"cpu": (1, 1), "gpu": (4, 4), "gpu-trt": (4, 4)}
 MAX_QUEUE = {"face_swap": 8, "face_swap_kps": 8, "face_embed": 8, "default": 32}
+#: Operator settings for a bigger machine (a GPU whose networks wait on the host's pixel work:
+#: bench.gpu_run): instances of every entry point, the entry points' queue, the swapper's batch.
+STAGE_INSTANCES_ENV, STAGE_QUEUE_ENV, SWAPPER_BATCH_ENV = (
+    "FACESWAP_STAGE_INSTANCES", "FACESWAP_STAGE_QUEUE", "FACESWAP_SWAPPER_MAX_BATCH")
+
+
+def _env_int(name: str, default: int) -> int:
+    """A positive integer setting from the environment, else ``default``.
+
+    Raises:
+        ValueError: set but not an integer of at least 1.
+    """
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be an integer of at least 1, got {raw!r}")
+    return value
 
 
 def _content_dims(model: ResolvedModel, ins, outs) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -110,8 +132,9 @@ def read_net(role: str, model: ResolvedModel) -> Net:
         ValueError: a content detector whose tensors do not fit the contract.
     """
     ins, outs = graph_io(model.path)
-    batchable = all(i.dims[0] == -1 for i in ins) and NET_MAX_BATCH[role] > 0
-    mbs = NET_MAX_BATCH[role] if batchable else 0
+    limit = _env_int(SWAPPER_BATCH_ENV, NET_MAX_BATCH[role]) if role == "swapper" else NET_MAX_BATCH[role]
+    batchable = all(i.dims[0] == -1 for i in ins) and limit > 0
+    mbs = limit if batchable else 0
     fixed = _content_dims(model, ins, outs) if role == "content" else None
 
     def conv(tensors, which: int) -> list[T]:
@@ -144,7 +167,8 @@ def queue_policy(cfg: mc.ModelConfig, name: str) -> None:
     pol.timeout_action = mc.ModelQueuePolicy.REJECT
     pol.default_timeout_microseconds = QUEUE_TIMEOUT_US
     pol.allow_timeout_override = True
-    pol.max_queue_size = MAX_QUEUE.get(name, MAX_QUEUE["default"])
+    pol.max_queue_size = (_env_int(STAGE_QUEUE_ENV, MAX_QUEUE[name]) if name in MAX_QUEUE
+                          else MAX_QUEUE["default"])
 
 
 def _params(cfg: mc.ModelConfig, params: dict[str, str]) -> None:
@@ -226,11 +250,7 @@ def stage_config(name: str, stage: Stage, profile: str) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
     _tensors(cfg.input, stage.inputs)
     _tensors(cfg.output, stage.outputs)
-    # FACESWAP_STAGE_INSTANCES: the operator's count for every entry point (a machine with more
-    # cores, or a GPU whose networks wait on the host's pixel work: bench.gpu_run)
-    count = int(os.environ.get("FACESWAP_STAGE_INSTANCES") or (stage.instances if profile == "cpu" else 4))
-    if count < 1:
-        raise ValueError(f"FACESWAP_STAGE_INSTANCES must be at least 1, got {count}")
+    count = _env_int(STAGE_INSTANCES_ENV, stage.instances if profile == "cpu" else 4)
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=count)
     _params(cfg, stage.params.to_config())
     queue_policy(cfg, name)
@@ -336,8 +356,8 @@ def prepare_precision(out_dir: Path, models: dict[str, ResolvedModel], emap: np.
     probe = write_probe(out_dir, models, emap)
     out: dict = {"setting": setting, "probe": str(probe) if probe else None, "int8": {}}
     native = prec.native_support(prec.cpu_info()["all_flags"])["int8"]["native"]
-    if probe is None or setting not in ("auto", "int8") or not native:
-        return out
+    if probe is None or setting not in ("auto", "int8") or not native or engine == "torch":
+        return out  # (engine torch runs no int8: bf16/fp16 on a GPU)
     for role, m in models.items():
         if role == "content":  # no int8 for the gate: quantization would move scores near its threshold
             continue

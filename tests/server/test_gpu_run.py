@@ -26,4 +26,18 @@ def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
         assert {"face_swap", "face_detector", "face_swapper"} <= set(lv["triton_compute"])
         assert {"decode", "detect", "swap", "paste", "encode"} <= set(lv["stage_ms_last"]["steps"])
     assert r["precision"] and all("(torch)" in line for line in r["precision"])
-    assert set(r["targets"]) == {"faces_per_s", "alone_p50_ms", "gpu_busy"}
+    assert set(r["targets"]) == {"faces_per_s", "alone_p50_ms", "gpu_busy", "best_concurrency"}
+    assert r["entry_point_queue"] >= 8 and r["swapper_max_batch"] == 64 and r["total_s"] > 0
+
+
+def test_the_preflight_names_what_the_gpu_machine_lacks(models):
+    """The device run's first seconds: every check answers, and here (no GPU) torch says so."""
+    code = ("import json, sys; from pathlib import Path; from bench.gpu_run import preflight; "
+            "print(json.dumps(preflight(Path(sys.argv[1]))))")
+    p = subprocess.run([sys.executable, "-c", code, models["detector"].path], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert set(r) == {"numpy", "torch", "opencv", "onnx", "tritonclient.grpc", "libpython", "/dev/shm"}
+    assert r["numpy"].startswith("1.") and "NO CUDA" in r["torch"]
+    assert not [k for k, v in r.items() if str(v).startswith("FAILED")], r

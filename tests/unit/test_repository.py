@@ -145,15 +145,25 @@ def test_stage_contracts_name_what_is_missing_or_malformed():
         FrameSwapperParams.from_strings({**good, "close_up_retry": "yes"})
 
 
-def test_entry_point_instances_follow_the_operators_setting(models, tmp_path, monkeypatch):
-    """FACESWAP_STAGE_INSTANCES (bench.gpu_run: a GPU whose networks wait on the host's pixel
-    work) sets every entry point's instances; the networks keep theirs; 0 is refused."""
+def test_entry_points_and_swapper_follow_the_operators_settings(models, tmp_path, monkeypatch):
+    """FACESWAP_STAGE_INSTANCES, FACESWAP_STAGE_QUEUE and FACESWAP_SWAPPER_MAX_BATCH
+    (bench.gpu_run: a GPU whose networks wait on the host's pixel work) set the entry points'
+    instances and queue and the swapper's batch; the rest keep theirs; 0 is refused."""
     monkeypatch.setenv("FACESWAP_STAGE_INSTANCES", "8")
     build(tmp_path / "r", "cpu", models)
     counts = {p.parent.name: text_format.Parse(p.read_text(), mc.ModelConfig()).instance_group[0].count
               for p in (tmp_path / "r").glob("*/config.pbtxt")}
     assert counts["face_swap"] == counts["face_swap_kps"] == counts["face_embed"] == 8
     assert counts["face_detector"] == 2 and counts["face_swapper"] == 1
-    monkeypatch.setenv("FACESWAP_STAGE_INSTANCES", "0")
-    with pytest.raises(ValueError, match="at least 1"):
-        build(tmp_path / "r0", "cpu", models)
+    monkeypatch.setenv("FACESWAP_STAGE_QUEUE", "64")
+    monkeypatch.setenv("FACESWAP_SWAPPER_MAX_BATCH", "128")
+    build(tmp_path / "r2", "cpu", models)
+    cfgs = {p.parent.name: text_format.Parse(p.read_text(), mc.ModelConfig())
+            for p in (tmp_path / "r2").glob("*/config.pbtxt")}
+    assert cfgs["face_swap"].dynamic_batching.default_queue_policy.max_queue_size == 64
+    assert cfgs["face_detector"].dynamic_batching.default_queue_policy.max_queue_size == 32
+    assert cfgs["face_swapper"].max_batch_size == 128 and cfgs["face_recognizer"].max_batch_size == 32
+    for bad in ("0", "many"):
+        monkeypatch.setenv("FACESWAP_STAGE_INSTANCES", bad)
+        with pytest.raises(ValueError, match="at least 1"):
+            build(tmp_path / "r0", "cpu", models)
