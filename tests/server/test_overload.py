@@ -45,6 +45,20 @@ def executions(url: str) -> dict[str, int]:
         return {k: int(v.get("execution_count", 0)) for k, v in c.statistics().items()}
 
 
+def wait_pending(server, model: str, n: int, timeout: float = 30.0) -> None:
+    """Until ``model`` has at least ``n`` requests waiting in Triton's queue (its metrics)."""
+    import re
+
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=5).text
+        m = re.search(rf'^nv_inference_pending_request_count\{{model="{model}",version="1"\}} (\S+)', text, re.M)
+        if m and float(m.group(1)) >= n:
+            return
+        assert time.monotonic() < deadline, f"{model}: fewer than {n} requests waiting after {timeout} s"
+        time.sleep(0.02)
+
+
 def busy(url: str, latent: np.ndarray, n: int, data: bytes | None = None) -> list[threading.Thread]:
     """n direct face_swap calls in threads (``data``: the group photo by default), started now;
     join them later."""
@@ -183,7 +197,9 @@ def test_cancelled_http_request_cancels_its_triton_call(ov_triton, latent, tmp_p
         # photo as it is was only 0.6 s once each image was decoded once)
         big = cv2.imencode(".jpg", cv2.resize(cv2.imread(str(GROUP)), None, fx=2, fy=2))[1].tobytes()
         threads = busy(ov_triton.grpc_url, latent, 8, big)
-        time.sleep(0.5)  # every busy call is in the pipeline, ahead of ours at every stage
+        # every busy call in the pipeline, ahead of ours at every stage: both face_swap instances
+        # at work and six waiting (a fixed 0.5 s was too short once on a loaded 2-core machine)
+        wait_pending(ov_triton, "face_swap", 6)
         with pytest.raises(httpx.ReadTimeout):  # hung up long before our turn, even on a fast CPU
             httpx.post(f"{g.url}/v1/swap", files=files(target=GROUP), data={"source_face_id": fid}, timeout=0.3)
         for t in threads:
