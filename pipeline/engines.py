@@ -17,6 +17,7 @@ never serves unchecked.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -86,8 +87,6 @@ def load(path: str, output_names: list[str], engine: str = "onnxruntime", precis
 def torch_device() -> str:
     """``FACESWAP_TORCH_DEVICE`` if set (``cuda``, ``cuda:1``, ``cpu``), else ``cuda`` where
     PyTorch sees a GPU, else ``cpu``."""
-    import os
-
     import torch
 
     return os.environ.get("FACESWAP_TORCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -40,7 +40,7 @@ class OneEuro:
         self.t: float | None = None
 
     @staticmethod
-    def _alpha(cutoff: float, dt: float) -> float:
+    def _alpha(cutoff: float | np.ndarray, dt: float) -> float | np.ndarray:
         tau = 1.0 / (2 * math.pi * cutoff)
         return 1.0 / (1.0 + tau / dt)
 
@@ -53,9 +53,7 @@ class OneEuro:
         dx = (x - self.x) / dt
         a_d = self._alpha(self.d_cutoff, dt)
         self.dx = a_d * dx + (1 - a_d) * self.dx
-        cutoff = self.min_cutoff + self.beta * np.abs(self.dx)
-        tau = 1.0 / (2 * math.pi * cutoff)
-        a = 1.0 / (1.0 + tau / dt)
+        a = self._alpha(self.min_cutoff + self.beta * np.abs(self.dx), dt)
         self.x = a * x + (1 - a) * self.x
         self.t = t
         return self.x.astype(np.float32)

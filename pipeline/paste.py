@@ -46,6 +46,33 @@ def _gaussian_sigma(ksize: int) -> float:
 BLUR_DOWNSCALE_FROM = 12
 
 
+def face_region(m: np.ndarray, size: int, frame_hw: tuple[int, int]
+                ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """Where a swapped ``size`` x ``size`` crop lands in the frame: ((x0, y0, x1, y1) the region
+    clipped to the frame, the [2, 3] matrix crop pixels -> region pixels), or None when the
+    region is empty (``m``: frame pixels -> crop pixels, ``align.estimate_norm``). The region is the warped crop's
+    bounding box grown by the blur radius plus a margin, so that its border sees the zeros a full
+    frame would."""
+    m_inv = cv2.invertAffineTransform(np.asarray(m, np.float64))
+    # Scale of the crop in the frame bounds the mask size; the margin covers erosion-free
+    # zeros plus the blur radius so that the ROI border sees the same zeros as a full frame.
+    scale = float(np.sqrt(abs(np.linalg.det(m_inv[:, :2]))))
+    blur_k = max(int(size * scale * 1.5) // 20, 5)
+    x0, y0, x1, y1 = _roi(m_inv, size, frame_hw, 2 * blur_k + 4)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    m_roi = m_inv.copy()
+    m_roi[:, 2] -= (x0, y0)
+    return (x0, y0, x1, y1), m_roi
+
+
+def mask_kernels(full_w: int, full_h: int) -> tuple[int, int]:
+    """(erosion kernel side, Gaussian kernel size) of insightface's paste-back for a warped mask
+    whose full-strength (255) part spans ``full_w`` x ``full_h`` pixels."""
+    mask_size = int(np.sqrt((full_h - 1) * (full_w - 1)))
+    return max(mask_size // 10, 10), 2 * max(mask_size // 20, 5) + 1
+
+
 def paste_back(frame_bgr: np.ndarray, fake_bgr: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Blend one swapped crop into the frame, in place, on the face's region only.
 
@@ -58,18 +85,10 @@ def paste_back(frame_bgr: np.ndarray, fake_bgr: np.ndarray, m: np.ndarray) -> np
         The same ``frame_bgr`` array.
     """
     size = fake_bgr.shape[0]
-    h, w = frame_bgr.shape[:2]
-    m_inv = cv2.invertAffineTransform(np.asarray(m, np.float64))
-    # Scale of the crop in the frame bounds the mask size; the margin covers erosion-free
-    # zeros plus the blur radius so that the ROI border sees the same zeros as a full frame.
-    scale = float(np.sqrt(abs(np.linalg.det(m_inv[:, :2]))))
-    blur_k = max(int(size * scale * 1.5) // 20, 5)
-    margin = 2 * blur_k + 4
-    x0, y0, x1, y1 = _roi(m_inv, size, (h, w), margin)
-    if x1 <= x0 or y1 <= y0:
+    region = face_region(m, size, frame_bgr.shape[:2])
+    if region is None:
         return frame_bgr
-    m_roi = m_inv.copy()
-    m_roi[:, 2] -= (x0, y0)
+    (x0, y0, x1, y1), m_roi = region
     roi_wh = (x1 - x0, y1 - y0)
     # the mask in uint8: insightface's float mask takes the same values here (0, 255, and the
     # warp's edge values, which the erosion removes), up to the warp's rounding
@@ -78,11 +97,9 @@ def paste_back(frame_bgr: np.ndarray, fake_bgr: np.ndarray, m: np.ndarray) -> np
     _, _, fw, fh = cv2.boundingRect(cv2.compare(mask, 255, cv2.CMP_EQ))
     if fw == 0:
         return frame_bgr
-    mask_size = int(np.sqrt((fh - 1) * (fw - 1)))
-    k = max(mask_size // 10, 10)
-    mask = cv2.erode(mask, np.ones((k, k), np.uint8), iterations=1)
-    k = max(mask_size // 20, 5)
-    ksize = 2 * k + 1
+    erode_k, ksize = mask_kernels(fw, fh)
+    mask = cv2.erode(mask, np.ones((erode_k, erode_k), np.uint8), iterations=1)
+    k = ksize // 2
     f = max(1, k // (BLUR_DOWNSCALE_FROM // 2)) if k >= BLUR_DOWNSCALE_FROM else 1
     if f == 1:
         mask = cv2.GaussianBlur(mask, (ksize, ksize), 0)

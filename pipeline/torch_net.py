@@ -14,6 +14,8 @@ SCRFD's boxes within a pixel).
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 HEAVY = ("Conv", "MatMul", "Gemm")
@@ -24,6 +26,8 @@ SUPPORTED = ("Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sigmoid", "Cos", "Sin"
              "Cast", "Range", "ConstantOfShape", "Expand", "Softmax", "Split")
 
 
+#: Add, Sub, Mul, Div on shape values (Python numbers; integer Div is handled apart).
+_ARITHMETIC = {"Add": operator.add, "Sub": operator.sub, "Mul": operator.mul, "Div": operator.truediv}
 #: ONNX TensorProto data types that are floating point (FLOAT, FLOAT16, DOUBLE, BFLOAT16).
 _FLOAT_TYPES = (1, 10, 11, 16)
 
@@ -85,6 +89,13 @@ class OnnxModule:
         return {1: t.float32, 10: t.float16, 11: t.float64, 16: t.bfloat16, 6: t.int32, 7: t.int64, 9: t.bool,
                 2: t.uint8, 3: t.int8}[onnx_type]
 
+    def _number(self, name: str, value):
+        """A shape value (a Python number) as it is; a one-element constant as its number; any
+        other tensor as it is."""
+        if isinstance(value, (int, float)) or len(self.small.get(name, ((), 0))[0]) != 1:
+            return value
+        return self.small[name][0][0]
+
     def _int_list(self, name: str) -> list[int]:
         return [int(v) for v in self.small[name][0]]
 
@@ -113,21 +124,18 @@ class OnnxModule:
                 st = self._int_list(ins[4])[0] if len(ins) > 4 and ins[4] else 1
                 y = v[0][self._int_list(ins[1])[0]:self._int_list(ins[2])[0]:st]
             elif op in ("Add", "Sub", "Mul", "Div") and any(isinstance(x, (int, float)) for x in v):
-                a, b = (x if isinstance(x, (int, float)) or len(self.small.get(n, ([0, 0], 0))[0]) != 1
-                        else self.small[n][0][0] for n, x in zip(ins, v))
+                a, b = (self._number(n, x) for n, x in zip(ins, v))
                 if op == "Div" and isinstance(a, int) and isinstance(b, int):
                     y = a // b
                 else:
-                    y = {"Add": lambda p, q: p + q, "Sub": lambda p, q: p - q, "Mul": lambda p, q: p * q,
-                         "Div": lambda p, q: p / q}[op](a, b)
+                    y = _ARITHMETIC[op](a, b)
             elif op == "Cast" and isinstance(v[0], (int, float, list)):  # a shape value stays a number
                 conv = float if at["to"] in _FLOAT_TYPES else int
                 y = [conv(i) for i in v[0]] if isinstance(v[0], list) else conv(v[0])
             elif op == "Cast":
                 y = v[0].to(self._dtype(at["to"]))
             elif op == "Range":  # of shape values: anchors made inside the graph (YOLO heads)
-                start, limit, delta = (x if isinstance(x, (int, float)) else self.small[n][0][0]
-                                       for n, x in zip(ins, v))
+                start, limit, delta = (self._number(n, x) for n, x in zip(ins, v))
                 kind = torch.float32 if any(isinstance(x, float) for x in (start, limit, delta)) else torch.int64
                 y = torch.arange(start, limit, delta, dtype=kind, device=self.device)
             elif op == "ConstantOfShape":

@@ -27,8 +27,7 @@ otherwise.
 
 from __future__ import annotations
 
-import math
-
+import cv2
 import numpy as np
 
 try:
@@ -68,8 +67,6 @@ def decode_image(data: bytes, device: str | torch.device = "cpu") -> torch.Tenso
             return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
         except ImportError:
             pass
-    import cv2
-
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError("not an image OpenCV can decode")
@@ -84,8 +81,6 @@ def encode_jpeg(frame: torch.Tensor, quality: int = 95) -> bytes:
 
         return bytes(tv_encode(frame.contiguous(), quality=quality).cpu().numpy().tobytes())
     except ImportError:
-        import cv2
-
         ok, buf = cv2.imencode(".jpg", to_bgr(frame), [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise ValueError("OpenCV could not encode the frame") from None
@@ -141,17 +136,12 @@ def warp_affine(img: torch.Tensor, m: np.ndarray, out_hw: tuple[int, int]) -> to
         float32 [N, C, h, w] (not rounded).
     """
     ms = np.asarray(m, np.float64).reshape(-1, 2, 3)
-    m_inv = np.stack([_invert(x) for x in ms])
+    m_inv = np.stack([cv2.invertAffineTransform(x) for x in ms])
     grid = _grid(m_inv, out_hw, tuple(img.shape[-2:]), img.device)
     src = img.float()
     if src.ndim == 3:
         src = src[None].expand(len(ms), *src.shape)
     return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-
-
-def _invert(m: np.ndarray) -> np.ndarray:
-    full = np.vstack([np.asarray(m, np.float64), [0.0, 0.0, 1.0]])
-    return np.linalg.inv(full)[:2]
 
 
 def crops(frame: torch.Tensor, ms: np.ndarray, size: int) -> torch.Tensor:
@@ -219,15 +209,10 @@ def paste_back(frame: torch.Tensor, fake: torch.Tensor, m: np.ndarray) -> torch.
         The same ``frame``.
     """
     size = fake.shape[-1]
-    h, w = frame.shape[1:]
-    m_inv = _invert(m)
-    scale = float(np.sqrt(abs(np.linalg.det(m_inv[:, :2]))))
-    blur_k = max(int(size * scale * 1.5) // 20, 5)
-    x0, y0, x1, y1 = paste._roi(m_inv, size, (h, w), 2 * blur_k + 4)
-    if x1 <= x0 or y1 <= y0:
+    region = paste.face_region(m, size, tuple(frame.shape[1:]))
+    if region is None:
         return frame
-    m_roi = m_inv.copy()  # crop pixels -> region pixels
-    m_roi[:, 2] -= (x0, y0)
+    (x0, y0, x1, y1), m_roi = region
     roi_hw = (y1 - y0, x1 - x0)
     white = torch.full((1, size, size), 255.0, device=frame.device)
     both = warp_affine(torch.cat([fake.float(), white]), m_roi, roi_hw)[0]
@@ -237,9 +222,8 @@ def paste_back(frame: torch.Tensor, fake: torch.Tensor, m: np.ndarray) -> torch.
     if len(full) == 0:
         return frame
     fh, fw = (full.max(0).values - full.min(0).values + 1).tolist()
-    mask_size = int(math.sqrt((fh - 1) * (fw - 1)))
-    mask = _erode(mask, max(mask_size // 10, 10))
-    mask = _blur(mask, 2 * max(mask_size // 20, 5) + 1)
+    erode_k, ksize = paste.mask_kernels(fw, fh)
+    mask = _blur(_erode(mask, erode_k), ksize)
     weight = (mask / 255.0)[None]
     region = frame[:, y0:y1, x0:x1]
     out = weight * fake_w + (1 - weight) * region.float()
