@@ -32,7 +32,6 @@ nothing unpacked): how the tests keep it working (tests/server/test_gpu_run.py).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -56,16 +55,19 @@ TARGETS = {"faces_per_s": 1000.0, "alone_p50_ms": 30.0, "gpu_busy": 0.60}
 
 
 def _site(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    """The site-packages folder holding ``package`` (not imported)."""
+    from launch.server import package_dir
+
+    found = package_dir(package)
+    if found is None:
         raise SystemExit(f"{package} is not installed here (make setup)")
-    return Path(list(spec.submodule_search_locations)[0]).parent
+    return found.parent
 
 
 def pack(dest: Path = PACK) -> int:
     """Write ``dest``: what the device run needs besides the checkout (module docstring)."""
+    from repository.layout import default_images
     from repository.resolve import resolve
-    from tests.support.photos import image_path
 
     if dest.exists():
         shutil.rmtree(dest)
@@ -94,8 +96,9 @@ def pack(dest: Path = PACK) -> int:
         raise SystemExit("the real detector and content detector are needed (../shared/models, make models)")
     for role in ("detector", "content"):
         shutil.copy2(models[role].path, dest / "models" / Path(models[role].path).name)
-    for name in ("group_insightface_t1.jpg", "portrait_obama_official.jpg"):
-        shutil.copy2(image_path(name), dest / name)
+    # under the names default_images() looks for in FACESWAP_SHARED_IMAGES there
+    for photo, name in zip(default_images(), ("portrait_obama_official.jpg", "group_insightface_t1.jpg")):
+        shutil.copy2(photo, dest / name)
     total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) / 2**20
     tracked = sum((ROOT / f).stat().st_size for f in subprocess.run(
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split() if (ROOT / f).is_file()) / 2**20
@@ -383,14 +386,12 @@ def run(args) -> int:
         os.environ["FACESWAP_SHARED_MODELS"] = str(PACK / "models")
         os.environ["FACESWAP_SHARED_IMAGES"] = str(PACK)  # the precision probe's photos
         os.environ["FACESWAP_CONTENT_DETECTOR"] = str(next((PACK / "models").glob("nudenet*.onnx")))
-    from launch.server import TritonServer
+    from launch.server import TritonServer, free_ports
     from repository.generate import build
+    from repository.layout import default_images
     from repository.resolve import resolve
-    from tests.support.photos import image_path
-    from tests.support.servers import free_ports
 
-    group = PACK / "group_insightface_t1.jpg" if not dry else image_path("group_insightface_t1.jpg")
-    source = PACK / "portrait_obama_official.jpg" if not dry else image_path("portrait_obama_official.jpg")
+    source, group = default_images()  # there: the two photos carried in .gpu (FACESWAP_SHARED_IMAGES)
     run_dir = ROOT / ".run" / ("gpu_run_dry" if dry else "gpu_run")
     report.update({"stand_ins": os.environ["FACESWAP_STANDIN_SIZE"], "entry_point_instances": args.instances,
                    "entry_point_queue": int(os.environ["FACESWAP_STAGE_QUEUE"]),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from launch.services import ROOT, ManagedProcess, Service, http_ok, log_contains, port_free
+from launch.services import ROOT, ManagedProcess, Service, free_port, http_ok, log_contains, port_free
 
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -41,15 +41,30 @@ class Ports:
     metrics: int = 8002
 
 
-def _pytriton_dir() -> Path:
-    """The installed ``pytriton`` package's folder, found without importing it (its own imports
-    need packages the server does not; bench.gpu_run carries only its ``tritonserver`` part)."""
+def free_ports() -> Ports:
+    """Three consecutive free loopback ports for a Triton server (HTTP, gRPC, metrics): a gateway
+    given only the gRPC address looks for the metrics on the next port."""
+    base = free_port(also_free=(1, 2))
+    return Ports(base, base + 1, base + 2)
+
+
+def package_dir(name: str) -> Path | None:
+    """An installed package's folder, found without importing it; None when it is not installed."""
     import importlib.util
 
-    spec = importlib.util.find_spec("pytriton")
+    spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("nvidia-pytriton is not installed: run `make setup` (it ships tritonserver)")
+        return None
     return Path(list(spec.submodule_search_locations)[0]).resolve()
+
+
+def _pytriton_dir() -> Path:
+    """The ``pytriton`` package's folder, not imported (its own imports need packages the server
+    does not; bench.gpu_run carries only its ``tritonserver`` part)."""
+    found = package_dir("pytriton")
+    if found is None:
+        raise RuntimeError("nvidia-pytriton is not installed: run `make setup` (it ships tritonserver)")
+    return found
 
 
 def prepare_backends(run_dir: Path = RUN) -> Path:

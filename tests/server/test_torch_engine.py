@@ -10,6 +10,7 @@ import pytest
 
 from client import FaceSwapClient
 from pipeline.quality import psnr
+from tests.support.networks import onnxruntime_networks
 from tests.support.photos import image_path
 from tests.support.servers import start_triton
 
@@ -34,17 +35,10 @@ def torch_triton(models, tmp_path_factory, request):
 def test_a_swap_on_torch_networks_is_the_onnxruntime_swap(models, torch_triton):
     """The server's answer against the same stages run here with onnxruntime f32 sessions
     (``pipeline.frames.swap_frame``, what face_swap runs, with the content gate)."""
-    import onnxruntime as ort
-
-    from pipeline.frames import DetectSettings, Networks, swap_frame
+    from pipeline.frames import DetectSettings, swap_frame
     from pipeline.selection import SwapOptions
 
-    s = {r: ort.InferenceSession(models[r].path, providers=["CPUExecutionProvider"])
-         for r in ("detector", "recognizer", "swapper", "content")}
-    nets = Networks(lambda b: s["detector"].run(None, {s["detector"].get_inputs()[0].name: b}),
-                    lambda b: s["recognizer"].run(None, {s["recognizer"].get_inputs()[0].name: b})[0],
-                    lambda b, lat: s["swapper"].run(None, {"target": b, "source": lat})[0], 32, 8,
-                    lambda b: s["content"].run(None, {s["content"].get_inputs()[0].name: b})[0])
+    nets = onnxruntime_networks(models)
     with FaceSwapClient(torch_triton.grpc_url, "grpc", timeout=120) as c:
         latent = c.embed(SOURCE).largest().latent
         ours = c.swap(GROUP, latent, output_format="png")

@@ -8,17 +8,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from launch.server import Ports, TritonServer
+from launch.server import TritonServer, free_ports
 from launch.services import ManagedProcess, free_port, http_ok
 from repository.generate import build
 from repository.layout import ROOT
-
-
-def free_ports() -> Ports:
-    """Three consecutive free loopback ports for a Triton server (HTTP, gRPC, metrics): a gateway
-    given only the gRPC address looks for the metrics on the next port."""
-    base = free_port(also_free=(1, 2))
-    return Ports(base, base + 1, base + 2)
 
 
 def start_triton(models: dict, run: Path) -> TritonServer:

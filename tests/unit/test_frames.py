@@ -10,8 +10,9 @@ import onnxruntime as ort
 import pytest
 
 from pipeline import watermark
-from pipeline.frames import DetectSettings, Networks, analyze_frame, swap_frame
+from pipeline.frames import DetectSettings, analyze_frame, swap_frame
 from pipeline.selection import OptionsError, SwapOptions
+from tests.support.networks import onnxruntime_networks
 from tests.support.photos import image_path
 
 GROUP = image_path("group_insightface_t1.jpg")
@@ -20,12 +21,7 @@ PAYLOAD = watermark.Payload(7, 123456789)
 
 @pytest.fixture(scope="module")
 def nets(models):
-    s = {r: ort.InferenceSession(m.path, providers=["CPUExecutionProvider"]) for r, m in models.items()}
-    det, rec, swp, gate = s["detector"], s["recognizer"], s["swapper"], s["content"]
-    return Networks(lambda blob: det.run(None, {det.get_inputs()[0].name: blob}),
-                    lambda blob: rec.run(None, {rec.get_inputs()[0].name: blob})[0],
-                    lambda blob, lat: swp.run(None, {"target": blob, "source": lat})[0], 32, 8,
-                    lambda blob: gate.run(None, {gate.get_inputs()[0].name: blob})[0])
+    return onnxruntime_networks(models)
 
 
 @pytest.fixture(scope="module")
