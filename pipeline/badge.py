@@ -59,19 +59,33 @@ def burn_badge(bgr: np.ndarray) -> np.ndarray:
     if box is None:
         return out
     x1, y1, x2, y2 = box
-    h = y2 - y1
-    region = out[y1:y2, x1:x2]
-    mask = np.zeros(region.shape[:2], np.uint8)
+    out[y1:y2, x1:x2] = badge_pixels(out[y1:y2, x1:x2])
+    return out
+
+
+def badge_pixels(region: np.ndarray) -> np.ndarray:
+    """The badge drawn over the pixels of its box (``badge_box``): what ``burn_badge`` puts
+    there. The GPU profile burns it this way, copying only the box to the host and back.
+
+    Args:
+        region: uint8 [h, w, 3] BGR, the image's pixels inside the badge's box (h, w > 0).
+
+    Returns:
+        A new uint8 [h, w, 3] BGR array.
+    """
+    out = np.ascontiguousarray(region).copy()
+    h, w = out.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
     r = max(2, h // 4)
-    cv2.rectangle(mask, (r, 0), (x2 - x1 - 1 - r, h - 1), 255, -1)
-    cv2.rectangle(mask, (0, r), (x2 - x1 - 1, h - 1 - r), 255, -1)
-    for cx, cy in ((r, r), (x2 - x1 - 1 - r, r), (r, h - 1 - r), (x2 - x1 - 1 - r, h - 1 - r)):
+    cv2.rectangle(mask, (r, 0), (w - 1 - r, h - 1), 255, -1)
+    cv2.rectangle(mask, (0, r), (w - 1, h - 1 - r), 255, -1)
+    for cx, cy in ((r, r), (w - 1 - r, r), (r, h - 1 - r), (w - 1 - r, h - 1 - r)):
         cv2.circle(mask, (cx, cy), r, 255, -1, cv2.LINE_AA)
     alpha = (mask.astype(np.float32) / 255.0 * BOX_OPACITY)[..., None]
-    region[:] = (region * (1 - alpha) + np.array(BOX_BGR, np.float32) * alpha).round().astype(np.uint8)
+    out[:] = (out * (1 - alpha) + np.array(BOX_BGR, np.float32) * alpha).round().astype(np.uint8)
     scale = cv2.getFontScaleFromHeight(_FONT, int(h * 0.55), 1)
     thick = max(1, h // 14)
     (tw, th), base = cv2.getTextSize(TEXT, _FONT, scale, thick)
-    org = (x1 + (x2 - x1 - tw) // 2, y1 + (h + th) // 2 - max(1, base // 3))
+    org = ((w - tw) // 2, (h + th) // 2 - max(1, base // 3))
     cv2.putText(out, TEXT, org, _FONT, scale, TEXT_BGR, thick, cv2.LINE_AA)
     return out

@@ -101,6 +101,32 @@ def header_size(buf: np.ndarray) -> tuple[int, int]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
+def as_buffer(data: bytes | np.ndarray) -> np.ndarray:
+    """uint8 [N] view of encoded bytes (bytes, bytearray or a uint8 array of any shape)."""
+    return np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data.reshape(-1)
+
+
+def check_image(buf: np.ndarray, max_pixels: int = MAX_PIXELS) -> tuple[str, int, int]:
+    """(format, width, height) of encoded bytes, checked before any pixel is decoded: every
+    decoder of this project (OpenCV here, nvJPEG in ``pipeline.tensor_frames``) runs after it.
+
+    Raises:
+        ImageError: empty input, an unknown format, a truncated JPEG, a header that cannot be
+            read, or more than ``max_pixels`` pixels.
+    """
+    if buf.size == 0:
+        raise ImageError("empty image: 0 bytes received")
+    fmt = sniff_format(buf[:HEAD].tobytes())
+    if fmt is None:
+        raise ImageError(f"unsupported image format: expected one of {', '.join(SUPPORTED_INPUT)}")
+    if fmt == "jpeg" and _jpeg_truncated(buf):
+        raise ImageError("corrupt image: the jpeg data ends before the image does (truncated file)")
+    width, height = header_size(buf)
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {width}x{height} exceeds {max_pixels} pixels")
+    return fmt, width, height
+
+
 #: libjpeg's DCT scaling as OpenCV offers it: decode a JPEG at 1/2, 1/4 or 1/8 of its size.
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
@@ -120,17 +146,8 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS, alpha: 
     Raises:
         ImageError: empty input, an unknown format, too many pixels, or corrupt bytes.
     """
-    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data.reshape(-1)
-    if buf.size == 0:
-        raise ImageError("empty image: 0 bytes received")
-    fmt = sniff_format(buf[:HEAD].tobytes())
-    if fmt is None:
-        raise ImageError(f"unsupported image format: expected one of {', '.join(SUPPORTED_INPUT)}")
-    if fmt == "jpeg" and _jpeg_truncated(buf):
-        raise ImageError("corrupt image: the jpeg data ends before the image does (truncated file)")
-    width, height = header_size(buf)
-    if width * height > max_pixels:
-        raise ImageError(f"image too large: {width}x{height} exceeds {max_pixels} pixels")
+    buf = as_buffer(data)
+    fmt, width, height = check_image(buf, max_pixels)
     raw = buf[:65536].tobytes()  # the headers: EXIF, PNG and WebP alpha flags
     reduced = _reduction(fmt, raw, width, height, fit_within)
     try:

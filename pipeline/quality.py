@@ -122,6 +122,15 @@ def face_quality(original: np.ndarray, output: np.ndarray, kps: np.ndarray, sele
         return []
     crops = quality_crops(original, output, kps)
     emb = normed(_chunked(embed_fn, batch, crops_to_blob(crops, ARCFACE_MEAN, ARCFACE_STD)))
+    return quality_figures(emb, selected, latent_index, source_embeddings)
+
+
+def quality_figures(emb: np.ndarray, selected: np.ndarray, latent_index: np.ndarray,
+                    source_embeddings: np.ndarray | None = None) -> list[dict]:
+    """``face_quality``'s result from the normed embeddings of its 2M crops (float32 [2M, 512]:
+    the M original faces, then the M output faces, as ``quality_crops`` orders them); the GPU
+    profile cuts those crops on its device and calls this too."""
+    m = emb.shape[0] // 2
     before, after = emb[:m], emb[m:]
     leakage = np.sum(before * after, axis=1)
     transfer = None

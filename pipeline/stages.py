@@ -104,9 +104,24 @@ def detect_stage(heads: list[np.ndarray], det_blob_hw: tuple[int, int], det_scal
         return tiled
     if len(dets):
         return dets
+
+    def padded_blob(py: int, px: int) -> tuple[np.ndarray, float]:
+        return letterbox_blob(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT, value=0), det_wh)
+
+    return close_up_pass((h, w), padded_blob, detect_fn, det_blob_hw, det_thresh, nms_thresh)
+
+
+def close_up_pass(image_hw: tuple[int, int], padded_blob: Callable, detect_fn: Callable, det_blob_hw: tuple[int, int],
+                  det_thresh: float, nms_thresh: float = NMS_THRESH) -> Detections:
+    """``detect_stage``'s close-up pass: the image of ``image_hw`` centred on a black canvas twice
+    its size, detected once more, the faces mapped back to image pixels.
+
+    ``padded_blob(py, px)`` gives (the detector's blob, its letterbox scale) of the image with
+    ``py`` black rows above and below and ``px`` columns left and right (the host's OpenCV
+    letterbox here, the device's in ``pipeline.tensor_frames``); ``detect_fn(blob)`` the 9 heads."""
+    h, w = image_hw
     py, px = h // 2, w // 2
-    padded = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT, value=0)
-    blob, scale = letterbox_blob(padded, det_wh)
+    blob, scale = padded_blob(py, px)
     found = decode_scrfd(detect_fn(blob), det_blob_hw, scale, det_thresh, nms_thresh)
     if len(found) == 0:
         return found

@@ -229,3 +229,118 @@ def paste_back(frame: torch.Tensor, fake: torch.Tensor, m: np.ndarray) -> torch.
     out = weight * fake_w + (1 - weight) * region.float()
     region.copy_(out.round_().clamp_(0, 255).to(torch.uint8))
     return frame
+
+
+def luma(frame: torch.Tensor) -> torch.Tensor:
+    """uint8 [H, W] grey of a uint8 [3, H, W] RGB frame, exactly ``cv2.COLOR_BGR2GRAY``'s
+    fixed-point BT.601 (weights 9798, 19235, 3735 / 2^15 for R, G, B, rounded)."""
+    rgb = frame.to(torch.int32)
+    return ((rgb[0] * 9798 + rgb[1] * 19235 + rgb[2] * 3735 + 16384) >> 15).to(torch.uint8)
+
+
+def is_grey(frame: torch.Tensor) -> bool:
+    """``codec._is_grey`` on the device: about 64 x 64 pixels sampled, no channel more than 2
+    levels from the others."""
+    h, w = frame.shape[1:]
+    s = frame[:, :: max(h // 64, 1), :: max(w // 64, 1)].to(torch.int16)
+    return bool(((s[0] - s[1]).abs().max() <= 2) & ((s[1] - s[2]).abs().max() <= 2))
+
+
+def area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """float64 [n_out, n_in]: ``cv2.INTER_AREA``'s weights along one axis when shrinking (each
+    output pixel the mean of its footprint, partial pixels at its edges weighted by the part
+    covered; OpenCV's ``computeResizeAreaTab``)."""
+    scale = n_in / n_out
+    w = np.zeros((n_out, n_in), np.float64)
+    for d in range(n_out):
+        f1 = d * scale
+        f2 = f1 + scale
+        cell = min(scale, n_in - f1)
+        s1, s2 = int(np.ceil(f1)), int(np.floor(f2))
+        s2 = min(s2, n_in - 1)
+        s1 = min(s1, s2)
+        if s1 - f1 > 1e-3:
+            w[d, s1 - 1] = (s1 - f1) / cell
+        w[d, s1:s2] = 1.0 / cell
+        if f2 - s2 > 1e-3:
+            w[d, s2] = min(min(f2 - s2, 1.0), cell) / cell
+    return w
+
+
+def resized(plane: torch.Tensor, out_hw: tuple[int, int], area: bool) -> torch.Tensor:
+    """float32 [..., h, w] resize of a [..., H, W] plane (any dtype), rounded to whole levels as
+    OpenCV's uint8 result is: ``area`` True and both sides shrinking is ``cv2.INTER_AREA`` (two
+    matrix products with its weights, ``area_weights``), else ``cv2.INTER_LINEAR`` (torch's
+    bilinear in floating point, where OpenCV uses 11-bit fixed point: a level apart on a few
+    pixels)."""
+    x = plane.float()
+    lead = x.shape[:-2]
+    x = x.reshape(-1, 1, *x.shape[-2:])
+    h, w = x.shape[-2:]
+    if area and out_hw[0] <= h and out_hw[1] <= w:
+        wh = torch.from_numpy(area_weights(h, out_hw[0])).to(x.device, torch.float32)
+        ww = torch.from_numpy(area_weights(w, out_hw[1])).to(x.device, torch.float32)
+        y = wh @ x @ ww.T
+    else:
+        y = F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False, antialias=False)
+    return y.round_().clamp_(0, 255).reshape(*lead, *out_hw)
+
+
+def content_blob(frame: torch.Tensor, size: int) -> torch.Tensor:
+    """The content gate's input (``content.preprocess``: nudenet's square letterbox): the frame
+    padded right and below to a black square, resized to ``size`` (``cv2.INTER_LINEAR``),
+    float32 [1, 3, size, size] **BGR** in [0, 1] on the frame's device."""
+    h, w = frame.shape[1:]
+    side = max(h, w)
+    square = F.pad(frame.flip(0), (0, side - w, 0, side - h))
+    return (resized(square, (size, size), area=False) / 255.0)[None]
+
+
+def explode(crops: torch.Tensor, n: int) -> torch.Tensor:
+    """``pixel_boost.explode`` for [M, C, 128 n, 128 n] tensors: [M n n, C, 128, 128], row
+    ``f n n + i n + j`` = ``crops[f, :, i::n, j::n]``."""
+    m, c, side = crops.shape[0], crops.shape[1], crops.shape[-1]
+    s = side // n
+    return crops.reshape(m, c, s, n, s, n).permute(0, 3, 5, 1, 2, 4).reshape(m * n * n, c, s, s)
+
+
+def implode(subs: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of ``explode``: [M n n, C, 128, 128] -> [M, C, 128 n, 128 n]."""
+    c, s = subs.shape[1], subs.shape[-1]
+    m = subs.shape[0] // (n * n)
+    return subs.reshape(m, n, n, c, s, s).permute(0, 3, 4, 1, 5, 2).reshape(m, c, s * n, s * n)
+
+
+def burn_badge(frame: torch.Tensor) -> torch.Tensor:
+    """``badge.burn_badge`` in place on a uint8 [3, H, W] RGB frame: only the badge's box goes
+    to the host and back (a few kB). Returns the same ``frame``."""
+    from pipeline.badge import badge_box, badge_pixels
+
+    box = badge_box(frame.shape[2], frame.shape[1])
+    if box is not None:
+        x1, y1, x2, y2 = box
+        region = frame[:, y1:y2, x1:x2]
+        region.copy_(from_bgr(badge_pixels(to_bgr(region)), frame.device))
+    return frame
+
+
+def embed_watermark(frame: torch.Tensor, payload_hex: str) -> bool:
+    """``watermark.embed_if_fits`` in place on a uint8 [3, H, W] RGB frame: the luma plane is
+    made and resized on the device; only the canonical 256 x 256 plane and its change cross to
+    the host (``watermark.canonical_change``) and back. Returns False (frame untouched) for a
+    side under ``watermark.MIN_SIDE``, else True.
+
+    Matches the host mark to about a level per pixel (resizes in floating point); the tests
+    read it back with ``watermark.detect``."""
+    from pipeline import watermark as wm
+
+    h, w = frame.shape[1:]
+    if min(h, w) < wm.MIN_SIDE:
+        return False
+    big = h * w >= wm.CANONICAL * wm.CANONICAL
+    plane = resized(luma(frame), (wm.CANONICAL, wm.CANONICAL), area=big)
+    change = np.rint(wm.canonical_change(plane.cpu().numpy(), wm.Payload.from_bytes(bytes.fromhex(payload_hex))))
+    up = torch.from_numpy(np.clip(change + 128, 0, 255).astype(np.float32)).to(frame.device)
+    up = resized(up, (h, w), area=not big)
+    frame.copy_((frame.float() + (up - 128.0)).clamp_(0, 255).to(torch.uint8))
+    return True

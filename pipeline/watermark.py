@@ -180,10 +180,12 @@ def _texture_mask(ac_energy: np.ndarray) -> np.ndarray:
     return np.clip(ac / TEXTURE_FULL, FLAT_FLOOR, 1.0)[:, :, None]
 
 
-def _canonical_change(bgr: np.ndarray, payload: Payload, strength: float) -> np.ndarray:
-    """(CANONICAL, CANONICAL) float32 luma change that moves every slot onto its bit's lattice
-    (part of the way on flat blocks, see ``_texture_mask``)."""
-    c, ac = _coefficients(_luma(bgr))  # (NB, NB, len(COEFFS))
+def canonical_change(plane: np.ndarray, payload: Payload, strength: float = 1.0) -> np.ndarray:
+    """(CANONICAL, CANONICAL) float32 luma change that moves every slot of a canonical luma
+    plane (float32 [CANONICAL, CANONICAL], grey levels: ``_luma``'s, or the GPU profile's same
+    plane made on its device) onto its bit's lattice (part of the way on flat blocks, see
+    ``_texture_mask``). ``embed`` rounds it, resizes it to the image and adds it."""
+    c, ac = _coefficients(np.asarray(plane, np.float32))  # (NB, NB, len(COEFFS))
     bits = _codeword(payload)[_BIT_OF_SLOT]
     step = DELTA * strength
     offset = _DITHER * strength + bits * (step / 2)
@@ -210,7 +212,7 @@ def embed(bgr: np.ndarray, payload: Payload, strength: float = 1.0) -> np.ndarra
     Raises:
         ValueError: wrong shape or dtype, or a side under ``MIN_SIDE``.
     """
-    change = np.rint(_canonical_change(bgr, payload, strength))
+    change = np.rint(canonical_change(_luma(bgr), payload, strength))
     h, w = bgr.shape[:2]
     # The change goes up as uint8 offset by 128 (bilinear resizing is linear, so this equals
     # resizing the signed change, up to rounding) and is added to B, G and R with one

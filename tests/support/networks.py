@@ -17,3 +17,21 @@ def onnxruntime_networks(models: dict) -> Networks:
                     lambda blob: rec.run(None, {rec.get_inputs()[0].name: blob})[0],
                     lambda blob, lat: swp.run(None, {"target": blob, "source": lat})[0], 32, 8,
                     lambda blob: gate.run(None, {gate.get_inputs()[0].name: blob})[0])
+
+
+def tensor_networks(nets: Networks):
+    """``nets`` as ``pipeline.tensor_frames.TensorNetworks``: tensors in and out, the same
+    sessions behind (the device path's arithmetic with the host path's networks)."""
+    import numpy as np
+    import torch
+
+    from pipeline.tensor_frames import TensorNetworks, host
+
+    def wrap(fn):
+        def call(*tensors):
+            out = fn(*[host(t) for t in tensors])
+            return [torch.from_numpy(np.asarray(o)) for o in out] if isinstance(out, list) else torch.from_numpy(out)
+        return call
+
+    return TensorNetworks(wrap(nets.detect_fn), wrap(nets.embed_fn), wrap(nets.swap_fn), nets.embed_batch,
+                          nets.swap_batch, wrap(nets.content_fn))
