@@ -86,16 +86,64 @@ def bls_fn(model_name: str, input_names: list[str], output_name: str) -> Callabl
     return call
 
 
-def _bls(model: str, input_names: list[str], arrays, outputs: list[str]) -> list[np.ndarray]:
-    """One synchronous BLS request; the outputs in the given order (StageError on failure)."""
-    inputs = [pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in zip(input_names, arrays)]
-    resp = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs, inputs=inputs).exec()
+def _exec(model: str, inputs: list, outputs: list[str], memory: str = "cpu", device_id: int = 0) -> list:
+    """One synchronous BLS request; its output tensors (``pb_utils.Tensor``) in the given order,
+    asked for in host memory (``memory`` "cpu") or on GPU ``device_id`` ("gpu").
+
+    Raises:
+        StageError: the called model answered with an error.
+    """
+    kw = {}
+    if hasattr(pb_utils, "PreferredMemory"):
+        kind = pb_utils.TRITONSERVER_MEMORY_GPU if memory == "gpu" else pb_utils.TRITONSERVER_MEMORY_CPU
+        kw["preferred_memory"] = pb_utils.PreferredMemory(kind, device_id)
+    resp = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs, inputs=inputs, **kw).exec()
     if resp.has_error():
         err = resp.error()
         raise StageError(f"{model}: {err.message()}", err.code() if hasattr(err, "code") else None)
-    arrays = [pb_utils.get_output_tensor_by_name(resp, o).as_numpy() for o in outputs]
+    return [pb_utils.get_output_tensor_by_name(resp, o) for o in outputs]
+
+
+def _bls(model: str, input_names: list[str], arrays, outputs: list[str]) -> list[np.ndarray]:
+    """One synchronous BLS request with arrays; the outputs as arrays (StageError on failure)."""
+    inputs = [pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in zip(input_names, arrays)]
+    arrays = [t.as_numpy() for t in _exec(model, inputs, outputs)]
     require_finite(model, arrays, outputs)
     return arrays
+
+
+def dlpack_bls(model: str, input_names: list[str], outputs: list[str], device) -> Callable[..., list]:
+    """A callable running ``model`` through BLS on torch tensors: f(*tensors) -> [output
+    tensors], both ways by DLPack (no host copy), the outputs asked for on ``device``
+    (a ``torch.device``: its GPU, or host memory for "cpu").
+
+    Raises (when called):
+        StageError: the called model answered with an error, or NaN/inf in a float output.
+    """
+    from torch.utils.dlpack import from_dlpack, to_dlpack
+
+    memory, index = ("gpu", device.index or 0) if device.type == "cuda" else ("cpu", 0)
+
+    def call(*tensors) -> list:
+        inputs = [pb_utils.Tensor.from_dlpack(n, to_dlpack(t.contiguous())) for n, t in zip(input_names, tensors)]
+        outs = [from_dlpack(t.to_dlpack()) for t in _exec(model, inputs, outputs, memory, index)]
+        require_finite(model, outs, outputs)
+        return outs
+
+    return call
+
+
+def tensor_input(request, name: str, default: np.ndarray | None = None) -> np.ndarray:
+    """A numeric input as a host array, read by DLPack (it may sit on a GPU where the model takes
+    inputs where they are, and DLPack reads it whatever NumPy the stub has), or ``default``."""
+    t = pb_utils.get_input_tensor_by_name(request, name)
+    if t is None:
+        if default is None:
+            raise ValueError(f"missing input tensor {name!r}")
+        return default
+    from torch.utils.dlpack import from_dlpack
+
+    return from_dlpack(t.to_dlpack()).cpu().numpy()
 
 
 def require_finite(model: str, arrays: list[np.ndarray], names: list[str]) -> None:
@@ -139,6 +187,25 @@ def bls_swapper(p: SwapperCall) -> Callable[[np.ndarray, np.ndarray], np.ndarray
 def bls_content(p: ContentCall) -> Callable[[np.ndarray], np.ndarray]:
     """The content gate's detector as f(float32 [1, 3, 320, 320]) -> float32 [1, 22, anchors], through BLS."""
     return bls_fn(p.content_model, [p.content_input], p.content_output)
+
+
+def dlpack_networks(p, device):
+    """The four networks of ``FrameSwapperParams`` as ``pipeline.tensor_frames.TensorNetworks``
+    over ``dlpack_bls``: the ``torch`` profile's swap entry points, frames on ``device``.
+
+    Raises:
+        ValueError: ``detector_outputs`` does not name 9 heads.
+    """
+    from pipeline.tensor_frames import TensorNetworks
+
+    if len(p.detector_outputs) != 9:
+        raise ValueError(f"detector_outputs names {len(p.detector_outputs)} tensors, SCRFD has 9 heads")
+    rec = dlpack_bls(p.recognizer_model, [p.recognizer_input], [p.recognizer_output], device)
+    swp = dlpack_bls(p.swapper_model, [p.swapper_target, p.swapper_source], [p.swapper_output], device)
+    gate = dlpack_bls(p.content_model, [p.content_input], [p.content_output], device)
+    return TensorNetworks(dlpack_bls(p.detector_model, [p.detector_input], list(p.detector_outputs), device),
+                          lambda blob: rec(blob)[0], lambda blob, latents: swp(blob, latents)[0],
+                          p.recognizer_max_batch, p.swapper_max_batch, lambda blob: gate(blob)[0])
 
 
 def cancelled_check(request) -> Callable[[], None]:

@@ -52,9 +52,14 @@ class OnnxModel:
                              self.input_names, ranks, self.output_names,
                              lambda f, outs, e, pr: load(f, outs, e, pr, threads))
         self.choice = choice
-        self.run = checked(load(choice.path, self.output_names, choice.engine, choice.precision, threads),
-                           self.output_names, self.name, choice.precision,
+        run = load(choice.path, self.output_names, choice.engine, choice.precision, threads)
+        self.run = checked(run, self.output_names, self.name, choice.precision,
                            lambda: load(path, self.output_names, engine, "f32", threads), pb_utils.Logger.log_warn)
+        # engine torch: requests are served on tensors, taken and given by DLPack where they are
+        # (a GPU caller's blob stays on the GPU; the torch profile's entry points)
+        self.run_tensors = None if not hasattr(run, "tensors") else checked(
+            run.tensors, self.output_names, self.name, choice.precision,
+            lambda: load(path, self.output_names, engine, "f32", threads).tensors, pb_utils.Logger.log_warn)
         label = " (STAND-IN: random weights)" if p.stand_in else ""
         pb_utils.Logger.log_info(f"{choice.summary()}; serving {choice.path}{label}")
         self._metrics = self._export(choice)
@@ -97,18 +102,36 @@ class OnnxModel:
             return [pb_utils.InferenceResponse(error=err) for _ in requests]
 
     def _execute(self, requests):
+        if self.run_tensors is not None:
+            from torch import cat
+            from torch.utils.dlpack import from_dlpack
+
+            feeds = [[from_dlpack(pb_utils.get_input_tensor_by_name(r, n).to_dlpack()) for n in self.input_names]
+                     for r in requests]
+            return self._batched(feeds, self.run_tensors, cat, self._respond_tensors)
         feeds = [[pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names] for r in requests]
+        return self._batched(feeds, self.run, np.concatenate, self._respond)
+
+    def _batched(self, feeds, run, concat, respond):
+        """One run per request, or with dynamic batching one run on the requests' rows merged
+        (``concat``), split back into one response each."""
         if not self.batching:
-            return [self._respond(self.run(dict(zip(self.input_names, f)))) for f in feeds]
+            return [respond(run(dict(zip(self.input_names, f)))) for f in feeds]
         sizes = [f[0].shape[0] for f in feeds]
-        merged = [np.concatenate([f[i] for f in feeds]) for i in range(len(self.input_names))]
-        outs = self.run(dict(zip(self.input_names, merged)))
+        merged = [concat([f[i] for f in feeds]) for i in range(len(self.input_names))]
+        outs = run(dict(zip(self.input_names, merged)))
         responses, start = [], 0
         for n in sizes:
-            responses.append(self._respond([o[start:start + n] for o in outs]))
+            responses.append(respond([o[start:start + n] for o in outs]))
             start += n
         return responses
 
     def _respond(self, outs):
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(o))
+                                                          for n, o in zip(self.output_names, outs)])
+
+    def _respond_tensors(self, outs):
+        from torch.utils.dlpack import to_dlpack
+
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor.from_dlpack(n, to_dlpack(o.contiguous()))
                                                           for n, o in zip(self.output_names, outs)])

@@ -153,6 +153,10 @@ class FrameSwapperParams(DetectorCall, RecognizerCall, SwapperCall, ContentCall,
     #: What a gateway in front should admit: requests in work and waiting (read by the gateway at start).
     admission_in_flight: int = 1
     admission_waiting: int = 1
+    #: Where the frame's pixels live: ``host`` (NumPy and OpenCV, ``pipeline.frames``) or
+    #: ``device`` (PyTorch on the networks' device, ``pipeline.tensor_frames``; tensors to and
+    #: from the networks by DLPack: the ``torch`` profile).
+    pixels: str = "host"
 
 
 @params
@@ -236,10 +240,11 @@ _VECTORS = [-1, EMBED_DIM]
 #: identity transfer figure is null
 _SOURCE_EMBEDDINGS = T("source_embeddings", "TYPE_FP32", _VECTORS, optional=True)
 def python_stages(nets: Mapping[str, NetTensors], stand_ins: Sequence[str],
-                  admission: tuple[int, int] = (1, 1)) -> dict[str, Stage]:
+                  admission: tuple[int, int] = (1, 1), pixels: str = "host") -> dict[str, Stage]:
     """The public entry points, each one Python-backend model, wired to the networks' tensor
     names (``nets``: detector, recognizer, swapper, content); ``admission``: the profile's (in flight,
-    waiting) for the gateway. Their names and tensors are the API clients use (and
+    waiting) for the gateway; ``pixels``: where the swap entry points keep a frame
+    (``FrameSwapperParams.pixels``). Their names and tensors are the API clients use (and
     ``perf_analyzer`` targets):
 
     - ``face_swap``: an encoded image and source latents -> the encoded swapped image, every
@@ -266,7 +271,8 @@ def python_stages(nets: Mapping[str, NetTensors], stand_ins: Sequence[str],
     gate = nets["content"]
     content = {"content_input": gate.inputs[0].name, "content_output": gate.outputs[0].name}
     swap_params = FrameSwapperParams(**detector, **recognizer, **swapper, **content, stand_in_models=stand,
-                                     admission_in_flight=admission[0], admission_waiting=admission[1])
+                                     admission_in_flight=admission[0], admission_waiting=admission[1],
+                                     pixels=pixels)
     latents = T("source_latents", "TYPE_FP32", _VECTORS)
     swapped = [T("output_image", "TYPE_UINT8", [-1]), T("result", "TYPE_STRING", [1])]
     return {

@@ -116,6 +116,13 @@ def _torch_run(path: str, output_names: list[str], precision: str) -> RunFn:
             outs = module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])).to(device) for n in module.inputs])
             return [outs[i].float().cpu().numpy() for i in pick]
 
+    def run_tensors(feeds: dict) -> list:
+        """The same on tensors (any device; moved to the module's): float32 tensors on ``device``."""
+        with torch.inference_mode():
+            outs = module(*[feeds[n].to(device) for n in module.inputs])
+            return [outs[i].float().contiguous() for i in pick]
+
+    run.tensors = run_tensors  # the torch profile's networks take and give tensors by DLPack
     return run
 
 
@@ -123,9 +130,19 @@ class OutputNotFinite(RuntimeError):
     """A network returned NaN or infinite values (message: ``model_output_invalid: ...``)."""
 
 
-def non_finite(outputs: list[np.ndarray], names: list[str]) -> list[str]:
-    """Names of the floating-point outputs holding NaN or infinite values."""
-    return [n for n, o in zip(names, outputs) if np.issubdtype(o.dtype, np.floating) and not np.isfinite(o).all()]
+def non_finite(outputs: list, names: list[str]) -> list[str]:
+    """Names of the floating-point outputs (arrays, or torch tensors on any device) holding NaN
+    or infinite values."""
+    bad = []
+    for n, o in zip(names, outputs):
+        if hasattr(o, "is_floating_point"):  # a torch tensor: checked where it lives
+            import torch
+
+            if o.is_floating_point() and not bool(torch.isfinite(o).all()):
+                bad.append(n)
+        elif np.issubdtype(o.dtype, np.floating) and not np.isfinite(o).all():
+            bad.append(n)
+    return bad
 
 
 def checked(run: RunFn, output_names: list[str], model: str, precision: str,

@@ -1,7 +1,12 @@
-"""Build a Triton model repository from one description of every model, for two profiles.
+"""Build a Triton model repository from one description of every model, for four profiles.
 
-- ``cpu`` (embedded default): the three networks are Python models running ONNX Runtime
+- ``cpu`` (embedded default): the networks are Python models running ONNX Runtime
   (the ``tritonserver`` in the nvidia-pytriton wheel has only the Python backend).
+- ``torch``: the same Python models for a server without TensorRT (the wheel's, on a GPU):
+  the networks as torch modules (engine ``torch``, on CUDA where there is a GPU) and the swap
+  entry points keeping each frame on that device (``pipeline.tensor_frames``), tensors passed
+  to and from the networks by DLPack (``FORCE_CPU_ONLY_INPUT_TENSORS`` "no"). It runs on a
+  CPU too, which is how the tests serve it.
 - ``gpu`` : the networks on Triton's ``onnxruntime`` backend (TensorRT execution provider)
   with dynamic batching and GPU instance groups; ``gpu-trt``: ``tensorrt_plan`` engines built
   by ``repository/build_engines.sh``. The Python entry points (``face_swap``, ``face_swap_kps``,
@@ -45,7 +50,9 @@ from repository.quantize import ensure_int8
 from repository.resolve import ResolvedModel, resolve
 
 log = logging.getLogger(__name__)
-PROFILES = ("cpu", "gpu", "gpu-trt")
+PROFILES = ("cpu", "torch", "gpu", "gpu-trt")
+#: Profiles whose networks are Python models (``model_repository/onnx_model.py``).
+PYTHON_PROFILES = ("cpu", "torch")
 ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 7: "TYPE_INT64", 6: "TYPE_INT32", 2: "TYPE_UINT8"}
 
 
@@ -76,7 +83,7 @@ QUEUE_TIMEOUT_US = 30_000_000
 #: best goodput and tail (2-core machine, tiny stand-ins, 2x overload: 90% of saturation, p99
 #: 2.5x the unloaded p50; 2+2 gave 103% but 4.5x; 2+0 76% and 4.3x). GPU: one per face_swap
 #: instance in work and as many waiting (not measured yet).
-ADMISSION = {"cpu": (1, 1), "gpu": (4, 4), "gpu-trt": (4, 4)}
+ADMISSION = {"cpu": (1, 1), "torch": (4, 4), "gpu": (4, 4), "gpu-trt": (4, 4)}
 MAX_QUEUE = {"face_swap": 8, "face_swap_kps": 8, "face_embed": 8, "default": 32}
 #: Operator settings for a bigger machine (a GPU whose networks wait on the host's pixel work:
 #: bench.gpu_run): instances of every entry point, the entry points' queue, the swapper's batch.
@@ -176,10 +183,11 @@ def _params(cfg: mc.ModelConfig, params: dict[str, str]) -> None:
         cfg.parameters[k].string_value = v
 
 
-def cpu_engine() -> tuple[str, str]:
-    """(fp32 engine, precision setting) of the networks in the CPU profile.
+def cpu_engine(profile: str = "cpu") -> tuple[str, str]:
+    """(fp32 engine, precision setting) of the networks in a Python profile.
 
-    ``FACESWAP_ENGINE`` (onnxruntime | openvino | torch, default onnxruntime) runs fp32;
+    ``FACESWAP_ENGINE`` (onnxruntime | openvino | torch, default onnxruntime; the ``torch``
+    profile's is torch, and another setting is refused) runs fp32;
     ``FACESWAP_PRECISION`` is ``auto`` (default: the load-time self-check of
     ``pipeline.precision`` picks the fastest precision that keeps parity) or forces ``f32``,
     ``bf16`` or ``int8`` (both on OpenVINO, or bf16 on torch) or ``fp16`` (torch only).
@@ -187,10 +195,12 @@ def cpu_engine() -> tuple[str, str]:
     Raises:
         ValueError: an unknown engine or precision.
     """
-    engine = os.environ.get("FACESWAP_ENGINE", "onnxruntime")
+    engine = os.environ.get("FACESWAP_ENGINE", "torch" if profile == "torch" else "onnxruntime")
     precision = os.environ.get("FACESWAP_PRECISION", "auto")
     if engine not in ENGINES:
         raise ValueError(f"FACESWAP_ENGINE={engine!r} is not one of {', '.join(ENGINES)}")
+    if profile == "torch" and engine != "torch":
+        raise ValueError(f"the torch profile runs its networks on engine torch, not FACESWAP_ENGINE={engine}")
     if precision not in prec.SETTINGS:
         hint = " (f32 is written f32)" if precision in ("fp32", "float32") else ""
         raise ValueError(f"FACESWAP_PRECISION={precision!r} is not one of {', '.join(prec.SETTINGS)}{hint}")
@@ -213,15 +223,16 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=NET_MODEL[net.role], max_batch_size=net.max_batch_size)
     _tensors(cfg.input, net.inputs)
     _tensors(cfg.output, net.outputs)
-    if profile == "cpu":
+    if profile in PYTHON_PROFILES:
         cfg.backend = "python"
         # two detector instances: every frame of a video job and a live stream is detected, and
         # one instance serialised them behind each other's letterbox and decoding (video job,
         # 2-core Xeon, tiny stand-ins: 13.1 -> 17.1 frames/s; one frame alone is no slower)
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=2 if net.role == "detector" else 1)
-        engine, precision = cpu_engine()
+        engine, precision = cpu_engine(profile)
         _params(cfg, OnnxNetworkParams(engine=engine, precision=precision, onnx_path=onnx_path,
                                        cache_dir=str(cache_dir()), **_identity(net, onnx_path)).to_config())
+        device_tensors(cfg, profile)
     else:
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
         if profile == "gpu":
@@ -253,8 +264,16 @@ def stage_config(name: str, stage: Stage, profile: str) -> mc.ModelConfig:
     count = _env_int(STAGE_INSTANCES_ENV, stage.instances if profile == "cpu" else 4)
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=count)
     _params(cfg, stage.params.to_config())
+    device_tensors(cfg, profile)
     queue_policy(cfg, name)
     return cfg
+
+
+def device_tensors(cfg: mc.ModelConfig, profile: str) -> None:
+    """The ``torch`` profile's Python models take their inputs where the caller left them (a
+    GPU tensor stays on the GPU: Python backend ``FORCE_CPU_ONLY_INPUT_TENSORS`` "no")."""
+    if profile == "torch":
+        cfg.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value = "no"
 
 
 def to_text(cfg: mc.ModelConfig) -> str:
@@ -288,18 +307,18 @@ def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] 
     stand_ins = [m.name for m in models.values() if m.stand_in]
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    link = profile == "cpu"
+    link = profile in PYTHON_PROFILES
     configs: dict[str, mc.ModelConfig] = {}
     for role, net in nets.items():
         name = NET_MODEL[role]
         configs[name] = net_config(net, profile, net.model.path)
-        if profile == "cpu":
+        if profile in PYTHON_PROFILES:
             _place(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py", link)
         elif profile == "gpu":
             _place(Path(net.model.path), out_dir / name / "1" / "model.onnx", link)
         else:
             (out_dir / name / "1").mkdir(parents=True, exist_ok=True)
-    stages = python_stages(nets, stand_ins, ADMISSION[profile])
+    stages = python_stages(nets, stand_ins, ADMISSION[profile], "device" if profile == "torch" else "host")
     for name, stage in stages.items():
         configs[name] = stage_config(name, stage, profile)
         _place(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py", link)
@@ -309,8 +328,8 @@ def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] 
     emap = extract_emap(models["swapper"].path)
     np.save(out_dir / "face_embed" / stages["face_embed"].params.emap_file, emap)
     summary = {"profile": profile, "models": {r: vars(m) for r, m in models.items()}, "stand_ins": stand_ins}
-    if profile == "cpu":
-        summary["precision"] = prepare_precision(out_dir, models, emap)
+    if profile in PYTHON_PROFILES:
+        summary["precision"] = prepare_precision(out_dir, models, emap, profile)
     (out_dir / "repository.json").write_text(json.dumps(summary, indent=2))
     log.info("model repository (%s) written to %s", profile, out_dir)
     return summary
@@ -350,9 +369,10 @@ def write_probe(out_dir: Path, models: dict[str, ResolvedModel], emap: np.ndarra
     return path
 
 
-def prepare_precision(out_dir: Path, models: dict[str, ResolvedModel], emap: np.ndarray) -> dict:
+def prepare_precision(out_dir: Path, models: dict[str, ResolvedModel], emap: np.ndarray,
+                      profile: str = "cpu") -> dict:
     """The probe, and the int8 files (cached by hash) where int8 is native and may be chosen."""
-    engine, setting = cpu_engine()
+    engine, setting = cpu_engine(profile)
     probe = write_probe(out_dir, models, emap)
     out: dict = {"setting": setting, "probe": str(probe) if probe else None, "int8": {}}
     native = prec.native_support(prec.cpu_info()["all_flags"])["int8"]["native"]

@@ -14,10 +14,11 @@ from repository.generate import build
 from repository.layout import ROOT
 
 
-def start_triton(models: dict, run: Path) -> TritonServer:
-    """A real tritonserver (embedded, CPU) serving ``models`` from a repository written under
-    ``run``, on free loopback ports; ready when returned (stop it with ``.stop()``)."""
-    build(run / "model_repository", "cpu", models)
+def start_triton(models: dict, run: Path, profile: str = "cpu") -> TritonServer:
+    """A real tritonserver (embedded, CPU) serving ``models`` from a repository of ``profile``
+    ("cpu" or "torch") written under ``run``, on free loopback ports; ready when returned (stop
+    it with ``.stop()``)."""
+    build(run / "model_repository", profile, models)
     return TritonServer(run / "model_repository", free_ports(), run_dir=run).start(240)
 
 

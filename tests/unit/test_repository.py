@@ -35,8 +35,9 @@ def test_network_backends_per_profile(repo):
     profile, out, configs = repo
     for name in ("face_detector", "face_recognizer", "face_swapper", "content_detector"):
         cfg = configs[name]
-        if profile == "cpu":
-            assert cfg.backend == "python" and cfg.parameters["engine"].string_value == "onnxruntime"
+        if profile in ("cpu", "torch"):
+            engine = {"cpu": "onnxruntime", "torch": "torch"}[profile]
+            assert cfg.backend == "python" and cfg.parameters["engine"].string_value == engine
             assert (out / name / "1" / "model.py").exists()
         elif profile == "gpu":
             assert cfg.platform == "onnxruntime_onnx" and (out / name / "1" / "model.onnx").exists()
@@ -56,6 +57,7 @@ def test_python_stage_parameters_are_typed_defaults(repo):
     _, _, configs = repo
     p = configs["face_swap"].parameters
     assert float(p["det_thresh"].string_value) == 0.5 and int(p["max_faces"].string_value) == 64
+    assert p["pixels"].string_value == ("device" if repo[0] == "torch" else "host")
     assert p["stand_in_models"].string_value == "w600k_r50,inswapper_128"
 
 
@@ -114,9 +116,12 @@ def test_every_models_parameters_parse_into_its_contract(repo):
     for name, cfg in configs.items():
         if cfg.platform == "ensemble":
             continue
-        kind = STAGE_PARAMS.get(name, "OnnxNetworkParams" if profile == "cpu" else "NetworkIdentity")
+        kind = STAGE_PARAMS.get(name, "OnnxNetworkParams" if profile in ("cpu", "torch") else "NetworkIdentity")
         cls = getattr(contracts, kind)
         strings = {k: v.string_value for k, v in cfg.parameters.items()}
+        # the Python backend's own key: the torch profile's models take tensors where they are
+        assert strings.pop("FORCE_CPU_ONLY_INPUT_TENSORS", "no" if profile == "torch" else None) == \
+            ("no" if profile == "torch" else None), name
         parsed = cls.from_strings(strings)
         assert parsed.to_config() == strings, name
         source = (out / name / "1" / "model.py")
