@@ -1,6 +1,8 @@
 """The product on one GPU, end to end (issue 20): the wheel's ``tritonserver`` serving the
-ensemble with its networks on engine ``torch`` (CUDA), driven at rising concurrency with 1080p
-JPEGs of six faces; one JSON report.
+``torch`` profile (networks on engine ``torch``, frames kept on the GPU by the swap entry
+points, tensors passed by DLPack; ``--profile cpu`` keeps the frames on the host), driven at
+rising concurrency with 1080p JPEGs of six faces; then the device path's parity against
+onnxruntime on the host; one JSON report.
 
 Three steps:
 
@@ -15,11 +17,14 @@ Three steps:
    /tmp/gpu, checks in seconds what it needs there (numpy 1.26 beside torch, OpenCV,
    onnxruntime, onnx, tritonclient's gRPC config, libpython3.12, CUDA, /dev/shm) and stops with
    the versions if anything is missing, makes the full stand-ins, builds the repository
-   (``FACESWAP_ENGINE=torch``, the precision self-check choosing bf16/fp16 against f32 on the
+   (profile ``torch``, the precision self-check choosing bf16/fp16 against f32 on the
    GPU; 8 instances of each entry point, their queue as deep as the most callers, the swapper's
    batch 64), starts Triton, and drives ``face_swap`` over KServe v2 HTTP (httpx) at each
-   concurrency for ``--seconds``, within ``--budget-s``. The report is written after every
-   level and on any failure, with Triton's log beside it.
+   concurrency for ``--seconds``, within ``--budget-s``; then, with Triton stopped, runs the
+   test frame through ``pipeline.tensor_frames`` with the networks as torch f32 modules on the
+   GPU and through ``pipeline.frames`` with onnxruntime on the host, and reports boxes and
+   swapped faces against each other (issue 20's parity: within 1 px, >= 40 dB). The report is
+   written after every level and on any failure, with Triton's log beside it.
 3. The report: swapped faces/s and images/s, ms per request (p50/p90) at each concurrency,
    the GPU's busy share (NVML, sampled every 50 ms), Triton's compute time per model and the
    entry points' own ``stage_ms``, and issue 20's targets (>= 1,000 faces/s, p50 <= 30 ms
@@ -393,14 +398,15 @@ def run(args) -> int:
 
     source, group = default_images()  # there: the two photos carried in .gpu (FACESWAP_SHARED_IMAGES)
     run_dir = ROOT / ".run" / ("gpu_run_dry" if dry else "gpu_run")
-    report.update({"stand_ins": os.environ["FACESWAP_STANDIN_SIZE"], "entry_point_instances": args.instances,
+    report.update({"profile": args.profile, "stand_ins": os.environ["FACESWAP_STANDIN_SIZE"],
+                   "entry_point_instances": args.instances,
                    "entry_point_queue": int(os.environ["FACESWAP_STAGE_QUEUE"]),
                    "swapper_max_batch": args.swapper_batch})
     server = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the finally below stops Triton
     try:
         models = resolve()
-        build(run_dir / "model_repository", "cpu", models)
+        build(run_dir / "model_repository", args.profile, models)
         report["build_s"] = round(time.perf_counter() - t0, 1)
         server = TritonServer(run_dir / "model_repository", free_ports(), run_dir=run_dir)
         server.start(max(60.0, args.budget_s - (time.perf_counter() - t0) - 60))
@@ -428,6 +434,14 @@ def run(args) -> int:
             print(json.dumps({k: v for k, v in level.items() if k not in ("stage_ms_last", "triton_compute")}),
                   flush=True)
         report["targets"] = _targets(report["levels"])
+        server.stop()  # its GPU memory back before the parity check loads the networks here
+        server = None
+        if time.perf_counter() - t0 + 45 <= args.budget_s + 60:
+            report["parity"] = device_parity(models, image, latent)
+            _write(report, out)
+            print(json.dumps(report["parity"]), flush=True)
+        else:
+            report["parity"] = "skipped: out of time"
     except BaseException as exc:
         report["failed"] = f"{type(exc).__name__}: {exc}"[:2000]
         raise
@@ -446,6 +460,43 @@ def run(args) -> int:
     if failed:
         print(f"requests failed at concurrency {failed}: see first_error in the report", file=sys.stderr)
     return 1 if failed or not report["levels"] else 0
+
+
+def device_parity(models: dict, image: bytes, latent: np.ndarray) -> dict:
+    """Issue 20's parity on this machine: ``image`` through ``pipeline.tensor_frames`` (the frame
+    and the networks, torch f32 modules, on ``engines.torch_device()``) against
+    ``pipeline.frames`` with onnxruntime f32 sessions on the host (the reference numerics), PNG
+    out so no encoder stands between them: faces found and swapped on each side, the largest
+    box and key-point difference (px), PSNR of the frame and of each swapped face's region
+    (dB), and whether it holds (within 1 px, >= 40 dB)."""
+    import cv2
+
+    from pipeline import frames, tensor_frames
+    from pipeline.engines import torch_device
+    from pipeline.local import onnxruntime_networks, torch_networks
+    from pipeline.quality import psnr, swap_region
+    from pipeline.selection import SwapOptions
+
+    t0 = time.perf_counter()
+    device = torch_device()
+    opts = SwapOptions(output_format="png", face_quality=False)
+    lat = np.asarray(latent, np.float32).reshape(1, 512)
+    ref = frames.swap_frame(image, opts, onnxruntime_networks(models), frames.DetectSettings(), lat)
+    dev = tensor_frames.swap_frame(image, opts, torch_networks(models, device), frames.DetectSettings(), lat,
+                                   device=device)
+    a, b = (cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_COLOR) for r in (ref, dev))
+    faces = []
+    for k in ref.dets.kps[ref.aligned.selected]:
+        x0, y0, x1, y1 = swap_region(k, a.shape[:2])
+        faces.append(round(psnr(a[y0:y1, x0:x1], b[y0:y1, x0:x1]), 2))
+    same = len(ref.dets) == len(dev.dets) > 0
+    box = float(np.abs(ref.dets.boxes - dev.dets.boxes).max()) if same else None
+    kps = float(np.abs(ref.dets.kps - dev.dets.kps).max()) if same else None
+    return {"device": device, "faces_found": [len(ref.dets), len(dev.dets)],
+            "faces_swapped": [int(ref.aligned.crops.shape[0]), int(dev.aligned.crops.shape[0])],
+            "box_px": box, "kps_px": kps, "frame_db": round(psnr(a, b), 2), "face_db": faces,
+            "pass": bool(same and box <= 1.0 and kps <= 1.0 and faces and min(faces) >= 40.0),
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _device_name() -> str:
@@ -484,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pack", help="here: write .gpu/ for the device tool to carry")
     r = sub.add_parser("run", help="on the GPU machine (or --dry-run here): serve, drive, report")
     r.add_argument("--out", default="out/gpu_run.json")
+    r.add_argument("--profile", choices=["torch", "cpu"], default="torch",
+                   help="torch: frames on the GPU (pipeline.tensor_frames); cpu: frames on the host, networks on "
+                        "engine torch")
     r.add_argument("--dry-run", action="store_true", help="here on the CPU: tiny stand-ins, a few requests")
     r.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32])
     r.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")

@@ -1,6 +1,7 @@
 """The GPU run's dry run (bench.gpu_run, issue 20) here on the CPU: the same server build
-(engine torch), the same KServe v2 HTTP driver and the same report as on the GPU machine, so the
-prepared device run stays working between the sessions that have a GPU."""
+(profile torch), the same KServe v2 HTTP driver, the same parity check and the same report as on
+the GPU machine, so the prepared device run stays working between the sessions that have a
+GPU."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
     assert r["precision"] and all("(torch)" in line for line in r["precision"])
     assert set(r["targets"]) == {"faces_per_s", "alone_p50_ms", "gpu_busy", "best_concurrency"}
     assert r["entry_point_queue"] >= 8 and r["swapper_max_batch"] == 64 and r["total_s"] > 0
+    assert r["profile"] == "torch"
+    parity = r["parity"]  # the device path against onnxruntime on the host, here both on the CPU
+    assert parity["device"] == "cpu" and parity["faces_found"] == [6, 6] and parity["faces_swapped"] == [6, 6]
+    assert parity["pass"] and parity["box_px"] <= 1.0 and min(parity["face_db"]) >= 40, parity
 
 
 def test_the_preflight_names_what_the_gpu_machine_lacks(models):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from client import FaceSwapClient
+from pipeline.local import onnxruntime_networks
 from pipeline.quality import psnr, swap_region
-from tests.support.networks import onnxruntime_networks
 from tests.support.photos import image_path
 from tests.support.servers import start_triton
 

@@ -11,8 +11,8 @@ import pytest
 
 from pipeline import watermark
 from pipeline.frames import DetectSettings, analyze_frame, swap_frame
+from pipeline.local import onnxruntime_networks
 from pipeline.selection import OptionsError, SwapOptions
-from tests.support.networks import onnxruntime_networks
 from tests.support.photos import image_path
 
 GROUP = image_path("group_insightface_t1.jpg")

@@ -19,9 +19,9 @@ except ImportError:  # a test that needs something missing fails and says what t
 from pipeline import frames, tensor_frames, torch_ops, watermark
 from pipeline.codec import ImageError
 from pipeline.frames import DetectSettings
+from pipeline.local import onnxruntime_networks, tensor_networks
 from pipeline.quality import psnr, swap_region
 from pipeline.selection import SwapOptions
-from tests.support.networks import onnxruntime_networks, tensor_networks
 from tests.support.photos import image_path
 
 PAYLOAD = watermark.Payload(7, 123456789)
@@ -222,22 +222,10 @@ def test_the_device_helpers_are_opencvs():
 def test_the_whole_path_with_torch_networks(models, nets, latents):
     """The GPU profile as it serves where there is no TensorRT: the ONNX graphs as torch modules
     (``pipeline.torch_net``, f32 here) behind the device path; against onnxruntime on the host."""
-    import onnx
+    from pipeline.local import torch_networks
 
-    from pipeline.torch_net import OnnxModule
-
-    mods = {r: OnnxModule(onnx.load(models[r].path), torch.float32, "cpu")
-            for r in ("detector", "recognizer", "swapper", "content")}
-    names = mods["swapper"].inputs
-
-    def swap(blob, lat):
-        feeds = {"target": blob, "source": lat}
-        return mods["swapper"](*[feeds[n] for n in names])[0]
-
-    tn = tensor_frames.TensorNetworks(lambda b: mods["detector"](b), lambda b: mods["recognizer"](b)[0], swap,
-                                      32, 8, lambda b: mods["content"](b)[0])
     data = image_path("group_insightface_t1.jpg").read_bytes()
     opts = SwapOptions(output_format="png", watermark=MARK)
     host = frames.swap_frame(data, opts, nets, DetectSettings(), latents)
-    dev = tensor_frames.swap_frame(data, opts, tn, DetectSettings(), latents)
+    dev = tensor_frames.swap_frame(data, opts, torch_networks(models), DetectSettings(), latents)
     assert len(assert_same_swap(host, dev)) == 6
