@@ -15,7 +15,7 @@ from repository.layout import ROOT
 def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
     out = tmp_path / "gpu_run.json"
     p = subprocess.run([sys.executable, "-m", "bench.gpu_run", "run", "--dry-run", "--concurrency", "1", "2",
-                        "--seconds", "5", "--instances", "1", "--out", str(out)],
+                        "--seconds", "5", "--instances", "1", "--budget-s", "400", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(out.read_text())
@@ -29,7 +29,12 @@ def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
     assert r["precision"] and all("(torch)" in line for line in r["precision"])
     assert set(r["targets"]) == {"faces_per_s", "alone_p50_ms", "gpu_busy", "best_concurrency"}
     assert r["entry_point_queue"] >= 8 and r["swapper_max_batch"] == 64 and r["total_s"] > 0
-    assert r["profile"] == "torch"
+    assert r["profile"] == "torch" and set(r["runs"]) == {"torch", "cpu"}
+    for run in r["runs"].values():  # frames on the device, then on the host: the comparison
+        assert [lv["concurrency"] for lv in run["levels"]] == [1, 2] and run["ready_s"] > 0
+        assert all(lv["errors"] == 0 and lv["faces_per_image"] == 6 for lv in run["levels"])
+    assert (tmp_path / "gpu_run_triton_torch.log").exists() and (tmp_path / "gpu_run_triton_cpu.log").exists()
+    assert "frames on cpu (pipeline.tensor_frames)" in (tmp_path / "gpu_run_triton_torch.log").read_text()
     parity = r["parity"]  # the device path against onnxruntime on the host, here both on the CPU
     assert parity["device"] == "cpu" and parity["faces_found"] == [6, 6] and parity["faces_swapped"] == [6, 6]
     assert parity["pass"] and parity["box_px"] <= 1.0 and min(parity["face_db"]) >= 40, parity
