@@ -323,6 +323,20 @@ def preflight(detector: Path | None = None) -> dict:
         ort.InferenceSession(str(det), providers=["CPUExecutionProvider"])
         return f"onnx {onnx.__version__}, onnxruntime {ort.__version__}"
 
+    def torchvision_jpeg():  # not needed: without it the torch profile decodes and encodes with OpenCV
+        try:
+            import cv2
+            import torch
+            import torchvision
+            from torchvision.io import decode_jpeg, encode_jpeg
+
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+            buf = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))[1].reshape(-1).copy()
+            encode_jpeg(decode_jpeg(torch.from_numpy(buf), device=dev))
+            return f"{torchvision.__version__}: JPEG decode and encode on {dev}"
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            return f"not usable ({type(exc).__name__}: {exc}): JPEGs decoded and encoded by OpenCV on the host"[:300]
+
     def model_config():
         from tritonclient.grpc import model_config_pb2
 
@@ -346,8 +360,9 @@ def preflight(detector: Path | None = None) -> dict:
             raise OSError(f"/dev/shm has {free:.0f} MiB free; the Python backend needs about 1 GiB")
         return f"{free:.0f} MiB free"
 
-    for name, fn in (("torch", torch_cuda), ("opencv", opencv), ("onnx", onnx_and_ort),
-                     ("tritonclient.grpc", model_config), ("libpython", libpython), ("/dev/shm", shm)):
+    for name, fn in (("torch", torch_cuda), ("torchvision", torchvision_jpeg), ("opencv", opencv),
+                     ("onnx", onnx_and_ort), ("tritonclient.grpc", model_config), ("libpython", libpython),
+                     ("/dev/shm", shm)):
         check(name, fn)
     return out
 

@@ -87,9 +87,12 @@ class Timer:
     ``result`` JSON: ``{"steps": {...}, "networks": {...}}``): where the time around the
     networks goes, reported by ``make bench``. A step's time includes the networks it calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
         self.ms: dict[str, float] = {}
         self.net_ms: dict[str, float] = {}
+        #: called at the end of each step before its time is read (a GPU: wait for its kernels,
+        #: so each step is charged its own work; ``pipeline.tensor_frames``)
+        self.sync = sync
 
     @contextmanager
     def step(self, name: str):
@@ -97,6 +100,8 @@ class Timer:
         try:
             yield
         finally:
+            if self.sync is not None:
+                self.sync()
             self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
 
     def network(self, name: str, fn: Callable, check: Callable[[], None] | None = None) -> Callable:

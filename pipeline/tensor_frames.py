@@ -23,9 +23,8 @@ Networks are callables on tensors (``TensorNetworks``): BLS with DLPack in Trito
 (``model_repository.glue``), torch modules or onnxruntime sessions in the tests. Frames are uint8
 [3, H, W] RGB; blobs are float32 [N, 3, S, S] on the frame's device.
 
-Step times (``stage_ms``) are host clock times: on a GPU a step that only queues kernels ends
-before its kernels do, and the next step that waits for a result (the detector's heads, the
-embeddings, the encode) absorbs them.
+Step times (``stage_ms``) are host clock times; on a GPU each step waits for its kernels before
+its time is read (``frames.Timer``'s ``sync``), so each is charged its own work.
 """
 
 from __future__ import annotations
@@ -187,7 +186,7 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: TensorNetworks
     if check is not None:
         check()
     device = torch.device(device)
-    t = Timer()
+    t = Timer(sync=(lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None)
     with torch.inference_mode():
         with t.step("decode"):
             d = decode_frame(data, device, s.max_pixels)
