@@ -539,11 +539,44 @@ def device_parity(models: dict, image: bytes, latent: np.ndarray) -> dict:
     same = len(ref.dets) == len(dev.dets) > 0
     box = float(np.abs(ref.dets.boxes - dev.dets.boxes).max()) if same else None
     kps = float(np.abs(ref.dets.kps - dev.dets.kps).max()) if same else None
-    return {"device": device, "faces_found": [len(ref.dets), len(dev.dets)],
+    return {"device": device, "cuda_graphs": graph_check(models) if device.startswith("cuda") else "no CUDA here",
+            "faces_found": [len(ref.dets), len(dev.dets)],
             "faces_swapped": [int(ref.aligned.crops.shape[0]), int(dev.aligned.crops.shape[0])],
             "box_px": box, "kps_px": kps, "frame_db": round(psnr(a, b), 2), "face_db": faces,
             "pass": bool(same and box <= 1.0 and kps <= 1.0 and faces and min(faces) >= 40.0),
             "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def graph_check(models: dict, reps: int = 20) -> dict:
+    """The swapper (bf16, as the self-check usually serves it on a GPU) eager against replayed
+    from CUDA graphs (``torch_net.CudaGraphed``, what engine torch serves): largest output
+    difference and ms per call at batch 6 (one frame's faces) and 64 (the batch limit)."""
+    import onnx
+    import torch
+
+    from pipeline.torch_net import CudaGraphed, OnnxModule
+
+    module = OnnxModule(onnx.load(models["swapper"].path), torch.bfloat16, "cuda")
+    told: list[str] = []
+    graphed = CudaGraphed(module, told.append)
+    out: dict = {}
+    with torch.inference_mode():
+        for b in (6, 64):
+            feeds = {"target": torch.rand((b, 3, 128, 128), device="cuda"),
+                     "source": torch.nn.functional.normalize(torch.randn((b, 512), device="cuda"), dim=1)}
+            args = [feeds[n] for n in module.inputs]
+            row = {"max_abs_diff": float((graphed(*args)[0].float() - module(*args)[0].float()).abs().max())}
+            for name, fn in (("eager_ms", module), ("graph_ms", graphed)):
+                fn(*args)
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                for _ in range(reps):
+                    fn(*args)
+                torch.cuda.synchronize()
+                row[name] = round((time.perf_counter() - t) / reps * 1e3, 3)
+            out[f"batch_{b}"] = row
+    out["fallbacks"] = told
+    return out
 
 
 def _device_name() -> str:

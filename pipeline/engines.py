@@ -8,7 +8,9 @@
 - ``torch``: the ONNX graph executed with PyTorch ops (``pipeline.torch_net``) on
   ``torch_device()``: CUDA where there is a GPU (the GPU profile's networks where the server has
   no TensorRT: the ``nvidia-pytriton`` wheel's server), else the CPU; ``f32`` (TF32 off),
-  ``bf16`` or ``fp16`` for the heavy ops (normalisation stays fp32).
+  ``bf16`` or ``fp16`` for the heavy ops (normalisation stays fp32); on CUDA each input shape is
+  replayed from a CUDA graph (``torch_net.CudaGraphed``, batches padded to powers of two;
+  ``FACESWAP_CUDA_GRAPHS=0`` runs eagerly).
 
 Which precision serves is decided when a network loads by ``pipeline.precision`` (a parity
 self-check against fp32): users of the fp16 inswapper report noisy faces, so a reduced precision
@@ -17,12 +19,16 @@ never serves unchecked.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 ENGINES = ("onnxruntime", "openvino", "torch")
+#: "0" turns the torch engine's CUDA graphs off (``torch_net.CudaGraphed``; on by default on CUDA).
+CUDA_GRAPHS_ENV = "FACESWAP_CUDA_GRAPHS"
 PRECISIONS = ("f32", "bf16", "int8", "fp16")
 RunFn = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
@@ -106,6 +112,10 @@ def _torch_run(path: str, output_names: list[str], precision: str) -> RunFn:
         torch.backends.cudnn.allow_tf32 = False
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     module = OnnxModule(onnx.load(path), dtype, device)
+    if device.type == "cuda" and os.environ.get(CUDA_GRAPHS_ENV, "1") != "0":
+        from pipeline.torch_net import CudaGraphed
+
+        module = CudaGraphed(module, lambda msg: log.warning("%s: %s", path, msg))
     missing = [n for n in output_names if n not in module.outputs]
     if missing:
         raise ValueError(f"{path} has no outputs {missing}")

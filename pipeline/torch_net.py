@@ -294,3 +294,84 @@ class OnnxModule:
             for name in free:
                 env.pop(name, None)
         return [env[o] for o in self.outputs]
+
+
+class CudaGraphed:
+    """A module (``OnnxModule``) replayed from CUDA graphs: one graph per input shape, the batch
+    (first) dimension padded up to a power of two with copies of the last row, so a network
+    with dynamic batching keeps a handful of graphs (1, 2, 4, ... up to its batch limit). A call
+    copies its inputs into the graph's static buffers, replays, and returns copies of the
+    outputs' first rows (the next replay overwrites the buffers). Graphs share one memory pool
+    (their replays never overlap: a Triton instance runs one call at a time).
+
+    A shape whose capture fails (an op that reads a device value on the host cannot be
+    captured) runs eagerly from then on, and ``on_fallback(message)`` is told once.
+
+    Capture needs CUDA; ``_record`` is the one place that touches it.
+    """
+
+    def __init__(self, module, on_fallback=None) -> None:
+        self.module, self.torch = module, module.torch
+        self.inputs, self.outputs = module.inputs, module.outputs
+        self.on_fallback = on_fallback
+        self._graphs: dict = {}
+        self._eager: set = set()
+        self._pool = None
+
+    def __call__(self, *xs):
+        n = int(xs[0].shape[0])
+        if n == 0 or any(int(x.shape[0]) != n for x in xs):
+            return self.module(*xs)
+        b = 1 << (n - 1).bit_length()
+        key = tuple((b, *x.shape[1:], x.dtype, str(x.device)) for x in xs)
+        if key in self._eager:
+            return self.module(*xs)
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._capture(key, xs, b)
+            if entry is None:
+                return self.module(*xs)
+        replay, static_in, static_out = entry
+        self._fill(static_in, xs, n, b)
+        replay()
+        return [o[:n].clone() for o in static_out]
+
+    @staticmethod
+    def _fill(static_in, xs, n: int, b: int) -> None:
+        for s, x in zip(static_in, xs):
+            s[:n].copy_(x)
+            if b > n:
+                s[n:].copy_(x[-1:].expand(b - n, *x.shape[1:]))
+
+    def _capture(self, key, xs, b: int):
+        torch = self.torch
+        try:
+            static_in = [torch.empty((b, *x.shape[1:]), dtype=x.dtype, device=x.device) for x in xs]
+            self._fill(static_in, xs, int(xs[0].shape[0]), b)
+            replay, static_out = self._record(static_in)
+            entry = (replay, static_in, static_out)
+        except Exception as exc:  # noqa: BLE001 - this shape runs eagerly; the caller is told
+            self._eager.add(key)
+            if self.on_fallback is not None:
+                self.on_fallback(f"CUDA graph capture failed for inputs {[tuple(x.shape) for x in xs]} "
+                                 f"(padded to {b}): {type(exc).__name__}: {exc}; that shape runs eagerly")
+            return None
+        self._graphs[key] = entry
+        return entry
+
+    def _record(self, static_in):
+        """(replay, static outputs) of one captured call on ``static_in`` (warm-up on a side
+        stream first: cuDNN's autotuning must not be captured)."""
+        torch = self.torch
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.module(*static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            static_out = self.module(*static_in)
+        return graph.replay, static_out

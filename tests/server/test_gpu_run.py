@@ -38,6 +38,7 @@ def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
     parity = r["parity"]  # the device path against onnxruntime on the host, here both on the CPU
     assert parity["device"] == "cpu" and parity["faces_found"] == [6, 6] and parity["faces_swapped"] == [6, 6]
     assert parity["pass"] and parity["box_px"] <= 1.0 and min(parity["face_db"]) >= 40, parity
+    assert parity["cuda_graphs"] == "no CUDA here"
 
 
 def test_the_preflight_names_what_the_gpu_machine_lacks(models):

@@ -211,3 +211,53 @@ def test_jpeg_round_trip_through_the_tensor_codec():
     assert psnr(torch_ops.to_bgr(again), torch_ops.to_bgr(frame)) > 38
     with pytest.raises(ValueError):
         torch_ops.decode_image(b"not an image")
+
+
+def test_cuda_graph_replays_pad_batches_to_powers_of_two_and_return_their_own_rows(torch_nets):
+    """``torch_net.CudaGraphed``'s bookkeeping (the part that is not CUDA's): one graph per padded
+    shape, inputs copied in and padded with the last row, outputs sliced and copied out, a shape
+    that fails to capture run eagerly. The capture itself is emulated here (no CUDA): a replay
+    re-runs the module on the static buffers."""
+    from pipeline.torch_net import CudaGraphed
+
+    recorded = []
+
+    class Emulated(CudaGraphed):
+        def _record(self, static_in):
+            recorded.append(tuple(static_in[0].shape))
+            static_out = [o.clone() for o in self.module(*static_in)]
+
+            def replay():
+                for o, r in zip(static_out, self.module(*static_in)):
+                    o.copy_(r)
+
+            return replay, static_out
+
+    swapper = torch_nets["swapper"]
+    graphed = Emulated(swapper)
+    rng = np.random.default_rng(4)
+    feeds = {"target": torch.from_numpy(rng.random((8, 3, 128, 128), dtype=np.float32)),
+             "source": torch.from_numpy(rng.standard_normal((8, 512)).astype(np.float32))}
+    with torch.no_grad():
+        first = None
+        for n in (1, 3, 5, 8, 2, 4):
+            args = [feeds[k][:n] for k in swapper.inputs]
+            got, want = graphed(*args)[0], swapper(*args)[0]
+            assert got.shape[0] == n and torch.equal(got, want), n
+            if first is None:
+                first = got
+        assert torch.equal(first, swapper(*[feeds[k][:1] for k in swapper.inputs])[0])  # not overwritten
+    assert [s[0] for s in recorded] == [1, 4, 8, 2]  # 3 -> 4, 5 -> 8; 8, 2, 4 replayed
+
+    told = []
+
+    class Failing(CudaGraphed):
+        def _record(self, static_in):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    failing = Failing(swapper, told.append)
+    with torch.no_grad():
+        for _ in range(2):
+            args = [feeds[k][:3] for k in swapper.inputs]
+            assert torch.equal(failing(*args)[0], swapper(*args)[0])
+    assert len(told) == 1 and "runs eagerly" in told[0] and "(padded to 4)" in told[0]
