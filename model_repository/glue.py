@@ -125,7 +125,12 @@ def dlpack_bls(model: str, input_names: list[str], outputs: list[str], device) -
     memory, index = ("gpu", device.index or 0) if device.type == "cuda" else ("cpu", 0)
 
     def call(*tensors) -> list:
-        inputs = [pb_utils.Tensor.from_dlpack(n, to_dlpack(t.contiguous())) for n, t in zip(input_names, tensors)]
+        tensors = [t.contiguous() for t in tensors]
+        if any(t.is_cuda for t in tensors):  # another process reads them: the kernels that make them must be done
+            import torch
+
+            torch.cuda.current_stream(tensors[0].device).synchronize()
+        inputs = [pb_utils.Tensor.from_dlpack(n, to_dlpack(t)) for n, t in zip(input_names, tensors)]
         outs = [from_dlpack(t.to_dlpack()) for t in _exec(model, inputs, outputs, memory, index)]
         require_finite(model, outs, outputs)
         return outs

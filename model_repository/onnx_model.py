@@ -133,5 +133,10 @@ class OnnxModel:
     def _respond_tensors(self, outs):
         from torch.utils.dlpack import to_dlpack
 
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor.from_dlpack(n, to_dlpack(o.contiguous()))
+        outs = [o.contiguous() for o in outs]
+        if any(o.is_cuda for o in outs):  # the caller's process reads them: their kernels must be done
+            import torch
+
+            torch.cuda.current_stream(outs[0].device).synchronize()
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor.from_dlpack(n, to_dlpack(o))
                                                           for n, o in zip(self.output_names, outs)])

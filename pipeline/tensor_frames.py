@@ -19,6 +19,10 @@ test_tensor_frames.py: boxes within 1 px, swapped faces >= 40 dB, on the CPU). T
 reads pixels on the host is the tiled detection of elongated images (``detection.detect_tiles``:
 long side over 2.5 times the short one), which gets a host copy of the frame.
 
+Device memory: a frame's working copies are a few times its size (the letterbox and the content
+gate's blob resize a float copy of it): up to about 1 GB for a 40-megapixel frame (``MAX_PIXELS``), a
+few tens of MB at 1080p, freed when the request ends.
+
 Networks are callables on tensors (``TensorNetworks``): BLS with DLPack in Triton
 (``model_repository.glue``), torch modules or onnxruntime sessions in the tests. Frames are uint8
 [3, H, W] RGB; blobs are float32 [N, 3, S, S] on the frame's device.
