@@ -329,6 +329,9 @@ def main() -> int:
     ap.add_argument("--grpc-port", type=int, default=int(os.environ.get("TRITON_GRPC_PORT", 8001)))
     ap.add_argument("--metrics-port", type=int, default=int(os.environ.get("TRITON_METRICS_PORT", 8002)))
     ap.add_argument("--standin-size", choices=["tiny", "full"], default=None)
+    ap.add_argument("--profile", choices=["cpu", "torch"], default=os.environ.get("FACESWAP_PROFILE", "cpu"),
+                    help="cpu (default): networks on ONNX Runtime/OpenVINO, frames on the host; torch: networks "
+                         "in PyTorch on the GPU where there is one and frames kept there (env FACESWAP_PROFILE)")
     ap.add_argument("--repository", type=Path, default=RUN / "model_repository", help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", type=Path, default=RUN, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -349,11 +352,15 @@ def main() -> int:
     from repository.generate import build
     from repository.resolve import resolve
 
+    if args.profile == "torch" and package_dir("torch") is None:
+        log.error("profile torch needs PyTorch in this environment: pip install torch (the CUDA build on a GPU "
+                  "machine; torchvision too for JPEG decode and encode on the GPU)")
+        return 2
     models = resolve(args.standin_size)
     for m in models.values():
         print(m.describe())
     try:
-        build(args.repository, "cpu", models)
+        build(args.repository, args.profile, models)
     except ValueError as exc:  # a bad setting (FACESWAP_PRECISION, FACESWAP_ENGINE): one line, not a traceback
         log.error("%s", exc)
         return 2
