@@ -1,10 +1,13 @@
-"""The pixel stages as tensor operations (PyTorch), for the GPU profile (issue 20).
+"""The pixel stages as tensor operations (PyTorch), for the ``torch`` profile (issue 20), whose
+entry points run ``pipeline.tensor_frames`` with them.
 
 The same arithmetic as the NumPy/OpenCV stages (``detection.letterbox_blob``,
-``align.norm_crop``, ``paste.paste_back``), written so a frame can stay on one device from
-decode to encode: nothing here copies pixels to the host. They run on whatever device their
-tensors are on; the tests run them on the CPU against the OpenCV stages (tests/unit/
-test_torch_ops.py), and the GPU run (``bench.gpu_e2e``) on CUDA.
+``align.norm_crop``, ``paste.paste_back``, ``content.preprocess``, the re-grey, the badge and
+the watermark), written so a frame can stay on one device from decode to encode: no full frame
+is copied to the host (the badge's box and the watermark's 256 x 256 plane are). They run on
+whatever device their tensors are on; the tests run them on the CPU against the OpenCV stages
+(tests/unit/test_torch_ops.py, test_tensor_frames.py), and the GPU run (``bench.gpu_run``) on
+CUDA.
 
 Layout: frames are uint8 [3, H, W] **RGB** (torchvision's ``decode_jpeg``/``encode_jpeg``, and
 the order the networks take), where the CPU stages hold uint8 [H, W, 3] BGR. Affine matrices
