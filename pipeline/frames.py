@@ -142,7 +142,8 @@ def content_policy(opts: SwapOptions) -> ContentPolicy | None:
     return policy_from_options({} if opts.content_policy is None else {"content_policy": opts.content_policy})
 
 
-def _no_gate(_blob: np.ndarray) -> np.ndarray:
+def no_gate(_blob) -> np.ndarray:
+    """The content gate's network where a stage has none: raises RuntimeError when called."""
     raise RuntimeError("the content gate is on but this stage has no content detector")
 
 
@@ -251,7 +252,7 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: Networks, s: D
     policy = content_policy(opts)
     if policy is not None:  # the content gate: a refused target is not swapped, nothing is kept
         with t.step("content"):
-            decision = gate_images([image], t.network("content", nets.content_fn or _no_gate, check), policy)[0]
+            decision = gate_images([image], t.network("content", nets.content_fn or no_gate, check), policy)[0]
         content = decision.result_fields()
         if decision.refused:
             return FrameResult(b"", "", Detections.empty(), nothing_aligned(), None, False, int(image.shape[1]),

@@ -47,7 +47,15 @@ from pipeline.content import decide
 from pipeline.detection import Detections, decode_scrfd, tile_windows
 from pipeline.embedding import ARCFACE_MEAN, ARCFACE_STD, SWAP_MEAN, SWAP_STD, normed
 from pipeline.follow import TrackHint
-from pipeline.frames import DetectSettings, FrameResult, Networks, Timer, content_policy, nothing_aligned
+from pipeline.frames import (
+    DetectSettings,
+    FrameResult,
+    Networks,
+    Timer,
+    content_policy,
+    no_gate,
+    nothing_aligned,
+)
 from pipeline.pixel_boost import boost_factor
 from pipeline.quality import quality_figures, source_rows
 from pipeline.selection import SwapOptions, select_faces
@@ -173,10 +181,6 @@ def embeddings(frames: list[torch.Tensor], kps: np.ndarray, nets: TensorNetworks
     return normed(host(_chunked(nets.embed_fn, nets.embed_batch, _blob(crops, ARCFACE_MEAN, ARCFACE_STD))))
 
 
-def _no_gate(_blob):
-    raise RuntimeError("the content gate is on but this stage has no content detector")
-
-
 def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: TensorNetworks, s: DetectSettings,
                source_latents: np.ndarray, reference: np.ndarray | None = None,
                source_embeddings: np.ndarray | None = None, face_kps: np.ndarray | None = None,
@@ -200,7 +204,7 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: TensorNetworks
         policy = content_policy(opts)
         if policy is not None:
             with t.step("content"):
-                run = t.network("content", nets.content_fn or _no_gate, check)
+                run = t.network("content", nets.content_fn or no_gate, check)
                 decision = decide(host(run(torch_ops.content_blob(frame, CONTENT_SIZE))), policy)[0]
             content = decision.result_fields()
             if decision.refused:
@@ -210,7 +214,7 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: TensorNetworks
                                t.network("recognizer", nets.embed_fn, check),
                                t.network("swapper", nets.swap_fn, check) if nets.swap_fn else None,
                                nets.embed_batch, nets.swap_batch)
-        aligned, dets = _align(frame, d, opts, timed, s, reference, face_kps, t)
+        aligned, dets = _align(frame, opts, timed, s, reference, face_kps, t)
         m = len(aligned.selected)
         src = np.asarray(source_latents, np.float32).reshape(-1, 512)
         latents = latents_for(aligned.latent_index, src) if m else np.zeros((0, 512), np.float32)
@@ -244,7 +248,7 @@ def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: TensorNetworks
     return FrameResult(out, fmt, dets, aligned, quality, watermarked, w, h, d.grey, t.rounded(), content)
 
 
-def _align(frame: torch.Tensor, d: DecodedFrame, opts: SwapOptions, nets: TensorNetworks, s: DetectSettings,
+def _align(frame: torch.Tensor, opts: SwapOptions, nets: TensorNetworks, s: DetectSettings,
            reference: np.ndarray | None, face_kps: np.ndarray | None, t: Timer) -> tuple[Aligned, Detections]:
     """The faces to swap (``Aligned``, crops left on the device) and every face found."""
     if face_kps is not None:
