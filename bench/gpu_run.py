@@ -337,6 +337,10 @@ def preflight(detector: Path | None = None) -> dict:
         except Exception as exc:  # noqa: BLE001 - reported, not fatal
             return f"not usable ({type(exc).__name__}: {exc}): JPEGs decoded and encoded by OpenCV on the host"[:300]
 
+    def mps():  # several stub processes share the GPU: time-sliced without NVIDIA's MPS, concurrent with it
+        found = shutil.which("nvidia-cuda-mps-control")
+        return f"nvidia-cuda-mps-control at {found} (not started by this run)" if found else "not installed"
+
     def model_config():
         from tritonclient.grpc import model_config_pb2
 
@@ -362,7 +366,7 @@ def preflight(detector: Path | None = None) -> dict:
 
     for name, fn in (("torch", torch_cuda), ("torchvision", torchvision_jpeg), ("opencv", opencv),
                      ("onnx", onnx_and_ort), ("tritonclient.grpc", model_config), ("libpython", libpython),
-                     ("/dev/shm", shm)):
+                     ("/dev/shm", shm), ("mps", mps)):
         check(name, fn)
     return out
 

@@ -49,7 +49,8 @@ def test_the_preflight_names_what_the_gpu_machine_lacks(models):
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(p.stdout.strip().splitlines()[-1])
-    assert set(r) == {"numpy", "torch", "torchvision", "opencv", "onnx", "tritonclient.grpc", "libpython", "/dev/shm"}
+    assert set(r) == {"numpy", "torch", "torchvision", "opencv", "onnx", "tritonclient.grpc", "libpython", "/dev/shm",
+                      "mps"}
     assert "by OpenCV on the host" in r["torchvision"]  # not installed here: reported, not a failure
     assert r["numpy"].startswith("1.") and "NO CUDA" in r["torch"]
     assert not [k for k, v in r.items() if str(v).startswith("FAILED")], r
