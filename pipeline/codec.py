@@ -73,7 +73,11 @@ def _png_has_alpha(data: bytes) -> bool:
 
 
 def _webp_has_alpha(data: bytes) -> bool:
-    return data[12:16] == b"VP8X" and len(data) > 20 and bool(data[20] & 0x10)
+    """The extended header's alpha flag (VP8X), or a lossless bitstream's ``alpha_is_used`` bit
+    (VP8L without VP8X: bit 28 of the 32 bits after its 0x2f signature; WebP container spec)."""
+    if data[12:16] == b"VP8X":
+        return len(data) > 20 and bool(data[20] & 0x10)
+    return data[12:16] == b"VP8L" and len(data) >= 25 and bool(int.from_bytes(data[21:25], "little") >> 28 & 1)
 
 
 def _is_grey(img: np.ndarray) -> bool:

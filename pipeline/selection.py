@@ -195,8 +195,8 @@ def select_faces(
         reference: float32 [K, 512] reference embeddings, for "similar" and "pairs".
 
     Raises:
-        OptionsError: face_index out of range (the message gives the valid range), or
-            "similar"/"pairs" without reference embeddings.
+        OptionsError: face_index out of range (the message gives the valid range),
+            "similar"/"pairs" without reference embeddings, or with NaN, infinite or zero ones.
     """
     n = len(dets)
     if n == 0:
@@ -212,7 +212,10 @@ def select_faces(
     if opts.selection in ("similar", "pairs"):
         if reference is None or np.asarray(reference).size == 0 or embeddings is None:
             raise OptionsError(f"selection {opts.selection!r} needs reference embeddings (reference_embeddings input)")
-        sims = cosine(embeddings, np.asarray(reference, np.float32).reshape(-1, embeddings.shape[1]))
+        ref = np.asarray(reference, np.float32).reshape(-1, embeddings.shape[1])
+        if not np.isfinite(ref).all() or not np.linalg.norm(ref, axis=1).all():
+            raise OptionsError("reference_embeddings holds NaN, infinite or all-zero rows")
+        sims = cosine(embeddings, ref)
         if opts.selection == "similar":
             face = int(np.argmax(sims[:, 0]))
             if sims[face, 0] < opts.threshold:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.align import crops_to_blob, norm_crop
+from pipeline.align import crops_to_blob, estimate_norm, norm_crop
 from pipeline.codec import encode_image
 from pipeline.detection import (
     NMS_THRESH,
@@ -182,15 +182,42 @@ def align_stage(image: np.ndarray, dets: Detections, opts: SwapOptions, cap: int
     return Aligned(dets, sel.indices, sel.latent_index, crops_a, aff_a, sel.truncated, sel.no_match)
 
 
-def place_stage(image: np.ndarray, kps: np.ndarray) -> Aligned:
-    """Crops for faces whose key points the caller supplies (float32 [M, 5, 2], e.g. smoothed
-    across video frames); every given face is swapped with source latent 0."""
+#: Largest key-point coordinate a caller may send (pixels, either sign): far beyond any frame,
+#: short of where the alignment's arithmetic overflows.
+KPS_LIMIT = 1e6
+#: Largest norm of a source latent row (inswapper's latents are unit vectors, ``normed(emb @ emap)``;
+#: a little slack for callers that send them unnormed).
+LATENT_NORM_LIMIT = 1000.0
+
+
+def caller_kps(kps: np.ndarray) -> Detections:
+    """The faces a caller places by their key points (``face_swap_kps``): float32 [M, 5, 2]
+    checked, as ``Detections`` (boxes around the points, scores 1).
+
+    Raises:
+        ValueError: NaN or infinite values, values beyond ``KPS_LIMIT``, or a face whose five
+            points define no alignment (all at one point).
+    """
     kps = np.asarray(kps, np.float32).reshape(-1, 5, 2)
     if not np.isfinite(kps).all():
         raise ValueError("face_kps holds NaN or infinite values")
+    if kps.size and np.abs(kps).max() > KPS_LIMIT:
+        raise ValueError(f"face_kps holds values beyond +-{KPS_LIMIT:g} pixels")
+    with np.errstate(all="ignore"):
+        bad = [i for i, k in enumerate(kps) if not np.isfinite(estimate_norm(k, SWAP_SIZE)).all()]
+    if bad:
+        raise ValueError(f"face_kps of face {bad[0]}: the five points define no alignment (all at one point)")
     m = kps.shape[0]
     boxes = np.concatenate([kps.min(axis=1), kps.max(axis=1)], axis=1) if m else np.zeros((0, 4), np.float32)
-    dets = Detections(boxes.astype(np.float32), np.ones((m,), np.float32), kps)
+    return Detections(boxes.astype(np.float32), np.ones((m,), np.float32), kps)
+
+
+def place_stage(image: np.ndarray, kps: np.ndarray) -> Aligned:
+    """Crops for faces whose key points the caller supplies (float32 [M, 5, 2], e.g. smoothed
+    across video frames; checked by ``caller_kps``); every given face is swapped with source
+    latent 0."""
+    dets = caller_kps(kps)
+    kps, m = dets.kps, len(dets)
     crops, affines = [], []
     for k in kps:
         crop, mat = norm_crop(image, k, SWAP_SIZE)
@@ -302,6 +329,10 @@ def latents_for(latent_index: np.ndarray, source_latents: np.ndarray) -> np.ndar
         raise ValueError("source_latents is empty: embed a source face first (face_embed)")
     if not np.isfinite(src).all():
         raise ValueError("source_latents holds NaN or infinite values")
+    norms = np.linalg.norm(src.astype(np.float64), axis=1)
+    if (norms > LATENT_NORM_LIMIT).any():
+        raise ValueError(f"source_latents row {int(np.argmax(norms))} has norm {norms.max():.3g}: inswapper latents "
+                         f"are unit vectors (face_embed's latents); at most {LATENT_NORM_LIMIT:g} is accepted")
     if idx.size and idx.max() >= src.shape[0]:
         raise ValueError(f"pairs need one source latent per reference embedding: got {src.shape[0]} source "
                          f"latent(s) for reference {int(idx.max())}")

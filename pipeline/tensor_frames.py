@@ -59,7 +59,16 @@ from pipeline.frames import (
 from pipeline.pixel_boost import boost_factor
 from pipeline.quality import quality_figures, source_rows
 from pipeline.selection import SwapOptions, select_faces
-from pipeline.stages import EMBED_SIZE, SWAP_SIZE, Aligned, close_up_pass, detect_stage, latents_for, output_format
+from pipeline.stages import (
+    EMBED_SIZE,
+    SWAP_SIZE,
+    Aligned,
+    caller_kps,
+    close_up_pass,
+    detect_stage,
+    latents_for,
+    output_format,
+)
 
 TensorFn = Callable[..., torch.Tensor]
 
@@ -252,13 +261,8 @@ def _align(frame: torch.Tensor, opts: SwapOptions, nets: TensorNetworks, s: Dete
            reference: np.ndarray | None, face_kps: np.ndarray | None, t: Timer) -> tuple[Aligned, Detections]:
     """The faces to swap (``Aligned``, crops left on the device) and every face found."""
     if face_kps is not None:
-        kps = np.asarray(face_kps, np.float32).reshape(-1, 5, 2)
-        if not np.isfinite(kps).all():
-            raise ValueError("face_kps holds NaN or infinite values")
-        m = kps.shape[0]
-        boxes = np.concatenate([kps.min(axis=1), kps.max(axis=1)], axis=1) if m else np.zeros((0, 4), np.float32)
-        dets = Detections(boxes.astype(np.float32), np.ones((m,), np.float32), kps)
-        idx = np.arange(m, dtype=np.int64)
+        dets = caller_kps(face_kps)
+        idx = np.arange(len(dets), dtype=np.int64)
         return _aligned(dets, idx, np.zeros_like(idx), False, False), dets
     with t.step("detect"):
         dets = find_faces(frame, nets, s, opts.det_thresh)

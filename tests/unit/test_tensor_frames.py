@@ -6,6 +6,8 @@ both paths, so every difference is the pixel arithmetic's."""
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -229,3 +231,38 @@ def test_the_whole_path_with_torch_networks(models, nets, latents):
     host = frames.swap_frame(data, opts, nets, DetectSettings(), latents)
     dev = tensor_frames.swap_frame(data, opts, torch_networks(models), DetectSettings(), latents)
     assert len(assert_same_swap(host, dev)) == 6
+
+
+def test_hostile_caller_values_get_the_same_clear_error_on_both_paths(nets, tnets, latents):
+    """Found by attacking both servers: key points all at one point (no alignment) or beyond any
+    frame, latents of norm 3e38 and NaN reference embeddings were a NaN from the swapper
+    (INTERNAL) on one path and a NumPy message on the other; now one INVALID_ARG message each."""
+    data = image_path("two_obama_biden_stage.jpg").read_bytes()
+    kps = frames.analyze_frame(data, nets, DetectSettings(), np.eye(512, dtype=np.float32), embeddings=False).dets.kps
+    cases = [
+        ({"face_kps": np.full((1, 5, 2), 100.0, np.float32)}, latents, "five points define no alignment"),
+        ({"face_kps": np.full((1, 5, 2), 1e30, np.float32)}, latents, "beyond +-1e+06 pixels"),
+        ({"face_kps": kps[:1] * np.nan}, latents, "NaN or infinite"),
+        ({}, np.full((1, 512), 3e38, np.float32), "inswapper latents are unit vectors"),
+        ({"reference": np.full((1, 512), np.nan, np.float32)}, latents, "NaN, infinite or all-zero"),
+    ]
+    for kw, lat, message in cases:
+        opts = SwapOptions(selection="similar") if "reference" in kw else SwapOptions()
+        for path, n in ((frames, nets), (tensor_frames, tnets)):
+            with pytest.raises(ValueError, match=re.escape(message)):
+                path.swap_frame(data, opts, n, DetectSettings(), lat, **kw)
+
+
+def test_a_lossless_webp_keeps_its_alpha():
+    """A VP8L WebP (lossless, no extended header) carries alpha in its bitstream's header: the
+    decoder now reads it, so the output keeps it (it was dropped on both paths)."""
+    from pipeline.codec import decode_image
+
+    rgba = np.dstack([cv2.imread(str(image_path("portrait_obama_small_320x240.jpg"))),
+                      np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))])
+    data = cv2.imencode(".webp", rgba, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()
+    assert data[12:16] == b"VP8L"
+    d = decode_image(data)
+    assert d.alpha is not None and np.array_equal(d.alpha, rgba[:, :, 3])
+    opaque = cv2.imencode(".webp", rgba[:, :, :3], [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()
+    assert decode_image(opaque).alpha is None
