@@ -107,9 +107,19 @@ def _exec(model: str, inputs: list, outputs: list[str], memory: str = "cpu", dev
 def _bls(model: str, input_names: list[str], arrays, outputs: list[str]) -> list[np.ndarray]:
     """One synchronous BLS request with arrays; the outputs as arrays (StageError on failure)."""
     inputs = [pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in zip(input_names, arrays)]
-    arrays = [t.as_numpy() for t in _exec(model, inputs, outputs)]
+    arrays = [_host_array(t) for t in _exec(model, inputs, outputs)]
     require_finite(model, arrays, outputs)
     return arrays
+
+
+def _host_array(t) -> np.ndarray:
+    """A BLS output as a host array; one left on a GPU (a torch network that did not honour the
+    preferred memory) is copied down through DLPack."""
+    if not hasattr(t, "is_cpu") or t.is_cpu():
+        return t.as_numpy()
+    from torch.utils.dlpack import from_dlpack
+
+    return from_dlpack(t.to_dlpack()).cpu().numpy()
 
 
 def dlpack_bls(model: str, input_names: list[str], outputs: list[str], device) -> Callable[..., list]:
