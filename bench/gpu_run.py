@@ -410,6 +410,7 @@ def run(args) -> int:
     if dry:
         os.environ["FACESWAP_TORCH_DEVICE"] = "cpu"
     else:
+        os.environ["FACESWAP_CUDA_POOL_MB"] = "1024"  # GPU tensors between the stubs (launch.server.cuda_pool_args)
         os.environ["FACESWAP_SHARED_MODELS"] = str(PACK / "models")
         os.environ["FACESWAP_SHARED_IMAGES"] = str(PACK)  # the precision probe's photos
         os.environ["FACESWAP_CONTENT_DETECTOR"] = str(next((PACK / "models").glob("nudenet*.onnx")))

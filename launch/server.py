@@ -48,6 +48,23 @@ def free_ports() -> Ports:
     return Ports(base, base + 1, base + 2)
 
 
+def cuda_pool_args() -> list[str]:
+    """``--cuda-memory-pool-byte-size`` for GPU 0 from ``FACESWAP_CUDA_POOL_MB`` (unset: Triton's
+    64 MB). The ``torch`` profile on a GPU passes tensors between Python-backend stubs in that
+    pool (a 64-face swapper batch is 12.6 MB, a detector blob 4.9 MB, per request in flight);
+    ``bench.gpu_run`` sets 1024.
+
+    Raises:
+        ValueError: set but not a positive integer.
+    """
+    raw = os.environ.get("FACESWAP_CUDA_POOL_MB", "")
+    if not raw:
+        return []
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"FACESWAP_CUDA_POOL_MB must be a positive integer (MB), got {raw!r}")
+    return [f"--cuda-memory-pool-byte-size=0:{int(raw) << 20}"]
+
+
 def package_dir(name: str) -> Path | None:
     """An installed package's folder, found without importing it; None when it is not installed."""
     import importlib.util
@@ -155,6 +172,7 @@ class TritonServer(Service):
             "--backend-config=python,shm-growth-byte-size=67108864",
             f"--grpc-infer-allocation-pool-size={GRPC_ALLOCATION_POOL}",
             "--exit-timeout-secs=10", "--log-verbose=0",
+            *cuda_pool_args(),
         ]
 
     def env(self) -> dict[str, str]:

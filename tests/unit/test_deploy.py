@@ -630,3 +630,18 @@ def test_settings_named_by_the_deployment_exist():
 def test_worker_command_is_a_console_script():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts.get("faceswap-worker") == "gateway.worker:main"
+
+
+def test_the_cuda_memory_pool_is_an_operator_setting(monkeypatch):
+    """The torch profile's GPU tensors cross between stubs in Triton's CUDA memory pool:
+    ``FACESWAP_CUDA_POOL_MB`` sizes it (bench.gpu_run: 1024); unset, Triton's default stays."""
+    from launch.server import cuda_pool_args
+
+    monkeypatch.delenv("FACESWAP_CUDA_POOL_MB", raising=False)
+    assert cuda_pool_args() == []
+    monkeypatch.setenv("FACESWAP_CUDA_POOL_MB", "1024")
+    assert cuda_pool_args() == ["--cuda-memory-pool-byte-size=0:1073741824"]
+    for bad in ("0", "-5", "1g"):
+        monkeypatch.setenv("FACESWAP_CUDA_POOL_MB", bad)
+        with pytest.raises(ValueError, match="FACESWAP_CUDA_POOL_MB"):
+            cuda_pool_args()
