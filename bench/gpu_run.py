@@ -40,6 +40,7 @@ nothing unpacked): how the tests keep it working (tests/server/test_gpu_run.py).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -526,7 +527,7 @@ def device_parity(models: dict, image: bytes, latent: np.ndarray) -> dict:
     from pipeline import frames, tensor_frames
     from pipeline.engines import torch_device
     from pipeline.local import onnxruntime_networks, torch_networks
-    from pipeline.quality import psnr, swap_region
+    from pipeline.quality import face_psnr, psnr
     from pipeline.selection import SwapOptions
 
     t0 = time.perf_counter()
@@ -537,10 +538,7 @@ def device_parity(models: dict, image: bytes, latent: np.ndarray) -> dict:
     dev = tensor_frames.swap_frame(image, opts, torch_networks(models, device), frames.DetectSettings(), lat,
                                    device=device)
     a, b = (cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_COLOR) for r in (ref, dev))
-    faces = []
-    for k in ref.dets.kps[ref.aligned.selected]:
-        x0, y0, x1, y1 = swap_region(k, a.shape[:2])
-        faces.append(round(psnr(a[y0:y1, x0:x1], b[y0:y1, x0:x1]), 2))
+    faces = [round(db, 2) for db in face_psnr(a, b, ref.dets.kps[ref.aligned.selected])]
     same = len(ref.dets) == len(dev.dets) > 0
     box = float(np.abs(ref.dets.boxes - dev.dets.boxes).max()) if same else None
     kps = float(np.abs(ref.dets.kps - dev.dets.kps).max()) if same else None
@@ -552,13 +550,15 @@ def device_parity(models: dict, image: bytes, latent: np.ndarray) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def graph_check(models: dict, reps: int = 20) -> dict:
+def graph_check(models: dict, budget_s: float = 0.5) -> dict:
     """The swapper (bf16, as the self-check usually serves it on a GPU) eager against replayed
     from CUDA graphs (``torch_net.CudaGraphed``, what engine torch serves): largest output
-    difference and ms per call at batch 6 (one frame's faces) and 64 (the batch limit)."""
+    difference and ms per call at batch 6 (one frame's faces) and 64 (the batch limit), timed
+    with CUDA events as ``bench.gpu_check`` times (about ``budget_s`` each)."""
     import onnx
     import torch
 
+    from bench.gpu_check import _time_cuda
     from pipeline.torch_net import CudaGraphed, OnnxModule
 
     module = OnnxModule(onnx.load(models["swapper"].path), torch.bfloat16, "cuda")
@@ -572,13 +572,7 @@ def graph_check(models: dict, reps: int = 20) -> dict:
             args = [feeds[n] for n in module.inputs]
             row = {"max_abs_diff": float((graphed(*args)[0].float() - module(*args)[0].float()).abs().max())}
             for name, fn in (("eager_ms", module), ("graph_ms", graphed)):
-                fn(*args)
-                torch.cuda.synchronize()
-                t = time.perf_counter()
-                for _ in range(reps):
-                    fn(*args)
-                torch.cuda.synchronize()
-                row[name] = round((time.perf_counter() - t) / reps * 1e3, 3)
+                row[name] = round(_time_cuda(functools.partial(fn, *args), budget_s)[0], 3)
             out[f"batch_{b}"] = row
     out["fallbacks"] = told
     return out

@@ -57,12 +57,10 @@ def cuda_pool_args() -> list[str]:
     Raises:
         ValueError: set but not a positive integer.
     """
-    raw = os.environ.get("FACESWAP_CUDA_POOL_MB", "")
-    if not raw:
-        return []
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"FACESWAP_CUDA_POOL_MB must be a positive integer (MB), got {raw!r}")
-    return [f"--cuda-memory-pool-byte-size=0:{int(raw) << 20}"]
+    from repository.layout import env_int
+
+    mb = env_int("FACESWAP_CUDA_POOL_MB", 0)
+    return [f"--cuda-memory-pool-byte-size=0:{mb << 20}"] if mb else []
 
 
 def package_dir(name: str) -> Path | None:

@@ -169,15 +169,24 @@ def require_finite(model: str, arrays: list[np.ndarray], names: list[str]) -> No
         raise StageError(f"model_output_invalid: {model} returned NaN or infinite values in {bad}")
 
 
-def bls_detector(p: DetectorCall) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """The detector as f(float32 [1, 3, H, W] blob) -> its 9 heads in graph order, through BLS.
+def _detector_outputs(p: DetectorCall) -> list[str]:
+    """SCRFD's 9 head names (``detector_outputs``).
 
     Raises:
         ValueError: ``detector_outputs`` does not name 9 heads.
     """
     if len(p.detector_outputs) != 9:
         raise ValueError(f"detector_outputs names {len(p.detector_outputs)} tensors, SCRFD has 9 heads")
-    outputs = list(p.detector_outputs)
+    return list(p.detector_outputs)
+
+
+def bls_detector(p: DetectorCall) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """The detector as f(float32 [1, 3, H, W] blob) -> its 9 heads in graph order, through BLS.
+
+    Raises:
+        ValueError: ``detector_outputs`` does not name 9 heads.
+    """
+    outputs = _detector_outputs(p)
     return lambda blob: _bls(p.detector_model, [p.detector_input], [blob], outputs)
 
 
@@ -213,13 +222,11 @@ def dlpack_networks(p, device):
     """
     from pipeline.tensor_frames import TensorNetworks
 
-    if len(p.detector_outputs) != 9:
-        raise ValueError(f"detector_outputs names {len(p.detector_outputs)} tensors, SCRFD has 9 heads")
+    det = dlpack_bls(p.detector_model, [p.detector_input], _detector_outputs(p), device)
     rec = dlpack_bls(p.recognizer_model, [p.recognizer_input], [p.recognizer_output], device)
     swp = dlpack_bls(p.swapper_model, [p.swapper_target, p.swapper_source], [p.swapper_output], device)
     gate = dlpack_bls(p.content_model, [p.content_input], [p.content_output], device)
-    return TensorNetworks(dlpack_bls(p.detector_model, [p.detector_input], list(p.detector_outputs), device),
-                          lambda blob: rec(blob)[0], lambda blob, latents: swp(blob, latents)[0],
+    return TensorNetworks(det, lambda blob: rec(blob)[0], lambda blob, latents: swp(blob, latents)[0],
                           p.recognizer_max_batch, p.swapper_max_batch, lambda blob: gate(blob)[0])
 
 

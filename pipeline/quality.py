@@ -155,6 +155,17 @@ def swap_region(kps: np.ndarray, frame_hw: tuple[int, int], scale: float = 1.0) 
     return x0, y0, x1, y1
 
 
+def face_psnr(a: np.ndarray, b: np.ndarray, kps: np.ndarray) -> list[float]:
+    """PSNR (dB) of ``b`` against ``a`` (uint8 [H, W, 3] frames of one size) on each face's
+    ``swap_region`` (``kps``: float [M, 5, 2], the faces swapped): how two swaps of the same
+    frame compare where they changed it (tests and ``bench.gpu_run``'s parity)."""
+    out = []
+    for k in np.asarray(kps, np.float32).reshape(-1, 5, 2):
+        x0, y0, x1, y1 = swap_region(k, a.shape[:2])
+        out.append(psnr(a[y0:y1, x0:x1], b[y0:y1, x0:x1]))
+    return out
+
+
 def small_grey(frame_bgr: np.ndarray, side: int = FLICKER_SIDE) -> tuple[np.ndarray, float]:
     """(float32 grey frame with its longest side at most ``side``, the scale applied)."""
     h, w = frame_bgr.shape[:2]

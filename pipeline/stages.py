@@ -38,13 +38,15 @@ SWAP_SIZE = 128
 EMBED_SIZE = 112
 
 
-def chunked(fn: Callable[..., np.ndarray], limit: int, *arrays: np.ndarray) -> np.ndarray:
+def chunked(fn: Callable[..., np.ndarray], limit: int, *arrays: np.ndarray,
+            concat: Callable = np.concatenate) -> np.ndarray:
     """Run ``fn`` on row chunks of at most ``limit`` rows (limit <= 0: one row at a time)
-    and concatenate; never calls ``fn`` with zero rows. All arrays share their row count."""
+    and concatenate with ``concat`` (``torch.cat`` for tensors); never calls ``fn`` with zero
+    rows. All arrays share their row count."""
     n = arrays[0].shape[0]
     step = max(int(limit), 1)
     outs = [fn(*(a[i:i + step] for a in arrays)) for i in range(0, n, step)]
-    return np.concatenate(outs, axis=0) if outs else np.zeros((0,), np.float32)
+    return concat(outs) if outs else np.zeros((0,), np.float32)
 
 
 DetectFn = Callable[[np.ndarray], list[np.ndarray]]

@@ -41,7 +41,7 @@ import torch
 
 from pipeline import torch_ops
 from pipeline.align import estimate_norm
-from pipeline.codec import as_buffer, check_image, decode_image, encode_image
+from pipeline.codec import MAX_PIXELS, as_buffer, check_image, decode_image, encode_image
 from pipeline.content import INPUT_SIZE as CONTENT_SIZE
 from pipeline.content import decide
 from pipeline.detection import Detections, decode_scrfd, tile_windows
@@ -64,6 +64,7 @@ from pipeline.stages import (
     SWAP_SIZE,
     Aligned,
     caller_kps,
+    chunked,
     close_up_pass,
     detect_stage,
     latents_for,
@@ -100,13 +101,6 @@ def host(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _chunked(fn: TensorFn, limit: int, *tensors: torch.Tensor) -> torch.Tensor:
-    """``stages.chunked`` on tensors: ``fn`` on row chunks of at most ``limit`` rows (<= 0: one)."""
-    step = max(int(limit), 1)
-    outs = [torch.as_tensor(fn(*(t[i:i + step] for t in tensors))) for i in range(0, tensors[0].shape[0], step)]
-    return torch.cat([o.to(tensors[0].device) for o in outs])
-
-
 def host_detector(detect_fn: Callable, device: torch.device) -> Callable[[np.ndarray], list[np.ndarray]]:
     """A tensor detector as ``frames.Networks.detect_fn`` (numpy blob in, numpy heads out): for
     the host passes (the tiles of ``detection.detect_tiles``)."""
@@ -124,7 +118,8 @@ class DecodedFrame:
     grey: bool
 
 
-def decode_frame(data: bytes | np.ndarray, device: torch.device, max_pixels: int) -> DecodedFrame:
+def decode_frame(data: bytes | np.ndarray, device: str | torch.device = "cpu", max_pixels: int = MAX_PIXELS
+                 ) -> DecodedFrame:
     """Decode onto ``device`` after ``codec.check_image``'s checks (format, truncation, size).
 
     A JPEG without EXIF goes through torchvision's ``decode_jpeg`` (nvJPEG on CUDA) where
@@ -136,14 +131,9 @@ def decode_frame(data: bytes | np.ndarray, device: torch.device, max_pixels: int
     """
     buf = as_buffer(data)
     fmt, _, _ = check_image(buf, max_pixels)
-    if fmt == "jpeg" and b"Exif" not in buf[:65536].tobytes():
-        try:
-            from torchvision.io import ImageReadMode, decode_jpeg
-
-            frame = decode_jpeg(torch.from_numpy(buf.copy()), mode=ImageReadMode.RGB, device=device)
-            return DecodedFrame(frame, fmt, None, torch_ops.is_grey(frame))
-        except (ImportError, RuntimeError):
-            pass  # no torchvision, or a JPEG nvJPEG/libjpeg-turbo in torchvision refuses: OpenCV decides
+    frame = torch_ops.decode_jpeg(buf, device) if fmt == "jpeg" and b"Exif" not in buf[:65536].tobytes() else None
+    if frame is not None:
+        return DecodedFrame(frame, fmt, None, torch_ops.is_grey(frame))
     d = decode_image(buf, max_pixels, alpha=True)
     return DecodedFrame(torch_ops.from_bgr(d.bgr, device), d.fmt, d.alpha, d.grey)
 
@@ -187,7 +177,8 @@ def embeddings(frames: list[torch.Tensor], kps: np.ndarray, nets: TensorNetworks
         return np.zeros((0, 512), np.float32)
     mats = np.stack([estimate_norm(k, EMBED_SIZE) for k in kps])
     crops = torch.cat([torch_ops.crops(f, mats, EMBED_SIZE) for f in frames])
-    return normed(host(_chunked(nets.embed_fn, nets.embed_batch, _blob(crops, ARCFACE_MEAN, ARCFACE_STD))))
+    return normed(host(chunked(nets.embed_fn, nets.embed_batch, _blob(crops, ARCFACE_MEAN, ARCFACE_STD),
+                               concat=torch.cat)))
 
 
 def swap_frame(data: bytes | np.ndarray, opts: SwapOptions, nets: TensorNetworks, s: DetectSettings,
@@ -303,7 +294,8 @@ def _swapped(frame: torch.Tensor, affines: np.ndarray, latents: np.ndarray, nets
     mats = np.asarray(affines, np.float64).reshape(-1, 2, 3) * n
     crops = torch_ops.crops(frame, mats, SWAP_SIZE * n)
     lat = torch.from_numpy(np.repeat(np.ascontiguousarray(latents, np.float32), n * n, axis=0)).to(frame.device)
-    pred = _chunked(nets.swap_fn, nets.swap_batch, _blob(torch_ops.explode(crops, n), SWAP_MEAN, SWAP_STD), lat)
+    pred = chunked(nets.swap_fn, nets.swap_batch, _blob(torch_ops.explode(crops, n), SWAP_MEAN, SWAP_STD), lat,
+                   concat=torch.cat)
     return torch_ops.implode(torch_ops.swapper_output(pred), n), mats
 
 

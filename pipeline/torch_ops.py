@@ -56,26 +56,18 @@ def to_bgr(frame: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(frame.permute(1, 2, 0).flip(-1).cpu().numpy())
 
 
-def decode_image(data: bytes, device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 [3, H, W] RGB from encoded bytes: nvJPEG on CUDA for a JPEG where torchvision is
-    installed, else OpenCV on the host (then moved to ``device``).
+def decode_jpeg(buf: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor | None:
+    """uint8 [3, H, W] RGB of JPEG bytes (uint8 [N]) decoded by torchvision onto ``device``
+    (nvJPEG on CUDA), or None where torchvision is not installed or refuses the file (CMYK,
+    arithmetic coding): the caller then decodes with OpenCV (``tensor_frames.decode_frame``,
+    which checks the bytes first)."""
+    try:
+        from torchvision.io import ImageReadMode
+        from torchvision.io import decode_jpeg as tv_decode
 
-    Raises:
-        ValueError: the bytes are not an image OpenCV or torchvision can read.
-    """
-    device = torch.device(device)
-    if data[:3] == b"\xff\xd8\xff":
-        try:
-            from torchvision.io import ImageReadMode, decode_jpeg
-
-            raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
-        except ImportError:
-            pass
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError("not an image OpenCV can decode")
-    return from_bgr(img, device)
+        return tv_decode(torch.from_numpy(np.array(buf, np.uint8)), mode=ImageReadMode.RGB, device=device)
+    except (ImportError, RuntimeError):
+        return None
 
 
 def encode_jpeg(frame: torch.Tensor, quality: int = 95) -> bytes:
@@ -107,11 +99,9 @@ def letterbox_blob(frame: torch.Tensor, det_size: tuple[int, int] = (DET_SIZE, D
     """
     h, w = frame.shape[1:]
     new_w, new_h = _fitted(h, w, det_size)
-    resized = F.interpolate(frame[None].float(), size=(new_h, new_w), mode="bilinear", align_corners=False,
-                            antialias=False).round_().clamp_(0, 255)
     blob = torch.full((1, 3, det_size[1], det_size[0]), (0.0 - DET_MEAN) / DET_STD, dtype=torch.float32,
                       device=frame.device)
-    blob[:, :, :new_h, :new_w] = (resized - DET_MEAN) / DET_STD
+    blob[0, :, :new_h, :new_w] = (resized(frame, (new_h, new_w), area=False) - DET_MEAN) / DET_STD
     return blob, float(new_h) / h
 
 

@@ -43,7 +43,7 @@ from pipeline.contracts import (
     python_stages,
 )
 from pipeline.engines import ENGINES
-from repository.layout import ROOT, SOURCE, cache_dir, default_images
+from repository.layout import ROOT, SOURCE, cache_dir, default_images, env_int
 from repository.layout import cached_sha256 as _file_sha256
 from repository.onnx_graph import graph_io
 from repository.quantize import ensure_int8
@@ -91,24 +91,6 @@ STAGE_INSTANCES_ENV, STAGE_QUEUE_ENV, SWAPPER_BATCH_ENV = (
     "FACESWAP_STAGE_INSTANCES", "FACESWAP_STAGE_QUEUE", "FACESWAP_SWAPPER_MAX_BATCH")
 
 
-def _env_int(name: str, default: int) -> int:
-    """A positive integer setting from the environment, else ``default``.
-
-    Raises:
-        ValueError: set but not an integer of at least 1.
-    """
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name} must be an integer of at least 1, got {raw!r}")
-    return value
-
-
 def _content_dims(model: ResolvedModel, ins, outs) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The content detector's tensors must fit ``pipeline.content``'s contract (one float input
     [N, 3, H, W] that takes 320 x 320, one float output [N, 22, A]); returns the contract's dims
@@ -139,7 +121,7 @@ def read_net(role: str, model: ResolvedModel) -> Net:
         ValueError: a content detector whose tensors do not fit the contract.
     """
     ins, outs = graph_io(model.path)
-    limit = _env_int(SWAPPER_BATCH_ENV, NET_MAX_BATCH[role]) if role == "swapper" else NET_MAX_BATCH[role]
+    limit = env_int(SWAPPER_BATCH_ENV, NET_MAX_BATCH[role]) if role == "swapper" else NET_MAX_BATCH[role]
     batchable = all(i.dims[0] == -1 for i in ins) and limit > 0
     mbs = limit if batchable else 0
     fixed = _content_dims(model, ins, outs) if role == "content" else None
@@ -174,7 +156,7 @@ def queue_policy(cfg: mc.ModelConfig, name: str) -> None:
     pol.timeout_action = mc.ModelQueuePolicy.REJECT
     pol.default_timeout_microseconds = QUEUE_TIMEOUT_US
     pol.allow_timeout_override = True
-    pol.max_queue_size = (_env_int(STAGE_QUEUE_ENV, MAX_QUEUE[name]) if name in MAX_QUEUE
+    pol.max_queue_size = (env_int(STAGE_QUEUE_ENV, MAX_QUEUE[name]) if name in MAX_QUEUE
                           else MAX_QUEUE["default"])
 
 
@@ -261,7 +243,7 @@ def stage_config(name: str, stage: Stage, profile: str) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
     _tensors(cfg.input, stage.inputs)
     _tensors(cfg.output, stage.outputs)
-    count = _env_int(STAGE_INSTANCES_ENV, stage.instances if profile == "cpu" else 4)
+    count = env_int(STAGE_INSTANCES_ENV, stage.instances if profile == "cpu" else 4)
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=count)
     _params(cfg, stage.params.to_config())
     device_tensors(cfg, profile)

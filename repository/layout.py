@@ -23,6 +23,24 @@ MODELS_DIR = Path(os.environ.get("FACESWAP_MODELS_DIR") or ROOT / "models")
 ROLES = ("detector", "recognizer", "swapper", "content")
 
 
+def env_int(name: str, default: int) -> int:
+    """A positive integer setting from the environment, else ``default``.
+
+    Raises:
+        ValueError: set but not an integer of at least 1.
+    """
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be an integer of at least 1, got {raw!r}")
+    return value
+
+
 def cache_dir() -> Path:
     """``FACESWAP_CACHE_DIR``, default ``.run/cache`` in the checkout: int8 files and the
     self-check's decisions, kept across restarts."""

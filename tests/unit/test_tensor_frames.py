@@ -22,7 +22,7 @@ from pipeline import frames, tensor_frames, torch_ops, watermark
 from pipeline.codec import ImageError
 from pipeline.frames import DetectSettings
 from pipeline.local import onnxruntime_networks, tensor_networks
-from pipeline.quality import psnr, swap_region
+from pipeline.quality import face_psnr, psnr
 from pipeline.selection import SwapOptions
 from tests.support.photos import image_path
 
@@ -75,10 +75,7 @@ def assert_same_swap(host, dev, min_face_db=40.0, min_frame_db=40.0):
     a, b = decoded(host.data), decoded(dev.data)
     assert a.shape == b.shape
     assert psnr(a, b) >= min_frame_db
-    faces = []
-    for k in host.dets.kps[host.aligned.selected]:
-        x0, y0, x1, y1 = swap_region(k, a.shape[:2])
-        faces.append(psnr(a[y0:y1, x0:x1], b[y0:y1, x0:x1]))
+    faces = face_psnr(a, b, host.dets.kps[host.aligned.selected])
     assert not faces or min(faces) >= min_face_db, faces
     if host.quality is None:
         assert dev.quality is None

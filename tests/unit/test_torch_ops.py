@@ -21,6 +21,7 @@ from pipeline.align import crops_to_blob, estimate_norm, norm_crop
 from pipeline.detection import decode_scrfd, letterbox_blob
 from pipeline.paste import paste_back, swapper_output_to_bgr
 from pipeline.quality import psnr
+from pipeline.tensor_frames import decode_frame
 from pipeline.torch_net import OnnxModule
 from tests.support.photos import image_path
 
@@ -184,7 +185,7 @@ def test_a_frame_through_tensor_stages_and_torch_networks_is_the_cpu_swap(sessio
     img = cv2.imread(str(image_path("two_obama_biden_stage.jpg")))
     ref_dets = detect(sessions["detector"], *letterbox_blob(img))
     ref = swap_cpu(img, ref_dets.kps, sessions["swapper"], latent)
-    frame = torch_ops.decode_image(cv2.imencode(".png", img)[1].tobytes())
+    frame = decode_frame(cv2.imencode(".png", img)[1].tobytes()).frame
     with torch.no_grad():
         blob, scale = torch_ops.letterbox_blob(frame)
         dets = decode_scrfd([h.numpy() for h in torch_nets["detector"](blob)], blob.shape[2:], scale)
@@ -205,12 +206,12 @@ def test_a_frame_through_tensor_stages_and_torch_networks_is_the_cpu_swap(sessio
 def test_jpeg_round_trip_through_the_tensor_codec():
     img = cv2.imread(str(image_path("portrait_obama_official.jpg")))
     data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
-    frame = torch_ops.decode_image(data)
+    frame = decode_frame(data).frame
     assert frame.shape == (3, *img.shape[:2]) and frame.dtype == torch.uint8
-    again = torch_ops.decode_image(torch_ops.encode_jpeg(frame, 95))
+    again = decode_frame(torch_ops.encode_jpeg(frame, 95)).frame
     assert psnr(torch_ops.to_bgr(again), torch_ops.to_bgr(frame)) > 38
     with pytest.raises(ValueError):
-        torch_ops.decode_image(b"not an image")
+        decode_frame(b"not an image")
 
 
 def test_cuda_graph_replays_pad_batches_to_powers_of_two_and_return_their_own_rows(torch_nets):
