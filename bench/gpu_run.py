@@ -23,11 +23,16 @@ Three steps:
    concurrency for ``--seconds``, within ``--budget-s``; then, with Triton stopped, runs the
    test frame through ``pipeline.tensor_frames`` with the networks as torch f32 modules on the
    GPU and through ``pipeline.frames`` with onnxruntime on the host, and reports boxes and
-   swapped faces against each other (issue 20's parity: within 1 px, >= 40 dB); then, if 150 s
-   of the budget are left, the same levels with ``--profile cpu`` (frames on the host, the same
-   torch networks): what keeping the frames on the GPU is worth. The report is written after
-   every level and on any failure, with each profile's Triton log beside it; a profile that
-   fails is reported and the next one still runs.
+   swapped faces against each other (issue 20's parity: within 1 px, >= 40 dB); then drives the
+   same frame path in this one process without Triton (``pipeline_alone``: bf16 networks, 1 and
+   8 callers): what the server's processes and BLS calls cost. Where the ``torch`` profile
+   failed or answered with errors (CUDA IPC of GPU tensors between the stubs is its one part
+   never run before), ``torch-host-bls`` follows it: the same profile with the networks'
+   tensors crossing in host memory (``FACESWAP_BLS_MEMORY=host``), the frames still on the
+   GPU. Then, each only if 150 s of the budget are left, the same levels with ``--profile cpu``
+   (frames on the host, the same torch networks): what keeping the frames on the GPU is worth.
+   The report is written after every level and on any failure, with each profile's Triton log
+   beside it; a profile that fails is reported and the next one still runs.
 3. The report: swapped faces/s and images/s, ms per request (p50/p90) at each concurrency,
    the GPU's busy share (NVML, sampled every 50 ms), Triton's compute time per model and the
    entry points' own ``stage_ms``, and issue 20's targets (>= 1,000 faces/s, p50 <= 30 ms
@@ -61,6 +66,18 @@ UNPACKED = Path("/tmp/gpu/site")
 BUDGET_MIB = 64
 STUB_PY = "3.12"  # the GPU machine's Python
 TARGETS = {"faces_per_s": 1000.0, "alone_p50_ms": 30.0, "gpu_busy": 0.60}
+# Served profiles that are another's with settings: torch-host-bls is the torch profile with
+# the networks' tensors crossing in host memory (model_repository.glue.bls_memory), run where
+# torch's GPU tensors between the stubs (CUDA IPC) failed: the frames stay on the GPU.
+VARIANTS = {"torch-host-bls": ("torch", {"FACESWAP_BLS_MEMORY": "host"})}
+ALONE_LEVELS = [1, 8]  # callers of pipeline_alone (tensor_frames in one process, no Triton)
+
+
+def _broken(res: dict) -> bool:
+    """A profile's run that failed, answered nothing at some level, or answered with errors."""
+    levels = res.get("levels") or []
+    return bool(res.get("failed") or res.get("skipped") or not levels
+                or any(lv["errors"] or not lv["requests"] for lv in levels))
 
 
 def _site(package: str) -> Path:
@@ -229,30 +246,48 @@ def drive(url: str, image: bytes, latent: np.ndarray, callers: int, seconds: flo
     from client.core import SWAP_MODEL, SWAP_OUTPUTS, options_json, parse_swap, swap_arrays
 
     arrays = swap_arrays(image, latent[None], None, options_json())
+
+    def caller():
+        c = V2(url)
+
+        def one() -> tuple[int, dict]:
+            res = parse_swap(c.infer(SWAP_MODEL, arrays, SWAP_OUTPUTS))
+            return res.faces_swapped, res.stage_ms
+
+        return one
+
+    return load(caller, callers, seconds, max_requests)
+
+
+def load(caller, callers: int, seconds: float, max_requests: int) -> dict:
+    """``callers`` threads, each calling its own ``caller()`` -> f() -> (faces swapped, stage_ms)
+    back to back for ``seconds`` (or ``max_requests`` each): images/s, faces/s, ms per request
+    (p50/p90), the GPU's busy share (NVML; None without), errors (a refusal for a full queue
+    counted apart), stage_ms of the last answer."""
     lat, faces, last, errors, rejected = [], [], {}, [], [0]
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
     def one():
-        c = V2(url)
+        f = caller()
         for _ in range(max_requests):
             if time.monotonic() > deadline:
                 break
             t0 = time.perf_counter()
             try:
-                res = parse_swap(c.infer(SWAP_MODEL, arrays, SWAP_OUTPUTS))
+                n, stage_ms = f()
             except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
                 with lock:
                     if "queue" in str(exc) or "HTTP 503" in str(exc):
                         rejected[0] += 1
                     else:
-                        errors.append(str(exc)[:300])
+                        errors.append(f"{type(exc).__name__}: {exc}"[:300])
                 time.sleep(0.05)
                 continue
             with lock:
                 lat.append(1000 * (time.perf_counter() - t0))
-                faces.append(res.faces_swapped)
-                last.update(res.stage_ms)
+                faces.append(n)
+                last.update(stage_ms)
 
     sampler = gpu_sampler()
     t0 = time.perf_counter()
@@ -426,7 +461,8 @@ def run(args) -> int:
     image, latent = test_image(group), None
     try:
         models = resolve()
-        for i, profile in enumerate(args.profile):
+        profiles = list(args.profile)
+        for i, profile in enumerate(profiles):  # grows by torch-host-bls where torch failed
             res = report["runs"][profile] = {}
             if i and args.budget_s - (time.perf_counter() - t0) < 150:
                 res["skipped"] = "out of time"  # (needs 150 s of the budget)
@@ -437,17 +473,24 @@ def run(args) -> int:
             except Exception as exc:  # noqa: BLE001 - the next profile still runs; the report says why
                 res["failed"] = f"{type(exc).__name__}: {exc}"[:2000]
                 print(f"profile {profile} failed: {res['failed']}", file=sys.stderr, flush=True)
+            if profile == "torch" and _broken(res) and "torch-host-bls" not in profiles:
+                profiles.insert(i + 1, "torch-host-bls")  # frames still on the GPU, no CUDA IPC
             if i == 0:  # issue 20's parity on the device before any comparison run
                 if latent is None:  # no server answered: any unit latent shows the pixels' parity
                     latent = np.random.default_rng(0).standard_normal(512).astype(np.float32)
                     latent /= np.linalg.norm(latent)
-                try:
-                    report["parity"] = device_parity(models, image, latent)
-                except Exception as exc:  # noqa: BLE001 - reported; the comparison still runs
-                    report["parity"] = {"failed": f"{type(exc).__name__}: {exc}"[:2000]}
-                print(json.dumps(report["parity"]), flush=True)
+                for key, step in (("parity", functools.partial(device_parity, models, image, latent)),
+                                  ("pipeline_alone", functools.partial(
+                                      pipeline_alone, models, image, latent, ALONE_LEVELS,
+                                      min(args.seconds, 8.0), 2 if dry else 10**6))):
+                    try:
+                        report[key] = step()
+                    except Exception as exc:  # noqa: BLE001 - reported; the comparison still runs
+                        report[key] = {"failed": f"{type(exc).__name__}: {exc}"[:2000]}
+                    print(json.dumps({key: report[key]}, default=str)[:3000], flush=True)
+                    _write(report, out)
             _write(report, out)
-        main = next((p for p in args.profile if report["runs"][p].get("levels")), args.profile[0])
+        main = next((p for p in profiles if not _broken(report["runs"][p])), profiles[0])
         run_main = report["runs"][main]
         report.update({"profile": main, "levels": run_main.get("levels", []),
                        "precision": run_main.get("precision", []), "device": _device_name()})
@@ -478,9 +521,12 @@ def serve(profile: str, models: dict, source: Path, image: bytes, args, res: dic
 
     t1 = time.perf_counter()
     run_dir = ROOT / ".run" / f"gpu_run_{profile}{'_dry' if dry else ''}"
-    build(run_dir / "model_repository", profile, models)
+    served, env = VARIANTS.get(profile, (profile, {}))
+    build(run_dir / "model_repository", served, models)
     res["build_s"] = round(time.perf_counter() - t1, 1)
     server = TritonServer(run_dir / "model_repository", free_ports(), run_dir=run_dir)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the stubs inherit Triton's environment
     try:
         server.start(max(60.0, args.budget_s - (time.perf_counter() - t0) - 60))
         res["ready_s"] = round(time.perf_counter() - t1, 1)
@@ -513,6 +559,11 @@ def serve(profile: str, models: dict, source: Path, image: bytes, args, res: dic
         except OSError:
             pass
         server.stop()  # its GPU memory back before the next profile and the parity check
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def device_parity(models: dict, image: bytes, latent: np.ndarray) -> dict:
@@ -578,6 +629,63 @@ def graph_check(models: dict, budget_s: float = 0.5) -> dict:
     return out
 
 
+def pipeline_alone(models: dict, image: bytes, latent: np.ndarray, levels: list[int], seconds: float,
+                   max_requests: int) -> dict:
+    """The ``torch`` profile's frame path without Triton: ``pipeline.tensor_frames.swap_frame``
+    in this one process (the entry point's own function, its default options: JPEG out, quality
+    figures, badge, watermark), the networks as engine ``torch`` serves them on
+    ``engines.torch_device()`` (bf16 on CUDA, f32 on the CPU; CUDA graphs unless
+    ``FACESWAP_CUDA_GRAPHS=0``), each behind a lock as a Triton instance runs one call at a
+    time, driven by ``levels`` callers in threads. Against the served levels it shows what the
+    server's processes and BLS calls cost; faces of concurrent frames are not batched together
+    here. {"precision", "levels": [as ``load`` gives]}."""
+    import onnx
+    import torch
+
+    from pipeline import frames, tensor_frames
+    from pipeline.engines import _torch_run, torch_device
+    from pipeline.local import EMBED_BATCH, SWAP_BATCH
+    from pipeline.selection import SwapOptions
+
+    device = torch.device(torch_device())
+    precision = "bf16" if device.type == "cuda" else "f32"
+
+    def net(role: str, first_only: bool = True):
+        graph = onnx.load(models[role].path, load_external_data=False).graph
+        inputs, outputs = [i.name for i in graph.input], [o.name for o in graph.output]
+        run, lock = _torch_run(models[role].path, outputs, precision).tensors, threading.Lock()
+
+        def call(*tensors):
+            with lock:
+                outs = run(dict(zip(inputs, tensors)))
+            return outs[0] if first_only else outs
+
+        return call, inputs
+
+    det, _ = net("detector", first_only=False)
+    rec, _ = net("recognizer")
+    swp, swp_inputs = net("swapper")
+    gate, _ = net("content")
+
+    def swap(blob, latents):  # inswapper's inputs are named target and source (insightface inswapper.py)
+        feeds = {"target": blob, "source": latents}
+        return swp(*[feeds[n] for n in swp_inputs])
+
+    nets = tensor_frames.TensorNetworks(det, rec, swap, EMBED_BATCH, SWAP_BATCH, gate)
+    opts, lat = SwapOptions(), np.asarray(latent, np.float32).reshape(1, 512)
+
+    def caller():
+        def one() -> tuple[int, dict]:
+            r = tensor_frames.swap_frame(image, opts, nets, frames.DetectSettings(), lat, device=device)
+            return int(r.aligned.crops.shape[0]), r.stage_ms
+
+        return one
+
+    load(caller, 1, 30.0, 2)  # warm: the graphs captured, the kernels chosen
+    return {"device": str(device), "precision": precision,
+            "levels": [load(caller, n, seconds, max_requests) for n in levels]}
+
+
 def _device_name() -> str:
     try:
         import pynvml
@@ -614,10 +722,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pack", help="here: write .gpu/ for the device tool to carry")
     r = sub.add_parser("run", help="on the GPU machine (or --dry-run here): serve, drive, report")
     r.add_argument("--out", default="out/gpu_run.json")
-    r.add_argument("--profile", choices=["torch", "cpu"], nargs="+", default=["torch", "cpu"],
+    r.add_argument("--profile", choices=["torch", "torch-host-bls", "cpu"], nargs="+", default=["torch", "cpu"],
                    help="the profiles to serve in turn (the next only if 150 s of the budget are left): torch, "
-                        "frames on the GPU (pipeline.tensor_frames); cpu, frames on the host, networks on engine "
-                        "torch. The report's levels and targets are the first that answered; runs has each")
+                        "frames on the GPU (pipeline.tensor_frames), tensors between the stubs on the GPU; "
+                        "torch-host-bls, the same with the networks' tensors in host memory (added after torch "
+                        "by itself where torch failed); cpu, frames on the host, networks on engine torch. The "
+                        "report's levels and targets are the first that answered without errors; runs has each")
     r.add_argument("--dry-run", action="store_true", help="here on the CPU: tiny stand-ins, a few requests")
     r.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32])
     r.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")

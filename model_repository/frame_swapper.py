@@ -12,6 +12,7 @@ import triton_python_backend_utils as pb_utils
 from model_repository.glue import (
     bls_content,
     bls_detector,
+    bls_memory,
     bls_recognizer,
     bls_swapper,
     bytes_tensor,
@@ -50,7 +51,7 @@ class FrameSwapper:
             self.swap = lambda *a, **kw: tensor_frames.swap_frame(*a, **kw, device=device)
             self.nets, self.get = tnets, tensor_input
             pb_utils.Logger.log_info(f"{self.name}: frames on {device} (pipeline.tensor_frames), "
-                                     "networks called by DLPack")
+                                     f"networks called by DLPack in {bls_memory()} memory")
         elif p.pixels != "host":
             raise ValueError(f"{self.name}: pixels={p.pixels!r} is not host or device")
         self.stand_ins = list(p.stand_in_models)

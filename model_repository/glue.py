@@ -4,6 +4,7 @@ input tensors, error answers, and the networks called through BLS as the stage c
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -122,26 +123,55 @@ def _host_array(t) -> np.ndarray:
     return from_dlpack(t.to_dlpack()).cpu().numpy()
 
 
-def dlpack_bls(model: str, input_names: list[str], outputs: list[str], device) -> Callable[..., list]:
+BLS_MEMORY_ENV = "FACESWAP_BLS_MEMORY"
+
+
+def bls_memory() -> str:
+    """Where ``dlpack_bls`` hands tensors to the networks: ``FACESWAP_BLS_MEMORY`` "device" (the
+    default: GPU tensors cross between the stub processes through CUDA IPC in Triton's CUDA
+    memory pool) or "host" (each call's inputs and outputs cross in host memory, one copy each
+    way per call; the frame itself stays on the device: the fallback where CUDA IPC fails).
+
+    Raises:
+        ValueError: any other value.
+    """
+    value = os.environ.get(BLS_MEMORY_ENV, "device").strip().lower() or "device"
+    if value not in ("device", "host"):
+        raise ValueError(f"{BLS_MEMORY_ENV}={value!r}: expected device or host")
+    return value
+
+
+def bls_placement(memory: str, device) -> tuple[str, int]:
+    """Where ``dlpack_bls`` asks for a network's outputs: ("gpu", index) for ``memory``
+    "device" and a CUDA ``device``, else ("cpu", 0) (``pb_utils.PreferredMemory``'s kind and
+    device id)."""
+    return ("gpu", device.index or 0) if memory == "device" and device.type == "cuda" else ("cpu", 0)
+
+
+def dlpack_bls(model: str, input_names: list[str], outputs: list[str], device,
+               memory: str = "device") -> Callable[..., list]:
     """A callable running ``model`` through BLS on torch tensors: f(*tensors) -> [output
-    tensors], both ways by DLPack (no host copy), the outputs asked for on ``device``
-    (a ``torch.device``: its GPU, or host memory for "cpu").
+    tensors] on ``device`` (a ``torch.device``), both ways by DLPack. With ``memory`` "device"
+    the tensors cross where they are and the outputs are asked for on ``device`` (no host copy);
+    with "host" (``bls_memory``) the inputs are copied to the host first and the outputs copied
+    up to ``device``.
 
     Raises (when called):
         StageError: the called model answered with an error, or NaN/inf in a float output.
     """
     from torch.utils.dlpack import from_dlpack, to_dlpack
 
-    memory, index = ("gpu", device.index or 0) if device.type == "cuda" else ("cpu", 0)
+    kind, index = bls_placement(memory, device)
+    on_host = kind == "cpu"
 
     def call(*tensors) -> list:
-        tensors = [t.contiguous() for t in tensors]
+        tensors = [(t.cpu() if on_host else t).contiguous() for t in tensors]
         if any(t.is_cuda for t in tensors):  # another process reads them: the kernels that make them must be done
             import torch
 
             torch.cuda.current_stream(tensors[0].device).synchronize()
         inputs = [pb_utils.Tensor.from_dlpack(n, to_dlpack(t)) for n, t in zip(input_names, tensors)]
-        outs = [from_dlpack(t.to_dlpack()) for t in _exec(model, inputs, outputs, memory, index)]
+        outs = [from_dlpack(t.to_dlpack()).to(device) for t in _exec(model, inputs, outputs, kind, index)]
         require_finite(model, outs, outputs)
         return outs
 
@@ -215,17 +245,20 @@ def bls_content(p: ContentCall) -> Callable[[np.ndarray], np.ndarray]:
 
 def dlpack_networks(p, device):
     """The four networks of ``FrameSwapperParams`` as ``pipeline.tensor_frames.TensorNetworks``
-    over ``dlpack_bls``: the ``torch`` profile's swap entry points, frames on ``device``.
+    over ``dlpack_bls`` (tensors crossing where ``bls_memory`` says): the ``torch`` profile's
+    swap entry points, frames on ``device``.
 
     Raises:
-        ValueError: ``detector_outputs`` does not name 9 heads.
+        ValueError: ``detector_outputs`` does not name 9 heads, or ``FACESWAP_BLS_MEMORY`` is
+            neither device nor host.
     """
     from pipeline.tensor_frames import TensorNetworks
 
-    det = dlpack_bls(p.detector_model, [p.detector_input], _detector_outputs(p), device)
-    rec = dlpack_bls(p.recognizer_model, [p.recognizer_input], [p.recognizer_output], device)
-    swp = dlpack_bls(p.swapper_model, [p.swapper_target, p.swapper_source], [p.swapper_output], device)
-    gate = dlpack_bls(p.content_model, [p.content_input], [p.content_output], device)
+    mem = bls_memory()
+    det = dlpack_bls(p.detector_model, [p.detector_input], _detector_outputs(p), device, mem)
+    rec = dlpack_bls(p.recognizer_model, [p.recognizer_input], [p.recognizer_output], device, mem)
+    swp = dlpack_bls(p.swapper_model, [p.swapper_target, p.swapper_source], [p.swapper_output], device, mem)
+    gate = dlpack_bls(p.content_model, [p.content_input], [p.content_output], device, mem)
     return TensorNetworks(det, lambda blob: rec(blob)[0], lambda blob, latents: swp(blob, latents)[0],
                           p.recognizer_max_batch, p.swapper_max_batch, lambda blob: gate(blob)[0])
 

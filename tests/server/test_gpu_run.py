@@ -15,7 +15,8 @@ from repository.layout import ROOT
 def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
     out = tmp_path / "gpu_run.json"
     p = subprocess.run([sys.executable, "-m", "bench.gpu_run", "run", "--dry-run", "--concurrency", "1", "2",
-                        "--seconds", "5", "--instances", "1", "--budget-s", "400", "--out", str(out)],
+                        "--seconds", "5", "--instances", "1", "--budget-s", "400", "--out", str(out),
+                        "--profile", "torch", "torch-host-bls", "cpu"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(out.read_text())
@@ -29,16 +30,36 @@ def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
     assert r["precision"] and all("(torch)" in line for line in r["precision"])
     assert set(r["targets"]) == {"faces_per_s", "alone_p50_ms", "gpu_busy", "best_concurrency"}
     assert r["entry_point_queue"] >= 8 and r["swapper_max_batch"] == 64 and r["total_s"] > 0
-    assert r["profile"] == "torch" and set(r["runs"]) == {"torch", "cpu"}
-    for run in r["runs"].values():  # frames on the device, then on the host: the comparison
+    assert r["profile"] == "torch" and set(r["runs"]) == {"torch", "torch-host-bls", "cpu"}
+    for run in r["runs"].values():  # frames on the device (tensors by DLPack where they are, then in host
+        # memory: the fallback where CUDA IPC fails), then on the host: the comparison
         assert [lv["concurrency"] for lv in run["levels"]] == [1, 2] and run["ready_s"] > 0
         assert all(lv["errors"] == 0 and lv["faces_per_image"] == 6 for lv in run["levels"])
-    assert (tmp_path / "gpu_run_triton_torch.log").exists() and (tmp_path / "gpu_run_triton_cpu.log").exists()
-    assert "frames on cpu (pipeline.tensor_frames)" in (tmp_path / "gpu_run_triton_torch.log").read_text()
+    logs = {p: (tmp_path / f"gpu_run_triton_{p}.log").read_text() for p in r["runs"]}
+    assert "frames on cpu (pipeline.tensor_frames), networks called by DLPack in device memory" in logs["torch"]
+    assert "frames on cpu (pipeline.tensor_frames), networks called by DLPack in host memory" in \
+        logs["torch-host-bls"]
+    assert "pipeline.tensor_frames" not in logs["cpu"]
+    alone = r["pipeline_alone"]  # the same frame path in one process, no Triton: what serving costs
+    assert alone["device"] == "cpu" and alone["precision"] == "f32"
+    assert [lv["concurrency"] for lv in alone["levels"]] == [1, 8]
+    assert all(lv["requests"] >= 1 and lv["errors"] == 0 and lv["faces_per_image"] == 6 for lv in alone["levels"])
+    assert {"decode", "detect", "swap", "paste", "encode"} <= set(alone["levels"][0]["stage_ms_last"]["steps"])
     parity = r["parity"]  # the device path against onnxruntime on the host, here both on the CPU
     assert parity["device"] == "cpu" and parity["faces_found"] == [6, 6] and parity["faces_swapped"] == [6, 6]
     assert parity["pass"] and parity["box_px"] <= 1.0 and min(parity["face_db"]) >= 40, parity
     assert parity["cuda_graphs"] == "no CUDA here"
+
+
+def test_a_broken_profile_run_is_one_that_failed_or_answered_with_errors():
+    """What makes the run add torch-host-bls after torch and pick the report's main profile."""
+    from bench.gpu_run import _broken
+
+    ok = {"concurrency": 1, "requests": 3, "errors": 0}
+    assert not _broken({"levels": [ok, {**ok, "concurrency": 8}]})
+    assert _broken({"failed": "RuntimeError: no swap answered"}) and _broken({"skipped": "out of time"})
+    assert _broken({"levels": []}) and _broken({"levels": [ok, {**ok, "errors": 2}]})
+    assert _broken({"levels": [ok, {**ok, "requests": 0}]})
 
 
 def test_the_preflight_names_what_the_gpu_machine_lacks(models):

@@ -58,6 +58,24 @@ def test_stage_errors_are_classified(glue):
     assert ok.outputs == ["tensor"] and ok.error is None
 
 
+def test_bls_memory_is_device_or_host_and_says_where_outputs_are_asked_for(glue, monkeypatch):
+    """FACESWAP_BLS_MEMORY: the torch profile's fallback where CUDA IPC between stubs fails."""
+    import torch
+
+    monkeypatch.delenv(glue.BLS_MEMORY_ENV, raising=False)
+    assert glue.bls_memory() == "device"
+    monkeypatch.setenv(glue.BLS_MEMORY_ENV, " Host ")
+    assert glue.bls_memory() == "host"
+    monkeypatch.setenv(glue.BLS_MEMORY_ENV, "gpu")
+    with pytest.raises(ValueError, match="FACESWAP_BLS_MEMORY='gpu': expected device or host"):
+        glue.bls_memory()
+    cuda1, cpu = torch.device("cuda:1"), torch.device("cpu")
+    assert glue.bls_placement("device", cuda1) == ("gpu", 1)
+    assert glue.bls_placement("device", torch.device("cuda")) == ("gpu", 0)
+    assert glue.bls_placement("host", cuda1) == ("cpu", 0)
+    assert glue.bls_placement("device", cpu) == glue.bls_placement("host", cpu) == ("cpu", 0)
+
+
 def test_client_maps_triton_statuses():
     def exc(status, msg):
         return map_error(InferenceServerException(msg, status=status))
