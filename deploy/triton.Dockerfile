@@ -16,8 +16,10 @@ RUN pip install --no-cache-dir \
 
 COPY pipeline/ /app/pipeline/
 COPY media/ /app/media/
-# The glue the models' model.py files import (model_repository.glue, model_repository.onnx_model).
-COPY model_repository/__init__.py model_repository/glue.py model_repository/onnx_model.py /app/model_repository/
+# What the repository's model.py files import: the entry points' model (frame_swapper), the glue,
+# the Python networks (onnx_model); the whole package, so a new module cannot be left behind
+# (tests/unit/test_deploy.py imports every model.py and checks that its modules are here).
+COPY model_repository/ /app/model_repository/
 ENV PYTHONPATH=/app
 # The precision self-check's decisions and the int8 files (faceswap-repository quantize writes them
 # where the repository is built; copy them here, or the cpu profile serves bf16/f32 only).

@@ -6,6 +6,7 @@ docker-compose.yml starts its services in order; the images match the manifests.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -522,6 +523,68 @@ def test_triton_image_serves_the_pipeline_as_the_manifests_user():
     assert ("COPY", "pipeline/ /app/pipeline/") in steps and ("ENV", "PYTHONPATH=/app") in steps
     uid = one(render("gpu"), "Deployment", "triton")["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
     assert [a for i, a in steps if i == "USER"][-1] == f"{uid}:{uid}"
+
+
+_IMPORTED = """
+import importlib.util, json, sys, types
+from pathlib import Path
+sys.modules["triton_python_backend_utils"] = types.ModuleType("triton_python_backend_utils")
+root, repo = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
+for i, path in enumerate(sorted(repo.glob("*/1/model.py"))):
+    spec = importlib.util.spec_from_file_location(f"_model_{i}", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+files = {str(Path(m.__file__).resolve().relative_to(root)) for m in list(sys.modules.values())
+         if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(root)
+         and ".venv" not in Path(m.__file__).parts}
+print(json.dumps(sorted(files)))
+"""
+
+
+@pytest.fixture(scope="module")
+def gpu_model_imports(models, tmp_path_factory) -> list[str]:
+    """The project's files that loading every model.py of a ``gpu`` repository imports (relative
+    to the checkout), with a stand-in for the Python backend's ``triton_python_backend_utils``."""
+    from repository.generate import build
+
+    repo = tmp_path_factory.mktemp("gpu") / "model_repository"
+    build(repo, "gpu", models)
+    p = subprocess.run([sys.executable, "-c", _IMPORTED, str(ROOT), str(repo)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    files = json.loads(p.stdout.strip().splitlines()[-1])
+    assert "model_repository/frame_swapper.py" in files and "pipeline/frames.py" in files, files
+    return files
+
+
+def _served_from(mapping: dict[str, str], rel: str) -> bool:
+    """Whether ``rel`` (a checkout path) lands at /app/``rel`` through ``mapping`` (source -> target:
+    a directory with a trailing slash, or a file)."""
+    return any(f"/app/{rel}" == (dst + rel[len(src):] if src.endswith("/") else dst)
+               for src, dst in mapping.items() if rel == src or (src.endswith("/") and rel.startswith(src)))
+
+
+def test_the_gpu_image_has_every_module_the_repository_imports(gpu_model_imports):
+    """A model.py that imports a module the image lacks fails to load in Triton (the image once
+    copied three files of model_repository/ and not frame_swapper.py: face_swap could not load)."""
+    mapping = {}
+    for kind, args in dockerfile(DEPLOY / "triton.Dockerfile"):
+        if kind == "COPY" and not args.startswith("--"):
+            *srcs, dst = args.split()
+            for src in srcs:
+                mapping[src] = dst if src.endswith("/") or not dst.endswith("/") else dst + Path(src).name
+    missing = [f for f in gpu_model_imports if not _served_from(mapping, f)]
+    assert not missing, f"deploy/triton.Dockerfile does not copy {missing} to /app"
+
+
+def test_compose_mounts_every_module_the_repository_imports(gpu_model_imports):
+    volumes = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["triton"]["volumes"]
+    mapping = {}
+    for v in volumes:
+        src, dst = v.split(":")[:2]
+        if src.startswith("./"):
+            mapping[src[2:] + "/"] = dst + "/"
+    missing = [f for f in gpu_model_imports if not _served_from(mapping, f)]
+    assert not missing, f"docker-compose.yml's triton service does not mount {missing} under /app"
 
 
 # --- docker-compose.yml ----------------------------------------------------------------------------
