@@ -41,7 +41,13 @@ class FrameSwapper:
         self.settings = detect_settings(p, p.max_faces)
         self.swap, self.get = swap_frame, get
         if p.pixels == "device":
-            import torch
+            try:
+                import torch
+            except ImportError as exc:
+                raise RuntimeError(
+                    f"{self.name}: pixels=device keeps frames on the GPU with PyTorch, which this server's Python "
+                    "lacks: pip install torch torchvision there (deploy/triton.Dockerfile: --build-arg "
+                    "TORCH_PACKAGES=...), or build the repository with --pixels host") from exc
 
             from pipeline import tensor_frames
             from pipeline.engines import torch_device

@@ -214,7 +214,8 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
         engine, precision = cpu_engine(profile)
         _params(cfg, OnnxNetworkParams(engine=engine, precision=precision, onnx_path=onnx_path,
                                        cache_dir=str(cache_dir()), **_identity(net, onnx_path)).to_config())
-        device_tensors(cfg, profile)
+        if profile == "torch":
+            device_tensors(cfg)
     else:
         cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
         if profile == "gpu":
@@ -238,24 +239,44 @@ def net_config(net: Net, profile: str, onnx_path: str) -> mc.ModelConfig:
     return cfg
 
 
-def stage_config(name: str, stage: Stage, profile: str) -> mc.ModelConfig:
-    """Config of one Python stage (``pipeline.contracts``): its tensors, instances and parameters."""
+def stage_config(name: str, stage: Stage, profile: str, pixels: str = "host") -> mc.ModelConfig:
+    """Config of one Python stage (``pipeline.contracts``): its tensors, instances and parameters
+    (``pixels`` "device": inputs taken where they are, ``device_tensors``)."""
     cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
     _tensors(cfg.input, stage.inputs)
     _tensors(cfg.output, stage.outputs)
     count = env_int(STAGE_INSTANCES_ENV, stage.instances if profile == "cpu" else 4)
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=count)
     _params(cfg, stage.params.to_config())
-    device_tensors(cfg, profile)
+    if pixels == "device":
+        device_tensors(cfg)
     queue_policy(cfg, name)
     return cfg
 
 
-def device_tensors(cfg: mc.ModelConfig, profile: str) -> None:
-    """The ``torch`` profile's Python models take their inputs where the caller left them (a
-    GPU tensor stays on the GPU: Python backend ``FORCE_CPU_ONLY_INPUT_TENSORS`` "no")."""
-    if profile == "torch":
-        cfg.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value = "no"
+def device_tensors(cfg: mc.ModelConfig) -> None:
+    """A Python model that takes its inputs where the caller left them (a GPU tensor stays on
+    the GPU: Python backend ``FORCE_CPU_ONLY_INPUT_TENSORS`` "no"): the ``torch`` profile's
+    networks, and the stages of a repository whose frames stay on the device."""
+    cfg.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value = "no"
+
+
+def pixels_for(profile: str, pixels: str | None = None) -> str:
+    """Where a profile's swap entry points keep a frame (``FrameSwapperParams.pixels``): ``pixels``
+    if given, else "device" for ``torch`` and "host" for the rest. "device" is offered where
+    the networks are on a GPU: ``torch``, and ``gpu`` / ``gpu-trt`` (the Triton image then needs
+    PyTorch and torchvision: ``deploy/triton.Dockerfile``'s ``TORCH_PACKAGES``).
+
+    Raises:
+        ValueError: ``pixels`` is neither host nor device, or device for the ``cpu`` profile.
+    """
+    chosen = pixels or ("device" if profile == "torch" else "host")
+    if chosen not in ("host", "device"):
+        raise ValueError(f"pixels must be host or device, got {chosen!r}")
+    if chosen == "device" and profile == "cpu":
+        raise ValueError("pixels=device keeps frames on the networks' GPU: use profile torch, gpu or gpu-trt "
+                         "(the cpu profile's networks run on onnxruntime/OpenVINO on the host)")
+    return chosen
 
 
 def to_text(cfg: mc.ModelConfig) -> str:
@@ -276,14 +297,19 @@ def _place(src: Path, dst: Path, link: bool) -> None:
     shutil.copy2(src, dst)
 
 
-def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] | None = None) -> dict:
+def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] | None = None,
+          pixels: str | None = None) -> dict:
     """Write the repository for ``profile`` into ``out_dir`` (replaced); return a summary dict.
+    ``pixels``: where the swap entry points keep a frame (``pixels_for``; default device for
+    ``torch``, host for the rest).
 
     Raises:
-        ValueError: an unknown profile or a swapper without a 512x512 emap.
+        ValueError: an unknown profile, a ``pixels`` ``pixels_for`` refuses, or a swapper
+            without a 512x512 emap.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    pixels = pixels_for(profile, pixels)
     models = models or resolve()
     nets = {role: read_net(role, m) for role, m in models.items()}
     stand_ins = [m.name for m in models.values() if m.stand_in]
@@ -300,16 +326,17 @@ def build(out_dir: Path, profile: str = "cpu", models: dict[str, ResolvedModel] 
             _place(Path(net.model.path), out_dir / name / "1" / "model.onnx", link)
         else:
             (out_dir / name / "1").mkdir(parents=True, exist_ok=True)
-    stages = python_stages(nets, stand_ins, ADMISSION[profile], "device" if profile == "torch" else "host")
+    stages = python_stages(nets, stand_ins, ADMISSION[profile], pixels)
     for name, stage in stages.items():
-        configs[name] = stage_config(name, stage, profile)
+        configs[name] = stage_config(name, stage, profile, pixels)
         _place(SOURCE / name / "1" / "model.py", out_dir / name / "1" / "model.py", link)
     for name, cfg in configs.items():
         (out_dir / name).mkdir(parents=True, exist_ok=True)
         (out_dir / name / "config.pbtxt").write_text(to_text(cfg))
     emap = extract_emap(models["swapper"].path)
     np.save(out_dir / "face_embed" / stages["face_embed"].params.emap_file, emap)
-    summary = {"profile": profile, "models": {r: vars(m) for r, m in models.items()}, "stand_ins": stand_ins}
+    summary = {"profile": profile, "pixels": pixels, "models": {r: vars(m) for r, m in models.items()},
+               "stand_ins": stand_ins}
     if profile in PYTHON_PROFILES:
         summary["precision"] = prepare_precision(out_dir, models, emap, profile)
     (out_dir / "repository.json").write_text(json.dumps(summary, indent=2))
@@ -377,11 +404,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", type=Path, default=None, help="default: .run/model_repository (cpu) or build/<profile>")
     ap.add_argument("--standin-size", choices=["tiny", "full"], default=None,
                     help="stand-in size where a real model is missing (default: FACESWAP_STANDIN_SIZE or tiny)")
+    ap.add_argument("--pixels", choices=["host", "device"], default=None,
+                    help="where the swap entry points keep a frame: device (decode to encode on the networks' "
+                         "GPU, pipeline.tensor_frames; default for torch; for gpu and gpu-trt the Triton image needs "
+                         "PyTorch and torchvision) or host (NumPy and OpenCV; default for cpu, gpu, gpu-trt)")
 
 
 def run(args: argparse.Namespace) -> int:
     """``faceswap-repository build``: write the repository and print its summary (JSON)."""
     out = args.out or (ROOT / ".run" / "model_repository" if args.profile == "cpu" else ROOT / "build" / args.profile)
-    summary = build(out, args.profile, resolve(args.standin_size))
+    summary = build(out, args.profile, resolve(args.standin_size), args.pixels)
     print(json.dumps(summary, indent=2))
     return 0

@@ -173,3 +173,24 @@ def test_every_error_code_is_documented_and_the_docs_table_is_generated():
     doc = (ROOT / "docs" / "gateway.md").read_text()
     block = doc.split("<!-- error-codes:start -->", 1)[1].split("<!-- error-codes:end -->", 1)[0].strip()
     assert block == markdown(), "docs/gateway.md's table of error codes is stale: paste `python -m gateway.core.codes`"
+
+
+def test_frames_on_the_device_without_pytorch_say_what_to_install(glue, monkeypatch, models, tmp_path):
+    """A gpu-trt repository built with --pixels device, served by a Triton image without PyTorch:
+    face_swap refuses to load with the remedy, not a bare ImportError."""
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from repository.generate import build
+
+    build(tmp_path / "repo", "gpu-trt", models, "device")
+    cfg = text_format.Parse((tmp_path / "repo" / "face_swap" / "config.pbtxt").read_text(), mc.ModelConfig())
+    glue.pb_utils.Logger = types.SimpleNamespace(log_info=print, log_warn=print)
+    monkeypatch.delitem(sys.modules, "model_repository.frame_swapper", raising=False)
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    from model_repository.frame_swapper import FrameSwapper
+
+    args = {"model_name": "face_swap", "model_config": json_format.MessageToJson(cfg, preserving_proto_field_name=True)}
+    with pytest.raises(RuntimeError, match="face_swap: pixels=device keeps frames on the GPU with PyTorch, which "
+                                           "this server's Python lacks: pip install torch torchvision"):
+        FrameSwapper().initialize(args)

@@ -172,3 +172,24 @@ def test_entry_points_and_swapper_follow_the_operators_settings(models, tmp_path
         monkeypatch.setenv("FACESWAP_STAGE_INSTANCES", bad)
         with pytest.raises(ValueError, match="at least 1"):
             build(tmp_path / "r0", "cpu", models)
+
+
+def test_frames_stay_on_the_gpu_where_asked_and_nowhere_without_one(models, tmp_path):
+    """``--pixels device``: the torch profile's default, offered to gpu and gpu-trt (TensorRT or
+    onnxruntime networks, the frame on the GPU in the entry points), refused for cpu."""
+    for profile, pixels, want in (("torch", None, "device"), ("gpu", None, "host"), ("gpu-trt", "device", "device"),
+                                  ("gpu", "device", "device"), ("torch", "host", "host")):
+        out = tmp_path / f"{profile}_{pixels}"
+        assert build(out, profile, models, pixels)["pixels"] == want
+        for name in ("face_swap", "face_swap_kps", "face_embed"):
+            cfg = text_format.Parse((out / name / "config.pbtxt").read_text(), mc.ModelConfig())
+            strings = {k: v.string_value for k, v in cfg.parameters.items()}
+            if name != "face_embed":
+                assert strings["pixels"] == want, (profile, pixels, name)
+            assert strings.get("FORCE_CPU_ONLY_INPUT_TENSORS") == ("no" if want == "device" else None), (profile, name)
+        swapper = text_format.Parse((out / "face_swapper" / "config.pbtxt").read_text(), mc.ModelConfig())
+        assert ("FORCE_CPU_ONLY_INPUT_TENSORS" in swapper.parameters) == (profile == "torch")  # a Python network
+    with pytest.raises(ValueError, match="use profile torch, gpu or gpu-trt"):
+        build(tmp_path / "cpu", "cpu", models, "device")
+    with pytest.raises(ValueError, match="pixels must be host or device, got 'gpu'"):
+        build(tmp_path / "cpu", "torch", models, "gpu")
