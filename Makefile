@@ -62,7 +62,8 @@ repository: setup        ## write the CPU and GPU model repositories (config.pbt
 	$(VPY) -m repository build --profile gpu
 	$(VPY) -m repository build --profile gpu-trt
 
-serve: setup             ## Triton (HTTP 8000, gRPC 8001, metrics 8002) and the gateway (8080), loopback
+# FACESWAP_PROFILE=torch make serve: PyTorch first (the pinned version; on a GPU machine PyPI's build is CUDA's)
+serve: setup $(if $(filter torch,$(FACESWAP_PROFILE)),$(TORCH_STAMP))  ## Triton (HTTP 8000, gRPC 8001, metrics 8002) and the gateway (8080), loopback
 	FACESWAP_STANDIN_SIZE=$${FACESWAP_STANDIN_SIZE:-full} $(VPY) -m launch.server start
 
 stop:                    ## stop what `make serve` / `make web` started

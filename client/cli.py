@@ -117,7 +117,9 @@ def swap(
     if res.face_quality:
         typer.echo("identity transfer / leakage (cosine) per swapped face: " + ", ".join(
             f"{q.face}: {'-' if q.identity_transfer is None else f'{q.identity_transfer:.3f}'} / "
-            f"{q.identity_leakage:.3f}" for q in res.face_quality))
+            f"{q.identity_leakage:.3f}" for q in res.face_quality)
+            + " (ArcFace of the output face against the source's: high is a good swap; against the target's "
+              "original face: low is; meaningless with stand-in models)")
 
 
 def _source_vectors(c: FaceSwapClient, source: Path) -> tuple[np.ndarray, np.ndarray]:

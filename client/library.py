@@ -36,7 +36,8 @@ from client.core import (
 from client.errors import InvalidInput, ModelFailed, NoFaceError, Overloaded, RequestTimeout
 
 #: The models a ready deployment serves (the entry points and the networks they call).
-REQUIRED_MODELS = ("face_embed", "face_swap", "face_swap_kps", "face_detector", "face_recognizer", "face_swapper")
+REQUIRED_MODELS = ("face_embed", "face_swap", "face_swap_kps", "face_detector", "face_recognizer", "face_swapper",
+                   "content_detector")  # every model a repository serves (face_swap calls the gate)
 PROTOCOLS = ("http", "grpc")
 
 

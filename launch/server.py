@@ -369,8 +369,9 @@ def main() -> int:
     from repository.resolve import resolve
 
     if args.profile == "torch" and package_dir("torch") is None:
-        log.error("profile torch needs PyTorch in this environment: pip install torch (the CUDA build on a GPU "
-                  "machine; torchvision too for JPEG decode and encode on the GPU)")
+        log.error("profile torch needs PyTorch in this environment: `FACESWAP_PROFILE=torch make serve` installs "
+                  "the pinned version (Makefile TORCH_STAMP), or pip install torch==2.13.0 (PyPI's build is CUDA's; "
+                  "torchvision too for JPEG decode and encode on the GPU)")
         return 2
     models = resolve(args.standin_size)
     for m in models.values():

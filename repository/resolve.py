@@ -120,7 +120,7 @@ def resolve(standin_size: str | None = None, models_dir: Path = MODELS_DIR,
             found = next((shared / f for f in ("det_2.5g.onnx", "det_500m.onnx") if (shared / f).is_file()), None)
             if found is not None:
                 out[entry.role] = ResolvedModel(entry.role, entry.name, str(found), "shared", False,
-                                                f"({found.name}, real SCRFD)")
+                                                f"(not downloaded: {found.name} in its place, a real SCRFD)")
                 continue
         path = Path(standins.generate(models_dir / "standin" / size, size, (entry.name,))[entry.name]["path"])
         out[entry.role] = ResolvedModel(entry.role, entry.name, str(path), "stand-in", True, f"({size})")

@@ -16,7 +16,7 @@ def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
     out = tmp_path / "gpu_run.json"
     p = subprocess.run([sys.executable, "-m", "bench.gpu_run", "run", "--dry-run", "--concurrency", "1", "2",
                         "--seconds", "5", "--instances", "1", "--budget-s", "400", "--out", str(out),
-                        "--profile", "torch", "torch-host-bls", "cpu"],
+                        "--profile", "torch", "torch-host-bls", "cpu", "--alone-concurrency", "1", "3"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(out.read_text())
@@ -28,7 +28,9 @@ def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
         assert {"face_swap", "face_detector", "face_swapper"} <= set(lv["triton_compute"])
         assert {"decode", "detect", "swap", "paste", "encode"} <= set(lv["stage_ms_last"]["steps"])
     assert r["precision"] and all("(torch)" in line for line in r["precision"])
-    assert set(r["targets"]) == {"faces_per_s", "alone_p50_ms", "gpu_busy", "best_concurrency"}
+    assert set(r["targets"]) == {"faces_per_s", "single_caller_p50_ms", "gpu_busy", "best_concurrency", "note"}
+    assert "dry run" in r["targets"]["note"] and "first profile that answered without errors" in r["profile_rule"]
+    assert len(set(r["precision"])) == len(r["precision"])  # one line per network, not per instance
     assert r["entry_point_queue"] >= 8 and r["swapper_max_batch"] == 64 and r["total_s"] > 0
     assert r["profile"] == "torch" and set(r["runs"]) == {"torch", "torch-host-bls", "cpu"}
     for run in r["runs"].values():  # frames on the device (tensors by DLPack where they are, then in host
@@ -42,7 +44,7 @@ def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
     assert "pipeline.tensor_frames" not in logs["cpu"]
     alone = r["pipeline_alone"]  # the same frame path in one process, no Triton: what serving costs
     assert alone["device"] == "cpu" and alone["precision"] == "f32"
-    assert [lv["concurrency"] for lv in alone["levels"]] == [1, 8]
+    assert [lv["concurrency"] for lv in alone["levels"]] == [1, 3]  # --alone-concurrency
     assert all(lv["requests"] >= 1 and lv["errors"] == 0 and lv["faces_per_image"] == 6 for lv in alone["levels"])
     assert {"decode", "detect", "swap", "paste", "encode"} <= set(alone["levels"][0]["stage_ms_last"]["steps"])
     parity = r["parity"]  # the device path against onnxruntime on the host, here both on the CPU

@@ -193,3 +193,11 @@ def test_frames_stay_on_the_gpu_where_asked_and_nowhere_without_one(models, tmp_
         build(tmp_path / "cpu", "cpu", models, "device")
     with pytest.raises(ValueError, match="pixels must be host or device, got 'gpu'"):
         build(tmp_path / "cpu", "torch", models, "gpu")
+
+
+def test_the_clients_health_asks_for_every_model_the_repository_serves(repo):
+    """``faceswap health`` is ready only when every served model is (the content gate included)."""
+    from client.library import REQUIRED_MODELS
+
+    _, _, configs = repo
+    assert set(REQUIRED_MODELS) == set(configs)
