@@ -132,7 +132,13 @@ def _torch_run(path: str, output_names: list[str], precision: str) -> RunFn:
             outs = module(*[feeds[n].to(device) for n in module.inputs])
             return [outs[i].float().contiguous() for i in pick]
 
+    def warm(item_shapes: list[tuple[int, ...]], max_batch: int) -> list[int]:
+        """Capture the CUDA graphs of every padded batch up to ``max_batch`` now
+        (``CudaGraphed.warm``); [] where the network is not replayed from graphs."""
+        return module.warm(item_shapes, max_batch, device) if hasattr(module, "warm") else []
+
     run.tensors = run_tensors  # the torch profile's networks take and give tensors by DLPack
+    run.warm = warm
     return run
 
 

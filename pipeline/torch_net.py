@@ -336,6 +336,23 @@ class CudaGraphed:
         replay()
         return [o[:n].clone() for o in static_out]
 
+    def warm(self, item_shapes: list[tuple[int, ...]], max_batch: int, device) -> list[int]:
+        """Capture now the graph of every batch a call of up to ``max_batch`` rows pads to (1, 2,
+        4, ... up to the power of two at or above it), for float32 inputs of per-row shapes
+        ``item_shapes`` on ``device``: a served network does this at load, so the first request
+        of each batch size does not wait for a capture (a few hundred ms each). Returns the
+        batch sizes that replay from a graph (a failed capture is told as in ``__call__``)."""
+        torch, sizes, b = self.torch, [], 1
+        while True:
+            sizes.append(b)
+            if b >= max_batch:
+                break
+            b *= 2
+        with torch.no_grad():  # not inference_mode: its buffers could not be filled by a later call outside it
+            for b in sizes:
+                self(*[torch.full((b, *s), 0.5, dtype=torch.float32, device=device) for s in item_shapes])
+        return [b for b in sizes if any(key[0][0] == b for key in self._graphs)]
+
     @staticmethod
     def _fill(static_in, xs, n: int, b: int) -> None:
         for s, x in zip(static_in, xs):

@@ -250,6 +250,15 @@ def test_cuda_graph_replays_pad_batches_to_powers_of_two_and_return_their_own_ro
         assert torch.equal(first, swapper(*[feeds[k][:1] for k in swapper.inputs])[0])  # not overwritten
     assert [s[0] for s in recorded] == [1, 4, 8, 2]  # 3 -> 4, 5 -> 8; 8, 2, 4 replayed
 
+    recorded.clear()  # a served network captures every batch its dynamic batching can form at load
+    warmed = Emulated(swapper)
+    assert warmed.warm([(3, 128, 128), (512,)], 5, "cpu") == [1, 2, 4, 8]
+    assert [s[0] for s in recorded] == [1, 2, 4, 8]
+    with torch.no_grad():
+        args = [feeds[k][:6] for k in swapper.inputs]
+        assert torch.equal(warmed(*args)[0], swapper(*args)[0]) and len(recorded) == 4  # replayed, not captured
+    assert Emulated(swapper).warm([(3, 128, 128), (512,)], 1, "cpu") == [1]
+
     told = []
 
     class Failing(CudaGraphed):
@@ -262,3 +271,4 @@ def test_cuda_graph_replays_pad_batches_to_powers_of_two_and_return_their_own_ro
             args = [feeds[k][:3] for k in swapper.inputs]
             assert torch.equal(failing(*args)[0], swapper(*args)[0])
     assert len(told) == 1 and "runs eagerly" in told[0] and "(padded to 4)" in told[0]
+    assert Failing(swapper, told.append).warm([(3, 128, 128), (512,)], 2, "cpu") == []  # eager: told, none
