@@ -413,14 +413,15 @@ def _write(report: dict, out: Path) -> None:
     out.write_text(json.dumps(report, indent=1))
 
 
-def _precision_lines(log: str) -> list[str]:
-    """The self-check's line per network from Triton's log (tolerant of format; the instances of
-    one network say the same: once each)."""
+def _log_lines(log: str, needle: str, cut: str = "") -> list[str]:
+    """The messages of Triton's log lines holding ``needle`` (each up to ``cut`` where given;
+    tolerant of format), once each: the instances of one network say the same. The
+    self-check's choice per network: ``needle`` "chosen by", ``cut`` ";"."""
     lines = []
     for ln in log.splitlines():
-        if "chosen by" in ln:
-            text = ln.split('"', 1)[1] if '"' in ln else ln
-            lines.append(text.split(";")[0].strip())
+        if needle in ln:
+            text = (ln.split('"', 1)[1] if '"' in ln else ln).rstrip('"')
+            lines.append((text.split(cut)[0] if cut else text).strip()[:300])
     return list(dict.fromkeys(lines))
 
 
@@ -536,7 +537,9 @@ def serve(profile: str, models: dict, source: Path, image: bytes, args, res: dic
     try:
         server.start(max(60.0, args.budget_s - (time.perf_counter() - t0) - 60))
         res["ready_s"] = round(time.perf_counter() - t1, 1)
-        res["precision"] = _precision_lines(server.log_file.read_text())
+        log_text = server.log_file.read_text()
+        res["precision"] = _log_lines(log_text, "chosen by", ";")
+        res["cuda_graphs"] = _log_lines(log_text, "CUDA graph")  # captured at load, or a shape run eagerly
         save()
         c = V2(server.http_url)
         latent = parse_embed(c.infer(EMBED_MODEL, embed_arrays(source.read_bytes()), EMBED_OUTPUTS)).largest().latent

@@ -37,6 +37,7 @@ def test_the_gpu_run_dry_runs_here_and_reports_every_figure(models, tmp_path):
         # memory: the fallback where CUDA IPC fails), then on the host: the comparison
         assert [lv["concurrency"] for lv in run["levels"]] == [1, 2] and run["ready_s"] > 0
         assert all(lv["errors"] == 0 and lv["faces_per_image"] == 6 for lv in run["levels"])
+        assert run["cuda_graphs"] == []  # no CUDA here: nothing captured, nothing fell back
     logs = {p: (tmp_path / f"gpu_run_triton_{p}.log").read_text() for p in r["runs"]}
     assert "frames on cpu (pipeline.tensor_frames), networks called by DLPack in device memory" in logs["torch"]
     assert "frames on cpu (pipeline.tensor_frames), networks called by DLPack in host memory" in \
