@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import sysconfig
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,10 +126,76 @@ def server_env() -> dict[str, str]:
     return env
 
 
+SHM_DIR = Path("/dev/shm")
+#: The Python backend's shared-memory regions (one per model instance, ``shm-default-byte-size``
+#: and up: 16 MiB here): Triton removes them when it stops; a tritonserver killed with SIGKILL
+#: (the OOM killer, a crash, the group kill after the stop timeout) leaves them in /dev/shm, a
+#: tmpfs held in memory (64 MB by default in Docker): a server that crashes and restarts in a
+#: loop fills it, and then no new stub starts.
+SHM_PREFIX = "triton_python_backend_shm_region_"
+SHM_SETTLE_S = 0.2  # a starting server maps the region it creates within microseconds: checked twice
+
+
+def _mapped_regions() -> set[str]:
+    """The ``SHM_PREFIX`` files some live process maps (``/proc/<pid>/maps``)."""
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            with maps.open() as f:
+                mapped.update(line.split(maxsplit=5)[5].strip() for line in f
+                              if SHM_PREFIX in line and len(line.split(maxsplit=5)) == 6)
+        except OSError:  # a process that ended while read, or another user's
+            continue
+    return mapped
+
+
+def stale_shm_regions(shm_dir: Path = SHM_DIR, settle_s: float = SHM_SETTLE_S) -> list[Path]:
+    """The Python-backend regions in ``shm_dir`` (``SHM_PREFIX``) owned by this user that no live
+    process maps (as ``/proc/<pid>/maps`` says), checked twice ``settle_s`` apart (a region a
+    starting server has just created is mapped by then): the leftovers of tritonservers that
+    were killed. Regions of running servers, ours or others', are mapped by them and never
+    listed."""
+    uid = os.getuid()
+
+    def unmapped() -> list[Path]:
+        mapped, out = _mapped_regions(), []
+        for path in sorted(shm_dir.glob(SHM_PREFIX + "*")):
+            try:
+                if path.stat().st_uid == uid and str(path) not in mapped:
+                    out.append(path)
+            except OSError:
+                continue
+        return out
+
+    first = unmapped()
+    if not first:
+        return []
+    time.sleep(settle_s)
+    return [p for p in unmapped() if p in first]
+
+
+def sweep_stale_shm(shm_dir: Path = SHM_DIR, settle_s: float = SHM_SETTLE_S) -> tuple[int, int]:
+    """Remove ``stale_shm_regions`` and log how many and how much; (regions, bytes) removed."""
+    count = size = 0
+    for path in stale_shm_regions(shm_dir, settle_s):
+        try:
+            n = path.stat().st_size
+            path.unlink()
+        except OSError:
+            continue
+        count, size = count + 1, size + n
+    if count:
+        log.warning("removed %d stale Python-backend shared-memory region(s) (%.0f MiB) that a killed tritonserver "
+                    "left in %s", count, size / 2**20, shm_dir)
+    return count, size
+
+
 class TritonServer(Service):
     """One embedded tritonserver process on loopback, a :class:`launch.services.Service`: its own
     process group (with the Python-backend stubs it starts), pid file ``<run_dir>/<name>.pid``,
     log ``<run_dir>/<name>.log``, stopped by pid (SIGTERM, then SIGKILL to the whole group).
+    Before each start (a supervisor's restart too) and after each stop, the Python backend's
+    shared memory that killed servers left is removed (``sweep_stale_shm``).
 
     Args:
         repository: model repository folder (see ``repository.generate``).
@@ -184,6 +251,11 @@ class TritonServer(Service):
         if busy:
             raise RuntimeError(f"{self.name}: loopback port(s) {busy} already in use (another tritonserver? "
                                "`make stop`, or choose other ports)")
+        sweep_stale_shm()  # a restart after a crash: the dead server's regions would hold /dev/shm
+
+    def after_stop(self) -> None:
+        """A server that had to be killed leaves its shared memory: removed once no stub maps it."""
+        sweep_stale_shm()
 
     def start(self, timeout: float = 300.0) -> TritonServer:
         """Start the server and wait until it is ready (``/v2/health/ready``).

@@ -34,6 +34,43 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
+def shm_regions(pids: list[int]) -> set[str]:
+    """The Python backend's shared-memory regions that ``pids`` map."""
+    from launch.server import SHM_PREFIX
+
+    out = set()
+    for pid in pids:
+        try:
+            out |= {ln.split(maxsplit=5)[5].strip() for ln in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                    if SHM_PREFIX in ln}
+        except OSError:
+            pass
+    return out
+
+
+def test_only_the_unmapped_shared_memory_of_dead_servers_is_swept(tmp_path):
+    """``launch.server.stale_shm_regions``: a region nobody maps is stale; one a live process
+    maps is not, nor is a file that is not a Python-backend region."""
+    import mmap
+
+    from launch.server import SHM_PREFIX, stale_shm_regions, sweep_stale_shm
+
+    def region(name: str) -> Path:
+        path = tmp_path / f"{SHM_PREFIX}{name}"
+        path.write_bytes(b"\0" * 4096)
+        return path
+
+    dead, dead2, live = region("a_dead"), region("b_dead"), region("c_live")
+    other = tmp_path / "not_a_region"
+    other.write_bytes(b"x")
+    with live.open("r+b") as f, mmap.mmap(f.fileno(), 4096):
+        assert stale_shm_regions(tmp_path, 0.0) == [dead, dead2]
+        assert sweep_stale_shm(tmp_path, 0.0) == (2, 8192)
+        assert not dead.exists() and not dead2.exists() and live.exists() and other.exists()
+        assert sweep_stale_shm(tmp_path, 0.0) == (0, 0)
+    assert stale_shm_regions(tmp_path, 0.0) == [live]  # unmapped now
+
+
 def wait_for(cond, timeout: float, what: str):
     end = time.monotonic() + timeout
     while not (got := cond()):
@@ -109,6 +146,8 @@ def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
         triton_pid = int((run / f"triton_{base}.pid").read_text())
         stubs = [p for p in group_members(triton_pid) if p != triton_pid]
         assert stubs, "expected Python-backend stubs in tritonserver's process group"
+        regions = shm_regions([triton_pid, *stubs])
+        assert regions, "expected the stubs' shared-memory regions in /proc/<pid>/maps"
         gw_pid = int((run / f"gateway_{gw_port}.pid").read_text())
         os.kill(triton_pid, signal.SIGKILL)  # the server alone: its stubs would be orphans
         t0 = time.monotonic()
@@ -127,6 +166,9 @@ def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
         said = (run / "supervisor.log").read_text()
         assert f"triton_{base} (pid {triton_pid}) died after" in said and "signal SIGKILL" in said, said[-2000:]
         assert f"triton_{base} restarted" in said
+        # the killed server's shared memory is not left to fill /dev/shm: removed at the restart
+        assert not [r for r in regions if Path(r).exists()], regions
+        assert "stale Python-backend shared-memory region(s)" in said, said[-2000:]
         # the gateway dies too: it comes back on its own
         os.kill(gw_pid, signal.SIGKILL)
         wait_for(swapped, 30, "the gateway back")
