@@ -57,6 +57,7 @@ import tarfile
 import threading
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -532,47 +533,42 @@ def serve(profile: str, models: dict, source: Path, image: bytes, args, res: dic
     build(run_dir / "model_repository", served, models)
     res["build_s"] = round(time.perf_counter() - t1, 1)
     server = TritonServer(run_dir / "model_repository", free_ports(), run_dir=run_dir)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the stubs inherit Triton's environment
-    try:
-        server.start(max(60.0, args.budget_s - (time.perf_counter() - t0) - 60))
-        res["ready_s"] = round(time.perf_counter() - t1, 1)
-        log_text = server.log_file.read_text()
-        res["precision"] = _log_lines(log_text, "chosen by", ";")
-        res["cuda_graphs"] = _log_lines(log_text, "CUDA graph")  # captured at load, or a shape run eagerly
-        save()
-        c = V2(server.http_url)
-        latent = parse_embed(c.infer(EMBED_MODEL, embed_arrays(source.read_bytes()), EMBED_OUTPUTS)).largest().latent
-        warm = max(args.concurrency)  # every entry-point instance and the batch shapes see work
-        first = drive(server.http_url, image, latent, 1, 60, 2)
-        if not first["requests"]:
-            raise RuntimeError(f"no swap answered: {first['first_error']}")
-        drive(server.http_url, image, latent, warm, 30, 1 if dry else 2)
-        res["levels"] = []
-        for callers in args.concurrency:
-            if time.perf_counter() - t0 + args.seconds > args.budget_s:
-                res.setdefault("skipped_levels", []).append(callers)
-                continue
-            before = c.stats()
-            level = drive(server.http_url, image, latent, callers, args.seconds, 2 if dry else 10**6)
-            level["triton_compute"] = compute_ms(before, c.stats())
-            res["levels"].append(level)
-            save()
-            print(json.dumps({"profile": profile, **{k: v for k, v in level.items()
-                                                     if k not in ("stage_ms_last", "triton_compute")}}), flush=True)
-        res["targets"] = _targets(res["levels"])
-        return latent
-    finally:
+    with mock.patch.dict(os.environ, env):  # the stubs inherit Triton's environment
         try:
-            shutil.copy2(server.log_file, logs / f"gpu_run_triton_{profile}.log")
-        except OSError:
-            pass
-        server.stop()  # its GPU memory back before the next profile and the parity check
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            server.start(max(60.0, args.budget_s - (time.perf_counter() - t0) - 60))
+            res["ready_s"] = round(time.perf_counter() - t1, 1)
+            log_text = server.log_file.read_text()
+            res["precision"] = _log_lines(log_text, "chosen by", ";")
+            res["cuda_graphs"] = _log_lines(log_text, "CUDA graph")  # captured at load, or a shape run eagerly
+            save()
+            c = V2(server.http_url)
+            embedded = c.infer(EMBED_MODEL, embed_arrays(source.read_bytes()), EMBED_OUTPUTS)
+            latent = parse_embed(embedded).largest().latent
+            warm = max(args.concurrency)  # every entry-point instance and the batch shapes see work
+            first = drive(server.http_url, image, latent, 1, 60, 2)
+            if not first["requests"]:
+                raise RuntimeError(f"no swap answered: {first['first_error']}")
+            drive(server.http_url, image, latent, warm, 30, 1 if dry else 2)
+            res["levels"] = []
+            for callers in args.concurrency:
+                if time.perf_counter() - t0 + args.seconds > args.budget_s:
+                    res.setdefault("skipped_levels", []).append(callers)
+                    continue
+                before = c.stats()
+                level = drive(server.http_url, image, latent, callers, args.seconds, 2 if dry else 10**6)
+                level["triton_compute"] = compute_ms(before, c.stats())
+                res["levels"].append(level)
+                save()
+                print(json.dumps({"profile": profile, **{k: v for k, v in level.items()
+                                                         if k not in ("stage_ms_last", "triton_compute")}}), flush=True)
+            res["targets"] = _targets(res["levels"])
+            return latent
+        finally:
+            try:
+                shutil.copy2(server.log_file, logs / f"gpu_run_triton_{profile}.log")
+            except OSError:
+                pass
+            server.stop()  # its GPU memory back before the next profile and the parity check
 
 
 def device_parity(models: dict, image: bytes, latent: np.ndarray) -> dict:
@@ -643,44 +639,21 @@ def pipeline_alone(models: dict, image: bytes, latent: np.ndarray, levels: list[
     """The ``torch`` profile's frame path without Triton: ``pipeline.tensor_frames.swap_frame``
     in this one process (the entry point's own function, its default options: JPEG out, quality
     figures, badge, watermark), the networks as engine ``torch`` serves them on
-    ``engines.torch_device()`` (bf16 on CUDA, f32 on the CPU; CUDA graphs unless
-    ``FACESWAP_CUDA_GRAPHS=0``), each behind a lock as a Triton instance runs one call at a
-    time, driven by ``levels`` callers in threads. Against the served levels it shows what the
+    ``engines.torch_device()`` (``pipeline.local.engine_networks``: bf16 on CUDA, f32 on the
+    CPU; CUDA graphs unless ``FACESWAP_CUDA_GRAPHS=0``; one call at a time per network),
+    driven by ``levels`` callers in threads. Against the served levels it shows what the
     server's processes and BLS calls cost; faces of concurrent frames are not batched together
     here. {"precision", "levels": [as ``load`` gives]}."""
-    import onnx
     import torch
 
     from pipeline import frames, tensor_frames
-    from pipeline.engines import _torch_run, torch_device
-    from pipeline.local import EMBED_BATCH, SWAP_BATCH
+    from pipeline.engines import torch_device
+    from pipeline.local import engine_networks
     from pipeline.selection import SwapOptions
 
     device = torch.device(torch_device())
     precision = "bf16" if device.type == "cuda" else "f32"
-
-    def net(role: str, first_only: bool = True):
-        graph = onnx.load(models[role].path, load_external_data=False).graph
-        inputs, outputs = [i.name for i in graph.input], [o.name for o in graph.output]
-        run, lock = _torch_run(models[role].path, outputs, precision).tensors, threading.Lock()
-
-        def call(*tensors):
-            with lock:
-                outs = run(dict(zip(inputs, tensors)))
-            return outs[0] if first_only else outs
-
-        return call, inputs
-
-    det, _ = net("detector", first_only=False)
-    rec, _ = net("recognizer")
-    swp, swp_inputs = net("swapper")
-    gate, _ = net("content")
-
-    def swap(blob, latents):  # inswapper's inputs are named target and source (insightface inswapper.py)
-        feeds = {"target": blob, "source": latents}
-        return swp(*[feeds[n] for n in swp_inputs])
-
-    nets = tensor_frames.TensorNetworks(det, rec, swap, EMBED_BATCH, SWAP_BATCH, gate)
+    nets = engine_networks(models, precision)
     opts, lat = SwapOptions(), np.asarray(latent, np.float32).reshape(1, 512)
 
     def caller():

@@ -19,7 +19,7 @@ import shutil
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,14 +136,16 @@ SHM_PREFIX = "triton_python_backend_shm_region_"
 SHM_SETTLE_S = 0.2  # a starting server maps the region it creates within microseconds: checked twice
 
 
-def _mapped_regions() -> set[str]:
-    """The ``SHM_PREFIX`` files some live process maps (``/proc/<pid>/maps``)."""
+def mapped_regions(pids: Iterable[int] | None = None) -> set[str]:
+    """The ``SHM_PREFIX`` files (paths) that the processes ``pids`` map, or any live process
+    (None), as ``/proc/<pid>/maps`` says (its sixth field is the mapped file)."""
+    files = Path("/proc").glob("[0-9]*/maps") if pids is None else (Path(f"/proc/{p}/maps") for p in pids)
     mapped: set[str] = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
+    for maps in files:
         try:
             with maps.open() as f:
-                mapped.update(line.split(maxsplit=5)[5].strip() for line in f
-                              if SHM_PREFIX in line and len(line.split(maxsplit=5)) == 6)
+                fields = (line.split(maxsplit=5) for line in f if SHM_PREFIX in line)
+                mapped.update(parts[5].strip() for parts in fields if len(parts) == 6)
         except OSError:  # a process that ended while read, or another user's
             continue
     return mapped
@@ -158,7 +160,7 @@ def stale_shm_regions(shm_dir: Path = SHM_DIR, settle_s: float = SHM_SETTLE_S) -
     uid = os.getuid()
 
     def unmapped() -> list[Path]:
-        mapped, out = _mapped_regions(), []
+        mapped, out = mapped_regions(), []
         for path in sorted(shm_dir.glob(SHM_PREFIX + "*")):
             try:
                 if path.stat().st_uid == uid and str(path) not in mapped:
@@ -171,7 +173,8 @@ def stale_shm_regions(shm_dir: Path = SHM_DIR, settle_s: float = SHM_SETTLE_S) -
     if not first:
         return []
     time.sleep(settle_s)
-    return [p for p in unmapped() if p in first]
+    again = set(unmapped())
+    return [p for p in first if p in again]
 
 
 def sweep_stale_shm(shm_dir: Path = SHM_DIR, settle_s: float = SHM_SETTLE_S) -> tuple[int, int]:

@@ -34,20 +34,6 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
-def shm_regions(pids: list[int]) -> set[str]:
-    """The Python backend's shared-memory regions that ``pids`` map."""
-    from launch.server import SHM_PREFIX
-
-    out = set()
-    for pid in pids:
-        try:
-            out |= {ln.split(maxsplit=5)[5].strip() for ln in Path(f"/proc/{pid}/maps").read_text().splitlines()
-                    if SHM_PREFIX in ln}
-        except OSError:
-            pass
-    return out
-
-
 def test_only_the_unmapped_shared_memory_of_dead_servers_is_swept(tmp_path):
     """``launch.server.stale_shm_regions``: a region nobody maps is stale; one a live process
     maps is not, nor is a file that is not a Python-backend region."""
@@ -122,6 +108,7 @@ def test_a_service_stopped_by_hand_is_left_down(tmp_path):
 
 
 def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
+    from launch.server import mapped_regions
     from repository.generate import build
 
     run = tmp_path / "run"
@@ -146,7 +133,7 @@ def test_make_serve_comes_back_after_tritonserver_is_killed(models, tmp_path):
         triton_pid = int((run / f"triton_{base}.pid").read_text())
         stubs = [p for p in group_members(triton_pid) if p != triton_pid]
         assert stubs, "expected Python-backend stubs in tritonserver's process group"
-        regions = shm_regions([triton_pid, *stubs])
+        regions = mapped_regions([triton_pid, *stubs])
         assert regions, "expected the stubs' shared-memory regions in /proc/<pid>/maps"
         gw_pid = int((run / f"gateway_{gw_port}.pid").read_text())
         os.kill(triton_pid, signal.SIGKILL)  # the server alone: its stubs would be orphans
